@@ -1,0 +1,268 @@
+//! Replicated configuration. It is part of the state machine's state and
+//! changes only through a committed [`crate::Command::SetConfig`], so every
+//! replica computes leases and margins with the same numbers.
+
+use serde::{Deserialize, Serialize};
+
+/// All replicated configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Config {
+    /// Adaptive lease formula.
+    pub lease: LeaseConfig,
+    /// Size and count limits.
+    pub limits: Limits,
+    /// Time and drift margins.
+    pub time: TimeConfig,
+}
+
+/// Weights, thresholds and factors of the adaptive lease formula
+/// (DESIGN.md "Adaptive lease"):
+/// `validity = clamp(base × (1 + nhi + stability + load), min, max)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseConfig {
+    /// Smallest TTL a client may request, µs.
+    pub min_ttl_us: u64,
+    /// Largest TTL a client may request, µs.
+    pub max_ttl_us: u64,
+    /// Lower clamp of the adjusted validity, µs.
+    pub min_validity_us: u64,
+    /// Upper clamp of the adjusted validity, µs.
+    pub max_validity_us: u64,
+    /// Weight of the CPU score in the NHI.
+    pub weight_cpu: u32,
+    /// Weight of the memory score.
+    pub weight_mem: u32,
+    /// Weight of the disk I/O score.
+    pub weight_io: u32,
+    /// Weight of the network latency score.
+    pub weight_latency: u32,
+    /// Weight of the failure-history score.
+    pub weight_failures: u32,
+    /// Mean RTT at which the latency score reaches 0, µs.
+    pub latency_worst_us: u64,
+    /// Score lost per recent failure, permille.
+    pub failure_penalty_permille: u32,
+    /// NHI at or above which the tier is Excellent, permille.
+    pub excellent_min_permille: u32,
+    /// NHI at or above which the tier is Good.
+    pub good_min_permille: u32,
+    /// NHI at or above which the tier is Warning (below: Critical).
+    pub warning_min_permille: u32,
+    /// Factor for Excellent, permille (seed default −10 %).
+    pub factor_excellent_permille: i32,
+    /// Factor for Good (−5 %).
+    pub factor_good_permille: i32,
+    /// Factor for Warning (+10 %).
+    pub factor_warning_permille: i32,
+    /// Factor for Critical (+30 %).
+    pub factor_critical_permille: i32,
+    /// Stability factor gained per millisecond of RTT standard deviation,
+    /// permille.
+    pub stability_permille_per_ms: u32,
+    /// Upper bound of the stability factor, permille.
+    pub stability_max_permille: u32,
+    /// Load above which the load factor starts, permille.
+    pub load_knee_permille: u32,
+    /// Load factor at full load (1000 permille), permille; linear from the knee.
+    pub load_max_permille: u32,
+    /// Scale applied to a suspected session's validity, permille of the
+    /// adjusted value (500 = half).
+    pub suspicion_scale_permille: u32,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            min_ttl_us: 1_000_000,
+            max_ttl_us: 300_000_000,
+            min_validity_us: 1_000_000,
+            max_validity_us: 300_000_000,
+            weight_cpu: 3,
+            weight_mem: 2,
+            weight_io: 2,
+            weight_latency: 2,
+            weight_failures: 1,
+            latency_worst_us: 200_000,
+            failure_penalty_permille: 200,
+            excellent_min_permille: 850,
+            good_min_permille: 650,
+            warning_min_permille: 400,
+            factor_excellent_permille: -100,
+            factor_good_permille: -50,
+            factor_warning_permille: 100,
+            factor_critical_permille: 300,
+            stability_permille_per_ms: 10,
+            stability_max_permille: 200,
+            load_knee_permille: 700,
+            load_max_permille: 200,
+            suspicion_scale_permille: 500,
+        }
+    }
+}
+
+/// Size and count limits. Exceeding one is a typed error that changes
+/// nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Longest lock, election or key name, bytes.
+    pub max_name_bytes: usize,
+    /// Largest KV value or proclaimed value, bytes.
+    pub max_value_bytes: usize,
+    /// Open sessions in the cluster.
+    pub max_sessions: u64,
+    /// Locks one session holds or waits for.
+    pub max_locks_per_session: u64,
+    /// Waiters queued on one lock.
+    pub max_waiters_per_lock: u64,
+    /// KV keys in the cluster.
+    pub max_keys: u64,
+    /// Candidates in one election.
+    pub max_candidates_per_election: u64,
+    /// Total bytes of one handover's state.
+    pub max_handover_bytes: usize,
+    /// Responses a session remembers for deduplication of retries.
+    pub dedupe_window: u64,
+    /// Longest client name, bytes.
+    pub max_client_name_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_name_bytes: 512,
+            max_value_bytes: 64 * 1024,
+            max_sessions: 100_000,
+            max_locks_per_session: 10_000,
+            max_waiters_per_lock: 10_000,
+            max_keys: 1_000_000,
+            max_candidates_per_election: 1_000,
+            max_handover_bytes: 4 * 1024 * 1024,
+            dedupe_window: 64,
+            max_client_name_bytes: 128,
+        }
+    }
+}
+
+/// Time and drift margins (DESIGN.md "Time").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeConfig {
+    /// Worst-case clock rate error assumed when no usable estimate exists, ppm.
+    pub max_drift_ppm: u64,
+    /// k in `ρ_hi = |drift| + k·σ`.
+    pub drift_k_sigma: u32,
+    /// An estimate with drift σ above this is unusable, ppb.
+    pub max_usable_drift_sigma_ppb: u64,
+    /// An estimate resting on fewer samples is unusable.
+    pub min_estimate_samples: u32,
+    /// Extra lock-delay after an expiry or revocation, on top of the end of
+    /// the old holder's validity and the drift margin, µs.
+    pub lock_delay_extra_us: u64,
+    /// Slack for network delay when comparing a client's measured hold time
+    /// with cluster time, µs.
+    pub clock_check_slack_us: u64,
+}
+
+impl Default for TimeConfig {
+    fn default() -> Self {
+        TimeConfig {
+            max_drift_ppm: 500,
+            drift_k_sigma: 3,
+            max_usable_drift_sigma_ppb: 50_000,
+            min_estimate_samples: 8,
+            lock_delay_extra_us: 0,
+            clock_check_slack_us: 50_000,
+        }
+    }
+}
+
+impl Config {
+    /// Checks internal consistency; the error names the offending field.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.lease;
+        if l.min_ttl_us == 0 || l.min_ttl_us > l.max_ttl_us {
+            return Err("lease.min_ttl_us must be > 0 and <= lease.max_ttl_us".into());
+        }
+        if l.min_validity_us == 0 || l.min_validity_us > l.max_validity_us {
+            return Err("lease.min_validity_us must be > 0 and <= lease.max_validity_us".into());
+        }
+        let weights = [l.weight_cpu, l.weight_mem, l.weight_io, l.weight_latency, l.weight_failures];
+        if weights.iter().all(|w| *w == 0) {
+            return Err("lease.weight_*: at least one health weight must be > 0".into());
+        }
+        if weights.iter().any(|w| *w > 1000) {
+            return Err("lease.weight_*: each weight must be <= 1000".into());
+        }
+        if !(l.warning_min_permille <= l.good_min_permille
+            && l.good_min_permille <= l.excellent_min_permille
+            && l.excellent_min_permille <= 1000)
+        {
+            return Err("lease tier thresholds must satisfy warning <= good <= excellent <= 1000".into());
+        }
+        for (name, f) in [
+            ("factor_excellent_permille", l.factor_excellent_permille),
+            ("factor_good_permille", l.factor_good_permille),
+            ("factor_warning_permille", l.factor_warning_permille),
+            ("factor_critical_permille", l.factor_critical_permille),
+        ] {
+            if !(-900..=10_000).contains(&f) {
+                return Err(format!("lease.{name} must be in [-900, 10000]"));
+            }
+        }
+        if l.latency_worst_us == 0 {
+            return Err("lease.latency_worst_us must be > 0".into());
+        }
+        if l.stability_max_permille > 10_000 || l.load_max_permille > 10_000 {
+            return Err("lease.stability_max_permille and lease.load_max_permille must be <= 10000".into());
+        }
+        if l.load_knee_permille > 1000 {
+            return Err("lease.load_knee_permille must be <= 1000".into());
+        }
+        if l.suspicion_scale_permille == 0 || l.suspicion_scale_permille > 1000 {
+            return Err("lease.suspicion_scale_permille must be in [1, 1000]".into());
+        }
+        let m = &self.limits;
+        if m.max_name_bytes == 0 || m.max_client_name_bytes == 0 {
+            return Err("limits.max_name_bytes and limits.max_client_name_bytes must be > 0".into());
+        }
+        if m.dedupe_window == 0 || m.dedupe_window > 4096 {
+            return Err("limits.dedupe_window must be in [1, 4096]".into());
+        }
+        if m.max_sessions == 0 || m.max_locks_per_session == 0 || m.max_candidates_per_election == 0 {
+            return Err("limits.max_sessions, max_locks_per_session and max_candidates_per_election must be > 0".into());
+        }
+        let t = &self.time;
+        if t.max_drift_ppm == 0 || t.max_drift_ppm > 100_000 {
+            return Err("time.max_drift_ppm must be in [1, 100000]".into());
+        }
+        if t.drift_k_sigma == 0 || t.drift_k_sigma > 10 {
+            return Err("time.drift_k_sigma must be in [1, 10]".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn inverted_bounds_are_rejected_naming_the_field() {
+        let mut c = Config::default();
+        c.lease.min_validity_us = c.lease.max_validity_us + 1;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("min_validity_us"), "{err}");
+
+        let mut c = Config::default();
+        c.time.max_drift_ppm = 0;
+        assert!(c.validate().unwrap_err().contains("max_drift_ppm"));
+
+        let mut c = Config::default();
+        c.lease.good_min_permille = 900;
+        assert!(c.validate().unwrap_err().contains("tier thresholds"));
+    }
+}
