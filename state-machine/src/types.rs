@@ -336,12 +336,16 @@ pub enum Reply {
     },
     /// The session was renewed.
     KeptAlive {
-        /// Granted validity, µs, counted from this entry's cluster time.
+        /// Remaining validity, µs, counted from this entry's cluster time.
+        /// Never less than what an earlier grant promised.
         validity_us: u64,
-        /// How the validity was computed.
+        /// How the new validity was computed.
         lease: LeaseDecision,
         /// Cluster time of this entry, µs (for client rate estimation).
         cluster_ts_us: u64,
+        /// Drift bound the client should apply to itself (DESIGN.md "Time"
+        /// rule 5), ppm: widened after a detected clock skew.
+        client_rho_ppm: u64,
     },
     /// The lock is held.
     Granted {
@@ -572,8 +576,8 @@ pub struct LeaseDecision {
     pub base_us: u64,
     /// Node Health Index used, permille; `None` when no report exists.
     pub nhi_permille: Option<u32>,
-    /// Tier used (Good when no report exists).
-    pub tier: HealthTier,
+    /// Tier used; `None` when no report exists (no health factor).
+    pub tier: Option<HealthTier>,
     /// Health factor, permille (signed).
     pub nhi_factor_permille: i32,
     /// Network stability factor, permille.

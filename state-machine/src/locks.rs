@@ -1,0 +1,259 @@
+//! Locks: exclusive and shared grants with fencing tokens, FIFO waiters with
+//! direct handoff, lock-delay after expiry or revocation, and the clock check
+//! of a release against the client's own measurement.
+
+use crate::types::*;
+use crate::{Ctx, Holder, Lock, StateMachine, Timer, Waiter};
+
+impl StateMachine {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn acquire(
+        &mut self,
+        session: SessionId,
+        name: String,
+        mode: LockMode,
+        wait_us: u64,
+        client_clock_us: Option<u64>,
+        predicted_release_client_us: Option<u64>,
+        ctx: &mut Ctx,
+    ) -> Response {
+        self.check_name(&name)?;
+        let limits = &self.config.limits;
+        let Some(s) = self.sessions.get(&session) else {
+            return Err(Rejection::UnknownSession { session });
+        };
+        if s.held.contains(&name) || s.waiting.contains(&name) {
+            return Err(Rejection::AlreadyHeld);
+        }
+        if s.resource_count() >= limits.max_locks_per_session {
+            return Err(Rejection::LimitReached { limit: LimitKind::LocksPerSession, max: limits.max_locks_per_session });
+        }
+        let max_waiters = limits.max_waiters_per_lock;
+        let (grantable, delay) = match self.locks.get(&name) {
+            None => (true, None),
+            Some(lock) => {
+                let delayed = lock.lock_delay_until_us > ctx.now_us;
+                let compatible = lock.waiters.is_empty() && compatible(lock, mode);
+                (!delayed && compatible, delayed.then_some(lock.lock_delay_until_us))
+            }
+        };
+        if grantable {
+            let validity_us = self.grant(&name, session, mode, client_clock_us, predicted_release_client_us, ctx);
+            return Ok(Reply::Granted { token: ctx.index, validity_us });
+        }
+        if wait_us == 0 {
+            return Err(Rejection::LockBusy { lock_delay_until_us: delay });
+        }
+        let waiting = self.locks.get(&name).map_or(0, |l| l.waiters.len() as u64);
+        if waiting >= max_waiters {
+            return Err(Rejection::LimitReached { limit: LimitKind::WaitersPerLock, max: max_waiters });
+        }
+        let deadline_us = ctx.now_us.saturating_add(wait_us);
+        let lock = self.locks.entry(name.clone()).or_default();
+        lock.waiters.push_back(Waiter { session, mode, deadline_us });
+        let position = (lock.waiters.len() - 1) as u32;
+        self.timers.insert((deadline_us, Timer::Waiter(name.clone(), session)));
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.waiting.insert(name);
+        }
+        Ok(Reply::Queued { position, wait_deadline_us: deadline_us })
+    }
+
+    /// Records a grant at this entry; returns the holder's remaining validity.
+    fn grant(
+        &mut self,
+        name: &str,
+        session: SessionId,
+        mode: LockMode,
+        client_clock_us: Option<u64>,
+        predicted_release_client_us: Option<u64>,
+        ctx: &mut Ctx,
+    ) -> u64 {
+        let token = ctx.index;
+        let lock = self.locks.entry(name.to_owned()).or_default();
+        assert!(token >= lock.latest_token, "fencing token went backwards on {name}");
+        debug_assert!(compatible(lock, mode));
+        lock.latest_token = token;
+        lock.holders.insert(
+            session,
+            Holder { mode, token, granted_ts_us: ctx.now_us, client_clock_us, predicted_release_client_us },
+        );
+        let validity_us = match self.sessions.get_mut(&session) {
+            Some(s) => {
+                s.held.insert(name.to_owned());
+                s.deadline_us.saturating_sub(ctx.now_us)
+            }
+            None => 0,
+        };
+        debug_assert!(validity_us > 0, "granted {name} to a session past its deadline");
+        ctx.events.push(Event::LockGranted { name: name.to_owned(), session, mode, token, validity_us });
+        validity_us
+    }
+
+    pub(crate) fn release(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        client_clock_us: Option<u64>,
+        ctx: &mut Ctx,
+    ) -> Response {
+        let Some(s) = self.sessions.get(&session) else {
+            return Err(Rejection::UnknownSession { session });
+        };
+        if s.held.contains(name) {
+            self.free_holder(name, session, EndCause::Released, None, client_clock_us, ctx);
+            Ok(Reply::Done)
+        } else if s.waiting.contains(name) {
+            self.remove_waiter(name, session, ctx);
+            Ok(Reply::Done)
+        } else {
+            Err(Rejection::NotHolder)
+        }
+    }
+
+    /// Removes `session` from the holders of `name`, applies lock-delay if
+    /// given, and hands the lock to the next waiters.
+    pub(crate) fn free_holder(
+        &mut self,
+        name: &str,
+        session: SessionId,
+        cause: EndCause,
+        delay_until_us: Option<u64>,
+        client_clock_us: Option<u64>,
+        ctx: &mut Ctx,
+    ) {
+        let Some(lock) = self.locks.get_mut(name) else { return };
+        let Some(holder) = lock.holders.remove(&session) else { return };
+        let mut lock_delay_until_us = None;
+        if let Some(until) = delay_until_us {
+            if until > ctx.now_us && until > lock.lock_delay_until_us {
+                if lock.lock_delay_until_us > ctx.now_us {
+                    self.timers.remove(&(lock.lock_delay_until_us, Timer::LockDelay(name.to_owned())));
+                }
+                lock.lock_delay_until_us = until;
+                self.timers.insert((until, Timer::LockDelay(name.to_owned())));
+            }
+            if lock.lock_delay_until_us > ctx.now_us {
+                lock_delay_until_us = Some(lock.lock_delay_until_us);
+            }
+        }
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.held.remove(name);
+        }
+        if let (Some(release_clock), Some(acquire_clock)) = (client_clock_us, holder.client_clock_us) {
+            self.check_client_clock(session, name, acquire_clock, release_clock, holder.granted_ts_us, ctx);
+        }
+        ctx.events.push(Event::LockReleased {
+            name: name.to_owned(),
+            session,
+            token: holder.token,
+            cause,
+            lock_delay_until_us,
+        });
+        self.pump_lock(name, ctx);
+    }
+
+    /// Grants `name` to waiters at the head of its queue while they fit
+    /// (direct handoff inside the freeing entry), then drops the lock if it
+    /// is free.
+    pub(crate) fn pump_lock(&mut self, name: &str, ctx: &mut Ctx) {
+        loop {
+            let Some(lock) = self.locks.get(name) else { return };
+            if lock.lock_delay_until_us > ctx.now_us {
+                return;
+            }
+            let Some(head) = lock.waiters.front() else { break };
+            if !compatible(lock, head.mode) {
+                break;
+            }
+            // A waiter whose session is due to expire in this same entry is
+            // left for its expiry to remove; granting it would only start a
+            // lock-delay for nothing.
+            if !self.session_alive_at(head.session, ctx.now_us) {
+                break;
+            }
+            let head = head.clone();
+            if let Some(lock) = self.locks.get_mut(name) {
+                lock.waiters.pop_front();
+            }
+            self.timers.remove(&(head.deadline_us, Timer::Waiter(name.to_owned(), head.session)));
+            if let Some(s) = self.sessions.get_mut(&head.session) {
+                s.waiting.remove(name);
+            }
+            self.grant(name, head.session, head.mode, None, None, ctx);
+        }
+        self.gc_lock(name, ctx.now_us);
+    }
+
+    fn gc_lock(&mut self, name: &str, now_us: u64) {
+        if let Some(lock) = self.locks.get(name) {
+            if lock.holders.is_empty() && lock.waiters.is_empty() && lock.lock_delay_until_us <= now_us {
+                self.locks.remove(name);
+            }
+        }
+    }
+
+    /// Removes a waiter (cancelled, timed out or its session ended).
+    pub(crate) fn remove_waiter(&mut self, name: &str, session: SessionId, ctx: &mut Ctx) {
+        let Some(lock) = self.locks.get_mut(name) else { return };
+        let Some(pos) = lock.waiters.iter().position(|w| w.session == session) else { return };
+        let Some(w) = lock.waiters.remove(pos) else { return };
+        self.timers.remove(&(w.deadline_us, Timer::Waiter(name.to_owned(), session)));
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.waiting.remove(name);
+        }
+        ctx.events.push(Event::WaitTimedOut { name: name.to_owned(), session });
+        // The head may have been blocking compatible waiters behind it.
+        self.pump_lock(name, ctx);
+    }
+
+    pub(crate) fn waiter_timed_out(&mut self, name: &str, session: SessionId, ctx: &mut Ctx) {
+        self.remove_waiter(name, session, ctx);
+    }
+
+    /// Compares the hold time the client measured on its own clock with the
+    /// hold time in cluster time; beyond the allowed deviation, widens the
+    /// client's drift bound and raises `ClockSkewDetected`.
+    fn check_client_clock(
+        &mut self,
+        session: SessionId,
+        name: &str,
+        acquire_clock_us: u64,
+        release_clock_us: u64,
+        granted_ts_us: u64,
+        ctx: &mut Ctx,
+    ) {
+        let Some(s) = self.sessions.get(&session) else { return };
+        let cluster_hold_us = ctx.now_us.saturating_sub(granted_ts_us);
+        let client_hold_us = release_clock_us.saturating_sub(acquire_clock_us);
+        let deviation_us = cluster_hold_us.abs_diff(client_hold_us);
+        let rho_ppm = self.cluster_rho_ppm().saturating_add(self.client_rho_ppm(s));
+        let allowed_us = self
+            .drift_margin_us(cluster_hold_us.max(client_hold_us), rho_ppm)
+            .saturating_add(self.config.time.clock_check_slack_us);
+        if deviation_us <= allowed_us {
+            return;
+        }
+        let excess_us = deviation_us - self.config.time.clock_check_slack_us.min(deviation_us);
+        let observed_ppm = (u128::from(excess_us) * 1_000_000).div_ceil(u128::from(cluster_hold_us.max(1)));
+        let observed_ppm = u64::try_from(observed_ppm).unwrap_or(u64::MAX);
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        s.rho_extra_ppm = s.rho_extra_ppm.max(observed_ppm);
+        let widened_rho_ppm = s.rho_extra_ppm;
+        ctx.events.push(Event::ClockSkewDetected {
+            session,
+            name: name.to_owned(),
+            client_hold_us,
+            cluster_hold_us,
+            widened_rho_ppm,
+        });
+    }
+}
+
+/// Whether a new grant of `mode` fits the current holders.
+fn compatible(lock: &Lock, mode: LockMode) -> bool {
+    match mode {
+        LockMode::Exclusive => lock.holders.is_empty(),
+        LockMode::Shared => lock.holders.values().all(|h| h.mode == LockMode::Shared),
+    }
+}

@@ -1,0 +1,168 @@
+//! Sessions: open, keepalive, suspicion and probes, and the end of a session
+//! (close, expiry, revocation) with everything it held.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::lease;
+use crate::types::*;
+use crate::{Ctx, Session, StateMachine, Suspicion, Timer};
+
+impl StateMachine {
+    pub(crate) fn open_session(
+        &mut self,
+        nonce: u128,
+        client_name: String,
+        requested_ttl_us: u64,
+        ctx: &mut Ctx,
+    ) -> Response {
+        // A retried open finds the session it already opened.
+        if let Some(&id) = self.session_by_nonce.get(&nonce) {
+            if let Some(s) = self.sessions.get(&id) {
+                return Ok(Reply::SessionOpened {
+                    session: id,
+                    validity_us: s.deadline_us.saturating_sub(ctx.now_us),
+                    lease: s.lease.clone(),
+                });
+            }
+        }
+        let limits = &self.config.limits;
+        if client_name.len() > limits.max_client_name_bytes {
+            return Err(Rejection::NameTooLong { len: client_name.len(), max: limits.max_client_name_bytes });
+        }
+        if self.sessions.len() as u64 >= limits.max_sessions {
+            return Err(Rejection::LimitReached { limit: LimitKind::Sessions, max: limits.max_sessions });
+        }
+        let l = &self.config.lease;
+        if requested_ttl_us < l.min_ttl_us || requested_ttl_us > l.max_ttl_us {
+            return Err(Rejection::TtlOutOfRange {
+                requested_us: requested_ttl_us,
+                min_us: l.min_ttl_us,
+                max_us: l.max_ttl_us,
+            });
+        }
+        let decision = lease::decide(requested_ttl_us, None, false, l);
+        let id = ctx.index;
+        let deadline_us = ctx.now_us.saturating_add(decision.validity_us);
+        let session = Session {
+            nonce,
+            client_name,
+            requested_ttl_us,
+            deadline_us,
+            validity_us: decision.validity_us,
+            lease: decision.clone(),
+            health: None,
+            clock: None,
+            rho_extra_ppm: 0,
+            suspicion: None,
+            held: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            campaigns: BTreeSet::new(),
+            responses: BTreeMap::new(),
+            forgotten_through: 0,
+        };
+        assert!(self.sessions.insert(id, session).is_none(), "session id {id} reused");
+        self.session_by_nonce.insert(nonce, id);
+        self.timers.insert((deadline_us, Timer::Session(id)));
+        ctx.events.push(Event::SessionOpened { session: id });
+        Ok(Reply::SessionOpened { session: id, validity_us: decision.validity_us, lease: decision })
+    }
+
+    pub(crate) fn keepalive(&mut self, id: SessionId, health: Option<HealthSample>, ctx: &mut Ctx) -> Response {
+        if let Some(sample) = &health {
+            if [sample.cpu_load_permille, sample.mem_used_permille, sample.io_wait_permille, sample.load_permille]
+                .iter()
+                .any(|v| *v > 1000)
+            {
+                return Err(Rejection::InvalidReport { detail: "a permille field exceeds 1000".into() });
+            }
+        }
+        let cfg = self.config.lease.clone();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Rejection::UnknownSession { session: id });
+        };
+        if health.is_some() {
+            s.health = health;
+        }
+        let decision = lease::decide(s.requested_ttl_us, s.health.as_ref(), s.suspicion.is_some(), &cfg);
+        let old_deadline = s.deadline_us;
+        // Never shorten a validity already granted: the client may act on it.
+        let new_deadline = old_deadline.max(ctx.now_us.saturating_add(decision.validity_us));
+        s.deadline_us = new_deadline;
+        s.validity_us = decision.validity_us;
+        s.lease = decision.clone();
+        if new_deadline != old_deadline {
+            let removed = self.timers.remove(&(old_deadline, Timer::Session(id)));
+            assert!(removed, "session {id} had no expiry timer");
+            self.timers.insert((new_deadline, Timer::Session(id)));
+        }
+        let Some(s) = self.sessions.get(&id) else {
+            return Err(Rejection::UnknownSession { session: id });
+        };
+        Ok(Reply::KeptAlive {
+            validity_us: new_deadline - ctx.now_us,
+            lease: decision,
+            cluster_ts_us: ctx.now_us,
+            client_rho_ppm: self.client_rho_ppm(s),
+        })
+    }
+
+    pub(crate) fn suspect(
+        &mut self,
+        id: SessionId,
+        score_permille: u32,
+        probe_timeout_us: u64,
+        ctx: &mut Ctx,
+    ) -> Response {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Rejection::UnknownSession { session: id });
+        };
+        let deadline_us = match &s.suspicion {
+            // Suspecting again never postpones the pending probe's deadline.
+            Some(p) => p.probe_deadline_us,
+            None => {
+                let d = ctx.now_us.saturating_add(probe_timeout_us);
+                self.timers.insert((d, Timer::Probe(id)));
+                d
+            }
+        };
+        s.suspicion = Some(Suspicion { score_permille, probe_deadline_us: deadline_us });
+        ctx.events.push(Event::Probe { session: id, score_permille, deadline_us });
+        Ok(Reply::Done)
+    }
+
+    pub(crate) fn probe_answer(&mut self, id: SessionId) -> Response {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Rejection::UnknownSession { session: id });
+        };
+        if let Some(p) = s.suspicion.take() {
+            self.timers.remove(&(p.probe_deadline_us, Timer::Probe(id)));
+        }
+        Ok(Reply::Done)
+    }
+
+    /// Ends a session: frees its locks (under lock-delay unless released),
+    /// drops its waits and candidacies.
+    pub(crate) fn end_session(&mut self, id: SessionId, cause: EndCause, ctx: &mut Ctx) {
+        let Some(s) = self.sessions.get(&id) else { return };
+        let delay_until = match cause {
+            EndCause::Released => None,
+            _ => Some(self.lock_delay_until(s)),
+        };
+        let Some(s) = self.sessions.remove(&id) else { return };
+        self.session_by_nonce.remove(&s.nonce);
+        self.timers.remove(&(s.deadline_us, Timer::Session(id)));
+        if let Some(p) = &s.suspicion {
+            self.timers.remove(&(p.probe_deadline_us, Timer::Probe(id)));
+        }
+        for name in &s.waiting {
+            self.remove_waiter(name, id, ctx);
+        }
+        for name in &s.held {
+            self.free_holder(name, id, cause.clone(), delay_until, None, ctx);
+        }
+        for name in &s.campaigns {
+            self.withdraw_candidate(name, id, delay_until, ctx);
+        }
+        ctx.events.push(Event::SessionEnded { session: id, cause });
+    }
+}
