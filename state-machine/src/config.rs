@@ -185,7 +185,13 @@ impl Config {
         if l.min_validity_us == 0 || l.min_validity_us > l.max_validity_us {
             return Err("lease.min_validity_us must be > 0 and <= lease.max_validity_us".into());
         }
-        let weights = [l.weight_cpu, l.weight_mem, l.weight_io, l.weight_latency, l.weight_failures];
+        let weights = [
+            l.weight_cpu,
+            l.weight_mem,
+            l.weight_io,
+            l.weight_latency,
+            l.weight_failures,
+        ];
         if weights.iter().all(|w| *w == 0) {
             return Err("lease.weight_*: at least one health weight must be > 0".into());
         }
@@ -228,7 +234,9 @@ impl Config {
             return Err("limits.dedupe_window must be in [1, 4096]".into());
         }
         if m.max_sessions == 0 || m.max_locks_per_session == 0 || m.max_candidates_per_election == 0 {
-            return Err("limits.max_sessions, max_locks_per_session and max_candidates_per_election must be > 0".into());
+            return Err(
+                "limits.max_sessions, max_locks_per_session and max_candidates_per_election must be > 0".into(),
+            );
         }
         let t = &self.time;
         if t.max_drift_ppm == 0 || t.max_drift_ppm > 100_000 {

@@ -22,13 +22,19 @@ impl StateMachine {
             return Err(Rejection::AlreadyCandidate);
         }
         if s.resource_count() >= limits.max_locks_per_session {
-            return Err(Rejection::LimitReached { limit: LimitKind::LocksPerSession, max: limits.max_locks_per_session });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::LocksPerSession,
+                max: limits.max_locks_per_session,
+            });
         }
         let max_candidates = limits.max_candidates_per_election;
         if let Some(e) = self.elections.get(&name) {
             let count = e.candidates.len() as u64 + u64::from(e.master.is_some());
             if count >= max_candidates {
-                return Err(Rejection::LimitReached { limit: LimitKind::CandidatesPerElection, max: max_candidates });
+                return Err(Rejection::LimitReached {
+                    limit: LimitKind::CandidatesPerElection,
+                    max: max_candidates,
+                });
             }
         }
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -93,7 +99,10 @@ impl StateMachine {
         ctx: &mut Ctx,
     ) {
         let Some(e) = self.elections.get_mut(name) else { return };
-        let handover_involves = e.handover.as_ref().is_some_and(|h| h.from == session || h.to == session);
+        let handover_involves = e
+            .handover
+            .as_ref()
+            .is_some_and(|h| h.from == session || h.to == session);
         if handover_involves {
             self.abort_handover(name, format!("session {session} left the election"), ctx);
         }
@@ -103,14 +112,20 @@ impl StateMachine {
             if let Some(until) = delay_until_us {
                 if until > ctx.now_us && until > e.delay_until_us {
                     if e.delay_until_us > ctx.now_us {
-                        self.timers.remove(&(e.delay_until_us, Timer::ElectionDelay(name.to_owned())));
+                        self.timers
+                            .remove(&(e.delay_until_us, Timer::ElectionDelay(name.to_owned())));
                     }
                     e.delay_until_us = until;
                     self.timers.insert((until, Timer::ElectionDelay(name.to_owned())));
                 }
             }
             let epoch = e.epoch;
-            ctx.events.push(Event::MasterChanged { election: name.to_owned(), master: None, epoch, value: Vec::new() });
+            ctx.events.push(Event::MasterChanged {
+                election: name.to_owned(),
+                master: None,
+                epoch,
+                value: Vec::new(),
+            });
         } else {
             e.candidates.retain(|c| c.session != session);
         }
@@ -130,7 +145,10 @@ impl StateMachine {
                     let Some(c) = e.candidates.pop_front() else { return };
                     assert!(ctx.index > e.epoch, "election {name}: epoch would not increase");
                     e.epoch = ctx.index;
-                    e.master = Some(Master { session: c.session, value: c.value.clone() });
+                    e.master = Some(Master {
+                        session: c.session,
+                        value: c.value.clone(),
+                    });
                     ctx.events.push(Event::MasterChanged {
                         election: name.to_owned(),
                         master: Some(c.session),
@@ -141,8 +159,7 @@ impl StateMachine {
             }
         }
         if let Some(e) = self.elections.get(name) {
-            if e.master.is_none() && e.candidates.is_empty() && e.handover.is_none() && e.delay_until_us <= ctx.now_us
-            {
+            if e.master.is_none() && e.candidates.is_empty() && e.handover.is_none() && e.delay_until_us <= ctx.now_us {
                 // The epoch need not be kept: the next one is a later log index.
                 self.elections.remove(name);
             }
@@ -161,11 +178,13 @@ impl StateMachine {
         let Some(e) = self.elections.get_mut(name) else {
             return Err(Rejection::UnknownElection);
         };
-        if !e.master.as_ref().is_some_and(|m| m.session == from) || e.epoch != epoch {
+        if e.master.as_ref().is_none_or(|m| m.session != from) || e.epoch != epoch {
             return Err(Rejection::NotMaster { epoch: e.epoch });
         }
         if e.handover.is_some() {
-            return Err(Rejection::HandoverMismatch { detail: "a handover is already in progress".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "a handover is already in progress".into(),
+            });
         }
         if !e.candidates.iter().any(|c| c.session == to) {
             return Err(Rejection::NotCandidate);
@@ -183,7 +202,12 @@ impl StateMachine {
             acked: false,
         });
         self.timers.insert((deadline_us, Timer::Handover(name.to_owned())));
-        ctx.events.push(Event::HandoverBegun { election: name.to_owned(), from, to, epoch });
+        ctx.events.push(Event::HandoverBegun {
+            election: name.to_owned(),
+            from,
+            to,
+            epoch,
+        });
         Ok(Reply::Done)
     }
 
@@ -202,10 +226,14 @@ impl StateMachine {
         let max_bytes = self.config.limits.max_handover_bytes as u64;
         let h = self.handover_of(name, epoch)?;
         if h.from != session {
-            return Err(Rejection::HandoverMismatch { detail: "only the master sends handover state".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "only the master sends handover state".into(),
+            });
         }
         if h.complete {
-            return Err(Rejection::HandoverMismatch { detail: "state already complete".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "state already complete".into(),
+            });
         }
         if chunk_seq != h.next_chunk_seq {
             return Err(Rejection::HandoverMismatch {
@@ -217,7 +245,10 @@ impl StateMachine {
         }
         let bytes = h.bytes + data.len() as u64;
         if bytes > max_bytes {
-            return Err(Rejection::LimitReached { limit: LimitKind::HandoverBytes, max: max_bytes });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::HandoverBytes,
+                max: max_bytes,
+            });
         }
         let mut hasher = crc32fast::Hasher::new_with_initial(h.total_crc32);
         hasher.update(&data);
@@ -227,7 +258,13 @@ impl StateMachine {
         h.bytes = bytes;
         h.next_chunk_seq += 1;
         h.complete = last;
-        ctx.events.push(Event::HandoverChunk { election: name.to_owned(), epoch, chunk_seq, data, last });
+        ctx.events.push(Event::HandoverChunk {
+            election: name.to_owned(),
+            epoch,
+            chunk_seq,
+            data,
+            last,
+        });
         Ok(Reply::Done)
     }
 
@@ -242,10 +279,14 @@ impl StateMachine {
     ) -> Response {
         let h = self.handover_of(name, epoch)?;
         if h.to != session {
-            return Err(Rejection::HandoverMismatch { detail: "only the candidate acknowledges".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "only the candidate acknowledges".into(),
+            });
         }
         if !h.complete {
-            return Err(Rejection::HandoverMismatch { detail: "state not complete yet".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "state not complete yet".into(),
+            });
         }
         if chunks != h.next_chunk_seq || total_crc32 != h.total_crc32 {
             return Err(Rejection::HandoverMismatch {
@@ -256,17 +297,24 @@ impl StateMachine {
             });
         }
         self.handover_of_mut(name)?.acked = true;
-        ctx.events.push(Event::HandoverAcked { election: name.to_owned(), epoch });
+        ctx.events.push(Event::HandoverAcked {
+            election: name.to_owned(),
+            epoch,
+        });
         Ok(Reply::Done)
     }
 
     pub(crate) fn lease_transfer(&mut self, name: &str, to: SessionId, epoch: u64, ctx: &mut Ctx) -> Response {
         let h = self.handover_of(name, epoch)?;
         if h.to != to {
-            return Err(Rejection::HandoverMismatch { detail: format!("handover goes to {}, not {to}", h.to) });
+            return Err(Rejection::HandoverMismatch {
+                detail: format!("handover goes to {}, not {to}", h.to),
+            });
         }
         if !h.acked {
-            return Err(Rejection::HandoverMismatch { detail: "candidate has not acknowledged".into() });
+            return Err(Rejection::HandoverMismatch {
+                detail: "candidate has not acknowledged".into(),
+            });
         }
         let (from, deadline_us) = (h.from, h.deadline_us);
         let Some(e) = self.elections.get_mut(name) else {
@@ -283,12 +331,23 @@ impl StateMachine {
         };
         assert!(ctx.index > e.epoch, "election {name}: epoch would not increase");
         // The old master stays in the election, passive, at the back.
-        e.candidates.push_back(Candidate { session: old.session, value: old.value });
+        e.candidates.push_back(Candidate {
+            session: old.session,
+            value: old.value,
+        });
         e.epoch = ctx.index;
         e.handover = None;
-        e.master = Some(Master { session: to, value: new_master.value.clone() });
+        e.master = Some(Master {
+            session: to,
+            value: new_master.value.clone(),
+        });
         self.timers.remove(&(deadline_us, Timer::Handover(name.to_owned())));
-        ctx.events.push(Event::LeaseTransferred { election: name.to_owned(), from, to, epoch: ctx.index });
+        ctx.events.push(Event::LeaseTransferred {
+            election: name.to_owned(),
+            from,
+            to,
+            epoch: ctx.index,
+        });
         ctx.events.push(Event::MasterChanged {
             election: name.to_owned(),
             master: Some(to),
@@ -309,7 +368,11 @@ impl StateMachine {
         let Some(e) = self.elections.get_mut(name) else { return };
         let Some(h) = e.handover.take() else { return };
         self.timers.remove(&(h.deadline_us, Timer::Handover(name.to_owned())));
-        ctx.events.push(Event::HandoverAborted { election: name.to_owned(), epoch: h.epoch, reason });
+        ctx.events.push(Event::HandoverAborted {
+            election: name.to_owned(),
+            epoch: h.epoch,
+            reason,
+        });
         self.succeed(name, ctx);
     }
 
@@ -317,8 +380,12 @@ impl StateMachine {
         let e = self.elections.get(name).ok_or(Rejection::UnknownElection)?;
         match &e.handover {
             Some(h) if h.epoch == epoch => Ok(h),
-            Some(h) => Err(Rejection::HandoverMismatch { detail: format!("handover is for epoch {}", h.epoch) }),
-            None => Err(Rejection::HandoverMismatch { detail: "no handover in progress".into() }),
+            Some(h) => Err(Rejection::HandoverMismatch {
+                detail: format!("handover is for epoch {}", h.epoch),
+            }),
+            None => Err(Rejection::HandoverMismatch {
+                detail: "no handover in progress".into(),
+            }),
         }
     }
 
@@ -326,6 +393,8 @@ impl StateMachine {
         self.elections
             .get_mut(name)
             .and_then(|e| e.handover.as_mut())
-            .ok_or(Rejection::HandoverMismatch { detail: "no handover in progress".into() })
+            .ok_or(Rejection::HandoverMismatch {
+                detail: "no handover in progress".into(),
+            })
     }
 }

@@ -13,7 +13,10 @@ impl StateMachine {
             return Err(Rejection::FenceNotHeld { token: f.token });
         };
         if f.token < lock.latest_token {
-            return Err(Rejection::StaleFencingToken { token: f.token, latest: lock.latest_token });
+            return Err(Rejection::StaleFencingToken {
+                token: f.token,
+                latest: lock.latest_token,
+            });
         }
         if !lock.holders.values().any(|h| h.token == f.token) {
             return Err(Rejection::FenceNotHeld { token: f.token });
@@ -28,7 +31,10 @@ impl StateMachine {
             self.check_name(&f.lock)?;
         }
         if !self.kv.contains_key(key) && self.kv.len() as u64 >= self.config.limits.max_keys {
-            return Err(Rejection::LimitReached { limit: LimitKind::Keys, max: self.config.limits.max_keys });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::Keys,
+                max: self.config.limits.max_keys,
+            });
         }
         self.check_fence(fence)
     }
@@ -65,7 +71,10 @@ impl StateMachine {
         self.check_kv_write(&key, value.len(), &fence)?;
         let actual = self.kv.get(&key).map_or(0, |e| e.mod_revision);
         if actual != expected_revision {
-            return Err(Rejection::RevisionMismatch { expected: expected_revision, actual });
+            return Err(Rejection::RevisionMismatch {
+                expected: expected_revision,
+                actual,
+            });
         }
         self.write_key(key, value, ctx)
     }

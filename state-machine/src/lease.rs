@@ -16,8 +16,8 @@ fn score_from_fraction(permille: u32) -> u64 {
 /// Node Health Index of a sample, permille (1000 = perfectly healthy): the
 /// weighted mean of the CPU, memory, disk I/O, latency and failure scores.
 pub fn health_index_permille(sample: &HealthSample, cfg: &LeaseConfig) -> u32 {
-    let latency_score = PERMILLE
-        - (sample.rtt_mean_us.saturating_mul(PERMILLE) / cfg.latency_worst_us.max(1)).min(PERMILLE);
+    let latency_score =
+        PERMILLE - (sample.rtt_mean_us.saturating_mul(PERMILLE) / cfg.latency_worst_us.max(1)).min(PERMILLE);
     let failure_score = PERMILLE
         - u64::from(sample.recent_failures)
             .saturating_mul(u64::from(cfg.failure_penalty_permille))
@@ -189,7 +189,10 @@ mod tests {
         assert_eq!(d.load_factor_permille, 100);
         assert_eq!(d.validity_us, 11_000_000);
         s.rtt_stddev_us = 1_000_000_000;
-        assert_eq!(stability_factor_permille(s.rtt_stddev_us, &c), c.stability_max_permille as i32);
+        assert_eq!(
+            stability_factor_permille(s.rtt_stddev_us, &c),
+            c.stability_max_permille as i32
+        );
     }
 
     #[test]

@@ -221,7 +221,10 @@ impl std::fmt::Display for RestoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestoreError::UnsupportedVersion(v) => {
-                write!(f, "snapshot format version {v} is not supported (this build reads {SNAPSHOT_VERSION})")
+                write!(
+                    f,
+                    "snapshot format version {v} is not supported (this build reads {SNAPSHOT_VERSION})"
+                )
             }
             RestoreError::Inconsistent(d) => write!(f, "snapshot state is inconsistent: {d}"),
         }
@@ -241,7 +244,10 @@ pub(crate) struct Ctx {
 impl StateMachine {
     /// An empty state machine with the given configuration.
     pub fn new(config: Config) -> Self {
-        StateMachine { config, ..Default::default() }
+        StateMachine {
+            config,
+            ..Default::default()
+        }
     }
 
     /// Applies one committed entry: advances cluster time, runs every expiry
@@ -259,7 +265,11 @@ impl StateMachine {
         );
         self.last_index = meta.index;
         self.ts_eff_us = self.ts_eff_us.max(meta.ts_us);
-        let mut ctx = Ctx { index: meta.index, now_us: self.ts_eff_us, events: Vec::new() };
+        let mut ctx = Ctx {
+            index: meta.index,
+            now_us: self.ts_eff_us,
+            events: Vec::new(),
+        };
         self.run_timers(&mut ctx);
         let response = self.dispatch(command, &mut ctx);
         (response, ctx.events)
@@ -267,27 +277,39 @@ impl StateMachine {
 
     fn dispatch(&mut self, command: Command, ctx: &mut Ctx) -> Response {
         match command {
-            Command::OpenSession { nonce, client_name, requested_ttl_us } => {
-                self.open_session(nonce, client_name, requested_ttl_us, ctx)
-            }
+            Command::OpenSession {
+                nonce,
+                client_name,
+                requested_ttl_us,
+            } => self.open_session(nonce, client_name, requested_ttl_us, ctx),
             Command::Session { session, seq, op } => self.session_command(session, seq, op, ctx),
             Command::KvPut { key, value } => self.kv_put(key, value, None, ctx),
             Command::KvDelete { key } => self.kv_delete(key, None, ctx),
-            Command::KvCas { key, expected_revision, value } => {
-                self.kv_cas(key, expected_revision, value, None, ctx)
-            }
-            Command::HandoverBegin { election, from, to, epoch, ack_timeout_us } => {
-                self.handover_begin(&election, from, to, epoch, ack_timeout_us, ctx)
-            }
+            Command::KvCas {
+                key,
+                expected_revision,
+                value,
+            } => self.kv_cas(key, expected_revision, value, None, ctx),
+            Command::HandoverBegin {
+                election,
+                from,
+                to,
+                epoch,
+                ack_timeout_us,
+            } => self.handover_begin(&election, from, to, epoch, ack_timeout_us, ctx),
             Command::LeaseTransfer { election, to, epoch } => self.lease_transfer(&election, to, epoch, ctx),
-            Command::HandoverAbort { election, epoch, reason } => {
-                self.handover_abort_cmd(&election, epoch, reason, ctx)
-            }
+            Command::HandoverAbort {
+                election,
+                epoch,
+                reason,
+            } => self.handover_abort_cmd(&election, epoch, reason, ctx),
             Command::HealthReport { subject, sample } => self.health_report(subject, sample),
             Command::ClockReport { subject, estimate } => self.clock_report(subject, estimate),
-            Command::Suspect { session, score_permille, probe_timeout_us } => {
-                self.suspect(session, score_permille, probe_timeout_us, ctx)
-            }
+            Command::Suspect {
+                session,
+                score_permille,
+                probe_timeout_us,
+            } => self.suspect(session, score_permille, probe_timeout_us, ctx),
             Command::Revoke { session, reason } => {
                 if !self.sessions.contains_key(&session) {
                     return Err(Rejection::UnknownSession { session });
@@ -297,7 +319,9 @@ impl StateMachine {
             }
             Command::Tick => Ok(Reply::Done),
             Command::SetConfig(config) => {
-                config.validate().map_err(|detail| Rejection::InvalidConfig { detail })?;
+                config
+                    .validate()
+                    .map_err(|detail| Rejection::InvalidConfig { detail })?;
                 let window = config.limits.dedupe_window;
                 self.config = config;
                 // A smaller dedupe window applies to every cache at once.
@@ -316,7 +340,10 @@ impl StateMachine {
             return Err(Rejection::UnknownSession { session });
         };
         if seq <= s.forgotten_through {
-            return Err(Rejection::StaleSequence { seq, forgotten_through: s.forgotten_through });
+            return Err(Rejection::StaleSequence {
+                seq,
+                forgotten_through: s.forgotten_through,
+            });
         }
         if let Some(cached) = s.responses.get(&seq) {
             return cached.clone();
@@ -327,24 +354,47 @@ impl StateMachine {
                 self.end_session(session, EndCause::Released, ctx);
                 Ok(Reply::Done)
             }
-            SessionOp::Acquire { name, mode, wait_us, client_clock_us, predicted_release_client_us } => {
-                self.acquire(session, name, mode, wait_us, client_clock_us, predicted_release_client_us, ctx)
-            }
+            SessionOp::Acquire {
+                name,
+                mode,
+                wait_us,
+                client_clock_us,
+                predicted_release_client_us,
+            } => self.acquire(
+                session,
+                name,
+                mode,
+                wait_us,
+                client_clock_us,
+                predicted_release_client_us,
+                ctx,
+            ),
             SessionOp::Release { name, client_clock_us } => self.release(session, &name, client_clock_us, ctx),
             SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence, ctx),
-            SessionOp::KvCas { key, expected_revision, value, fence } => {
-                self.kv_cas(key, expected_revision, value, fence, ctx)
-            }
+            SessionOp::KvCas {
+                key,
+                expected_revision,
+                value,
+                fence,
+            } => self.kv_cas(key, expected_revision, value, fence, ctx),
             SessionOp::KvDelete { key, fence } => self.kv_delete(key, fence, ctx),
             SessionOp::Campaign { election, value } => self.campaign(session, election, value, ctx),
             SessionOp::Resign { election } => self.resign(session, &election, ctx),
             SessionOp::Proclaim { election, epoch, value } => self.proclaim(session, &election, epoch, value, ctx),
-            SessionOp::HandoverState { election, epoch, chunk_seq, data, crc32, last } => {
-                self.handover_state(session, &election, epoch, chunk_seq, data, crc32, last, ctx)
-            }
-            SessionOp::HandoverAck { election, epoch, chunks, total_crc32 } => {
-                self.handover_ack(session, &election, epoch, chunks, total_crc32, ctx)
-            }
+            SessionOp::HandoverState {
+                election,
+                epoch,
+                chunk_seq,
+                data,
+                crc32,
+                last,
+            } => self.handover_state(session, &election, epoch, chunk_seq, data, crc32, last, ctx),
+            SessionOp::HandoverAck {
+                election,
+                epoch,
+                chunks,
+                total_crc32,
+            } => self.handover_ack(session, &election, epoch, chunks, total_crc32, ctx),
             SessionOp::ProbeAnswer => self.probe_answer(session),
         };
         let window = self.config.limits.dedupe_window;
@@ -362,7 +412,9 @@ impl StateMachine {
             if *deadline > ctx.now_us {
                 break;
             }
-            let Some((deadline, timer)) = self.timers.pop_first() else { break };
+            let Some((deadline, timer)) = self.timers.pop_first() else {
+                break;
+            };
             debug_assert!(deadline <= ctx.now_us);
             match timer {
                 Timer::Session(id) => {
@@ -373,7 +425,13 @@ impl StateMachine {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         s.suspicion = None;
                     }
-                    self.end_session(id, EndCause::Revoked { reason: "no answer to renewal probe".into() }, ctx);
+                    self.end_session(
+                        id,
+                        EndCause::Revoked {
+                            reason: "no answer to renewal probe".into(),
+                        },
+                        ctx,
+                    );
                 }
                 Timer::Waiter(name, id) => self.waiter_timed_out(&name, id, ctx),
                 Timer::LockDelay(name) => {
@@ -424,8 +482,8 @@ impl StateMachine {
         if est.samples < t.min_estimate_samples || est.drift_sigma_ppb > t.max_usable_drift_sigma_ppb {
             return None;
         }
-        let ppb = u128::from(est.drift_ppb.unsigned_abs())
-            + u128::from(est.drift_sigma_ppb) * u128::from(t.drift_k_sigma);
+        let ppb =
+            u128::from(est.drift_ppb.unsigned_abs()) + u128::from(est.drift_sigma_ppb) * u128::from(t.drift_k_sigma);
         Some(u64::try_from(ppb.div_ceil(1000)).unwrap_or(u64::MAX))
     }
 
@@ -488,7 +546,9 @@ impl StateMachine {
             ("load_permille", sample.load_permille),
         ] {
             if v > 1000 {
-                return Err(Rejection::InvalidReport { detail: format!("{field} = {v} exceeds 1000") });
+                return Err(Rejection::InvalidReport {
+                    detail: format!("{field} = {v} exceeds 1000"),
+                });
             }
         }
         match subject {
@@ -533,7 +593,10 @@ impl StateMachine {
 
     /// A versioned image of the state.
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { version: SNAPSHOT_VERSION, state: self.clone() }
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            state: self.clone(),
+        }
     }
 
     /// Rebuilds a state machine from a snapshot, checking its version and

@@ -26,7 +26,10 @@ impl StateMachine {
             return Err(Rejection::AlreadyHeld);
         }
         if s.resource_count() >= limits.max_locks_per_session {
-            return Err(Rejection::LimitReached { limit: LimitKind::LocksPerSession, max: limits.max_locks_per_session });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::LocksPerSession,
+                max: limits.max_locks_per_session,
+            });
         }
         let max_waiters = limits.max_waiters_per_lock;
         let (grantable, delay) = match self.locks.get(&name) {
@@ -39,24 +42,39 @@ impl StateMachine {
         };
         if grantable {
             let validity_us = self.grant(&name, session, mode, client_clock_us, predicted_release_client_us, ctx);
-            return Ok(Reply::Granted { token: ctx.index, validity_us });
+            return Ok(Reply::Granted {
+                token: ctx.index,
+                validity_us,
+            });
         }
         if wait_us == 0 {
-            return Err(Rejection::LockBusy { lock_delay_until_us: delay });
+            return Err(Rejection::LockBusy {
+                lock_delay_until_us: delay,
+            });
         }
         let waiting = self.locks.get(&name).map_or(0, |l| l.waiters.len() as u64);
         if waiting >= max_waiters {
-            return Err(Rejection::LimitReached { limit: LimitKind::WaitersPerLock, max: max_waiters });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::WaitersPerLock,
+                max: max_waiters,
+            });
         }
         let deadline_us = ctx.now_us.saturating_add(wait_us);
         let lock = self.locks.entry(name.clone()).or_default();
-        lock.waiters.push_back(Waiter { session, mode, deadline_us });
+        lock.waiters.push_back(Waiter {
+            session,
+            mode,
+            deadline_us,
+        });
         let position = (lock.waiters.len() - 1) as u32;
         self.timers.insert((deadline_us, Timer::Waiter(name.clone(), session)));
         if let Some(s) = self.sessions.get_mut(&session) {
             s.waiting.insert(name);
         }
-        Ok(Reply::Queued { position, wait_deadline_us: deadline_us })
+        Ok(Reply::Queued {
+            position,
+            wait_deadline_us: deadline_us,
+        })
     }
 
     /// Records a grant at this entry; returns the holder's remaining validity.
@@ -76,7 +94,13 @@ impl StateMachine {
         lock.latest_token = token;
         lock.holders.insert(
             session,
-            Holder { mode, token, granted_ts_us: ctx.now_us, client_clock_us, predicted_release_client_us },
+            Holder {
+                mode,
+                token,
+                granted_ts_us: ctx.now_us,
+                client_clock_us,
+                predicted_release_client_us,
+            },
         );
         let validity_us = match self.sessions.get_mut(&session) {
             Some(s) => {
@@ -86,7 +110,13 @@ impl StateMachine {
             None => 0,
         };
         debug_assert!(validity_us > 0, "granted {name} to a session past its deadline");
-        ctx.events.push(Event::LockGranted { name: name.to_owned(), session, mode, token, validity_us });
+        ctx.events.push(Event::LockGranted {
+            name: name.to_owned(),
+            session,
+            mode,
+            token,
+            validity_us,
+        });
         validity_us
     }
 
@@ -123,12 +153,15 @@ impl StateMachine {
         ctx: &mut Ctx,
     ) {
         let Some(lock) = self.locks.get_mut(name) else { return };
-        let Some(holder) = lock.holders.remove(&session) else { return };
+        let Some(holder) = lock.holders.remove(&session) else {
+            return;
+        };
         let mut lock_delay_until_us = None;
         if let Some(until) = delay_until_us {
             if until > ctx.now_us && until > lock.lock_delay_until_us {
                 if lock.lock_delay_until_us > ctx.now_us {
-                    self.timers.remove(&(lock.lock_delay_until_us, Timer::LockDelay(name.to_owned())));
+                    self.timers
+                        .remove(&(lock.lock_delay_until_us, Timer::LockDelay(name.to_owned())));
                 }
                 lock.lock_delay_until_us = until;
                 self.timers.insert((until, Timer::LockDelay(name.to_owned())));
@@ -176,7 +209,8 @@ impl StateMachine {
             if let Some(lock) = self.locks.get_mut(name) {
                 lock.waiters.pop_front();
             }
-            self.timers.remove(&(head.deadline_us, Timer::Waiter(name.to_owned(), head.session)));
+            self.timers
+                .remove(&(head.deadline_us, Timer::Waiter(name.to_owned(), head.session)));
             if let Some(s) = self.sessions.get_mut(&head.session) {
                 s.waiting.remove(name);
             }
@@ -196,13 +230,19 @@ impl StateMachine {
     /// Removes a waiter (cancelled, timed out or its session ended).
     pub(crate) fn remove_waiter(&mut self, name: &str, session: SessionId, ctx: &mut Ctx) {
         let Some(lock) = self.locks.get_mut(name) else { return };
-        let Some(pos) = lock.waiters.iter().position(|w| w.session == session) else { return };
+        let Some(pos) = lock.waiters.iter().position(|w| w.session == session) else {
+            return;
+        };
         let Some(w) = lock.waiters.remove(pos) else { return };
-        self.timers.remove(&(w.deadline_us, Timer::Waiter(name.to_owned(), session)));
+        self.timers
+            .remove(&(w.deadline_us, Timer::Waiter(name.to_owned(), session)));
         if let Some(s) = self.sessions.get_mut(&session) {
             s.waiting.remove(name);
         }
-        ctx.events.push(Event::WaitTimedOut { name: name.to_owned(), session });
+        ctx.events.push(Event::WaitTimedOut {
+            name: name.to_owned(),
+            session,
+        });
         // The head may have been blocking compatible waiters behind it.
         self.pump_lock(name, ctx);
     }
@@ -237,7 +277,9 @@ impl StateMachine {
         let excess_us = deviation_us - self.config.time.clock_check_slack_us.min(deviation_us);
         let observed_ppm = (u128::from(excess_us) * 1_000_000).div_ceil(u128::from(cluster_hold_us.max(1)));
         let observed_ppm = u64::try_from(observed_ppm).unwrap_or(u64::MAX);
-        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let Some(s) = self.sessions.get_mut(&session) else {
+            return;
+        };
         s.rho_extra_ppm = s.rho_extra_ppm.max(observed_ppm);
         let widened_rho_ppm = s.rho_extra_ppm;
         ctx.events.push(Event::ClockSkewDetected {

@@ -27,10 +27,16 @@ impl StateMachine {
         }
         let limits = &self.config.limits;
         if client_name.len() > limits.max_client_name_bytes {
-            return Err(Rejection::NameTooLong { len: client_name.len(), max: limits.max_client_name_bytes });
+            return Err(Rejection::NameTooLong {
+                len: client_name.len(),
+                max: limits.max_client_name_bytes,
+            });
         }
         if self.sessions.len() as u64 >= limits.max_sessions {
-            return Err(Rejection::LimitReached { limit: LimitKind::Sessions, max: limits.max_sessions });
+            return Err(Rejection::LimitReached {
+                limit: LimitKind::Sessions,
+                max: limits.max_sessions,
+            });
         }
         let l = &self.config.lease;
         if requested_ttl_us < l.min_ttl_us || requested_ttl_us > l.max_ttl_us {
@@ -64,16 +70,27 @@ impl StateMachine {
         self.session_by_nonce.insert(nonce, id);
         self.timers.insert((deadline_us, Timer::Session(id)));
         ctx.events.push(Event::SessionOpened { session: id });
-        Ok(Reply::SessionOpened { session: id, validity_us: decision.validity_us, lease: decision })
+        Ok(Reply::SessionOpened {
+            session: id,
+            validity_us: decision.validity_us,
+            lease: decision,
+        })
     }
 
     pub(crate) fn keepalive(&mut self, id: SessionId, health: Option<HealthSample>, ctx: &mut Ctx) -> Response {
         if let Some(sample) = &health {
-            if [sample.cpu_load_permille, sample.mem_used_permille, sample.io_wait_permille, sample.load_permille]
-                .iter()
-                .any(|v| *v > 1000)
+            if [
+                sample.cpu_load_permille,
+                sample.mem_used_permille,
+                sample.io_wait_permille,
+                sample.load_permille,
+            ]
+            .iter()
+            .any(|v| *v > 1000)
             {
-                return Err(Rejection::InvalidReport { detail: "a permille field exceeds 1000".into() });
+                return Err(Rejection::InvalidReport {
+                    detail: "a permille field exceeds 1000".into(),
+                });
             }
         }
         let cfg = self.config.lease.clone();
@@ -125,8 +142,15 @@ impl StateMachine {
                 d
             }
         };
-        s.suspicion = Some(Suspicion { score_permille, probe_deadline_us: deadline_us });
-        ctx.events.push(Event::Probe { session: id, score_permille, deadline_us });
+        s.suspicion = Some(Suspicion {
+            score_permille,
+            probe_deadline_us: deadline_us,
+        });
+        ctx.events.push(Event::Probe {
+            session: id,
+            score_permille,
+            deadline_us,
+        });
         Ok(Reply::Done)
     }
 

@@ -321,6 +321,11 @@ pub enum Command {
 }
 
 /// A successful result.
+///
+/// Durations in a reply (`validity_us`) count from the cluster time of the
+/// entry that first produced it. A retry returns the cached reply unchanged,
+/// so a client measures them from the moment it *first* sent the request
+/// (DESIGN.md "Time" rule 5), never from a retry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// Nothing to report.
@@ -520,14 +525,19 @@ impl std::fmt::Display for Rejection {
             Rejection::NameTooLong { len, max } => write!(f, "name is {len} bytes, limit is {max}"),
             Rejection::ValueTooLarge { len, max } => write!(f, "value is {len} bytes, limit is {max}"),
             Rejection::LimitReached { limit, max } => write!(f, "limit reached: {limit:?} (max {max})"),
-            Rejection::TtlOutOfRange { requested_us, min_us, max_us } => write!(
-                f,
-                "requested TTL {requested_us} µs is outside [{min_us}, {max_us}] µs"
-            ),
-            Rejection::LockBusy { lock_delay_until_us: Some(t) } => {
+            Rejection::TtlOutOfRange {
+                requested_us,
+                min_us,
+                max_us,
+            } => write!(f, "requested TTL {requested_us} µs is outside [{min_us}, {max_us}] µs"),
+            Rejection::LockBusy {
+                lock_delay_until_us: Some(t),
+            } => {
                 write!(f, "lock is in lock-delay until cluster time {t} µs")
             }
-            Rejection::LockBusy { lock_delay_until_us: None } => write!(f, "lock is held by another session"),
+            Rejection::LockBusy {
+                lock_delay_until_us: None,
+            } => write!(f, "lock is held by another session"),
             Rejection::AlreadyHeld => write!(f, "this session already holds or awaits the lock"),
             Rejection::NotHolder => write!(f, "this session does not hold or await the lock"),
             Rejection::StaleFencingToken { token, latest } => {

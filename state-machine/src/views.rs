@@ -229,7 +229,10 @@ impl StateMachine {
                 if !self.sessions.get(&w.session).is_some_and(|s| s.waiting.contains(name)) {
                     return Err(format!("lock {name}: waiter {} does not list it", w.session));
                 }
-                if !self.timers.contains(&(w.deadline_us, Timer::Waiter(name.clone(), w.session))) {
+                if !self
+                    .timers
+                    .contains(&(w.deadline_us, Timer::Waiter(name.clone(), w.session)))
+                {
                     return Err(format!("lock {name}: waiter {} has no timer", w.session));
                 }
             }

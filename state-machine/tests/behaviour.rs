@@ -19,10 +19,25 @@ fn granted_token(r: &Response) -> u64 {
 #[test]
 fn session_ttl_and_name_limits_are_typed_errors() {
     let mut h = h();
-    let r = h.apply(Command::OpenSession { nonce: 1, client_name: "c".into(), requested_ttl_us: 10 }).0;
-    assert!(matches!(r, Err(Rejection::TtlOutOfRange { requested_us: 10, .. })), "{r:?}");
+    let r = h
+        .apply(Command::OpenSession {
+            nonce: 1,
+            client_name: "c".into(),
+            requested_ttl_us: 10,
+        })
+        .0;
+    assert!(
+        matches!(r, Err(Rejection::TtlOutOfRange { requested_us: 10, .. })),
+        "{r:?}"
+    );
     let long = "x".repeat(Config::default().limits.max_client_name_bytes + 1);
-    let r = h.apply(Command::OpenSession { nonce: 2, client_name: long, requested_ttl_us: 5 * SEC }).0;
+    let r = h
+        .apply(Command::OpenSession {
+            nonce: 2,
+            client_name: long,
+            requested_ttl_us: 5 * SEC,
+        })
+        .0;
     assert!(matches!(r, Err(Rejection::NameTooLong { .. })), "{r:?}");
     assert_eq!(h.sm.stats().sessions, 0);
 }
@@ -34,14 +49,30 @@ fn session_count_limit() {
     let mut h = Harness::new(cfg);
     h.open(5 * SEC);
     h.open(5 * SEC);
-    let r = h.apply(Command::OpenSession { nonce: 99, client_name: "c".into(), requested_ttl_us: 5 * SEC }).0;
-    assert_eq!(r, Err(Rejection::LimitReached { limit: LimitKind::Sessions, max: 2 }));
+    let r = h
+        .apply(Command::OpenSession {
+            nonce: 99,
+            client_name: "c".into(),
+            requested_ttl_us: 5 * SEC,
+        })
+        .0;
+    assert_eq!(
+        r,
+        Err(Rejection::LimitReached {
+            limit: LimitKind::Sessions,
+            max: 2
+        })
+    );
 }
 
 #[test]
 fn retried_open_with_same_nonce_returns_the_same_session() {
     let mut h = h();
-    let cmd = Command::OpenSession { nonce: 7, client_name: "c".into(), requested_ttl_us: 5 * SEC };
+    let cmd = Command::OpenSession {
+        nonce: 7,
+        client_name: "c".into(),
+        requested_ttl_us: 5 * SEC,
+    };
     let a = h.apply(cmd.clone()).0;
     let b = h.apply(cmd).0;
     let id = |r: &Response| match r {
@@ -88,8 +119,20 @@ fn sequence_older_than_the_window_is_refused() {
     for _ in 0..3 {
         h.keepalive(s).expect("keepalive");
     }
-    let r = h.apply(Command::Session { session: s, seq: 1, op: SessionOp::Keepalive { health: None } }).0;
-    assert_eq!(r, Err(Rejection::StaleSequence { seq: 1, forgotten_through: 1 }));
+    let r = h
+        .apply(Command::Session {
+            session: s,
+            seq: 1,
+            op: SessionOp::Keepalive { health: None },
+        })
+        .0;
+    assert_eq!(
+        r,
+        Err(Rejection::StaleSequence {
+            seq: 1,
+            forgotten_through: 1
+        })
+    );
 }
 
 #[test]
@@ -97,7 +140,12 @@ fn unknown_session_is_refused() {
     let mut h = h();
     let r = h.acquire(42, "l", LockMode::Exclusive, 0);
     assert_eq!(r, Err(Rejection::UnknownSession { session: 42 }));
-    let r = h.apply(Command::Revoke { session: 42, reason: "x".into() }).0;
+    let r = h
+        .apply(Command::Revoke {
+            session: 42,
+            reason: "x".into(),
+        })
+        .0;
     assert_eq!(r, Err(Rejection::UnknownSession { session: 42 }));
 }
 
@@ -107,7 +155,10 @@ fn lock_names_are_checked() {
     let s = h.open(10 * SEC);
     assert_eq!(h.acquire(s, "", LockMode::Exclusive, 0), Err(Rejection::EmptyName));
     let long = "n".repeat(513);
-    assert_eq!(h.acquire(s, &long, LockMode::Exclusive, 0), Err(Rejection::NameTooLong { len: 513, max: 512 }));
+    assert_eq!(
+        h.acquire(s, &long, LockMode::Exclusive, 0),
+        Err(Rejection::NameTooLong { len: 513, max: 512 })
+    );
     assert_eq!(h.sm.stats().held_locks, 0);
 }
 
@@ -116,13 +167,28 @@ fn exclusive_excludes_and_shared_shares() {
     let mut h = h();
     let (a, b, c) = (h.open(10 * SEC), h.open(10 * SEC), h.open(10 * SEC));
     granted_token(&h.acquire(a, "x", LockMode::Exclusive, 0));
-    assert_eq!(h.acquire(b, "x", LockMode::Exclusive, 0), Err(Rejection::LockBusy { lock_delay_until_us: None }));
-    assert_eq!(h.acquire(b, "x", LockMode::Shared, 0), Err(Rejection::LockBusy { lock_delay_until_us: None }));
+    assert_eq!(
+        h.acquire(b, "x", LockMode::Exclusive, 0),
+        Err(Rejection::LockBusy {
+            lock_delay_until_us: None
+        })
+    );
+    assert_eq!(
+        h.acquire(b, "x", LockMode::Shared, 0),
+        Err(Rejection::LockBusy {
+            lock_delay_until_us: None
+        })
+    );
     assert_eq!(h.acquire(a, "x", LockMode::Exclusive, 0), Err(Rejection::AlreadyHeld));
     granted_token(&h.acquire(b, "y", LockMode::Shared, 0));
     granted_token(&h.acquire(c, "y", LockMode::Shared, 0));
     assert_eq!(h.holders("y"), vec![b, c]);
-    assert_eq!(h.acquire(a, "y", LockMode::Exclusive, 0), Err(Rejection::LockBusy { lock_delay_until_us: None }));
+    assert_eq!(
+        h.acquire(a, "y", LockMode::Exclusive, 0),
+        Err(Rejection::LockBusy {
+            lock_delay_until_us: None
+        })
+    );
 }
 
 #[test]
@@ -139,9 +205,21 @@ fn fifo_waiters_get_the_lock_inside_the_release_entry() {
     let mut h = h();
     let (a, b, c) = (h.open(30 * SEC), h.open(30 * SEC), h.open(30 * SEC));
     let t1 = granted_token(&h.acquire(a, "x", LockMode::Exclusive, 0));
-    assert!(matches!(h.acquire(b, "x", LockMode::Exclusive, 10 * SEC), Ok(Reply::Queued { position: 0, .. })));
-    assert!(matches!(h.acquire(c, "x", LockMode::Exclusive, 10 * SEC), Ok(Reply::Queued { position: 1, .. })));
-    let (r, events) = h.op(a, SessionOp::Release { name: "x".into(), client_clock_us: None });
+    assert!(matches!(
+        h.acquire(b, "x", LockMode::Exclusive, 10 * SEC),
+        Ok(Reply::Queued { position: 0, .. })
+    ));
+    assert!(matches!(
+        h.acquire(c, "x", LockMode::Exclusive, 10 * SEC),
+        Ok(Reply::Queued { position: 1, .. })
+    ));
+    let (r, events) = h.op(
+        a,
+        SessionOp::Release {
+            name: "x".into(),
+            client_clock_us: None,
+        },
+    );
     assert_eq!(r, Ok(Reply::Done));
     let granted: Vec<_> = events
         .iter()
@@ -150,7 +228,11 @@ fn fifo_waiters_get_the_lock_inside_the_release_entry() {
             _ => None,
         })
         .collect();
-    assert_eq!(granted, vec![(b, h.index)], "b is next, granted by the release entry itself");
+    assert_eq!(
+        granted,
+        vec![(b, h.index)],
+        "b is next, granted by the release entry itself"
+    );
     assert!(h.index > t1);
     h.release(b, "x").expect("release");
     assert_eq!(h.holders("x"), vec![c]);
@@ -178,7 +260,13 @@ fn waiter_times_out_at_its_deadline() {
     h.acquire(b, "x", LockMode::Exclusive, 2 * SEC).expect("queue");
     h.advance(2 * SEC);
     let events = h.tick();
-    assert!(events.contains(&Event::WaitTimedOut { name: "x".into(), session: b }), "{events:?}");
+    assert!(
+        events.contains(&Event::WaitTimedOut {
+            name: "x".into(),
+            session: b
+        }),
+        "{events:?}"
+    );
     h.release(a, "x").expect("release");
     assert!(h.holders("x").is_empty());
     assert_eq!(h.sm.stats().held_locks, 0);
@@ -194,12 +282,18 @@ fn waiter_and_lock_limits() {
     granted_token(&h.acquire(a, "x", LockMode::Exclusive, 0));
     assert_eq!(
         h.acquire(a, "y", LockMode::Exclusive, 0),
-        Err(Rejection::LimitReached { limit: LimitKind::LocksPerSession, max: 1 })
+        Err(Rejection::LimitReached {
+            limit: LimitKind::LocksPerSession,
+            max: 1
+        })
     );
     h.acquire(b, "x", LockMode::Exclusive, SEC).expect("queue");
     assert_eq!(
         h.acquire(c, "x", LockMode::Exclusive, SEC),
-        Err(Rejection::LimitReached { limit: LimitKind::WaitersPerLock, max: 1 })
+        Err(Rejection::LimitReached {
+            limit: LimitKind::WaitersPerLock,
+            max: 1
+        })
     );
 }
 
@@ -215,7 +309,11 @@ fn expired_holder_leaves_lock_delay_then_waiter_gets_it() {
     h.advance(5 * SEC);
     let events = h.tick();
     let delay_until = events.iter().find_map(|e| match e {
-        Event::LockReleased { cause: EndCause::Expired, lock_delay_until_us, .. } => *lock_delay_until_us,
+        Event::LockReleased {
+            cause: EndCause::Expired,
+            lock_delay_until_us,
+            ..
+        } => *lock_delay_until_us,
         _ => None,
     });
     let delay_until = delay_until.expect("expiry leaves a lock-delay");
@@ -236,11 +334,24 @@ fn revoked_holder_frees_only_after_its_granted_validity() {
     let b = h.open(60 * SEC);
     granted_token(&h.acquire(a, "x", LockMode::Exclusive, 0));
     h.advance(SEC);
-    h.ok(Command::Revoke { session: a, reason: "test".into() });
-    assert_eq!(h.acquire(b, "x", LockMode::Exclusive, 0), Err(Rejection::LockBusy { lock_delay_until_us: Some(1_010 * SEC + 10_000) }));
+    h.ok(Command::Revoke {
+        session: a,
+        reason: "test".into(),
+    });
+    assert_eq!(
+        h.acquire(b, "x", LockMode::Exclusive, 0),
+        Err(Rejection::LockBusy {
+            lock_delay_until_us: Some(1_010 * SEC + 10_000)
+        })
+    );
     h.advance(9 * SEC);
     h.tick();
-    assert_eq!(h.acquire(b, "x", LockMode::Exclusive, 0), Err(Rejection::LockBusy { lock_delay_until_us: Some(1_010 * SEC + 10_000) }));
+    assert_eq!(
+        h.acquire(b, "x", LockMode::Exclusive, 0),
+        Err(Rejection::LockBusy {
+            lock_delay_until_us: Some(1_010 * SEC + 10_000)
+        })
+    );
     h.advance(10_000);
     granted_token(&h.acquire(b, "x", LockMode::Exclusive, 0));
 }
@@ -258,7 +369,11 @@ fn explicit_release_has_no_lock_delay() {
 fn keepalive_never_shortens_a_granted_validity() {
     let mut h = h();
     let s = h.open(20 * SEC);
-    h.ok(Command::Suspect { session: s, score_permille: 900, probe_timeout_us: 60 * SEC });
+    h.ok(Command::Suspect {
+        session: s,
+        score_permille: 900,
+        probe_timeout_us: 60 * SEC,
+    });
     h.advance(SEC);
     match h.keepalive(s) {
         Ok(Reply::KeptAlive { validity_us, lease, .. }) => {
@@ -273,12 +388,22 @@ fn keepalive_never_shortens_a_granted_validity() {
 fn unanswered_probe_revokes_and_answered_probe_clears() {
     let mut h = h();
     let (a, b) = (h.open(60 * SEC), h.open(60 * SEC));
-    h.ok(Command::Suspect { session: a, score_permille: 800, probe_timeout_us: 2 * SEC });
-    h.ok(Command::Suspect { session: b, score_permille: 800, probe_timeout_us: 2 * SEC });
+    h.ok(Command::Suspect {
+        session: a,
+        score_permille: 800,
+        probe_timeout_us: 2 * SEC,
+    });
+    h.ok(Command::Suspect {
+        session: b,
+        score_permille: 800,
+        probe_timeout_us: 2 * SEC,
+    });
     h.op(b, SessionOp::ProbeAnswer).0.expect("answer");
     h.advance(2 * SEC);
     let events = h.tick();
-    assert!(events.iter().any(|e| matches!(e, Event::SessionEnded { session, cause: EndCause::Revoked { .. } } if *session == a)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::SessionEnded { session, cause: EndCause::Revoked { .. } } if *session == a)));
     assert!(h.sm.session_view(b, h.ts_us).is_some());
     assert!(h.sm.session_view(a, h.ts_us).is_none());
 }
@@ -291,13 +416,19 @@ fn fenced_writes_reject_stale_and_unheld_tokens() {
     let put = |token| SessionOp::KvPut {
         key: "counter".into(),
         value: b"1".to_vec(),
-        fence: Some(Fence { lock: "x".into(), token }),
+        fence: Some(Fence {
+            lock: "x".into(),
+            token,
+        }),
     };
     assert!(matches!(h.op(a, put(t1)).0, Ok(Reply::KvWritten { .. })));
     h.release(a, "x").expect("release");
     assert_eq!(h.op(a, put(t1)).0, Err(Rejection::FenceNotHeld { token: t1 }));
     let t2 = granted_token(&h.acquire(b, "x", LockMode::Exclusive, 0));
-    assert_eq!(h.op(a, put(t1)).0, Err(Rejection::StaleFencingToken { token: t1, latest: t2 }));
+    assert_eq!(
+        h.op(a, put(t1)).0,
+        Err(Rejection::StaleFencingToken { token: t1, latest: t2 })
+    );
     assert_eq!(h.op(b, put(t2 + 5)).0, Err(Rejection::FenceNotHeld { token: t2 + 5 }));
     assert!(matches!(h.op(b, put(t2)).0, Ok(Reply::KvWritten { .. })));
     assert_eq!(h.sm.kv_get("counter").map(|v| v.version), Some(2));
@@ -309,19 +440,57 @@ fn kv_cas_delete_and_limits() {
     cfg.limits.max_keys = 1;
     cfg.limits.max_value_bytes = 4;
     let mut h = Harness::new(cfg);
-    let rev = match h.apply(Command::KvCas { key: "k".into(), expected_revision: 0, value: b"v".to_vec() }).0 {
+    let rev = match h
+        .apply(Command::KvCas {
+            key: "k".into(),
+            expected_revision: 0,
+            value: b"v".to_vec(),
+        })
+        .0
+    {
         Ok(Reply::KvWritten { revision }) => revision,
         other => panic!("{other:?}"),
     };
-    let r = h.apply(Command::KvCas { key: "k".into(), expected_revision: 0, value: b"w".to_vec() }).0;
-    assert_eq!(r, Err(Rejection::RevisionMismatch { expected: 0, actual: rev }));
-    let r = h.apply(Command::KvPut { key: "k2".into(), value: vec![] }).0;
-    assert_eq!(r, Err(Rejection::LimitReached { limit: LimitKind::Keys, max: 1 }));
-    let r = h.apply(Command::KvPut { key: "k".into(), value: vec![0; 5] }).0;
+    let r = h
+        .apply(Command::KvCas {
+            key: "k".into(),
+            expected_revision: 0,
+            value: b"w".to_vec(),
+        })
+        .0;
+    assert_eq!(
+        r,
+        Err(Rejection::RevisionMismatch {
+            expected: 0,
+            actual: rev
+        })
+    );
+    let r = h
+        .apply(Command::KvPut {
+            key: "k2".into(),
+            value: vec![],
+        })
+        .0;
+    assert_eq!(
+        r,
+        Err(Rejection::LimitReached {
+            limit: LimitKind::Keys,
+            max: 1
+        })
+    );
+    let r = h
+        .apply(Command::KvPut {
+            key: "k".into(),
+            value: vec![0; 5],
+        })
+        .0;
     assert_eq!(r, Err(Rejection::ValueTooLarge { len: 5, max: 4 }));
     assert_eq!(h.sm.kv_get("k").map(|v| v.value), Some(b"v".to_vec()));
     h.apply(Command::KvDelete { key: "k".into() }).0.expect("delete");
-    assert_eq!(h.apply(Command::KvDelete { key: "k".into() }).0, Err(Rejection::KeyNotFound));
+    assert_eq!(
+        h.apply(Command::KvDelete { key: "k".into() }).0,
+        Err(Rejection::KeyNotFound)
+    );
 }
 
 #[test]
@@ -334,13 +503,25 @@ fn election_succession_raises_the_epoch() {
     };
     assert_eq!(h.campaign(b, "svc"), Ok(Reply::Candidate { position: 0 }));
     assert_eq!(h.campaign(b, "svc"), Err(Rejection::AlreadyCandidate));
-    let r = h.op(b, SessionOp::Proclaim { election: "svc".into(), epoch: e1, value: vec![] }).0;
+    let r = h
+        .op(
+            b,
+            SessionOp::Proclaim {
+                election: "svc".into(),
+                epoch: e1,
+                value: vec![],
+            },
+        )
+        .0;
     assert_eq!(r, Err(Rejection::NotMaster { epoch: e1 }));
     h.op(a, SessionOp::Resign { election: "svc".into() }).0.expect("resign");
     let v = h.sm.election_view("svc", h.ts_us).expect("election");
     assert_eq!(v.master.map(|m| m.0), Some(b));
     assert!(v.epoch > e1);
-    assert_eq!(h.op(a, SessionOp::Resign { election: "svc".into() }).0, Err(Rejection::NotCandidate));
+    assert_eq!(
+        h.op(a, SessionOp::Resign { election: "svc".into() }).0,
+        Err(Rejection::NotCandidate)
+    );
 }
 
 fn chunk(e: &str, epoch: u64, seq: u32, data: &[u8], last: bool) -> SessionOp {
@@ -361,7 +542,13 @@ fn warm_handover_transfers_after_ack_only() {
     h.campaign(a, "svc").expect("a");
     h.campaign(b, "svc").expect("b");
     let epoch = h.sm.election_view("svc", h.ts_us).expect("e").epoch;
-    let begin = Command::HandoverBegin { election: "svc".into(), from: a, to: b, epoch, ack_timeout_us: 5 * SEC };
+    let begin = Command::HandoverBegin {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch,
+        ack_timeout_us: 5 * SEC,
+    };
     h.apply(begin).0.expect("begin");
     h.op(a, chunk("svc", epoch, 0, b"hello ", false)).0.expect("chunk 0");
     let bad = SessionOp::HandoverState {
@@ -374,9 +561,21 @@ fn warm_handover_transfers_after_ack_only() {
     };
     assert_eq!(h.op(a, bad).0, Err(Rejection::ChunkChecksum { chunk_seq: 1 }));
     h.op(a, chunk("svc", epoch, 1, b"world", true)).0.expect("chunk 1");
-    let transfer = Command::LeaseTransfer { election: "svc".into(), to: b, epoch };
-    assert!(matches!(h.apply(transfer.clone()).0, Err(Rejection::HandoverMismatch { .. })), "no ack yet");
-    let wrong = SessionOp::HandoverAck { election: "svc".into(), epoch, chunks: 2, total_crc32: 1 };
+    let transfer = Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
+    };
+    assert!(
+        matches!(h.apply(transfer.clone()).0, Err(Rejection::HandoverMismatch { .. })),
+        "no ack yet"
+    );
+    let wrong = SessionOp::HandoverAck {
+        election: "svc".into(),
+        epoch,
+        chunks: 2,
+        total_crc32: 1,
+    };
     assert!(matches!(h.op(b, wrong).0, Err(Rejection::HandoverMismatch { .. })));
     let ack = SessionOp::HandoverAck {
         election: "svc".into(),
@@ -391,7 +590,12 @@ fn warm_handover_transfers_after_ack_only() {
         other => panic!("{other:?}"),
     };
     assert!(new_epoch > epoch);
-    assert!(events.contains(&Event::LeaseTransferred { election: "svc".into(), from: a, to: b, epoch: new_epoch }));
+    assert!(events.contains(&Event::LeaseTransferred {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch: new_epoch
+    }));
     let v = h.sm.election_view("svc", h.ts_us).expect("e");
     assert_eq!(v.master.map(|m| m.0), Some(b));
     assert_eq!(v.candidates, vec![a], "old master is passive at the back");
@@ -404,11 +608,20 @@ fn handover_aborts_when_not_acknowledged_in_time() {
     h.campaign(a, "svc").expect("a");
     h.campaign(b, "svc").expect("b");
     let epoch = h.sm.election_view("svc", h.ts_us).expect("e").epoch;
-    let begin = Command::HandoverBegin { election: "svc".into(), from: a, to: b, epoch, ack_timeout_us: 2 * SEC };
+    let begin = Command::HandoverBegin {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch,
+        ack_timeout_us: 2 * SEC,
+    };
     h.apply(begin).0.expect("begin");
     h.advance(2 * SEC);
     let events = h.tick();
-    assert!(events.iter().any(|e| matches!(e, Event::HandoverAborted { .. })), "{events:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::HandoverAborted { .. })),
+        "{events:?}"
+    );
     let v = h.sm.election_view("svc", h.ts_us).expect("e");
     assert_eq!(v.master.map(|m| m.0), Some(a));
     assert_eq!(v.epoch, epoch, "abort keeps the epoch");
@@ -424,9 +637,15 @@ fn candidate_death_mid_handover_aborts() {
         h.campaign(s, "svc").expect("campaign");
     }
     let epoch = h.sm.election_view("svc", h.ts_us).expect("e").epoch;
-    h.apply(Command::HandoverBegin { election: "svc".into(), from: a, to: b, epoch, ack_timeout_us: 30 * SEC })
-        .0
-        .expect("begin");
+    h.apply(Command::HandoverBegin {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch,
+        ack_timeout_us: 30 * SEC,
+    })
+    .0
+    .expect("begin");
     h.advance(5 * SEC);
     let events = h.tick();
     assert!(events.iter().any(|e| matches!(e, Event::HandoverAborted { .. })));
@@ -450,9 +669,20 @@ fn client_clock_skew_is_detected_and_widens_rho() {
     h.op(s, acquire).0.expect("grant");
     h.advance(10 * SEC);
     // The client claims it held for 10.2 s: +20 000 ppm.
-    let (_, events) = h.op(s, SessionOp::Release { name: "x".into(), client_clock_us: Some(10_200_000) });
+    let (_, events) = h.op(
+        s,
+        SessionOp::Release {
+            name: "x".into(),
+            client_clock_us: Some(10_200_000),
+        },
+    );
     let widened = events.iter().find_map(|e| match e {
-        Event::ClockSkewDetected { widened_rho_ppm, cluster_hold_us, client_hold_us, .. } => {
+        Event::ClockSkewDetected {
+            widened_rho_ppm,
+            cluster_hold_us,
+            client_hold_us,
+            ..
+        } => {
             assert_eq!((*cluster_hold_us, *client_hold_us), (10 * SEC, 10_200_000));
             Some(*widened_rho_ppm)
         }
@@ -477,8 +707,17 @@ fn client_clock_within_bounds_raises_nothing() {
     };
     h.op(s, acquire).0.expect("grant");
     h.advance(10 * SEC);
-    let (_, events) = h.op(s, SessionOp::Release { name: "x".into(), client_clock_us: Some(5 + 10 * SEC + 30_000) });
-    assert!(!events.iter().any(|e| matches!(e, Event::ClockSkewDetected { .. })), "{events:?}");
+    let (_, events) = h.op(
+        s,
+        SessionOp::Release {
+            name: "x".into(),
+            client_clock_us: Some(5 + 10 * SEC + 30_000),
+        },
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::ClockSkewDetected { .. })),
+        "{events:?}"
+    );
 }
 
 #[test]
@@ -492,9 +731,15 @@ fn committed_clock_estimates_set_the_margin() {
         drift_sigma_ppb: sigma_ppb,
         samples,
     };
-    h.ok(Command::ClockReport { subject: Subject::Node(1), estimate: est(-20_000, 2_000, 30) });
+    h.ok(Command::ClockReport {
+        subject: Subject::Node(1),
+        estimate: est(-20_000, 2_000, 30),
+    });
     assert_eq!(h.sm.cluster_rho_ppm(), 26, "|−20 ppm| + 3 × 2 ppm");
-    h.ok(Command::ClockReport { subject: Subject::Node(2), estimate: est(1_000, 1_000, 3) });
+    h.ok(Command::ClockReport {
+        subject: Subject::Node(2),
+        estimate: est(1_000, 1_000, 3),
+    });
     assert_eq!(h.sm.cluster_rho_ppm(), 500, "too few samples: worst case");
 }
 
@@ -504,7 +749,10 @@ fn invalid_config_and_reports_change_nothing() {
     let before = h.sm.config().clone();
     let mut bad = Config::default();
     bad.lease.min_validity_us = 0;
-    assert!(matches!(h.apply(Command::SetConfig(bad)).0, Err(Rejection::InvalidConfig { .. })));
+    assert!(matches!(
+        h.apply(Command::SetConfig(bad)).0,
+        Err(Rejection::InvalidConfig { .. })
+    ));
     assert_eq!(h.sm.config(), &before);
     let sample = HealthSample {
         cpu_load_permille: 1001,
@@ -515,7 +763,12 @@ fn invalid_config_and_reports_change_nothing() {
         recent_failures: 0,
         load_permille: 0,
     };
-    let r = h.apply(Command::HealthReport { subject: Subject::Node(1), sample }).0;
+    let r = h
+        .apply(Command::HealthReport {
+            subject: Subject::Node(1),
+            sample,
+        })
+        .0;
     assert!(matches!(r, Err(Rejection::InvalidReport { .. })));
     assert!(h.sm.node_health(1).is_none());
 }
@@ -549,7 +802,11 @@ fn reads_use_the_given_cluster_time() {
     granted_token(&h.acquire(s, "x", LockMode::Exclusive, 0));
     let later = h.ts_us + 5 * SEC;
     assert_eq!(h.sm.lock_view("x", h.ts_us).map(|v| v.holders.len()), Some(1));
-    assert_eq!(h.sm.lock_view("x", later).map(|v| v.holders.len()), Some(0), "holder past its deadline is not reported");
+    assert_eq!(
+        h.sm.lock_view("x", later).map(|v| v.holders.len()),
+        Some(0),
+        "holder past its deadline is not reported"
+    );
     assert!(h.sm.session_view(s, later).is_none());
 }
 

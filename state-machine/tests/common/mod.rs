@@ -33,7 +33,10 @@ impl Harness {
 
     pub fn next_meta(&mut self) -> EntryMeta {
         self.index += 1;
-        EntryMeta { index: self.index, ts_us: self.ts_us }
+        EntryMeta {
+            index: self.index,
+            ts_us: self.ts_us,
+        }
     }
 
     pub fn apply(&mut self, cmd: Command) -> (Response, Vec<Event>) {
@@ -56,7 +59,14 @@ impl Harness {
 
     pub fn open(&mut self, ttl_us: u64) -> SessionId {
         let nonce = u128::from(self.index) + 1_000_000;
-        match self.apply(Command::OpenSession { nonce, client_name: "t".into(), requested_ttl_us: ttl_us }).0 {
+        match self
+            .apply(Command::OpenSession {
+                nonce,
+                client_name: "t".into(),
+                requested_ttl_us: ttl_us,
+            })
+            .0
+        {
             Ok(Reply::SessionOpened { session, .. }) => session,
             other => panic!("open failed: {other:?}"),
         }
@@ -88,7 +98,14 @@ impl Harness {
     }
 
     pub fn release(&mut self, session: SessionId, name: &str) -> Response {
-        self.op(session, SessionOp::Release { name: name.into(), client_clock_us: None }).0
+        self.op(
+            session,
+            SessionOp::Release {
+                name: name.into(),
+                client_clock_us: None,
+            },
+        )
+        .0
     }
 
     pub fn keepalive(&mut self, session: SessionId) -> Response {
@@ -96,8 +113,14 @@ impl Harness {
     }
 
     pub fn campaign(&mut self, session: SessionId, election: &str) -> Response {
-        self.op(session, SessionOp::Campaign { election: election.into(), value: session.to_le_bytes().to_vec() })
-            .0
+        self.op(
+            session,
+            SessionOp::Campaign {
+                election: election.into(),
+                value: session.to_le_bytes().to_vec(),
+            },
+        )
+        .0
     }
 
     pub fn holders(&self, name: &str) -> Vec<SessionId> {
