@@ -1,5 +1,15 @@
-//! The driftlock server node: wires openraft to [`driftlock_raft_store`],
-//! serves the client API, runs the health, clock and client-profiling sensors,
-//! exports metrics, and provides the `driftlock` command line.
-//!
-//! Not yet built: this crate currently only fixes its place in the workspace.
+//! The driftlock server node and command line: wires openraft to
+//! [`driftlock_raft_store`], serves the client API
+//! ([`driftlock_client::proto`]) and node-to-node Raft traffic over tarpc,
+//! stamps cluster time, ticks when idle, exports Prometheus metrics, and
+//! runs a local development cluster (`driftlock dev`).
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod events;
+pub mod metrics;
+pub mod network;
+pub mod rpc;
+pub mod server;

@@ -1,0 +1,294 @@
+//! Node configuration: a TOML file, every field also a command-line flag and
+//! an environment variable (flag > env > file > default). Unknown keys in
+//! the file are rejected, naming the key.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// The settings of one node, after merging file, env and flags.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeConfig {
+    /// Raft node id (> 0, unique in the cluster).
+    pub id: u64,
+    /// Address for node-to-node Raft traffic, `host:port`.
+    pub raft_addr: String,
+    /// Address of the client API, `host:port`.
+    pub client_addr: String,
+    /// Directory of this node's sled store.
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus endpoint (`GET /metrics`), if any.
+    pub metrics_addr: Option<String>,
+    /// Raft heartbeat interval, ms.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the Raft election timeout, ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the Raft election timeout, ms.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_every_entries: u64,
+    /// Worst-case clock rate error of this node, ppm, used when stamping
+    /// cluster time until a measured estimate exists.
+    pub max_drift_ppm: u64,
+    /// The leader commits a `Tick` after this long without other entries, ms.
+    pub tick_interval_ms: u64,
+    /// Events kept for `observe` long-polls.
+    pub event_buffer_len: usize,
+    /// Per-request timeout for Raft RPCs, ms.
+    pub raft_rpc_timeout_ms: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            id: 1,
+            raft_addr: "127.0.0.1:7401".into(),
+            client_addr: "127.0.0.1:7301".into(),
+            data_dir: PathBuf::from("./data/node1"),
+            metrics_addr: None,
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_every_entries: 10_000,
+            max_drift_ppm: 500,
+            tick_interval_ms: 200,
+            event_buffer_len: 100_000,
+            raft_rpc_timeout_ms: 1_000,
+        }
+    }
+}
+
+/// The same fields as they may appear in a TOML file: all optional, unknown
+/// keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    raft_addr: Option<String>,
+    client_addr: Option<String>,
+    data_dir: Option<PathBuf>,
+    metrics_addr: Option<String>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_every_entries: Option<u64>,
+    max_drift_ppm: Option<u64>,
+    tick_interval_ms: Option<u64>,
+    event_buffer_len: Option<usize>,
+    raft_rpc_timeout_ms: Option<u64>,
+}
+
+/// `driftlock serve` flags; each also reads `DRIFTLOCK_<NAME>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "DRIFTLOCK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Raft node id.
+    #[arg(long, env = "DRIFTLOCK_ID")]
+    pub id: Option<u64>,
+    /// Raft listen/advertise address.
+    #[arg(long, env = "DRIFTLOCK_RAFT_ADDR")]
+    pub raft_addr: Option<String>,
+    /// Client API listen/advertise address.
+    #[arg(long, env = "DRIFTLOCK_CLIENT_ADDR")]
+    pub client_addr: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "DRIFTLOCK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Prometheus endpoint address.
+    #[arg(long, env = "DRIFTLOCK_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+    /// Raft heartbeat interval, ms.
+    #[arg(long, env = "DRIFTLOCK_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout lower bound, ms.
+    #[arg(long, env = "DRIFTLOCK_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Election timeout upper bound, ms.
+    #[arg(long, env = "DRIFTLOCK_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Snapshot after this many entries.
+    #[arg(long, env = "DRIFTLOCK_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<u64>,
+    /// Worst-case clock drift, ppm.
+    #[arg(long, env = "DRIFTLOCK_MAX_DRIFT_PPM")]
+    pub max_drift_ppm: Option<u64>,
+    /// Idle tick interval, ms.
+    #[arg(long, env = "DRIFTLOCK_TICK_INTERVAL_MS")]
+    pub tick_interval_ms: Option<u64>,
+    /// Events kept for observers.
+    #[arg(long, env = "DRIFTLOCK_EVENT_BUFFER_LEN")]
+    pub event_buffer_len: Option<usize>,
+    /// Raft RPC timeout, ms.
+    #[arg(long, env = "DRIFTLOCK_RAFT_RPC_TIMEOUT_MS")]
+    pub raft_rpc_timeout_ms: Option<u64>,
+    /// Exit when the process that started this one exits (used by `dev`).
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+}
+
+/// A configuration problem, naming the file, key or field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// The parser's message, which names the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {field}: {message}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ServeArgs {
+    /// Merges defaults, the file (if any) and the flags/env into a checked
+    /// configuration.
+    pub fn resolve(&self) -> Result<NodeConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => parse_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = NodeConfig::default();
+        let cfg = NodeConfig {
+            id: self.id.or(file.id).unwrap_or(d.id),
+            raft_addr: self.raft_addr.clone().or(file.raft_addr).unwrap_or(d.raft_addr),
+            client_addr: self.client_addr.clone().or(file.client_addr).unwrap_or(d.client_addr),
+            data_dir: self.data_dir.clone().or(file.data_dir).unwrap_or(d.data_dir),
+            metrics_addr: self.metrics_addr.clone().or(file.metrics_addr),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(d.heartbeat_ms),
+            election_timeout_min_ms: self
+                .election_timeout_min_ms
+                .or(file.election_timeout_min_ms)
+                .unwrap_or(d.election_timeout_min_ms),
+            election_timeout_max_ms: self
+                .election_timeout_max_ms
+                .or(file.election_timeout_max_ms)
+                .unwrap_or(d.election_timeout_max_ms),
+            snapshot_every_entries: self
+                .snapshot_every_entries
+                .or(file.snapshot_every_entries)
+                .unwrap_or(d.snapshot_every_entries),
+            max_drift_ppm: self.max_drift_ppm.or(file.max_drift_ppm).unwrap_or(d.max_drift_ppm),
+            tick_interval_ms: self.tick_interval_ms.or(file.tick_interval_ms).unwrap_or(d.tick_interval_ms),
+            event_buffer_len: self.event_buffer_len.or(file.event_buffer_len).unwrap_or(d.event_buffer_len),
+            raft_rpc_timeout_ms: self
+                .raft_rpc_timeout_ms
+                .or(file.raft_rpc_timeout_ms)
+                .unwrap_or(d.raft_rpc_timeout_ms),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+fn parse_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    parse_toml(&text).map_err(|message| ConfigError::Parse { path: path.clone(), message })
+}
+
+fn parse_toml(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())
+}
+
+impl NodeConfig {
+    /// Checks ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        if self.id == 0 {
+            return invalid("id", "must be > 0");
+        }
+        for (field, addr) in [("raft_addr", &self.raft_addr), ("client_addr", &self.client_addr)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return invalid(field, &format!("'{addr}' is not an ip:port address"));
+            }
+        }
+        if let Some(m) = &self.metrics_addr {
+            if m.parse::<std::net::SocketAddr>().is_err() {
+                return invalid("metrics_addr", &format!("'{m}' is not an ip:port address"));
+            }
+        }
+        if self.heartbeat_ms == 0 {
+            return invalid("heartbeat_ms", "must be > 0");
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_ms {
+            return invalid("election_timeout_min_ms", "must exceed heartbeat_ms");
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return invalid("election_timeout_max_ms", "must exceed election_timeout_min_ms");
+        }
+        if self.snapshot_every_entries == 0 {
+            return invalid("snapshot_every_entries", "must be > 0");
+        }
+        if self.max_drift_ppm == 0 || self.max_drift_ppm > 100_000 {
+            return invalid("max_drift_ppm", "must be in [1, 100000]");
+        }
+        if self.tick_interval_ms == 0 {
+            return invalid("tick_interval_ms", "must be > 0");
+        }
+        if self.event_buffer_len == 0 {
+            return invalid("event_buffer_len", "must be > 0");
+        }
+        if self.raft_rpc_timeout_ms == 0 {
+            return invalid("raft_rpc_timeout_ms", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let err = parse_toml("id = 2\nheartbeat_msec = 5\n").unwrap_err();
+        assert!(err.contains("heartbeat_msec"), "{err}");
+    }
+
+    #[test]
+    fn mistyped_value_is_rejected() {
+        let err = parse_toml("id = \"two\"\n").unwrap_err();
+        assert!(err.contains("id") || err.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_and_file_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "id = 2\nclient_addr = \"127.0.0.1:9000\"\nheartbeat_ms = 50\n").expect("write");
+        let args = ServeArgs { config: Some(path), id: Some(3), ..Default::default() };
+        let cfg = args.resolve().expect("valid");
+        assert_eq!(cfg.id, 3);
+        assert_eq!(cfg.client_addr, "127.0.0.1:9000");
+        assert_eq!(cfg.heartbeat_ms, 50);
+        assert_eq!(cfg.raft_addr, NodeConfig::default().raft_addr);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let args = ServeArgs { id: Some(0), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "id", .. })));
+        let args = ServeArgs { client_addr: Some("nowhere".into()), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "client_addr", .. })));
+        let args = ServeArgs { election_timeout_min_ms: Some(50), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "election_timeout_min_ms", .. })));
+    }
+}

@@ -1,0 +1,168 @@
+//! The node's buffer of applied events for `observe` long-polls. Every node
+//! applies the same entries, so any node can serve observers; a follower's
+//! buffer merely lags a little.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use driftlock_client::proto::{EventBatch, EventFilter};
+use driftlock_state_machine::Event;
+use tokio::sync::watch;
+
+/// At most this many events go into one batch.
+const MAX_BATCH_EVENTS: usize = 1_000;
+
+/// A bounded buffer of `(entry index, event)` in log order.
+pub struct EventBuffer {
+    inner: Mutex<Inner>,
+    /// The newest entry index whose events are in the buffer.
+    newest_tx: watch::Sender<u64>,
+}
+
+struct Inner {
+    events: VecDeque<(u64, Event)>,
+    capacity: usize,
+    /// Highest entry index whose events were dropped for room (0 = none).
+    dropped_through: u64,
+}
+
+impl EventBuffer {
+    /// An empty buffer keeping at most `capacity` events.
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "event buffer capacity must be > 0");
+        let (newest_tx, _) = watch::channel(0);
+        EventBuffer {
+            inner: Mutex::new(Inner { events: VecDeque::new(), capacity, dropped_through: 0 }),
+            newest_tx,
+        }
+    }
+
+    /// Records the events of entry `index` (entries arrive in log order).
+    pub fn push(&self, index: u64, events: Vec<Event>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            debug_assert!(inner.events.back().is_none_or(|(i, _)| *i <= index));
+            for e in events {
+                inner.events.push_back((index, e));
+            }
+            while inner.events.len() > inner.capacity {
+                if let Some((i, _)) = inner.events.pop_front() {
+                    inner.dropped_through = inner.dropped_through.max(i);
+                }
+            }
+        }
+        self.newest_tx.send_if_modified(|newest| {
+            let changed = index > *newest;
+            *newest = (*newest).max(index);
+            changed
+        });
+    }
+
+    /// Records that events of entries up to `through_index` were not (or not
+    /// all) seen by this buffer, e.g. after a snapshot was installed:
+    /// observers asking from before it are told they missed events.
+    pub fn mark_gap(&self, through_index: u64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.dropped_through = inner.dropped_through.max(through_index);
+        }
+        self.newest_tx.send_if_modified(|newest| {
+            let changed = through_index > *newest;
+            *newest = (*newest).max(through_index);
+            changed
+        });
+    }
+
+    /// Matching events after `after_index`, at once.
+    pub fn fetch(&self, after_index: u64, filter: &EventFilter) -> EventBatch {
+        let Ok(inner) = self.inner.lock() else {
+            return EventBatch { events: Vec::new(), next_after_index: after_index, truncated: true };
+        };
+        let truncated = after_index < inner.dropped_through;
+        let start = inner.events.partition_point(|(i, _)| *i <= after_index);
+        let mut events = Vec::new();
+        let mut next_after_index = after_index.max(*self.newest_tx.borrow());
+        let mut last_index = None;
+        for (i, e) in inner.events.range(start..) {
+            if events.len() >= MAX_BATCH_EVENTS && last_index != Some(*i) {
+                // Stop at an entry boundary so no entry is split.
+                next_after_index = last_index.unwrap_or(after_index);
+                break;
+            }
+            last_index = Some(*i);
+            if filter.matches(e) {
+                events.push((*i, e.clone()));
+            }
+        }
+        EventBatch { events, next_after_index, truncated }
+    }
+
+    /// Like [`fetch`](Self::fetch), but waits up to `timeout` for new
+    /// entries when there is nothing after `after_index` yet.
+    pub async fn wait(&self, after_index: u64, filter: &EventFilter, timeout: Duration) -> EventBatch {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.newest_tx.subscribe();
+        let mut seen = after_index;
+        loop {
+            let batch = self.fetch(seen, filter);
+            if !batch.events.is_empty() || batch.truncated {
+                return EventBatch { truncated: batch.truncated, ..batch };
+            }
+            seen = batch.next_after_index.max(seen);
+            match tokio::time::timeout_at(deadline, rx.wait_for(|newest| *newest > seen)).await {
+                Ok(Ok(_)) => continue,
+                _ => return EventBatch { events: Vec::new(), next_after_index: seen, truncated: false },
+            }
+        }
+    }
+
+    /// The newest entry index seen.
+    pub fn newest_index(&self) -> u64 {
+        *self.newest_tx.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, revision: u64) -> Event {
+        Event::KvChanged { key: key.into(), revision }
+    }
+
+    #[test]
+    fn fetch_filters_and_reports_truncation() {
+        let buf = EventBuffer::new(3);
+        buf.push(1, vec![kv("a/1", 1)]);
+        buf.push(2, vec![kv("b/1", 2)]);
+        buf.push(3, vec![kv("a/2", 3), kv("a/3", 3)]);
+        let all = buf.fetch(0, &EventFilter::default());
+        assert!(all.truncated, "entry 1 was dropped for room");
+        assert_eq!(all.events.len(), 3);
+        let a = buf.fetch(2, &EventFilter { key_prefix: Some("a/".into()), ..Default::default() });
+        assert!(!a.truncated);
+        assert_eq!(a.events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 3]);
+        assert_eq!(a.next_after_index, 3);
+    }
+
+    #[tokio::test]
+    async fn wait_returns_when_a_matching_event_arrives() {
+        let buf = std::sync::Arc::new(EventBuffer::new(100));
+        let b2 = buf.clone();
+        let waiter = tokio::spawn(async move {
+            b2.wait(0, &EventFilter { key_prefix: Some("x".into()), ..Default::default() }, Duration::from_secs(30))
+                .await
+        });
+        buf.push(1, vec![kv("y", 1)]);
+        buf.push(2, vec![kv("x", 2)]);
+        let batch = waiter.await.expect("join");
+        assert_eq!(batch.events, vec![(2, kv("x", 2))]);
+    }
+
+    #[tokio::test]
+    async fn wait_times_out_empty() {
+        let buf = EventBuffer::new(10);
+        let batch = buf.wait(0, &EventFilter::default(), Duration::from_millis(20)).await;
+        assert!(batch.events.is_empty());
+        assert_eq!(batch.next_after_index, 0);
+    }
+}

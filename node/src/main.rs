@@ -1,0 +1,87 @@
+//! `driftlock`: the server (`serve`, `dev`), cluster administration
+//! (`cluster …`) and the user commands (`lock`, `elect`, `kv`, `status`,
+//! `watch`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use driftlock_node::config::ServeArgs;
+use driftlock_node::dev::DevArgs;
+
+mod cli;
+
+/// driftlock: a replicated lock, lease and leader-election service.
+#[derive(Parser, Debug)]
+#[command(name = "driftlock", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node.
+    Serve(ServeArgs),
+    /// Run a local cluster of child nodes on loopback (data under ./data).
+    Dev(DevArgs),
+    /// Cluster administration.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
+    /// Run a command while holding a lock.
+    Lock(cli::LockArgs),
+    /// Campaign in an election and report mastership until Ctrl-C.
+    Elect(cli::ElectArgs),
+    /// Read and write the KV store.
+    #[command(subcommand)]
+    Kv(cli::KvCmd),
+    /// Show every node's role, term, indexes and lag.
+    Status(cli::Endpoints),
+    /// Print KV changes under a prefix until Ctrl-C.
+    Watch(cli::WatchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("driftlock: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Serve(args) => match args.resolve() {
+                Ok(config) => match driftlock_node::app::run(config, args.exit_with_parent).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("driftlock serve: {e}");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => {
+                    eprintln!("driftlock serve: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            Cmd::Dev(args) => match driftlock_node::dev::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("driftlock dev: {e}");
+                    ExitCode::from(1)
+                }
+            },
+            Cmd::Cluster(cmd) => cli::report(cli::cluster(cmd).await),
+            Cmd::Lock(args) => cli::lock(args).await,
+            Cmd::Elect(args) => cli::report(cli::elect(args).await),
+            Cmd::Kv(cmd) => cli::report(cli::kv(cmd).await),
+            Cmd::Status(ep) => cli::report(cli::status(ep).await),
+            Cmd::Watch(args) => cli::report(cli::watch(args).await),
+        }
+    })
+}

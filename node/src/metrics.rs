@@ -1,0 +1,159 @@
+//! Prometheus metrics (prometheus-client), served as text on
+//! `--metrics-addr` at `GET /metrics`.
+//!
+//! The HTTP side is a few lines over a tokio listener: one fixed GET is all
+//! Prometheus needs, and an HTTP framework would be most of the binary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Label of per-method RPC metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    /// RPC method.
+    pub method: String,
+}
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Current Raft term.
+    pub term: Gauge,
+    /// Leader changes seen by this node.
+    pub leader_changes: Counter,
+    /// Last log index.
+    pub last_log_index: Gauge,
+    /// Commit index as far as this node knows.
+    pub committed_index: Gauge,
+    /// Applied index.
+    pub applied_index: Gauge,
+    /// Last log index minus applied index.
+    pub apply_lag: Gauge,
+    /// Whether this node is the leader (1) or not (0).
+    pub is_leader: Gauge,
+    /// Open sessions.
+    pub sessions: Gauge,
+    /// Locks with a holder.
+    pub held_locks: Gauge,
+    /// Waiters across all locks.
+    pub waiters: Gauge,
+    /// Lock grants applied.
+    pub grants: Counter,
+    /// Validity of grants, seconds.
+    pub grant_validity_seconds: Histogram,
+    /// Client RPC latency by method, seconds.
+    pub rpc_latency_seconds: Family<MethodLabel, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("driftlock");
+        let term = Gauge::default();
+        let leader_changes = Counter::default();
+        let last_log_index = Gauge::default();
+        let committed_index = Gauge::default();
+        let applied_index = Gauge::default();
+        let apply_lag = Gauge::default();
+        let is_leader = Gauge::default();
+        let sessions = Gauge::default();
+        let held_locks = Gauge::default();
+        let waiters = Gauge::default();
+        let grants = Counter::default();
+        let grant_validity_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 12));
+        let rpc_latency_seconds =
+            Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18)));
+        registry.register("raft_term", "Current Raft term", term.clone());
+        registry.register("raft_leader_changes", "Leader changes seen by this node", leader_changes.clone());
+        registry.register("raft_last_log_index", "Last log index", last_log_index.clone());
+        registry.register("raft_committed_index", "Committed index known to this node", committed_index.clone());
+        registry.register("raft_applied_index", "Applied index", applied_index.clone());
+        registry.register("raft_apply_lag", "Last log index minus applied index", apply_lag.clone());
+        registry.register("raft_is_leader", "1 if this node is the Raft leader", is_leader.clone());
+        registry.register("sessions", "Open sessions", sessions.clone());
+        registry.register("held_locks", "Locks with at least one holder", held_locks.clone());
+        registry.register("lock_waiters", "Waiters queued across all locks", waiters.clone());
+        registry.register("lock_grants", "Lock grants applied", grants.clone());
+        registry.register(
+            "grant_validity_seconds",
+            "Remaining session validity at each lock grant",
+            grant_validity_seconds.clone(),
+        );
+        registry.register("rpc_latency_seconds", "Client API latency by method", rpc_latency_seconds.clone());
+        Metrics {
+            registry,
+            term,
+            leader_changes,
+            last_log_index,
+            committed_index,
+            applied_index,
+            apply_lag,
+            is_leader,
+            sessions,
+            held_locks,
+            waiters,
+            grants,
+            grant_validity_seconds,
+            rpc_latency_seconds,
+        }
+    }
+
+    /// Records one client RPC's latency.
+    pub fn observe_rpc(&self, method: &str, elapsed: Duration) {
+        self.rpc_latency_seconds.get_or_create(&MethodLabel { method: method.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the task is aborted.
+pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let (status, body) = if request.starts_with("GET /metrics") {
+                    ("200 OK", metrics.encode())
+                } else {
+                    ("404 Not Found", "only GET /metrics is served\n".to_owned())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    }))
+}

@@ -1,0 +1,380 @@
+//! The client API: each node serves [`DriftlockApi`] on its client port.
+//!
+//! - Mutations run only on the leader; a follower answers
+//!   [`ApiError::NotLeader`] with the leader's client address (clients
+//!   follow the hint; no forwarding, so a request crosses the network once).
+//! - The leader stamps each command with cluster time ([`ClusterClock`]).
+//! - A proposal whose outcome is unknown (leadership lost while it was in
+//!   flight) answers [`ApiError::Indeterminate`]: session commands are
+//!   retried safely with the same sequence number.
+//! - Linearizable reads confirm leadership first (LeaseRead while the leader
+//!   lease holds, else ReadIndex) and are answered as of the leader's current
+//!   cluster time (DESIGN.md "Time" rule 8).
+
+use openraft::type_config::async_runtime::WatchReceiver;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftlock_client::proto::{
+    AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus,
+    Query, QueryReply, QueryResult, Role,
+};
+use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
+use driftlock_state_machine::{Command, Reply, SessionId, SessionOp, StampedCommand, StateMachine};
+use futures::StreamExt;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ReadPolicy;
+use tarpc::server::Channel;
+use tarpc::tokio_serde::formats::Bincode;
+
+use crate::clock::ClusterClock;
+use crate::events::EventBuffer;
+use crate::metrics::Metrics;
+use crate::network::Raft;
+
+/// Longest `observe` wait a client may ask for, ms.
+const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
+/// Largest client frame, bytes (names and values are limited far below).
+pub const MAX_CLIENT_FRAME_BYTES: usize = 8 << 20;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct NodeContext {
+    /// This node's id.
+    pub id: u64,
+    /// This node's addresses.
+    pub addr: NodeAddr,
+    /// The local Raft.
+    pub raft: Raft,
+    /// The cluster-time anchor of the local log.
+    pub stamps: StampHandle,
+    /// Read access to the applied state.
+    pub state: StateReader,
+    /// Recent events for observers.
+    pub events: Arc<EventBuffer>,
+    /// Stamps cluster time.
+    pub clock: ClusterClock,
+    /// When the process started (cluster-time anchor of an empty log).
+    pub started: Instant,
+    /// Set when the node is shutting down: new requests are refused.
+    pub stopping: AtomicBool,
+    /// Requests being handled.
+    pub in_flight: AtomicU64,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl NodeContext {
+    /// Cluster time now, as this node would stamp it.
+    pub fn cluster_now_us(&self) -> u64 {
+        let anchor = self.stamps.last_stamp().unwrap_or((self.state.with_state(|sm| sm.ts_eff_us()), self.started));
+        self.clock.stamp(anchor, Instant::now())
+    }
+
+    /// The leader's id and client address, as far as this node knows.
+    pub fn leader_hint(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.client_addr.clone()))
+    }
+
+    fn not_leader(&self) -> ApiError {
+        ApiError::NotLeader { leader_hint: self.leader_hint() }
+    }
+
+    /// Proposes a command on the leader and returns the state machine's reply.
+    pub async fn propose(&self, command: Command) -> Result<Reply, ApiError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::Unavailable("node is shutting down".into()));
+        }
+        if !self.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        let ts_us = self.cluster_now_us();
+        let request = StampedRequest(StampedCommand { ts_us, command });
+        match self.raft.client_write(request).await {
+            Ok(resp) => match resp.data.response {
+                Some(Ok(reply)) => Ok(reply),
+                Some(Err(rejection)) => Err(ApiError::Rejected(rejection)),
+                None => Err(ApiError::Indeterminate("entry produced no response".into())),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ApiError::Indeterminate(format!(
+                "leadership changed while the request was in flight; retry at {:?}",
+                self.leader_hint()
+            ))),
+            Err(e) => Err(ApiError::Indeterminate(e.to_string())),
+        }
+    }
+
+    /// Confirms leadership for a linearizable read and returns the cluster
+    /// time to answer as of.
+    async fn read_barrier(&self, consistency: Consistency) -> Result<u64, ApiError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::Unavailable("node is shutting down".into()));
+        }
+        if consistency == Consistency::Serializable {
+            return Ok(self.cluster_now_us());
+        }
+        if !self.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_err() {
+            self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|_| self.not_leader())?;
+        }
+        Ok(self.cluster_now_us())
+    }
+
+    /// Answers a query.
+    pub async fn query(&self, query: Query, consistency: Consistency) -> Result<QueryReply, ApiError> {
+        let now_us = self.read_barrier(consistency).await?;
+        let (applied_index, result) = self.state.with_state(|sm| (sm.last_index(), answer(sm, &query, now_us)));
+        Ok(QueryReply { applied_index, cluster_ts_us: now_us, result: result? })
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => Role::Leader,
+            openraft::ServerState::Follower => Role::Follower,
+            openraft::ServerState::Candidate => Role::Candidate,
+            openraft::ServerState::Learner => Role::Learner,
+            openraft::ServerState::Shutdown => Role::Shutdown,
+        };
+        let membership = m.membership_config.membership();
+        let voters = membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.client_addr.clone())))
+            .collect();
+        let learners = membership
+            .learner_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.client_addr.clone())))
+            .collect();
+        let (stats, cluster_ts_us, applied_index) =
+            self.state.with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
+        NodeStatus {
+            id: self.id,
+            client_addr: self.addr.client_addr.clone(),
+            raft_addr: self.addr.raft_addr.clone(),
+            role,
+            term: m.current_term,
+            leader: self.leader_hint(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index,
+            voters,
+            learners,
+            cluster_ts_us,
+            stats,
+        }
+    }
+
+    /// Runs an administrative request.
+    pub async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ApiError> {
+        match request {
+            AdminRequest::Init { members } => {
+                if members.is_empty() {
+                    return Err(ApiError::InvalidRequest("init needs at least one member".into()));
+                }
+                let mut nodes = std::collections::BTreeMap::new();
+                for m in members {
+                    check_addr(&m.raft_addr)?;
+                    check_addr(&m.client_addr)?;
+                    if nodes.insert(m.id, NodeAddr { raft_addr: m.raft_addr, client_addr: m.client_addr }).is_some() {
+                        return Err(ApiError::InvalidRequest(format!("node id {} listed twice", m.id)));
+                    }
+                }
+                if !nodes.contains_key(&self.id) {
+                    return Err(ApiError::InvalidRequest(format!("members must include this node ({})", self.id)));
+                }
+                self.raft.initialize(nodes).await.map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+            }
+            AdminRequest::AddLearner { member } => {
+                check_addr(&member.raft_addr)?;
+                check_addr(&member.client_addr)?;
+                self.require_leader()?;
+                let node = NodeAddr { raft_addr: member.raft_addr, client_addr: member.client_addr };
+                self.raft.add_learner(member.id, node, true).await.map_err(|e| self.admin_error(e))?;
+            }
+            AdminRequest::ChangeVoters { voters } => {
+                if voters.is_empty() {
+                    return Err(ApiError::InvalidRequest("a cluster needs at least one voter".into()));
+                }
+                self.require_leader()?;
+                let voters: std::collections::BTreeSet<u64> = voters.into_iter().collect();
+                self.raft.change_membership(voters, false).await.map_err(|e| self.admin_error(e))?;
+            }
+            AdminRequest::TransferLeader { to } => {
+                self.require_leader()?;
+                let is_voter = self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == to);
+                if !is_voter {
+                    return Err(ApiError::InvalidRequest(format!("node {to} is not a voter")));
+                }
+                self.raft.trigger().transfer_leader(to).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            }
+        }
+        Ok(AdminReply::Done)
+    }
+
+    fn require_leader(&self) -> Result<(), ApiError> {
+        if self.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    fn admin_error<E: std::error::Error>(&self, e: RaftError<TypeConfig, E>) -> ApiError {
+        match e {
+            RaftError::Fatal(f) => ApiError::Unavailable(f.to_string()),
+            RaftError::APIError(e) => ApiError::InvalidRequest(e.to_string()),
+        }
+    }
+}
+
+fn check_addr(addr: &str) -> Result<(), ApiError> {
+    addr.parse::<std::net::SocketAddr>()
+        .map(|_| ())
+        .map_err(|_| ApiError::InvalidRequest(format!("'{addr}' is not an ip:port address")))
+}
+
+fn answer(sm: &StateMachine, query: &Query, now_us: u64) -> Result<QueryResult, ApiError> {
+    Ok(match query {
+        Query::KvGet { key } => QueryResult::Kv(sm.kv_get(key)),
+        Query::KvRange { prefix, limit } => QueryResult::KvRange(sm.kv_range(prefix, (*limit).min(10_000) as usize)),
+        Query::Lock { name } => QueryResult::Lock(sm.lock_view(name, now_us)),
+        Query::Session { session } => QueryResult::Session(sm.session_view(*session, now_us)),
+        Query::Election { name } => QueryResult::Election(sm.election_view(name, now_us)),
+        Query::Stats => QueryResult::Stats(sm.stats()),
+    })
+}
+
+/// One connection's handler; cheap to clone.
+#[derive(Clone)]
+pub struct ApiHandler {
+    ctx: Arc<NodeContext>,
+}
+
+/// Counts a request as in flight while alive, and times it.
+struct InFlight<'a> {
+    ctx: &'a NodeContext,
+    method: &'static str,
+    started: Instant,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(ctx: &'a NodeContext, method: &'static str) -> Self {
+        ctx.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight { ctx, method, started: Instant::now() }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.ctx.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.ctx.metrics.observe_rpc(self.method, self.started.elapsed());
+    }
+}
+
+fn check_session_op(op: &SessionOp) -> Result<(), ApiError> {
+    // Cheap sanity checks before anything reaches the log; the state machine
+    // checks limits itself.
+    if let SessionOp::Acquire { wait_us, .. } = op {
+        if *wait_us > 3_600_000_000 {
+            return Err(ApiError::InvalidRequest("wait_us above one hour".into()));
+        }
+    }
+    Ok(())
+}
+
+impl DriftlockApi for ApiHandler {
+    async fn open_session(
+        self,
+        _: tarpc::context::Context,
+        nonce: u128,
+        client_name: String,
+        requested_ttl_us: u64,
+    ) -> Result<Reply, ApiError> {
+        let _f = InFlight::new(&self.ctx, "open_session");
+        self.ctx.propose(Command::OpenSession { nonce, client_name, requested_ttl_us }).await
+    }
+
+    async fn session_op(
+        self,
+        _: tarpc::context::Context,
+        session: SessionId,
+        seq: u64,
+        op: SessionOp,
+    ) -> Result<Reply, ApiError> {
+        let _f = InFlight::new(&self.ctx, "session_op");
+        check_session_op(&op)?;
+        if seq == 0 {
+            return Err(ApiError::InvalidRequest("sequence numbers start at 1".into()));
+        }
+        self.ctx.propose(Command::Session { session, seq, op }).await
+    }
+
+    async fn kv_write(self, _: tarpc::context::Context, write: KvWrite) -> Result<Reply, ApiError> {
+        let _f = InFlight::new(&self.ctx, "kv_write");
+        let command = match write {
+            KvWrite::Put { key, value } => Command::KvPut { key, value },
+            KvWrite::Delete { key } => Command::KvDelete { key },
+            KvWrite::Cas { key, expected_revision, value } => Command::KvCas { key, expected_revision, value },
+        };
+        self.ctx.propose(command).await
+    }
+
+    async fn read(
+        self,
+        _: tarpc::context::Context,
+        query: Query,
+        consistency: Consistency,
+    ) -> Result<QueryReply, ApiError> {
+        let _f = InFlight::new(&self.ctx, "read");
+        self.ctx.query(query, consistency).await
+    }
+
+    async fn observe(
+        self,
+        _: tarpc::context::Context,
+        after_index: u64,
+        filter: EventFilter,
+        timeout_ms: u64,
+    ) -> Result<EventBatch, ApiError> {
+        if self.ctx.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::Unavailable("node is shutting down".into()));
+        }
+        let wait = Duration::from_millis(timeout_ms.min(MAX_OBSERVE_WAIT_MS));
+        Ok(self.ctx.events.wait(after_index, &filter, wait).await)
+    }
+
+    async fn status(self, _: tarpc::context::Context) -> NodeStatus {
+        self.ctx.status()
+    }
+
+    async fn admin(self, _: tarpc::context::Context, request: AdminRequest) -> Result<AdminReply, ApiError> {
+        let _f = InFlight::new(&self.ctx, "admin");
+        self.ctx.admin(request).await
+    }
+}
+
+/// Accepts client connections until the returned task is aborted.
+pub async fn serve(addr: std::net::SocketAddr, ctx: Arc<NodeContext>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
+    incoming.config_mut().max_frame_length(MAX_CLIENT_FRAME_BYTES);
+    let handler = ApiHandler { ctx };
+    Ok(tokio::spawn(async move {
+        while let Some(conn) = incoming.next().await {
+            let Ok(transport) = conn else { continue };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                tarpc::server::BaseChannel::with_defaults(transport)
+                    .execute(handler.serve())
+                    .for_each(|response| async move {
+                        tokio::spawn(response);
+                    })
+                    .await;
+            });
+        }
+    }))
+}
