@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
 
-mod cli;
 
 /// driftlock: a replicated lock, lease and leader-election service.
 #[derive(Parser, Debug)]
@@ -24,20 +23,6 @@ enum Cmd {
     Serve(ServeArgs),
     /// Run a local cluster of child nodes on loopback (data under ./data).
     Dev(DevArgs),
-    /// Cluster administration.
-    #[command(subcommand)]
-    Cluster(cli::ClusterCmd),
-    /// Run a command while holding a lock.
-    Lock(cli::LockArgs),
-    /// Campaign in an election and report mastership until Ctrl-C.
-    Elect(cli::ElectArgs),
-    /// Read and write the KV store.
-    #[command(subcommand)]
-    Kv(cli::KvCmd),
-    /// Show every node's role, term, indexes and lag.
-    Status(cli::Endpoints),
-    /// Print KV changes under a prefix until Ctrl-C.
-    Watch(cli::WatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,7 +31,9 @@ fn main() -> ExitCode {
         let default = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -76,12 +63,6 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             },
-            Cmd::Cluster(cmd) => cli::report(cli::cluster(cmd).await),
-            Cmd::Lock(args) => cli::lock(args).await,
-            Cmd::Elect(args) => cli::report(cli::elect(args).await),
-            Cmd::Kv(cmd) => cli::report(cli::kv(cmd).await),
-            Cmd::Status(ep) => cli::report(cli::status(ep).await),
-            Cmd::Watch(args) => cli::report(cli::watch(args).await),
         }
     })
 }

@@ -1,0 +1,157 @@
+//! Bad input gets a typed error, changes nothing, and never stops a node.
+
+mod support;
+
+use std::io::Write;
+use std::time::Duration;
+
+use driftlock_client::proto::{ApiError, Consistency, KvWrite, Query, QueryResult};
+use driftlock_node::rpc;
+use driftlock_state_machine::{LockMode, Rejection, Reply, SessionOp};
+use support::Cluster;
+
+const T: Duration = Duration::from_secs(5);
+
+async fn leader_client(c: &Cluster) -> driftlock_client::proto::DriftlockApiClient {
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect")
+}
+
+fn acquire(name: &str) -> SessionOp {
+    SessionOp::Acquire {
+        name: name.into(),
+        mode: LockMode::Exclusive,
+        wait_us: 0,
+        client_clock_us: None,
+        predicted_release_client_us: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
+    let c = Cluster::start(3).await;
+    let api = leader_client(&c).await;
+    let ctx = || rpc::context(T);
+
+    let session = match api.open_session(ctx(), 1, "test".into(), 10_000_000).await.expect("rpc") {
+        Ok(Reply::SessionOpened { session, .. }) => session,
+        other => panic!("open: {other:?}"),
+    };
+    let other = match api.open_session(ctx(), 2, "other".into(), 10_000_000).await.expect("rpc") {
+        Ok(Reply::SessionOpened { session, .. }) => session,
+        other => panic!("open: {other:?}"),
+    };
+
+    // Oversized lock name.
+    let long = "n".repeat(10_000);
+    let r = api.session_op(ctx(), session, 1, acquire(&long)).await.expect("rpc");
+    assert!(matches!(r, Err(ApiError::Rejected(Rejection::NameTooLong { len: 10_000, .. }))), "{r:?}");
+
+    // Unknown session.
+    let r = api.session_op(ctx(), 999_999, 1, acquire("x")).await.expect("rpc");
+    assert_eq!(r, Err(ApiError::Rejected(Rejection::UnknownSession { session: 999_999 })));
+
+    // Release by a non-holder.
+    assert!(matches!(api.session_op(ctx(), session, 2, acquire("x")).await.expect("rpc"), Ok(Reply::Granted { .. })));
+    let r = api
+        .session_op(ctx(), other, 1, SessionOp::Release { name: "x".into(), client_clock_us: None })
+        .await
+        .expect("rpc");
+    assert_eq!(r, Err(ApiError::Rejected(Rejection::NotHolder)));
+
+    // Sequence 0 is refused before it reaches the log.
+    let r = api.session_op(ctx(), session, 0, acquire("y")).await.expect("rpc");
+    assert!(matches!(r, Err(ApiError::InvalidRequest(_))), "{r:?}");
+
+    // Garbage on the client and Raft ports of every node: the connection is
+    // closed, the node keeps serving.
+    for p in &c.nodes {
+        for addr in [&p.client_addr, &p.raft_addr] {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_write_timeout(Some(T)).expect("timeout");
+            let mut junk = vec![0u8; 4096];
+            for (i, b) in junk.iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(167).wrapping_add(13);
+            }
+            // A frame header announcing far more than the frame limit, then noise.
+            let _ = s.write_all(&[0xff, 0xff, 0xff, 0x7f]);
+            let _ = s.write_all(&junk);
+            let _ = s.flush();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Everything still works, and the lock is still held by `session` only.
+    let api = leader_client(&c).await;
+    let r = api.kv_write(ctx(), KvWrite::Put { key: "k".into(), value: b"v".to_vec() }).await.expect("rpc");
+    assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
+    let lock = api.read(ctx(), Query::Lock { name: "x".into() }, Consistency::Linearizable).await.expect("rpc");
+    match lock {
+        Ok(reply) => match reply.result {
+            QueryResult::Lock(Some(view)) => {
+                assert_eq!(view.holders.iter().map(|h| h.session).collect::<Vec<_>>(), vec![session]);
+            }
+            other => panic!("lock view: {other:?}"),
+        },
+        Err(e) => panic!("read: {e}"),
+    }
+    for i in 0..c.nodes.len() {
+        assert!(c.status(i).await.is_some(), "node {} stopped serving", i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_point_to_the_leader() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let follower = (leader + 1) % 3;
+    let api = rpc::connect(&c.nodes[follower].client_addr, T).await.expect("connect");
+    let r = api.kv_write(rpc::context(T), KvWrite::Put { key: "k".into(), value: vec![] }).await.expect("rpc");
+    match r {
+        Err(ApiError::NotLeader { leader_hint: Some((id, addr)) }) => {
+            assert_eq!(id, c.nodes[leader].id);
+            assert_eq!(addr, c.nodes[leader].client_addr);
+        }
+        other => panic!("expected NotLeader with a hint, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_config_key_is_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, "id = 1\nelection_timeout = 5\n").expect("write");
+    let out = std::process::Command::new(support::exe())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("election_timeout"), "stderr: {stderr}");
+}
+
+#[test]
+fn corrupt_store_refuses_to_start_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node1");
+    {
+        // Create a store with a log entry, then flip one byte in a value.
+        let store = driftlock_raft_store::open(&data).expect("open");
+        drop(store);
+        let db = sled::open(&data).expect("sled");
+        let tree = db.open_tree("meta").expect("tree");
+        tree.insert(b"probe", vec![1, 0, 0, 0, 0, 0, 0, 0, 9]).expect("insert");
+        db.flush().expect("flush");
+    }
+    let out = std::process::Command::new(support::exe())
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--client-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--raft-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("meta") && stderr.contains("probe"), "stderr: {stderr}");
+}
