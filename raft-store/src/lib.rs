@@ -1,3 +1,141 @@
 //! driftlock's Raft storage: openraft's `RaftLogStorage` and
 //! `RaftStateMachine` over sled, every value crc32-framed, applying committed
 //! entries to [`driftlock_state_machine`].
+//!
+//! [`open`] validates every stored frame and returns a [`Store`]: the
+//! [`LogStore`] and the [`SledStateMachine`] to hand to `openraft::Raft::new`.
+//! Before handing them over, the node keeps a [`StampHandle`] (the cluster
+//! time anchor of DESIGN.md "Time" rule 1) and a [`StateReader`] (reads of
+//! the in-memory state and a subscription to its events). [`TypeConfig`] is
+//! the one openraft type configuration of the whole service.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), driftlock_raft_store::StoreError> {
+//! let config = driftlock_raft_store::StoreConfig::default();
+//! let store = driftlock_raft_store::open_with("/var/lib/driftlock/raft", &config)?;
+//! let stamps = store.log_store.stamp_handle(); // last_stamp() when stamping
+//! let state = store.state_machine.reader(); // with_state(..), subscribe()
+//! let mut events = state.subscribe();
+//! let mut raft_config = openraft::Config::default();
+//! config.apply_to(&mut raft_config);
+//! // openraft::Raft::new(id, raft_config.into(), network, store.log_store, store.state_machine)
+//! # let _ = (stamps, events.try_recv());
+//! # Ok(()) }
+//! ```
+
+pub mod frame;
+pub mod log_store;
+pub mod state_machine;
+pub mod type_config;
+
+use std::path::Path;
+
+pub use frame::StoreError;
+pub use log_store::{LogReader, LogStore, StampHandle};
+pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader};
+pub use type_config::{
+    ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership, TypeConfig,
+    Vote,
+};
+
+/// Storage settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreConfig {
+    /// Build a snapshot every this many applied entries (openraft's
+    /// `SnapshotPolicy::LogsSinceLast`); `0` disables automatic snapshots.
+    pub snapshot_every_entries: u64,
+    /// Entries already in a snapshot to keep in the log for lagging
+    /// followers (openraft's `max_in_snapshot_log_to_keep`); the log is
+    /// purged up to the snapshot minus this many.
+    pub entries_kept_after_snapshot: u64,
+    /// Capacity of the event broadcast channel, in notices.
+    pub events_capacity: usize,
+    /// sled's page cache, bytes.
+    pub cache_capacity_bytes: u64,
+    /// The state machine's configuration on a store with no snapshot. It is
+    /// replicated state: every replica of a cluster must start from the same
+    /// value (later changes go through the log).
+    pub initial_state_config: driftlock_state_machine::Config,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            snapshot_every_entries: 10_000,
+            entries_kept_after_snapshot: 1_000,
+            events_capacity: 4_096,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            initial_state_config: driftlock_state_machine::Config::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// openraft's snapshot policy for [`Self::snapshot_every_entries`].
+    pub fn snapshot_policy(&self) -> openraft::SnapshotPolicy {
+        match self.snapshot_every_entries {
+            0 => openraft::SnapshotPolicy::Never,
+            n => openraft::SnapshotPolicy::LogsSinceLast(n),
+        }
+    }
+
+    /// Sets the snapshot policy and the log retention in an openraft config.
+    pub fn apply_to(&self, raft: &mut openraft::Config) {
+        raft.snapshot_policy = self.snapshot_policy();
+        raft.max_in_snapshot_log_to_keep = self.entries_kept_after_snapshot;
+    }
+}
+
+/// An opened store: give both halves to `openraft::Raft::new`.
+pub struct Store {
+    /// The log, vote and committed id.
+    pub log_store: LogStore,
+    /// The state machine and its snapshots.
+    pub state_machine: SledStateMachine,
+}
+
+/// Opens (or creates) the store at `path` with [`StoreConfig::default`]; see
+/// [`open_with`].
+pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+    open_with(path, &StoreConfig::default())
+}
+
+/// Opens (or creates) the store at `path`.
+///
+/// Every frame of every sled tree is checked first; a mismatch returns
+/// [`StoreError::Corruption`] naming the tree and key, and the node must not
+/// start. Then the log is decoded and checked for holes, an interrupted
+/// purge is finished, the state machine is restored from the stored
+/// snapshot, and the stamp anchor is set from the newest stamped entry in
+/// the log (or the snapshot's cluster time if the log holds none).
+pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
+    let db = sled::Config::new()
+        .path(path.as_ref())
+        .cache_capacity(config.cache_capacity_bytes)
+        .open()?;
+    validate_frames(&db)?;
+    let log_store = LogStore::open(&db)?;
+    let state_machine = SledStateMachine::open(&db, config.initial_state_config.clone(), config.events_capacity)?;
+    log_store.seed_stamp(state_machine.reader().with_state(|sm| sm.ts_eff_us()));
+    Ok(Store {
+        log_store,
+        state_machine,
+    })
+}
+
+/// Checks the frame of every value in every tree of `db`.
+pub fn validate_frames(db: &sled::Db) -> Result<(), StoreError> {
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name)?;
+        let tree_name = String::from_utf8_lossy(&name).into_owned();
+        for item in tree.iter() {
+            let (key, value) = item?;
+            frame::check(&value).map_err(|detail| StoreError::Corruption {
+                key: log_store::key_display(&tree_name, &key),
+                tree: tree_name.clone(),
+                detail,
+            })?;
+        }
+    }
+    Ok(())
+}

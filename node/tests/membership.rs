@@ -1,0 +1,111 @@
+//! Membership changes through openraft's joint consensus: a fourth node
+//! joins as a learner, catches up, is promoted to voter, then removed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use driftlock_client::proto::{AdminRequest, KvWrite, MemberAddr, Role};
+use driftlock_node::rpc;
+use driftlock_state_machine::Reply;
+use support::Cluster;
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_learner_promote_and_remove() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    for i in 0..20 {
+        let put = KvWrite::Put { key: format!("k{i}"), value: vec![i as u8] };
+        assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    }
+
+    let slot = c.add_slot();
+    c.spawn(slot);
+    c.wait_up(slot).await;
+    let member = MemberAddr {
+        id: c.nodes[slot].id,
+        raft_addr: c.nodes[slot].raft_addr.clone(),
+        client_addr: c.nodes[slot].client_addr.clone(),
+    };
+    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T).await.expect("add learner");
+    let s = c.status(slot).await.expect("status of the learner");
+    assert_eq!(s.role, Role::Learner);
+    let leader_status = c.status(leader).await.expect("leader status");
+    assert!(leader_status.learners.iter().any(|(id, _)| *id == 4));
+
+    // The learner has applied the KV writes made before it joined.
+    let deadline = Instant::now() + T;
+    loop {
+        let s = c.status(slot).await.expect("status");
+        if s.stats.keys == 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "learner did not catch up: {s:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::ChangeVoters { voters: vec![1, 2, 3, 4] }, T)
+        .await
+        .expect("promote");
+    let s = c.status(leader).await.expect("leader status");
+    assert_eq!(s.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+
+    // Writes still commit with four voters.
+    let put = KvWrite::Put { key: "after".into(), value: vec![] };
+    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+
+    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::ChangeVoters { voters: vec![1, 2, 3] }, T)
+        .await
+        .expect("remove");
+    let s = c.status(leader).await.expect("leader status");
+    assert_eq!(s.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(s.learners.is_empty(), "a removed voter is not kept as a learner: {:?}", s.learners);
+
+    // A bad admin request is refused with a reason.
+    let r = rpc::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: 9 }, T).await;
+    assert!(r.is_err());
+    c.kill(slot);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_leader_moves_leadership() {
+    let c = Cluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let target = (leader + 1) % 3;
+    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: c.nodes[target].id }, T)
+        .await
+        .expect("transfer");
+    let deadline = Instant::now() + T;
+    loop {
+        if c.status(target).await.is_some_and(|s| s.role == Role::Leader) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "leadership did not move to node {}", c.nodes[target].id);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
+    let mut c = Cluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    let put = KvWrite::Put { key: "durable".into(), value: b"yes".to_vec() };
+    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    let victim = (leader + 1) % 3;
+    let status = c.terminate(victim).expect("exit status");
+    assert!(status.success(), "SIGTERM should exit 0, got {status:?}; log:\n{}", c.log(victim));
+    c.spawn(victim);
+    c.wait_up(victim).await;
+    let deadline = Instant::now() + T;
+    loop {
+        if c.status(victim).await.is_some_and(|s| s.stats.keys == 1 && s.role == Role::Follower) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "restarted node did not recover its state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
