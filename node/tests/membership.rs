@@ -109,3 +109,33 @@ async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_endpoint_serves_the_metrics() {
+    use std::io::{Read, Write};
+    let c = Cluster::start(1).await;
+    let leader = c.wait_leader(T).await;
+    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    let put = KvWrite::Put { key: "m".into(), value: vec![] };
+    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    // Gauges refresh every 500 ms.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut s = std::net::TcpStream::connect(&c.nodes[leader].metrics_addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    for name in [
+        "driftlock_raft_term",
+        "driftlock_raft_leader_changes_total",
+        "driftlock_raft_applied_index",
+        "driftlock_raft_apply_lag",
+        "driftlock_sessions",
+        "driftlock_held_locks",
+        "driftlock_lock_grants_total",
+        "driftlock_rpc_latency_seconds_bucket{le=",
+    ] {
+        assert!(body.contains(name), "missing {name} in:\n{body}");
+    }
+    assert!(body.contains("driftlock_raft_is_leader 1"), "{body}");
+}

@@ -14,6 +14,7 @@ pub struct Proc {
     pub id: u64,
     pub raft_addr: String,
     pub client_addr: String,
+    pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
 }
@@ -45,6 +46,7 @@ impl Cluster {
                 id,
                 raft_addr: format!("127.0.0.1:{}", free_port()),
                 client_addr: format!("127.0.0.1:{}", free_port()),
+                metrics_addr: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("node{id}")),
                 child: None,
             });
@@ -75,6 +77,7 @@ impl Cluster {
             id,
             raft_addr: format!("127.0.0.1:{}", free_port()),
             client_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
         });
@@ -90,6 +93,7 @@ impl Cluster {
             .args(["serve", "--id", &p.id.to_string(), "--raft-addr", &p.raft_addr, "--client-addr", &p.client_addr])
             .arg("--data-dir")
             .arg(&p.data_dir)
+            .args(["--metrics-addr", &p.metrics_addr])
             .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
             .arg("--exit-with-parent")
             .env("RUST_LOG", "info")
