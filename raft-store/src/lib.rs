@@ -23,6 +23,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod frame;
 pub mod log_store;
 pub mod state_machine;
@@ -34,8 +36,8 @@ pub use frame::StoreError;
 pub use log_store::{LogReader, LogStore, StampHandle};
 pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader};
 pub use type_config::{
-    ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership, TypeConfig,
-    Vote,
+    ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership,
+    TypeConfig, Vote,
 };
 
 /// Storage settings.
@@ -109,10 +111,7 @@ pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
 /// snapshot, and the stamp anchor is set from the newest stamped entry in
 /// the log (or the snapshot's cluster time if the log holds none).
 pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
-    let db = sled::Config::new()
-        .path(path.as_ref())
-        .cache_capacity(config.cache_capacity_bytes)
-        .open()?;
+    let db = open_db(path.as_ref(), config)?;
     validate_frames(&db)?;
     let log_store = LogStore::open(&db)?;
     let state_machine = SledStateMachine::open(&db, config.initial_state_config.clone(), config.events_capacity)?;
@@ -121,6 +120,34 @@ pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, 
         log_store,
         state_machine,
     })
+}
+
+/// How long [`open_with`] waits for sled's file lock, ms.
+///
+/// sled releases the lock from its background IO threads shortly after the
+/// last handle of a database is dropped, so a store reopened in the same
+/// process (tests, an in-process restart) can find it still held for a
+/// moment. Another process holding it gets the error after this wait.
+pub const LOCK_WAIT_MS: u64 = 3_000;
+
+fn open_db(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .open();
+        match opened {
+            // sled reports a held lock only through its message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_millis(LOCK_WAIT_MS) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// Checks the frame of every value in every tree of `db`.

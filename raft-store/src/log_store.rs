@@ -1,0 +1,589 @@
+//! openraft's [`RaftLogStorage`] over sled, and the cluster-time stamp
+//! bookkeeping of DESIGN.md "Time" rule 1.
+//!
+//! Layout: tree `log` maps the big-endian `u64` index to a framed entry;
+//! tree `meta` holds the framed `vote`, `committed` and `purged` log ids.
+//!
+//! Durability:
+//! - `append` writes the whole call as one sled batch (readable at once) and
+//!   hands the callback to a flusher thread, which flushes sled and only then
+//!   reports the entries flushed. The flusher takes every request queued
+//!   while it was busy with one flush (group commit), so there is at most one
+//!   flush per append call.
+//! - `save_vote` flushes before it returns.
+//! - `truncate_after`, `purge` and `save_committed` are not flushed on their
+//!   own; sled keeps writes in order, so the next flush (or sled's periodic
+//!   one) persists them, and a crash before that leaves an earlier, valid
+//!   state. `purge` records the purged id before it deletes entries; an
+//!   interrupted purge is finished when the store is opened.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, OptionalSend};
+
+use crate::frame::{self, StoreError};
+use crate::type_config::{Entry, LogId, TypeConfig, Vote};
+
+/// Name of the sled tree holding log entries.
+pub const LOG_TREE: &str = "log";
+/// Name of the sled tree holding the vote and the committed and purged log
+/// ids.
+pub const META_TREE: &str = "meta";
+/// Key of the vote in [`META_TREE`].
+pub const VOTE_KEY: &str = "vote";
+/// Key of the committed log id in [`META_TREE`].
+pub const COMMITTED_KEY: &str = "committed";
+/// Key of the last purged log id in [`META_TREE`].
+pub const PURGED_KEY: &str = "purged";
+
+/// The sled key of log index `index`: big-endian, so sled's order is the
+/// log's order.
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The log index of a sled key of [`LOG_TREE`], if it is one.
+pub fn index_of_key(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// A readable rendering of a key of `tree`, for error messages.
+pub fn key_display(tree: &str, key: &[u8]) -> String {
+    if tree == LOG_TREE {
+        if let Some(index) = index_of_key(key) {
+            return index.to_string();
+        }
+    }
+    match std::str::from_utf8(key) {
+        Ok(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_graphic()) => s.to_string(),
+        _ => {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}")
+        }
+    }
+}
+
+/// The cluster-time anchor of DESIGN.md "Time" rule 1, as the node reads it.
+///
+/// A cheap clone of shared state: the node keeps one while openraft owns the
+/// [`LogStore`] and calls [`StampHandle::last_stamp`] when it stamps a new
+/// entry (`ts = ts_us + elapsed_since(instant) × (1 − ρ_hi)`).
+///
+/// The store keeps it up to date: whenever the log changes — an append once
+/// it is flushed, a truncation, the store's opening — the instant becomes
+/// `Instant::now()` taken after the change, and the time becomes the
+/// `ts_us` of the newest *stamped* entry (highest index carrying a
+/// [`StampedRequest`](crate::StampedRequest); blank and membership entries
+/// carry none) still in the log. If no stamped entry is left, the last known
+/// time is kept (on opening: the cluster time of the stored snapshot). Taking
+/// the instant after the change makes the elapsed time the node measures
+/// shorter than the real one, which is the safe direction. Purging does not
+/// change the anchor.
+#[derive(Clone, Debug, Default)]
+pub struct StampHandle {
+    state: Arc<Mutex<StampState>>,
+}
+
+#[derive(Debug, Default)]
+struct StampState {
+    /// `(index, ts_us)` of the newest stamped entry in the log, tracked as
+    /// the log changes, `None` if the log holds none.
+    newest_in_log: Option<(u64, u64)>,
+    /// What [`StampHandle::last_stamp`] returns.
+    published: Option<(u64, Instant)>,
+}
+
+impl StampHandle {
+    /// `(ts_us, instant)`: the cluster time of the newest stamped entry in
+    /// this node's log and a local monotonic instant no earlier than its
+    /// append. `None` while no stamped entry was ever known (a new cluster).
+    pub fn last_stamp(&self) -> Option<(u64, Instant)> {
+        self.lock().published
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StampState> {
+        // The state is two plain values, each always written whole: a panic
+        // elsewhere cannot leave it half-updated.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl StampState {
+    /// Publishes the newest stamped entry (or keeps the last known time) with
+    /// the instant taken now, after the change.
+    fn publish(&mut self) {
+        let ts_us = match (self.newest_in_log, self.published) {
+            (Some((_, ts_us)), _) => ts_us,
+            (None, Some((ts_us, _))) => ts_us,
+            (None, None) => return,
+        };
+        self.published = Some((ts_us, Instant::now()));
+    }
+}
+
+/// One pending flush: the callback to fire once the flush covering the
+/// request's append has completed.
+struct FlushRequest {
+    callback: IOFlushed<TypeConfig>,
+}
+
+/// State shared by the [`LogStore`], its [`LogReader`]s and the flusher.
+struct Shared {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    stamp: StampHandle,
+}
+
+/// openraft's log storage for driftlock: entries, vote, committed and purged
+/// log ids in sled, every value framed.
+///
+/// Created by [`crate::open`]; hand it to `openraft::Raft::new`. Keep a
+/// [`StampHandle`] ([`LogStore::stamp_handle`]) before doing so.
+///
+/// Dropping it waits for the flusher thread to finish its last flush. The
+/// sled database closes when the log store, its readers, the state machine
+/// and any snapshot builder are all dropped.
+pub struct LogStore {
+    shared: Arc<Shared>,
+    flush_tx: mpsc::Sender<FlushRequest>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the flusher's loop.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.flush_tx, closed));
+        if let Some(flusher) = self.flusher.take() {
+            if flusher.join().is_err() {
+                tracing::error!("the log flusher thread panicked");
+            }
+        }
+    }
+}
+
+/// A reader of the log and the vote, used by openraft's replication tasks.
+/// It sees every entry the moment `append` has returned.
+#[derive(Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens the log store on `db`, whose frames the caller has checked:
+    /// decodes every entry and the meta values, checks that the log has no
+    /// holes, finishes an interrupted purge and sets the stamp anchor.
+    pub(crate) fn open(db: &sled::Db) -> Result<LogStore, StoreError> {
+        let log = db.open_tree(LOG_TREE)?;
+        let meta = db.open_tree(META_TREE)?;
+        let shared = Shared {
+            db: db.clone(),
+            log,
+            meta,
+            stamp: StampHandle::default(),
+        };
+        let _vote: Option<Vote> = shared.read_meta(VOTE_KEY)?;
+        let _committed: Option<LogId> = shared.read_meta(COMMITTED_KEY)?;
+        let purged: Option<LogId> = shared.read_meta(PURGED_KEY)?;
+
+        if let Some(purged) = &purged {
+            shared.finish_purge(purged.index)?;
+        }
+
+        // After a purge the log must continue right above the purged id;
+        // without one, the first entry may be anywhere.
+        let mut previous: Option<u64> = purged.as_ref().map(|p| p.index);
+        let mut newest_stamped = None;
+        for item in shared.log.iter() {
+            let (key, value) = item?;
+            let key_text = key_display(LOG_TREE, &key);
+            let entry: Entry = frame::decode_value(LOG_TREE, &key_text, &value)?;
+            let index = entry.index();
+            if index_of_key(&key) != Some(index) {
+                return Err(StoreError::Inconsistent(format!(
+                    "log key {key_text} holds the entry of index {index}"
+                )));
+            }
+            if let Some(prev) = previous {
+                if Some(index) != prev.checked_add(1) {
+                    return Err(StoreError::Inconsistent(format!(
+                        "hole in the log: entry {index} follows {prev}"
+                    )));
+                }
+            }
+            previous = Some(index);
+            if let EntryPayload::Normal(request) = &entry.payload {
+                newest_stamped = Some((index, request.0.ts_us));
+            }
+        }
+
+        {
+            let mut stamp = shared.stamp.lock();
+            stamp.newest_in_log = newest_stamped;
+            stamp.publish();
+        }
+
+        let shared = Arc::new(shared);
+        let (flush_tx, flush_rx) = mpsc::channel();
+        let flusher = Arc::clone(&shared);
+        let flusher = std::thread::Builder::new()
+            .name("driftlock-log-flush".to_string())
+            .spawn(move || flusher_loop(&flusher, &flush_rx))
+            .map_err(StoreError::Thread)?;
+        Ok(LogStore {
+            shared,
+            flush_tx,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// The cluster-time anchor; see [`StampHandle`].
+    pub fn stamp_handle(&self) -> StampHandle {
+        self.shared.stamp.clone()
+    }
+
+    /// When the log holds no stamped entry and none is known, anchors the
+    /// stamp at `ts_us` (the stored snapshot's cluster time) with the
+    /// instant taken now.
+    pub(crate) fn seed_stamp(&self, ts_us: u64) {
+        let mut stamp = self.shared.stamp.lock();
+        if stamp.published.is_none() && ts_us > 0 {
+            stamp.published = Some((ts_us, Instant::now()));
+        }
+    }
+
+    /// A reader sharing this store.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The index the next appended entry must carry, if the log constrains
+    /// it.
+    fn next_index(&self) -> Result<Option<u64>, StoreError> {
+        if let Some((key, _)) = self.shared.log.last()? {
+            let index =
+                index_of_key(&key).ok_or_else(|| StoreError::Inconsistent("a log key is not 8 bytes".into()))?;
+            return Ok(Some(index + 1));
+        }
+        let purged: Option<LogId> = self.shared.read_meta(PURGED_KEY)?;
+        Ok(purged.map(|p| p.index + 1))
+    }
+
+    fn append_entries<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = Entry>,
+    {
+        let mut batch = sled::Batch::default();
+        let mut expected = self.next_index()?;
+        let mut newest_stamped = None;
+        for entry in entries {
+            let index = entry.index();
+            if let Some(expected) = expected {
+                // A gap or an overlap here would leave a hole or silently
+                // overwrite entries: openraft truncates before it appends a
+                // conflicting suffix, so this is a bug.
+                assert_eq!(index, expected, "appended log index {index}, expected {expected}");
+            }
+            expected = Some(index + 1);
+            if let EntryPayload::Normal(request) = &entry.payload {
+                newest_stamped = Some((index, request.0.ts_us));
+            }
+            batch.insert(&log_key(index), frame::encode_value(&entry)?);
+        }
+        self.shared.log.apply_batch(batch)?;
+        if newest_stamped.is_some() {
+            self.shared.stamp.lock().newest_in_log = newest_stamped;
+        }
+        self.flush_tx
+            .send(FlushRequest { callback })
+            .map_err(|_| StoreError::FlusherGone)
+    }
+
+    fn truncate_entries_after(&mut self, last_kept: Option<LogId>) -> Result<(), StoreError> {
+        let from = match last_kept {
+            Some(log_id) => match log_id.index.checked_add(1) {
+                Some(from) => from,
+                None => return Ok(()),
+            },
+            None => 0,
+        };
+        // Hold the stamp lock across the change so the flusher never
+        // publishes an entry that is being truncated.
+        let mut stamp = self.shared.stamp.lock();
+        let mut batch = sled::Batch::default();
+        for item in self.shared.log.range(log_key(from)..) {
+            let (key, _) = item?;
+            batch.remove(key);
+        }
+        self.shared.log.apply_batch(batch)?;
+        if matches!(stamp.newest_in_log, Some((index, _)) if index >= from) {
+            stamp.newest_in_log = self.shared.newest_stamped_before(from)?;
+        }
+        stamp.publish();
+        Ok(())
+    }
+
+    fn purge_entries(&mut self, upto: LogId) -> Result<(), StoreError> {
+        let purged: Option<LogId> = self.shared.read_meta(PURGED_KEY)?;
+        if purged.as_ref().is_some_and(|p| p.index >= upto.index) {
+            return Ok(());
+        }
+        // Record first, delete second: a crash in between leaves entries the
+        // next open recognises as purged and deletes.
+        self.shared.meta.insert(PURGED_KEY, frame::encode_value(&Some(upto))?)?;
+        self.shared.finish_purge(upto.index)?;
+        let mut stamp = self.shared.stamp.lock();
+        if matches!(stamp.newest_in_log, Some((index, _)) if index <= upto.index) {
+            // The anchor (published) keeps its last value.
+            stamp.newest_in_log = None;
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.meta.get(key)? {
+            Some(value) => frame::decode_value::<Option<T>>(META_TREE, key, &value),
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes every entry at or below `upto` in one batch.
+    fn finish_purge(&self, upto: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for item in self.log.range(..=log_key(upto)) {
+            let (key, _) = item?;
+            batch.remove(key);
+            any = true;
+        }
+        if any {
+            self.log.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
+    /// `(index, ts_us)` of the newest stamped entry below `end`.
+    fn newest_stamped_before(&self, end: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        for item in self.log.range(..log_key(end)).rev() {
+            let (key, value) = item?;
+            let entry: Entry = frame::decode_value(LOG_TREE, &key_display(LOG_TREE, &key), &value)?;
+            if let EntryPayload::Normal(request) = &entry.payload {
+                return Ok(Some((entry.index(), request.0.ts_us)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId>, StoreError> {
+        self.read_meta(PURGED_KEY)
+    }
+
+    fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
+        let last_purged_log_id = self.last_purged()?;
+        let last_log_id = match self.log.last()? {
+            Some((key, value)) => {
+                let entry: Entry = frame::decode_value(LOG_TREE, &key_display(LOG_TREE, &key), &value)?;
+                Some(entry.log_id())
+            }
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    /// Entries in `range`, which must be contiguous.
+    fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StoreError> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => match s.checked_add(1) {
+                Some(s) => s,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let end_excl: Option<u64> = match range.end_bound() {
+            Bound::Included(&e) => e.checked_add(1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        let iter = match end_excl {
+            Some(end) if end <= start => return Ok(Vec::new()),
+            Some(end) => self.log.range(log_key(start)..log_key(end)),
+            None => self.log.range(log_key(start)..),
+        };
+        let mut out: Vec<Entry> = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            let key_text = key_display(LOG_TREE, &key);
+            let entry: Entry = frame::decode_value(LOG_TREE, &key_text, &value)?;
+            if let Some(prev) = out.last() {
+                if entry.index() != prev.index() + 1 {
+                    return Err(StoreError::Inconsistent(format!(
+                        "hole in the log: entry {} follows {}",
+                        entry.index(),
+                        prev.index()
+                    )));
+                }
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+}
+
+/// The flusher thread: one sled flush for everything queued, then the
+/// callbacks, in order. After a failed flush every later request fails too:
+/// what sled had not yet written is lost, so nothing after it may be
+/// reported durable.
+fn flusher_loop(shared: &Shared, rx: &mpsc::Receiver<FlushRequest>) {
+    let mut failed: Option<String> = None;
+    while let Ok(first) = rx.recv() {
+        let mut pending = vec![first];
+        pending.extend(rx.try_iter());
+        if failed.is_none() {
+            match shared.db.flush() {
+                Ok(_) => shared.stamp.lock().publish(),
+                Err(e) => {
+                    tracing::error!(error = %e, "flushing the raft log failed; no further append will be acknowledged");
+                    failed = Some(e.to_string());
+                }
+            }
+        }
+        for request in pending {
+            let result = match &failed {
+                None => Ok(()),
+                Some(msg) => Err(io::Error::other(format!("flushing the raft log failed: {msg}"))),
+            };
+            request.callback.io_completed(result);
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self.shared.entries(range)?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.read_meta(VOTE_KEY)?)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        Ok(self.shared.log_state()?)
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.shared
+            .meta
+            .insert(VOTE_KEY, frame::encode_value(&Some(vote))?)
+            .map_err(StoreError::from)?;
+        self.shared.db.flush_async().await.map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        self.shared
+            .meta
+            .insert(COMMITTED_KEY, frame::encode_value(&committed)?)
+            .map_err(StoreError::from)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.shared.read_meta(COMMITTED_KEY)?)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        Ok(self.append_entries(entries, callback)?)
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        Ok(self.truncate_entries_after(last_log_id)?)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        Ok(self.purge_entries(log_id)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+
+    use super::*;
+
+    fn entry(index: u64) -> Entry {
+        Entry::new_blank(log_id::<TypeConfig>(1, 1, index))
+    }
+
+    #[tokio::test]
+    async fn corruption_met_while_running_is_a_typed_io_error() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut store = LogStore::open(&db).unwrap();
+        store.blocking_append((1..=5).map(entry)).await.unwrap();
+
+        let tree = db.open_tree(LOG_TREE).unwrap();
+        let mut value = tree.get(log_key(3)).unwrap().unwrap().to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x40;
+        tree.insert(log_key(3), value).unwrap();
+
+        let mut reader = store.reader();
+        let err = reader.try_get_log_entries(1..=5).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<StoreError>());
+        match inner {
+            Some(StoreError::Corruption { tree, key, .. }) => assert_eq!((tree.as_str(), key.as_str()), ("log", "3")),
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+        // Entries before the corrupted one still read.
+        assert_eq!(reader.try_get_log_entries(1..3).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "appended log index 7, expected 6")]
+    async fn appending_with_a_gap_is_refused() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut store = LogStore::open(&db).unwrap();
+        store.blocking_append((1..=5).map(entry)).await.unwrap();
+        let _ = store.blocking_append([entry(7)]).await;
+    }
+
+    #[test]
+    fn keys_display_readably() {
+        assert_eq!(key_display(LOG_TREE, &log_key(42)), "42");
+        assert_eq!(key_display(META_TREE, b"vote"), "vote");
+        assert_eq!(key_display("other", &[0, 255]), "0x00ff");
+    }
+}

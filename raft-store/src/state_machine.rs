@@ -1,0 +1,405 @@
+//! openraft's [`RaftStateMachine`] for driftlock, and its snapshot builder.
+//!
+//! **Persistence choice.** The [`StateMachine`] lives in memory. What is
+//! persisted is the latest snapshot (tree `snapshot`: key `meta` holds the
+//! framed openraft [`SnapshotMeta`] — last applied log id and membership —
+//! and key `data` the framed bincode of the state machine's
+//! [`Snapshot`](driftlock_state_machine::Snapshot)), written in one sled
+//! batch and flushed before a build or an install returns. Opening the store
+//! restores the state machine from it, so `applied_state()` reports the
+//! snapshot's last log id; openraft then re-applies the committed entries
+//! above it from the log (the log store persists the committed log id for
+//! exactly this). `apply()` itself writes nothing to disk.
+//!
+//! **Events.** Applying a normal entry returns the state machine's events;
+//! they are published on a [`tokio::sync::broadcast`] channel as
+//! [`SmNotice`]s. Subscribe with [`StateReader::subscribe`] before handing
+//! the state machine to openraft. Events of entries re-applied after a
+//! restart are published again (same index), so consumers deduplicate by
+//! index. A receiver that falls more than the channel's capacity behind gets
+//! `RecvError::Lagged` and must resynchronise from the state.
+
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use driftlock_state_machine::{EntryMeta, Event, StateMachine};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use tokio::sync::broadcast;
+
+use crate::frame::{self, StoreError};
+use crate::type_config::{
+    ApplyOutput, LogId, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership, TypeConfig,
+};
+
+/// Name of the sled tree holding the current snapshot.
+pub const SNAPSHOT_TREE: &str = "snapshot";
+/// Key of the snapshot's openraft metadata in [`SNAPSHOT_TREE`].
+pub const SNAPSHOT_META_KEY: &str = "meta";
+/// Key of the snapshot's data in [`SNAPSHOT_TREE`].
+pub const SNAPSHOT_DATA_KEY: &str = "data";
+
+/// The events one applied entry produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedEvents {
+    /// Log index of the entry.
+    pub index: u64,
+    /// The events, in the order the state machine emitted them (never
+    /// empty: entries without events are not published).
+    pub events: Vec<Event>,
+}
+
+/// What the state machine publishes to its subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmNotice {
+    /// A normal entry was applied and produced events.
+    Applied(AppliedEvents),
+    /// The state was replaced by a snapshot (received from the leader)
+    /// covering every entry up to `last_index`; events of entries in it that
+    /// were not applied here were never published. Resynchronise from the
+    /// state.
+    SnapshotInstalled {
+        /// Last log index the snapshot covers.
+        last_index: u64,
+    },
+}
+
+/// The in-memory state and openraft's view of it, under one lock.
+#[derive(Debug)]
+struct Applied {
+    machine: StateMachine,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+/// Read access to the in-memory state machine and its event stream, for the
+/// node (linearizable reads, `observe`). Cheap to clone.
+#[derive(Clone)]
+pub struct StateReader {
+    applied: Arc<RwLock<Applied>>,
+    notices: broadcast::Sender<SmNotice>,
+}
+
+impl StateReader {
+    /// Runs `f` on the current state under a read lock. Keep `f` short:
+    /// applying waits for it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&StateMachine) -> R) -> R {
+        f(&read(&self.applied).machine)
+    }
+
+    /// The last log id applied (including blank and membership entries).
+    pub fn last_applied(&self) -> Option<LogId> {
+        read(&self.applied).last_applied
+    }
+
+    /// Subscribes to applied events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SmNotice> {
+        self.notices.subscribe()
+    }
+}
+
+// A panic while the lock is held can only come from a bug in apply, which
+// also stops openraft's state-machine task; readers may still look.
+fn read(lock: &RwLock<Applied>) -> RwLockReadGuard<'_, Applied> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(lock: &RwLock<Applied>) -> RwLockWriteGuard<'_, Applied> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// openraft's state machine for driftlock: applies committed entries to the
+/// in-memory [`StateMachine`], builds, stores and installs snapshots.
+///
+/// Created by [`crate::open`]; hand it to `openraft::Raft::new`. Keep a
+/// [`StateReader`] ([`SledStateMachine::reader`]) before doing so.
+pub struct SledStateMachine {
+    db: sled::Db,
+    tree: sled::Tree,
+    applied: Arc<RwLock<Applied>>,
+    notices: broadcast::Sender<SmNotice>,
+    /// Serialises writes of the snapshot slot (builds run in their own
+    /// task, installs in the state-machine task).
+    slot: Arc<Mutex<()>>,
+}
+
+/// Builds a snapshot from a copy of the state taken when the builder was
+/// created.
+pub struct SnapshotBuilder {
+    db: sled::Db,
+    tree: sled::Tree,
+    slot: Arc<Mutex<()>>,
+    snapshot: driftlock_state_machine::Snapshot,
+    meta: SnapshotMeta,
+}
+
+/// Frames the bincode encoding of a state-machine snapshot: the snapshot
+/// data format.
+pub fn encode_snapshot(snapshot: &driftlock_state_machine::Snapshot) -> Result<Vec<u8>, StoreError> {
+    frame::encode_value(snapshot)
+}
+
+/// Checks the frame of snapshot data, decodes it and restores the state
+/// machine from it (which checks the format version and the invariants).
+pub fn decode_snapshot(data: &[u8]) -> Result<StateMachine, StoreError> {
+    let snapshot: driftlock_state_machine::Snapshot = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, data)?;
+    Ok(StateMachine::restore(snapshot)?)
+}
+
+/// Checks that a decoded state is no further than its metadata says.
+fn check_meta(machine: &StateMachine, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    let last = meta.last_log_id.map(|l| l.index);
+    if machine.last_index() > 0 && last.is_none_or(|last| machine.last_index() > last) {
+        return Err(StoreError::Inconsistent(format!(
+            "snapshot state has applied entry {} but its metadata ends at {:?}",
+            machine.last_index(),
+            last
+        )));
+    }
+    Ok(())
+}
+
+/// Writes metadata and data to the snapshot slot in one batch and flushes.
+/// Unless `replace` is set, a newer snapshot already in the slot is kept.
+/// Returns whether it wrote.
+async fn store_snapshot(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    slot: &Mutex<()>,
+    meta: &SnapshotMeta,
+    data: &[u8],
+    replace: bool,
+) -> Result<bool, StoreError> {
+    {
+        let _slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stored) = tree.get(SNAPSHOT_META_KEY)?.filter(|_| !replace) {
+            let stored: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &stored)?;
+            if stored.last_log_id > meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
+        batch.insert(SNAPSHOT_DATA_KEY, data);
+        tree.apply_batch(batch)?;
+    }
+    db.flush_async().await?;
+    Ok(true)
+}
+
+impl SledStateMachine {
+    /// Opens the state machine on `db`, whose frames the caller has checked:
+    /// restores the state from the stored snapshot, or starts from
+    /// `StateMachine::new(initial)` if there is none.
+    pub(crate) fn open(
+        db: &sled::Db,
+        initial: driftlock_state_machine::Config,
+        events_capacity: usize,
+    ) -> Result<SledStateMachine, StoreError> {
+        let tree = db.open_tree(SNAPSHOT_TREE)?;
+        let meta = tree.get(SNAPSHOT_META_KEY)?;
+        let data = tree.get(SNAPSHOT_DATA_KEY)?;
+        let applied = match (meta, data) {
+            (None, None) => Applied {
+                machine: StateMachine::new(initial),
+                last_applied: None,
+                last_membership: StoredMembership::default(),
+            },
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &meta)?;
+                let machine = decode_snapshot(&data)?;
+                check_meta(&machine, &meta)?;
+                Applied {
+                    machine,
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership,
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(StoreError::Inconsistent(
+                    "the snapshot tree holds only one of metadata and data".to_string(),
+                ));
+            }
+        };
+        let (notices, _) = broadcast::channel(events_capacity.max(1));
+        Ok(SledStateMachine {
+            db: db.clone(),
+            tree,
+            applied: Arc::new(RwLock::new(applied)),
+            notices,
+            slot: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Read access to the state and its events.
+    pub fn reader(&self) -> StateReader {
+        StateReader {
+            applied: Arc::clone(&self.applied),
+            notices: self.notices.clone(),
+        }
+    }
+
+    /// Applies one entry under the write lock; returns its output and the
+    /// events to publish.
+    fn apply_entry(&self, entry: crate::Entry) -> Result<(ApplyOutput, Vec<Event>), StoreError> {
+        let log_id = entry.log_id;
+        let index = log_id.index;
+        let mut applied = write(&self.applied);
+        if let Some(last) = &applied.last_applied {
+            if index <= last.index {
+                return Err(StoreError::Apply(format!(
+                    "entry {index} arrived after entry {} was applied",
+                    last.index
+                )));
+            }
+        }
+        let (response, events) = match entry.payload {
+            EntryPayload::Blank => (None, Vec::new()),
+            EntryPayload::Normal(StampedRequest(stamped)) => {
+                // Blank and membership entries do not reach the state
+                // machine, so its last index may be lower, never higher.
+                if index <= applied.machine.last_index() {
+                    return Err(StoreError::Apply(format!(
+                        "entry {index} does not follow the state machine's entry {}",
+                        applied.machine.last_index()
+                    )));
+                }
+                let (response, events) = applied.machine.apply(
+                    stamped.command,
+                    EntryMeta {
+                        index,
+                        ts_us: stamped.ts_us,
+                    },
+                );
+                (Some(response), events)
+            }
+            EntryPayload::Membership(membership) => {
+                applied.last_membership = StoredMembership::new(Some(log_id), membership);
+                (None, Vec::new())
+            }
+        };
+        applied.last_applied = Some(log_id);
+        let output = ApplyOutput {
+            index,
+            ts_eff_us: applied.machine.ts_eff_us(),
+            response,
+        };
+        Ok((output, events))
+    }
+
+    async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
+        let machine = decode_snapshot(&data)?;
+        check_meta(&machine, meta)?;
+        store_snapshot(&self.db, &self.tree, &self.slot, meta, &data, true).await?;
+        {
+            let mut applied = write(&self.applied);
+            *applied = Applied {
+                machine,
+                last_applied: meta.last_log_id,
+                last_membership: meta.last_membership.clone(),
+            };
+        }
+        let last_index = meta.last_log_id.map_or(0, |l| l.index);
+        // No subscriber is not an error.
+        let _ = self.notices.send(SmNotice::SnapshotInstalled { last_index });
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let _slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let meta = self.tree.get(SNAPSHOT_META_KEY)?;
+        let data = self.tree.get(SNAPSHOT_DATA_KEY)?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &meta)?;
+                frame::decode(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, &data)?;
+                Ok(Some(Snapshot {
+                    meta,
+                    snapshot: SnapshotData::new(data.to_vec()),
+                }))
+            }
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Inconsistent(
+                "the snapshot tree holds only one of metadata and data".to_string(),
+            )),
+        }
+    }
+
+    fn builder(&self) -> SnapshotBuilder {
+        let applied = read(&self.applied);
+        SnapshotBuilder {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            slot: Arc::clone(&self.slot),
+            snapshot: applied.machine.snapshot(),
+            meta: SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+            },
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let data = encode_snapshot(&self.snapshot)?;
+        let stored = store_snapshot(&self.db, &self.tree, &self.slot, &self.meta, &data, false).await?;
+        if !stored {
+            tracing::info!(last_log_id = ?self.meta.last_log_id, "built snapshot is older than the stored one; not stored");
+        }
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: SnapshotData::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for SledStateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = read(&self.applied);
+        Ok((applied.last_applied, applied.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let (output, events) = self.apply_entry(entry)?;
+            if !events.is_empty() {
+                // No subscriber is not an error.
+                let _ = self.notices.send(SmNotice::Applied(AppliedEvents {
+                    index: output.index,
+                    events,
+                }));
+            }
+            if let Some(responder) = responder {
+                responder.send(output);
+            }
+        }
+        Ok(())
+    }
+
+    async fn try_create_snapshot_builder(&mut self, _force: bool) -> Option<Self::SnapshotBuilder> {
+        Some(self.builder())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.builder()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        Ok(self.install(meta, snapshot.into_inner()).await?)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self.current_snapshot()?)
+    }
+}

@@ -1,0 +1,183 @@
+//! The cluster-time anchor (DESIGN.md "Time" rule 1), the event
+//! subscription and read access to the state.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{apply, blank, lid, stamped, ts_of};
+use driftlock_raft_store::{AppliedEvents, Entry, SmNotice, StampedRequest, StoreError};
+use driftlock_state_machine::{Command, Event, StampedCommand};
+use openraft::entry::RaftEntry;
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::Membership;
+
+fn membership(index: u64) -> Entry {
+    Entry::new_membership(lid(index), Membership::new_with_defaults(vec![[1u64].into()], []))
+}
+
+#[tokio::test]
+async fn last_stamp_follows_the_newest_stamped_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = driftlock_raft_store::open(dir.path()).unwrap();
+        let mut log = store.log_store;
+        let stamps = log.stamp_handle();
+        assert_eq!(stamps.last_stamp(), None, "a new store knows no cluster time");
+
+        // Blank and membership entries carry no time.
+        log.blocking_append([blank(1), membership(2)]).await.unwrap();
+        assert_eq!(stamps.last_stamp(), None);
+
+        let before = Instant::now();
+        log.blocking_append([stamped(3), stamped(4), blank(5)]).await.unwrap();
+        let after = Instant::now();
+        let (ts, at_append) = stamps.last_stamp().unwrap();
+        assert_eq!(ts, ts_of(4), "newest stamped entry by index, skipping the blank one");
+        assert!(before <= at_append && at_append <= after, "instant taken at the append");
+
+        // An append of only blank entries keeps the time, moves the instant.
+        log.blocking_append([blank(6)]).await.unwrap();
+        let (ts, at_blank) = stamps.last_stamp().unwrap();
+        assert_eq!(ts, ts_of(4));
+        assert!(at_blank >= at_append);
+
+        // Truncation back below entry 4: entry 3 is the newest stamped one.
+        log.truncate_after(Some(lid(3))).await.unwrap();
+        let (ts, at_truncate) = stamps.last_stamp().unwrap();
+        assert_eq!(ts, ts_of(3));
+        assert!(at_truncate >= at_blank, "instant taken after the truncation");
+
+        // Truncating every stamped entry keeps the last known time.
+        log.truncate_after(Some(lid(2))).await.unwrap();
+        let (ts, at_second_truncate) = stamps.last_stamp().unwrap();
+        assert_eq!(ts, ts_of(3));
+        assert!(at_second_truncate >= at_truncate);
+
+        log.blocking_append((3..=9).map(stamped)).await.unwrap();
+        assert_eq!(stamps.last_stamp().unwrap().0, ts_of(9));
+        // Purging does not move the anchor.
+        let anchored = stamps.last_stamp();
+        log.purge(lid(9)).await.unwrap();
+        assert_eq!(stamps.last_stamp(), anchored);
+        log.blocking_append([blank(10), blank(11)]).await.unwrap();
+    }
+
+    // Reopened with no stamped entry left in the log and no snapshot,
+    // nothing is known. (openraft purges only what a snapshot covers, so a
+    // node would fall back to the snapshot's time: next case.)
+    {
+        let store = driftlock_raft_store::open(dir.path()).unwrap();
+        assert_eq!(store.log_store.stamp_handle().last_stamp(), None);
+    }
+
+    // With a snapshot, its cluster time anchors a log without stamped
+    // entries; with stamped entries, the newest one does.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = driftlock_raft_store::open(dir.path()).unwrap();
+        let mut sm = store.state_machine;
+        apply(&mut sm, (1..=4).map(stamped).collect()).await.unwrap();
+        openraft::storage::RaftSnapshotBuilder::build_snapshot(
+            &mut sm.try_create_snapshot_builder(true).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    {
+        let before = Instant::now();
+        let store = driftlock_raft_store::open(dir.path()).unwrap();
+        let (ts, at) = store.log_store.stamp_handle().last_stamp().unwrap();
+        assert_eq!(ts, ts_of(4), "the snapshot's cluster time");
+        assert!(at >= before, "instant taken at opening");
+        let mut log = store.log_store;
+        log.blocking_append([stamped(5), blank(6)]).await.unwrap();
+    }
+    let before = Instant::now();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let (ts, at) = store.log_store.stamp_handle().last_stamp().unwrap();
+    assert_eq!(ts, ts_of(5));
+    assert!(at >= before);
+}
+
+#[tokio::test]
+async fn events_reach_subscribers_and_state_is_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine;
+    let reader = sm.reader();
+    let mut notices = reader.subscribe();
+
+    let put = |index: u64, key: &str| {
+        Entry::new_normal(
+            lid(index),
+            StampedRequest(StampedCommand {
+                ts_us: ts_of(index),
+                command: Command::KvPut {
+                    key: key.to_string(),
+                    value: vec![index as u8],
+                },
+            }),
+        )
+    };
+    let tick = Entry::new_normal(
+        lid(3),
+        StampedRequest(StampedCommand {
+            ts_us: ts_of(3),
+            command: Command::Tick,
+        }),
+    );
+    apply(&mut sm, vec![blank(1), put(2, "a"), tick, membership(4), put(5, "b")])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        notices.try_recv().unwrap(),
+        SmNotice::Applied(AppliedEvents {
+            index: 2,
+            events: vec![Event::KvChanged {
+                key: "a".into(),
+                revision: 2
+            }],
+        })
+    );
+    assert_eq!(
+        notices.try_recv().unwrap(),
+        SmNotice::Applied(AppliedEvents {
+            index: 5,
+            events: vec![Event::KvChanged {
+                key: "b".into(),
+                revision: 5
+            }],
+        })
+    );
+    assert!(notices.try_recv().is_err(), "entries without events publish nothing");
+
+    assert_eq!(reader.last_applied(), Some(lid(5)));
+    let (a, ts_eff, last_index) = reader.with_state(|state| {
+        (
+            state.kv_get("a").map(|kv| kv.value.clone()),
+            state.ts_eff_us(),
+            state.last_index(),
+        )
+    });
+    assert_eq!(a, Some(vec![2]));
+    assert_eq!(ts_eff, ts_of(5));
+    assert_eq!(last_index, 5);
+    let (applied, stored_membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(lid(5)));
+    assert_eq!(stored_membership.log_id(), &Some(lid(4)));
+}
+
+#[tokio::test]
+async fn an_entry_at_or_below_the_applied_one_is_refused_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine;
+    apply(&mut sm, (1..=3).map(stamped).collect()).await.unwrap();
+    let before = common::state_bytes(&sm);
+    let err = apply(&mut sm, vec![stamped(3)]).await.unwrap_err();
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<StoreError>());
+    assert!(matches!(inner, Some(StoreError::Apply(_))), "{err}");
+    assert_eq!(common::state_bytes(&sm), before);
+}
