@@ -53,8 +53,11 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         ..StoreConfig::default()
     };
     let dir = config.data_dir.display().to_string();
-    let store = driftlock_raft_store::open_with(&config.data_dir, &store_config)
-        .map_err(|source| NodeError::Store { dir: dir.clone(), source })?;
+    let store =
+        driftlock_raft_store::open_with(&config.data_dir, &store_config).map_err(|source| NodeError::Store {
+            dir: dir.clone(),
+            source,
+        })?;
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
     let mut notices = state.subscribe();
@@ -77,7 +80,10 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     let events = Arc::new(EventBuffer::new(config.event_buffer_len));
     let ctx = Arc::new(NodeContext {
         id: config.id,
-        addr: NodeAddr { raft_addr: config.raft_addr.clone(), client_addr: config.client_addr.clone() },
+        addr: NodeAddr {
+            raft_addr: config.raft_addr.clone(),
+            client_addr: config.client_addr.clone(),
+        },
         raft: raft.clone(),
         stamps,
         state,
@@ -114,17 +120,29 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     let client_addr = parse(&config.client_addr, "client")?;
     let raft_server = crate::network::serve(raft_addr, raft.clone())
         .await
-        .map_err(|source| NodeError::Bind { addr: config.raft_addr.clone(), what: "raft", source })?;
+        .map_err(|source| NodeError::Bind {
+            addr: config.raft_addr.clone(),
+            what: "raft",
+            source,
+        })?;
     let client_server = crate::server::serve(client_addr, ctx.clone())
         .await
-        .map_err(|source| NodeError::Bind { addr: config.client_addr.clone(), what: "client", source })?;
+        .map_err(|source| NodeError::Bind {
+            addr: config.client_addr.clone(),
+            what: "client",
+            source,
+        })?;
     let metrics_server = match &config.metrics_addr {
         Some(a) => {
             let addr = parse(a, "metrics")?;
             Some(
                 crate::metrics::serve(addr, metrics.clone())
                     .await
-                    .map_err(|source| NodeError::Bind { addr: a.clone(), what: "metrics", source })?,
+                    .map_err(|source| NodeError::Bind {
+                        addr: a.clone(),
+                        what: "metrics",
+                        source,
+                    })?,
             )
         }
         None => None,
@@ -200,10 +218,14 @@ async fn gauge_loop(ctx: Arc<NodeContext>) {
         let last = m.last_log_index.unwrap_or(0);
         let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
         metrics.last_log_index.set(last as i64);
-        metrics.committed_index.set(m.local_committed.as_ref().map_or(0, |l| l.index) as i64);
+        metrics
+            .committed_index
+            .set(m.local_committed.as_ref().map_or(0, |l| l.index) as i64);
         metrics.applied_index.set(applied as i64);
         metrics.apply_lag.set(last.saturating_sub(applied) as i64);
-        metrics.is_leader.set(i64::from(m.state == openraft::ServerState::Leader));
+        metrics
+            .is_leader
+            .set(i64::from(m.state == openraft::ServerState::Leader));
         let stats = ctx.state.with_state(|sm| sm.stats());
         metrics.sessions.set(stats.sessions as i64);
         metrics.held_locks.set(stats.held_locks as i64);

@@ -187,8 +187,14 @@ impl ServeArgs {
                 .or(file.snapshot_every_entries)
                 .unwrap_or(d.snapshot_every_entries),
             max_drift_ppm: self.max_drift_ppm.or(file.max_drift_ppm).unwrap_or(d.max_drift_ppm),
-            tick_interval_ms: self.tick_interval_ms.or(file.tick_interval_ms).unwrap_or(d.tick_interval_ms),
-            event_buffer_len: self.event_buffer_len.or(file.event_buffer_len).unwrap_or(d.event_buffer_len),
+            tick_interval_ms: self
+                .tick_interval_ms
+                .or(file.tick_interval_ms)
+                .unwrap_or(d.tick_interval_ms),
+            event_buffer_len: self
+                .event_buffer_len
+                .or(file.event_buffer_len)
+                .unwrap_or(d.event_buffer_len),
             raft_rpc_timeout_ms: self
                 .raft_rpc_timeout_ms
                 .or(file.raft_rpc_timeout_ms)
@@ -200,8 +206,14 @@ impl ServeArgs {
 }
 
 fn parse_file(path: &PathBuf) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-    parse_toml(&text).map_err(|message| ConfigError::Parse { path: path.clone(), message })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse_toml(&text).map_err(|message| ConfigError::Parse {
+        path: path.clone(),
+        message,
+    })
 }
 
 fn parse_toml(text: &str) -> Result<FileConfig, String> {
@@ -211,7 +223,12 @@ fn parse_toml(text: &str) -> Result<FileConfig, String> {
 impl NodeConfig {
     /// Checks ranges and relations between fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
         if self.id == 0 {
             return invalid("id", "must be > 0");
         }
@@ -274,7 +291,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("node.toml");
         std::fs::write(&path, "id = 2\nclient_addr = \"127.0.0.1:9000\"\nheartbeat_ms = 50\n").expect("write");
-        let args = ServeArgs { config: Some(path), id: Some(3), ..Default::default() };
+        let args = ServeArgs {
+            config: Some(path),
+            id: Some(3),
+            ..Default::default()
+        };
         let cfg = args.resolve().expect("valid");
         assert_eq!(cfg.id, 3);
         assert_eq!(cfg.client_addr, "127.0.0.1:9000");
@@ -284,11 +305,32 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field() {
-        let args = ServeArgs { id: Some(0), ..Default::default() };
+        let args = ServeArgs {
+            id: Some(0),
+            ..Default::default()
+        };
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "id", .. })));
-        let args = ServeArgs { client_addr: Some("nowhere".into()), ..Default::default() };
-        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "client_addr", .. })));
-        let args = ServeArgs { election_timeout_min_ms: Some(50), ..Default::default() };
-        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { field: "election_timeout_min_ms", .. })));
+        let args = ServeArgs {
+            client_addr: Some("nowhere".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            args.resolve(),
+            Err(ConfigError::Invalid {
+                field: "client_addr",
+                ..
+            })
+        ));
+        let args = ServeArgs {
+            election_timeout_min_ms: Some(50),
+            ..Default::default()
+        };
+        assert!(matches!(
+            args.resolve(),
+            Err(ConfigError::Invalid {
+                field: "election_timeout_min_ms",
+                ..
+            })
+        ));
     }
 }

@@ -48,10 +48,16 @@ struct DevNode {
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
     if !(1..=9).contains(&args.nodes) {
-        return Err(DevError::Io(format!("--nodes must be between 1 and 9, got {}", args.nodes)));
+        return Err(DevError::Io(format!(
+            "--nodes must be between 1 and 9, got {}",
+            args.nodes
+        )));
     }
     if u32::from(args.base_port) + 100 + 9 > u32::from(u16::MAX) {
-        return Err(DevError::Io(format!("--base-port {} leaves no room for the Raft ports", args.base_port)));
+        return Err(DevError::Io(format!(
+            "--base-port {} leaves no room for the Raft ports",
+            args.base_port
+        )));
     }
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| DevError::Io(format!("cannot create {}: {e}", args.data_dir.display())))?;
@@ -69,7 +75,12 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
             }
         }
         let child = spawn_node(&exe, &args.data_dir, id, &client_addr, &raft_addr)?;
-        nodes.push(DevNode { id, client_addr, raft_addr, child });
+        nodes.push(DevNode {
+            id,
+            client_addr,
+            raft_addr,
+            child,
+        });
     }
     let result = bring_up(&nodes).await;
     if let Err(e) = result {
@@ -79,7 +90,10 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     print_banner(&nodes, &args.data_dir);
     wait_for_stop(&mut nodes).await;
     stop_all(&mut nodes).await;
-    println!("driftlock dev: all nodes stopped; data kept in {}", args.data_dir.display());
+    println!(
+        "driftlock dev: all nodes stopped; data kept in {}",
+        args.data_dir.display()
+    );
     Ok(())
 }
 
@@ -90,7 +104,9 @@ fn spawn_node(exe: &Path, data_dir: &Path, id: u64, client_addr: &str, raft_addr
         .append(true)
         .open(&log_path)
         .map_err(|e| DevError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-    let log_err = log.try_clone().map_err(|e| DevError::Io(format!("cannot open {}: {e}", log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| DevError::Io(format!("cannot open {}: {e}", log_path.display())))?;
     Command::new(exe)
         .arg("serve")
         .arg("--id")
@@ -123,7 +139,9 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
                     initialized |= !s.voters.is_empty();
                     break;
                 }
-                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
                 Err(e) => {
                     return Err(DevError::Timeout(format!(
                         "node {} at {} did not start: {e} (see its log in the data directory)",
@@ -136,9 +154,19 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
     if !initialized {
         let members = nodes
             .iter()
-            .map(|n| MemberAddr { id: n.id, raft_addr: n.raft_addr.clone(), client_addr: n.client_addr.clone() })
+            .map(|n| MemberAddr {
+                id: n.id,
+                raft_addr: n.raft_addr.clone(),
+                client_addr: n.client_addr.clone(),
+            })
             .collect();
-        match rpc::admin(&nodes[0].client_addr, AdminRequest::Init { members }, Duration::from_secs(10)).await {
+        match rpc::admin(
+            &nodes[0].client_addr,
+            AdminRequest::Init { members },
+            Duration::from_secs(10),
+        )
+        .await
+        {
             Ok(_) => {}
             Err(e) => return Err(DevError::Io(format!("cluster init failed: {e}"))),
         }
@@ -159,8 +187,16 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
 }
 
 fn print_banner(nodes: &[DevNode], data_dir: &Path) {
-    let endpoints = nodes.iter().map(|n| n.client_addr.as_str()).collect::<Vec<_>>().join(",");
-    println!("driftlock dev: {} nodes up, data in {}", nodes.len(), data_dir.display());
+    let endpoints = nodes
+        .iter()
+        .map(|n| n.client_addr.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "driftlock dev: {} nodes up, data in {}",
+        nodes.len(),
+        data_dir.display()
+    );
     println!("DRIFTLOCK_ENDPOINTS={endpoints}");
     println!();
     println!("In another terminal:");

@@ -33,7 +33,11 @@ impl EventBuffer {
         assert!(capacity > 0, "event buffer capacity must be > 0");
         let (newest_tx, _) = watch::channel(0);
         EventBuffer {
-            inner: Mutex::new(Inner { events: VecDeque::new(), capacity, dropped_through: 0 }),
+            inner: Mutex::new(Inner {
+                events: VecDeque::new(),
+                capacity,
+                dropped_through: 0,
+            }),
             newest_tx,
         }
     }
@@ -75,7 +79,11 @@ impl EventBuffer {
     /// Matching events after `after_index`, at once.
     pub fn fetch(&self, after_index: u64, filter: &EventFilter) -> EventBatch {
         let Ok(inner) = self.inner.lock() else {
-            return EventBatch { events: Vec::new(), next_after_index: after_index, truncated: true };
+            return EventBatch {
+                events: Vec::new(),
+                next_after_index: after_index,
+                truncated: true,
+            };
         };
         let truncated = after_index < inner.dropped_through;
         let start = inner.events.partition_point(|(i, _)| *i <= after_index);
@@ -93,7 +101,11 @@ impl EventBuffer {
                 events.push((*i, e.clone()));
             }
         }
-        EventBatch { events, next_after_index, truncated }
+        EventBatch {
+            events,
+            next_after_index,
+            truncated,
+        }
     }
 
     /// Like [`fetch`](Self::fetch), but waits up to `timeout` for new
@@ -105,12 +117,21 @@ impl EventBuffer {
         loop {
             let batch = self.fetch(seen, filter);
             if !batch.events.is_empty() || batch.truncated {
-                return EventBatch { truncated: batch.truncated, ..batch };
+                return EventBatch {
+                    truncated: batch.truncated,
+                    ..batch
+                };
             }
             seen = batch.next_after_index.max(seen);
             match tokio::time::timeout_at(deadline, rx.wait_for(|newest| *newest > seen)).await {
                 Ok(Ok(_)) => continue,
-                _ => return EventBatch { events: Vec::new(), next_after_index: seen, truncated: false },
+                _ => {
+                    return EventBatch {
+                        events: Vec::new(),
+                        next_after_index: seen,
+                        truncated: false,
+                    }
+                }
             }
         }
     }
@@ -126,7 +147,10 @@ mod tests {
     use super::*;
 
     fn kv(key: &str, revision: u64) -> Event {
-        Event::KvChanged { key: key.into(), revision }
+        Event::KvChanged {
+            key: key.into(),
+            revision,
+        }
     }
 
     #[test]
@@ -138,7 +162,13 @@ mod tests {
         let all = buf.fetch(0, &EventFilter::default());
         assert!(all.truncated, "entry 1 was dropped for room");
         assert_eq!(all.events.len(), 3);
-        let a = buf.fetch(2, &EventFilter { key_prefix: Some("a/".into()), ..Default::default() });
+        let a = buf.fetch(
+            2,
+            &EventFilter {
+                key_prefix: Some("a/".into()),
+                ..Default::default()
+            },
+        );
         assert!(!a.truncated);
         assert_eq!(a.events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 3]);
         assert_eq!(a.next_after_index, 3);
@@ -149,8 +179,15 @@ mod tests {
         let buf = std::sync::Arc::new(EventBuffer::new(100));
         let b2 = buf.clone();
         let waiter = tokio::spawn(async move {
-            b2.wait(0, &EventFilter { key_prefix: Some("x".into()), ..Default::default() }, Duration::from_secs(30))
-                .await
+            b2.wait(
+                0,
+                &EventFilter {
+                    key_prefix: Some("x".into()),
+                    ..Default::default()
+                },
+                Duration::from_secs(30),
+            )
+            .await
         });
         buf.push(1, vec![kv("y", 1)]);
         buf.push(2, vec![kv("x", 2)]);

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
 
-
 /// driftlock: a replicated lock, lease and leader-election service.
 #[derive(Parser, Debug)]
 #[command(name = "driftlock", version, about)]
@@ -20,7 +19,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run one node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a local cluster of child nodes on loopback (data under ./data).
     Dev(DevArgs),
 }
@@ -28,12 +27,20 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let default = if matches!(cli.command, Cmd::Serve(_)) { "info" } else { "warn" };
+        let default = if matches!(cli.command, Cmd::Serve(_)) {
+            "info"
+        } else {
+            "warn"
+        };
         tracing_subscriber::EnvFilter::new(default)
     });
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

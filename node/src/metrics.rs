@@ -75,14 +75,27 @@ impl Metrics {
         let waiters = Gauge::default();
         let grants = Counter::default();
         let grant_validity_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 12));
-        let rpc_latency_seconds =
-            Family::<MethodLabel, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 18)));
+        let rpc_latency_seconds = Family::<MethodLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
         registry.register("raft_term", "Current Raft term", term.clone());
-        registry.register("raft_leader_changes", "Leader changes seen by this node", leader_changes.clone());
+        registry.register(
+            "raft_leader_changes",
+            "Leader changes seen by this node",
+            leader_changes.clone(),
+        );
         registry.register("raft_last_log_index", "Last log index", last_log_index.clone());
-        registry.register("raft_committed_index", "Committed index known to this node", committed_index.clone());
+        registry.register(
+            "raft_committed_index",
+            "Committed index known to this node",
+            committed_index.clone(),
+        );
         registry.register("raft_applied_index", "Applied index", applied_index.clone());
-        registry.register("raft_apply_lag", "Last log index minus applied index", apply_lag.clone());
+        registry.register(
+            "raft_apply_lag",
+            "Last log index minus applied index",
+            apply_lag.clone(),
+        );
         registry.register("raft_is_leader", "1 if this node is the Raft leader", is_leader.clone());
         registry.register("sessions", "Open sessions", sessions.clone());
         registry.register("held_locks", "Locks with at least one holder", held_locks.clone());
@@ -93,7 +106,11 @@ impl Metrics {
             "Remaining session validity at each lock grant",
             grant_validity_seconds.clone(),
         );
-        registry.register("rpc_latency_seconds", "Client API latency by method", rpc_latency_seconds.clone());
+        registry.register(
+            "rpc_latency_seconds",
+            "Client API latency by method",
+            rpc_latency_seconds.clone(),
+        );
         Metrics {
             registry,
             term,
@@ -114,7 +131,11 @@ impl Metrics {
 
     /// Records one client RPC's latency.
     pub fn observe_rpc(&self, method: &str, elapsed: Duration) {
-        self.rpc_latency_seconds.get_or_create(&MethodLabel { method: method.to_owned() }).observe(elapsed.as_secs_f64());
+        self.rpc_latency_seconds
+            .get_or_create(&MethodLabel {
+                method: method.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The metrics in Prometheus text format.
@@ -132,7 +153,9 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
     let listener = tokio::net::TcpListener::bind(addr).await?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 1024];

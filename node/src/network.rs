@@ -27,15 +27,22 @@ pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
 #[tarpc::service]
 pub trait RaftRpc {
     /// AppendEntries (also heartbeats).
-    async fn append_entries(req: AppendEntriesRequest<TypeConfig>) -> Result<AppendEntriesResponse<TypeConfig>, String>;
+    async fn append_entries(req: AppendEntriesRequest<TypeConfig>)
+        -> Result<AppendEntriesResponse<TypeConfig>, String>;
     /// RequestVote.
     async fn vote(req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String>;
     /// PreVote.
     async fn pre_vote(req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String>;
     /// Install a whole snapshot (metadata and the store's framed bytes).
-    async fn install_snapshot(vote: Vote, meta: SnapshotMeta, data: Vec<u8>) -> Result<SnapshotResponse<TypeConfig>, String>;
+    async fn install_snapshot(
+        vote: Vote,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<SnapshotResponse<TypeConfig>, String>;
     /// Leadership handed to this node.
-    async fn transfer_leader(req: TransferLeaderRequest<TypeConfig>) -> Result<TransferLeaderResponse<TypeConfig>, String>;
+    async fn transfer_leader(
+        req: TransferLeaderRequest<TypeConfig>,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, String>;
 }
 
 /// Server side: forwards each RPC to the local Raft.
@@ -54,7 +61,11 @@ impl RaftRpc for RaftRpcServer {
         self.raft.append_entries(req).await.map_err(|e| e.to_string())
     }
 
-    async fn vote(self, _: tarpc::context::Context, req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String> {
+    async fn vote(
+        self,
+        _: tarpc::context::Context,
+        req: VoteRequest<TypeConfig>,
+    ) -> Result<VoteResponse<TypeConfig>, String> {
         self.raft.vote(req).await.map_err(|e| e.to_string())
     }
 
@@ -73,8 +84,14 @@ impl RaftRpc for RaftRpcServer {
         meta: SnapshotMeta,
         data: Vec<u8>,
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
-        let snapshot = openraft::storage::Snapshot { meta, snapshot: std::io::Cursor::new(data) };
-        self.raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string())
+        let snapshot = openraft::storage::Snapshot {
+            meta,
+            snapshot: std::io::Cursor::new(data),
+        };
+        self.raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn transfer_leader(
@@ -117,7 +134,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> PeerClient {
-        PeerClient { target, addr: node.raft_addr.clone(), client: None }
+        PeerClient {
+            target,
+            addr: node.raft_addr.clone(),
+            client: None,
+        }
     }
 }
 
@@ -143,7 +164,9 @@ impl PeerClient {
         connect.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
         let transport = tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| Unreachable::from_string(format!("connect to node {} at {} timed out", self.target, self.addr)))?
+            .map_err(|_| {
+                Unreachable::from_string(format!("connect to node {} at {} timed out", self.target, self.addr))
+            })?
             .map_err(|e| Unreachable::from_string(format!("connect to node {} at {}: {e}", self.target, self.addr)))?;
         let client = RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn();
         self.client = Some(client.clone());
@@ -154,7 +177,10 @@ impl PeerClient {
     /// reconnects.
     fn transport_failed(&mut self, e: tarpc::client::RpcError) -> RPCError<TypeConfig> {
         self.client = None;
-        RPCError::Unreachable(Unreachable::from_string(format!("node {} at {}: {e}", self.target, self.addr)))
+        RPCError::Unreachable(Unreachable::from_string(format!(
+            "node {} at {}: {e}",
+            self.target, self.addr
+        )))
     }
 
     fn remote_failed(&self, e: String) -> RPCError<TypeConfig> {

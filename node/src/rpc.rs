@@ -35,8 +35,14 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<DriftlockApiClient
     let connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
     let transport = tokio::time::timeout(timeout, connect)
         .await
-        .map_err(|_| RpcError::Connect { addr: addr.into(), message: "timed out".into() })?
-        .map_err(|e| RpcError::Connect { addr: addr.into(), message: e.to_string() })?;
+        .map_err(|_| RpcError::Connect {
+            addr: addr.into(),
+            message: "timed out".into(),
+        })?
+        .map_err(|e| RpcError::Connect {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
     Ok(DriftlockApiClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
@@ -50,7 +56,10 @@ pub fn context(timeout: Duration) -> tarpc::context::Context {
 /// A node's status.
 pub async fn status(addr: &str, timeout: Duration) -> Result<NodeStatus, RpcError> {
     let client = connect(addr, timeout).await?;
-    client.status(context(timeout)).await.map_err(|e| RpcError::Call { addr: addr.into(), message: e.to_string() })
+    client.status(context(timeout)).await.map_err(|e| RpcError::Call {
+        addr: addr.into(),
+        message: e.to_string(),
+    })
 }
 
 /// An admin request to one node.
@@ -59,6 +68,9 @@ pub async fn admin(addr: &str, request: AdminRequest, timeout: Duration) -> Resu
     let reply = client
         .admin(context(timeout), request)
         .await
-        .map_err(|e| RpcError::Call { addr: addr.into(), message: e.to_string() })?;
+        .map_err(|e| RpcError::Call {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
     Ok(reply?)
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_client::proto::{
-    AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus,
-    Query, QueryReply, QueryResult, Role,
+    AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
+    QueryReply, QueryResult, Role,
 };
 use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
 use driftlock_state_machine::{Command, Reply, SessionId, SessionOp, StampedCommand, StateMachine};
@@ -67,7 +67,10 @@ pub struct NodeContext {
 impl NodeContext {
     /// Cluster time now, as this node would stamp it.
     pub fn cluster_now_us(&self) -> u64 {
-        let anchor = self.stamps.last_stamp().unwrap_or((self.state.with_state(|sm| sm.ts_eff_us()), self.started));
+        let anchor = self
+            .stamps
+            .last_stamp()
+            .unwrap_or((self.state.with_state(|sm| sm.ts_eff_us()), self.started));
         self.clock.stamp(anchor, Instant::now())
     }
 
@@ -80,7 +83,9 @@ impl NodeContext {
     }
 
     fn not_leader(&self) -> ApiError {
-        ApiError::NotLeader { leader_hint: self.leader_hint() }
+        ApiError::NotLeader {
+            leader_hint: self.leader_hint(),
+        }
     }
 
     /// Proposes a command on the leader and returns the state machine's reply.
@@ -120,7 +125,10 @@ impl NodeContext {
             return Err(self.not_leader());
         }
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_err() {
-            self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|_| self.not_leader())?;
+            self.raft
+                .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .map_err(|_| self.not_leader())?;
         }
         Ok(self.cluster_now_us())
     }
@@ -128,8 +136,14 @@ impl NodeContext {
     /// Answers a query.
     pub async fn query(&self, query: Query, consistency: Consistency) -> Result<QueryReply, ApiError> {
         let now_us = self.read_barrier(consistency).await?;
-        let (applied_index, result) = self.state.with_state(|sm| (sm.last_index(), answer(sm, &query, now_us)));
-        Ok(QueryReply { applied_index, cluster_ts_us: now_us, result: result? })
+        let (applied_index, result) = self
+            .state
+            .with_state(|sm| (sm.last_index(), answer(sm, &query, now_us)));
+        Ok(QueryReply {
+            applied_index,
+            cluster_ts_us: now_us,
+            result: result?,
+        })
     }
 
     /// This node's status.
@@ -151,8 +165,9 @@ impl NodeContext {
             .learner_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.client_addr.clone())))
             .collect();
-        let (stats, cluster_ts_us, applied_index) =
-            self.state.with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
+        let (stats, cluster_ts_us, applied_index) = self
+            .state
+            .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
         NodeStatus {
             id: self.id,
             client_addr: self.addr.client_addr.clone(),
@@ -180,21 +195,42 @@ impl NodeContext {
                 for m in members {
                     check_addr(&m.raft_addr)?;
                     check_addr(&m.client_addr)?;
-                    if nodes.insert(m.id, NodeAddr { raft_addr: m.raft_addr, client_addr: m.client_addr }).is_some() {
+                    if nodes
+                        .insert(
+                            m.id,
+                            NodeAddr {
+                                raft_addr: m.raft_addr,
+                                client_addr: m.client_addr,
+                            },
+                        )
+                        .is_some()
+                    {
                         return Err(ApiError::InvalidRequest(format!("node id {} listed twice", m.id)));
                     }
                 }
                 if !nodes.contains_key(&self.id) {
-                    return Err(ApiError::InvalidRequest(format!("members must include this node ({})", self.id)));
+                    return Err(ApiError::InvalidRequest(format!(
+                        "members must include this node ({})",
+                        self.id
+                    )));
                 }
-                self.raft.initialize(nodes).await.map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+                self.raft
+                    .initialize(nodes)
+                    .await
+                    .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
             }
             AdminRequest::AddLearner { member } => {
                 check_addr(&member.raft_addr)?;
                 check_addr(&member.client_addr)?;
                 self.require_leader()?;
-                let node = NodeAddr { raft_addr: member.raft_addr, client_addr: member.client_addr };
-                self.raft.add_learner(member.id, node, true).await.map_err(|e| self.admin_error(e))?;
+                let node = NodeAddr {
+                    raft_addr: member.raft_addr,
+                    client_addr: member.client_addr,
+                };
+                self.raft
+                    .add_learner(member.id, node, true)
+                    .await
+                    .map_err(|e| self.admin_error(e))?;
             }
             AdminRequest::ChangeVoters { voters } => {
                 if voters.is_empty() {
@@ -202,15 +238,29 @@ impl NodeContext {
                 }
                 self.require_leader()?;
                 let voters: std::collections::BTreeSet<u64> = voters.into_iter().collect();
-                self.raft.change_membership(voters, false).await.map_err(|e| self.admin_error(e))?;
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(|e| self.admin_error(e))?;
             }
             AdminRequest::TransferLeader { to } => {
                 self.require_leader()?;
-                let is_voter = self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == to);
+                let is_voter = self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == to);
                 if !is_voter {
                     return Err(ApiError::InvalidRequest(format!("node {to} is not a voter")));
                 }
-                self.raft.trigger().transfer_leader(to).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                self.raft
+                    .trigger()
+                    .transfer_leader(to)
+                    .await
+                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
             }
         }
         Ok(AdminReply::Done)
@@ -265,7 +315,11 @@ struct InFlight<'a> {
 impl<'a> InFlight<'a> {
     fn new(ctx: &'a NodeContext, method: &'static str) -> Self {
         ctx.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight { ctx, method, started: Instant::now() }
+        InFlight {
+            ctx,
+            method,
+            started: Instant::now(),
+        }
     }
 }
 
@@ -296,7 +350,13 @@ impl DriftlockApi for ApiHandler {
         requested_ttl_us: u64,
     ) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "open_session");
-        self.ctx.propose(Command::OpenSession { nonce, client_name, requested_ttl_us }).await
+        self.ctx
+            .propose(Command::OpenSession {
+                nonce,
+                client_name,
+                requested_ttl_us,
+            })
+            .await
     }
 
     async fn session_op(
@@ -319,7 +379,15 @@ impl DriftlockApi for ApiHandler {
         let command = match write {
             KvWrite::Put { key, value } => Command::KvPut { key, value },
             KvWrite::Delete { key } => Command::KvDelete { key },
-            KvWrite::Cas { key, expected_revision, value } => Command::KvCas { key, expected_revision, value },
+            KvWrite::Cas {
+                key,
+                expected_revision,
+                value,
+            } => Command::KvCas {
+                key,
+                expected_revision,
+                value,
+            },
         };
         self.ctx.propose(command).await
     }

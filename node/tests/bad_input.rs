@@ -33,11 +33,19 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
     let api = leader_client(&c).await;
     let ctx = || rpc::context(T);
 
-    let session = match api.open_session(ctx(), 1, "test".into(), 10_000_000).await.expect("rpc") {
+    let session = match api
+        .open_session(ctx(), 1, "test".into(), 10_000_000)
+        .await
+        .expect("rpc")
+    {
         Ok(Reply::SessionOpened { session, .. }) => session,
         other => panic!("open: {other:?}"),
     };
-    let other = match api.open_session(ctx(), 2, "other".into(), 10_000_000).await.expect("rpc") {
+    let other = match api
+        .open_session(ctx(), 2, "other".into(), 10_000_000)
+        .await
+        .expect("rpc")
+    {
         Ok(Reply::SessionOpened { session, .. }) => session,
         other => panic!("open: {other:?}"),
     };
@@ -45,16 +53,33 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
     // Oversized lock name.
     let long = "n".repeat(10_000);
     let r = api.session_op(ctx(), session, 1, acquire(&long)).await.expect("rpc");
-    assert!(matches!(r, Err(ApiError::Rejected(Rejection::NameTooLong { len: 10_000, .. }))), "{r:?}");
+    assert!(
+        matches!(r, Err(ApiError::Rejected(Rejection::NameTooLong { len: 10_000, .. }))),
+        "{r:?}"
+    );
 
     // Unknown session.
     let r = api.session_op(ctx(), 999_999, 1, acquire("x")).await.expect("rpc");
-    assert_eq!(r, Err(ApiError::Rejected(Rejection::UnknownSession { session: 999_999 })));
+    assert_eq!(
+        r,
+        Err(ApiError::Rejected(Rejection::UnknownSession { session: 999_999 }))
+    );
 
     // Release by a non-holder.
-    assert!(matches!(api.session_op(ctx(), session, 2, acquire("x")).await.expect("rpc"), Ok(Reply::Granted { .. })));
+    assert!(matches!(
+        api.session_op(ctx(), session, 2, acquire("x")).await.expect("rpc"),
+        Ok(Reply::Granted { .. })
+    ));
     let r = api
-        .session_op(ctx(), other, 1, SessionOp::Release { name: "x".into(), client_clock_us: None })
+        .session_op(
+            ctx(),
+            other,
+            1,
+            SessionOp::Release {
+                name: "x".into(),
+                client_clock_us: None,
+            },
+        )
         .await
         .expect("rpc");
     assert_eq!(r, Err(ApiError::Rejected(Rejection::NotHolder)));
@@ -83,13 +108,28 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
 
     // Everything still works, and the lock is still held by `session` only.
     let api = leader_client(&c).await;
-    let r = api.kv_write(ctx(), KvWrite::Put { key: "k".into(), value: b"v".to_vec() }).await.expect("rpc");
+    let r = api
+        .kv_write(
+            ctx(),
+            KvWrite::Put {
+                key: "k".into(),
+                value: b"v".to_vec(),
+            },
+        )
+        .await
+        .expect("rpc");
     assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
-    let lock = api.read(ctx(), Query::Lock { name: "x".into() }, Consistency::Linearizable).await.expect("rpc");
+    let lock = api
+        .read(ctx(), Query::Lock { name: "x".into() }, Consistency::Linearizable)
+        .await
+        .expect("rpc");
     match lock {
         Ok(reply) => match reply.result {
             QueryResult::Lock(Some(view)) => {
-                assert_eq!(view.holders.iter().map(|h| h.session).collect::<Vec<_>>(), vec![session]);
+                assert_eq!(
+                    view.holders.iter().map(|h| h.session).collect::<Vec<_>>(),
+                    vec![session]
+                );
             }
             other => panic!("lock view: {other:?}"),
         },
@@ -106,9 +146,20 @@ async fn followers_point_to_the_leader() {
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
     let api = rpc::connect(&c.nodes[follower].client_addr, T).await.expect("connect");
-    let r = api.kv_write(rpc::context(T), KvWrite::Put { key: "k".into(), value: vec![] }).await.expect("rpc");
+    let r = api
+        .kv_write(
+            rpc::context(T),
+            KvWrite::Put {
+                key: "k".into(),
+                value: vec![],
+            },
+        )
+        .await
+        .expect("rpc");
     match r {
-        Err(ApiError::NotLeader { leader_hint: Some((id, addr)) }) => {
+        Err(ApiError::NotLeader {
+            leader_hint: Some((id, addr)),
+        }) => {
             assert_eq!(id, c.nodes[leader].id);
             assert_eq!(addr, c.nodes[leader].client_addr);
         }

@@ -18,8 +18,14 @@ async fn add_learner_promote_and_remove() {
     let leader = c.wait_leader(T).await;
     let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
     for i in 0..20 {
-        let put = KvWrite::Put { key: format!("k{i}"), value: vec![i as u8] };
-        assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+        let put = KvWrite::Put {
+            key: format!("k{i}"),
+            value: vec![i as u8],
+        };
+        assert!(matches!(
+            api.kv_write(rpc::context(T), put).await.expect("rpc"),
+            Ok(Reply::KvWritten { .. })
+        ));
     }
 
     let slot = c.add_slot();
@@ -30,7 +36,9 @@ async fn add_learner_promote_and_remove() {
         raft_addr: c.nodes[slot].raft_addr.clone(),
         client_addr: c.nodes[slot].client_addr.clone(),
     };
-    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T).await.expect("add learner");
+    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T)
+        .await
+        .expect("add learner");
     let s = c.status(slot).await.expect("status of the learner");
     assert_eq!(s.role, Role::Learner);
     let leader_status = c.status(leader).await.expect("leader status");
@@ -47,22 +55,42 @@ async fn add_learner_promote_and_remove() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::ChangeVoters { voters: vec![1, 2, 3, 4] }, T)
-        .await
-        .expect("promote");
+    rpc::admin(
+        &c.nodes[leader].client_addr,
+        AdminRequest::ChangeVoters {
+            voters: vec![1, 2, 3, 4],
+        },
+        T,
+    )
+    .await
+    .expect("promote");
     let s = c.status(leader).await.expect("leader status");
     assert_eq!(s.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
 
     // Writes still commit with four voters.
-    let put = KvWrite::Put { key: "after".into(), value: vec![] };
-    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    let put = KvWrite::Put {
+        key: "after".into(),
+        value: vec![],
+    };
+    assert!(matches!(
+        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        Ok(Reply::KvWritten { .. })
+    ));
 
-    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::ChangeVoters { voters: vec![1, 2, 3] }, T)
-        .await
-        .expect("remove");
+    rpc::admin(
+        &c.nodes[leader].client_addr,
+        AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
+        T,
+    )
+    .await
+    .expect("remove");
     let s = c.status(leader).await.expect("leader status");
     assert_eq!(s.voters.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(s.learners.is_empty(), "a removed voter is not kept as a learner: {:?}", s.learners);
+    assert!(
+        s.learners.is_empty(),
+        "a removed voter is not kept as a learner: {:?}",
+        s.learners
+    );
 
     // A bad admin request is refused with a reason.
     let r = rpc::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: 9 }, T).await;
@@ -75,15 +103,23 @@ async fn transfer_leader_moves_leadership() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader(T).await;
     let target = (leader + 1) % 3;
-    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: c.nodes[target].id }, T)
-        .await
-        .expect("transfer");
+    rpc::admin(
+        &c.nodes[leader].client_addr,
+        AdminRequest::TransferLeader { to: c.nodes[target].id },
+        T,
+    )
+    .await
+    .expect("transfer");
     let deadline = Instant::now() + T;
     loop {
         if c.status(target).await.is_some_and(|s| s.role == Role::Leader) {
             break;
         }
-        assert!(Instant::now() < deadline, "leadership did not move to node {}", c.nodes[target].id);
+        assert!(
+            Instant::now() < deadline,
+            "leadership did not move to node {}",
+            c.nodes[target].id
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -93,16 +129,29 @@ async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
     let mut c = Cluster::start(3).await;
     let leader = c.wait_leader(T).await;
     let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
-    let put = KvWrite::Put { key: "durable".into(), value: b"yes".to_vec() };
-    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    let put = KvWrite::Put {
+        key: "durable".into(),
+        value: b"yes".to_vec(),
+    };
+    assert!(matches!(
+        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        Ok(Reply::KvWritten { .. })
+    ));
     let victim = (leader + 1) % 3;
     let status = c.terminate(victim).expect("exit status");
-    assert!(status.success(), "SIGTERM should exit 0, got {status:?}; log:\n{}", c.log(victim));
+    assert!(
+        status.success(),
+        "SIGTERM should exit 0, got {status:?}; log:\n{}",
+        c.log(victim)
+    );
     c.spawn(victim);
     c.wait_up(victim).await;
     let deadline = Instant::now() + T;
     loop {
-        if c.status(victim).await.is_some_and(|s| s.stats.keys == 1 && s.role == Role::Follower) {
+        if c.status(victim)
+            .await
+            .is_some_and(|s| s.stats.keys == 1 && s.role == Role::Follower)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "restarted node did not recover its state");
@@ -116,8 +165,14 @@ async fn prometheus_endpoint_serves_the_metrics() {
     let c = Cluster::start(1).await;
     let leader = c.wait_leader(T).await;
     let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
-    let put = KvWrite::Put { key: "m".into(), value: vec![] };
-    assert!(matches!(api.kv_write(rpc::context(T), put).await.expect("rpc"), Ok(Reply::KvWritten { .. })));
+    let put = KvWrite::Put {
+        key: "m".into(),
+        value: vec![],
+    };
+    assert!(matches!(
+        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        Ok(Reply::KvWritten { .. })
+    ));
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let mut s = std::net::TcpStream::connect(&c.nodes[leader].metrics_addr).expect("connect metrics");

@@ -61,11 +61,19 @@ impl Cluster {
         let members = cluster
             .nodes
             .iter()
-            .map(|p| MemberAddr { id: p.id, raft_addr: p.raft_addr.clone(), client_addr: p.client_addr.clone() })
+            .map(|p| MemberAddr {
+                id: p.id,
+                raft_addr: p.raft_addr.clone(),
+                client_addr: p.client_addr.clone(),
+            })
             .collect();
-        rpc::admin(&cluster.nodes[0].client_addr, AdminRequest::Init { members }, Duration::from_secs(10))
-            .await
-            .expect("init");
+        rpc::admin(
+            &cluster.nodes[0].client_addr,
+            AdminRequest::Init { members },
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("init");
         cluster.wait_leader(Duration::from_secs(30)).await;
         cluster
     }
@@ -90,11 +98,26 @@ impl Cluster {
         let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", p.id))).expect("log file");
         let log_err = log.try_clone().expect("log file");
         let child = Command::new(exe())
-            .args(["serve", "--id", &p.id.to_string(), "--raft-addr", &p.raft_addr, "--client-addr", &p.client_addr])
+            .args([
+                "serve",
+                "--id",
+                &p.id.to_string(),
+                "--raft-addr",
+                &p.raft_addr,
+                "--client-addr",
+                &p.client_addr,
+            ])
             .arg("--data-dir")
             .arg(&p.data_dir)
             .args(["--metrics-addr", &p.metrics_addr])
-            .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
+            .args([
+                "--heartbeat-ms",
+                "50",
+                "--election-timeout-min-ms",
+                "300",
+                "--election-timeout-max-ms",
+                "600",
+            ])
             .arg("--exit-with-parent")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -109,10 +132,18 @@ impl Cluster {
     pub async fn wait_up(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if rpc::status(&self.nodes[i].client_addr, Duration::from_millis(500)).await.is_ok() {
+            if rpc::status(&self.nodes[i].client_addr, Duration::from_millis(500))
+                .await
+                .is_ok()
+            {
                 return;
             }
-            assert!(Instant::now() < deadline, "node {} did not come up; log:\n{}", self.nodes[i].id, self.log(i));
+            assert!(
+                Instant::now() < deadline,
+                "node {} did not come up; log:\n{}",
+                self.nodes[i].id,
+                self.log(i)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -137,7 +168,9 @@ impl Cluster {
     }
 
     pub async fn status(&self, i: usize) -> Option<NodeStatus> {
-        rpc::status(&self.nodes[i].client_addr, Duration::from_secs(1)).await.ok()
+        rpc::status(&self.nodes[i].client_addr, Duration::from_secs(1))
+            .await
+            .ok()
     }
 
     /// SIGKILLs node `i`.
