@@ -8,6 +8,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod drift;
 pub mod events;
 pub mod metrics;
 pub mod network;
