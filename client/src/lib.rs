@@ -1,5 +1,53 @@
 //! The library applications embed to use driftlock: leader discovery,
 //! sessions with local validity, lock guards with fencing tokens, elections
 //! and the KV API, over the tarpc protocol in [`proto`].
+//!
+//! - [`Client`] finds the leader among the configured endpoints, keeps one
+//!   connection per node and retries with backoff; sessionless KV writes
+//!   and reads live here.
+//! - [`Session`] is a lease kept alive in the background. Its local
+//!   validity is measured from the moment each renewal was sent, shortened
+//!   by this host's drift bound and a margin (DESIGN.md "Time" rule 5), so
+//!   it always ends before the cluster's; its [`SessionState`] goes
+//!   `Valid` → `Jeopardy` → `Expired` as in Chubby.
+//! - [`LockGuard`]s and [`Leadership`]s hang off a session and end with it;
+//!   every grant carries a fencing token that fenced KV writes check.
+//!
+//! Every session operation carries `(session, seq)` and keeps it across
+//! retries, so the cluster applies it once however often it is resent.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), driftlock_client::ClientError> {
+//! use std::time::Duration;
+//! use driftlock_client::Client;
+//!
+//! let client = Client::connect(vec!["127.0.0.1:7301".into()]).await?;
+//! let session = client.open_session(Duration::from_secs(10)).await?;
+//! let guard = session.lock("jobs/nightly").await?;
+//! session.kv_put_fenced("jobs/nightly/state", b"running".to_vec(), &guard).await?;
+//! guard.release().await?;
+//! session.close().await?;
+//! # Ok(()) }
+//! ```
 
+#![warn(missing_docs)]
+
+mod client;
+mod clock;
+mod config;
+mod election;
+mod error;
+mod lock;
 pub mod proto;
+mod session;
+mod transport;
+
+pub use client::Client;
+pub use clock::client_clock_us;
+pub use config::{endpoints_from_env, ClientConfig, ENDPOINTS_ENV};
+pub use election::{Election, LeaderChange, LeaderWatch, Leadership};
+pub use error::{ClientError, Result};
+pub use lock::{LockGuard, LockOptions};
+pub use session::{Session, SessionState};
+
+pub use driftlock_state_machine::{Fence, KvView, LockMode, Rejection, SessionId};

@@ -1,0 +1,202 @@
+//! Client configuration and the `DRIFTLOCK_ENDPOINTS` helper.
+
+use crate::error::{ClientError, Result};
+
+/// Environment variable [`endpoints_from_env`] reads.
+pub const ENDPOINTS_ENV: &str = "DRIFTLOCK_ENDPOINTS";
+
+/// Longest client name the state machine accepts by default, bytes.
+const MAX_CLIENT_NAME_BYTES: usize = 128;
+
+/// How a [`Client`](crate::Client) talks to the cluster. Build one with
+/// [`ClientConfig::new`] and override fields with struct update syntax:
+///
+/// ```
+/// use driftlock_client::ClientConfig;
+///
+/// let config = ClientConfig {
+///     client_name: "billing-worker".into(),
+///     request_timeout_ms: 1_000,
+///     ..ClientConfig::new(vec!["10.0.0.1:7301".into(), "10.0.0.2:7301".into()])
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Client API addresses of the nodes, `host:port`. Any subset of the
+    /// cluster works: the library follows the leader hints it is given.
+    pub endpoints: Vec<String>,
+    /// Name shown in the cluster's status for this client's sessions.
+    pub client_name: String,
+    /// Deadline of one RPC attempt, ms (a long-poll gets its wait on top).
+    pub request_timeout_ms: u64,
+    /// Overall retry budget of one operation across attempts, endpoints and
+    /// leader changes, ms.
+    pub op_deadline_ms: u64,
+    /// Smallest pause between retries, and the first reconnect delay, ms.
+    pub backoff_min_ms: u64,
+    /// Largest pause between retries and between reconnects, ms.
+    pub backoff_max_ms: u64,
+    /// Drift bound this host's clock is assumed to have when the cluster
+    /// has not told it one yet (the reply to `open_session` carries none),
+    /// ppm (DESIGN.md "Time" rule 5).
+    pub default_drift_ppm: u64,
+    /// ε of rule 5: local validity ends this much before the drift-corrected
+    /// grant would, µs.
+    pub local_margin_us: u64,
+    /// How long one `observe` long-poll waits on the server, ms.
+    pub observe_wait_ms: u64,
+    /// Period of the read that backs up event delivery while a lock or a
+    /// campaign waits, ms.
+    pub poll_interval_ms: u64,
+    /// Pause between keepalive attempts after a failed one, ms (clamped to
+    /// `[backoff_min_ms, backoff_max_ms]`).
+    pub keepalive_retry_ms: u64,
+}
+
+impl ClientConfig {
+    /// Defaults for the given endpoints: 2 s per request, 10 s per
+    /// operation, backoff 20 ms … 1 s, 500 ppm drift, ε = 5 ms.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        ClientConfig {
+            endpoints,
+            client_name: format!("driftlock-client/{}", std::process::id()),
+            request_timeout_ms: 2_000,
+            op_deadline_ms: 10_000,
+            backoff_min_ms: 20,
+            backoff_max_ms: 1_000,
+            default_drift_ppm: 500,
+            local_margin_us: 5_000,
+            observe_wait_ms: 5_000,
+            poll_interval_ms: 1_000,
+            keepalive_retry_ms: 200,
+        }
+    }
+
+    /// Defaults for the endpoints in `DRIFTLOCK_ENDPOINTS`.
+    pub fn from_env() -> Result<Self> {
+        Ok(ClientConfig::new(endpoints_from_env()?))
+    }
+
+    /// Checks the configuration; the error names the offending field.
+    pub fn validate(&self) -> Result<()> {
+        if self.endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        for ep in &self.endpoints {
+            check_endpoint(ep)?;
+        }
+        if self.client_name.len() > MAX_CLIENT_NAME_BYTES {
+            return Err(ClientError::InvalidConfig(format!(
+                "client_name is {} bytes, limit is {MAX_CLIENT_NAME_BYTES}",
+                self.client_name.len()
+            )));
+        }
+        for (field, v) in [
+            ("request_timeout_ms", self.request_timeout_ms),
+            ("op_deadline_ms", self.op_deadline_ms),
+            ("backoff_min_ms", self.backoff_min_ms),
+            ("observe_wait_ms", self.observe_wait_ms),
+            ("poll_interval_ms", self.poll_interval_ms),
+            ("keepalive_retry_ms", self.keepalive_retry_ms),
+        ] {
+            if v == 0 {
+                return Err(ClientError::InvalidConfig(format!("{field} must be > 0")));
+            }
+        }
+        if self.backoff_min_ms > self.backoff_max_ms {
+            return Err(ClientError::InvalidConfig(
+                "backoff_min_ms must be <= backoff_max_ms".into(),
+            ));
+        }
+        if self.default_drift_ppm >= 1_000_000 {
+            return Err(ClientError::InvalidConfig("default_drift_ppm must be < 1000000".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that an endpoint looks like `host:port`.
+pub(crate) fn check_endpoint(ep: &str) -> Result<()> {
+    let bad = |why: &str| ClientError::InvalidConfig(format!("endpoint '{ep}' {why}; expected host:port"));
+    let (host, port) = ep.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(bad("has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("has an invalid port")),
+    }
+}
+
+/// Endpoints from `DRIFTLOCK_ENDPOINTS` (comma-separated `host:port`;
+/// blanks around entries are ignored).
+///
+/// # Errors
+/// [`ClientError::EndpointsEnv`] when the variable is unset, not Unicode or
+/// lists nothing; [`ClientError::InvalidConfig`] for a malformed entry.
+pub fn endpoints_from_env() -> Result<Vec<String>> {
+    let raw = std::env::var(ENDPOINTS_ENV).map_err(|e| ClientError::EndpointsEnv(format!("{ENDPOINTS_ENV}: {e}")))?;
+    parse_endpoints(&raw)
+}
+
+/// Parses a comma-separated endpoint list.
+pub(crate) fn parse_endpoints(raw: &str) -> Result<Vec<String>> {
+    let endpoints: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(ClientError::EndpointsEnv(format!("{ENDPOINTS_ENV} lists no endpoint")));
+    }
+    for ep in &endpoints {
+        check_endpoint(ep)?;
+    }
+    Ok(endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ClientConfig::new(vec!["127.0.0.1:7301".into()]).validate().is_ok());
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        assert!(matches!(
+            ClientConfig::new(vec![]).validate(),
+            Err(ClientError::NoEndpoints)
+        ));
+        let e = ClientConfig::new(vec!["localhost".into()]).validate().unwrap_err();
+        assert!(e.to_string().contains("no port"), "{e}");
+        let e = ClientConfig::new(vec!["h:99999".into()]).validate().unwrap_err();
+        assert!(e.to_string().contains("invalid port"), "{e}");
+        let c = ClientConfig {
+            backoff_min_ms: 50,
+            backoff_max_ms: 10,
+            ..ClientConfig::new(vec!["h:1".into()])
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("backoff_min_ms"));
+        let c = ClientConfig {
+            request_timeout_ms: 0,
+            ..ClientConfig::new(vec!["h:1".into()])
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("request_timeout_ms"));
+    }
+
+    #[test]
+    fn endpoint_lists_parse() {
+        assert_eq!(
+            parse_endpoints(" a:1, b:2 ,,").unwrap(),
+            vec!["a:1".to_string(), "b:2".to_string()]
+        );
+        assert!(matches!(parse_endpoints(" , "), Err(ClientError::EndpointsEnv(_))));
+        assert!(matches!(parse_endpoints("a:1,b"), Err(ClientError::InvalidConfig(_))));
+        assert!(parse_endpoints("[::1]:7301").is_ok());
+    }
+}

@@ -1,0 +1,398 @@
+//! Elections: campaigning as a session, mastership, and watching leader
+//! changes.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use driftlock_state_machine::{ElectionView, Event, Rejection, Reply, SessionId, SessionOp};
+use futures::Stream;
+
+use crate::client::{unexpected, Client};
+use crate::error::{ClientError, Result};
+use crate::proto::{Consistency, EventFilter, Query, QueryResult};
+use crate::session::{ResourceKey, SessionInner, SessionState, Undo};
+use crate::transport::lock;
+
+/// An election seen by one session. Cheap to clone.
+#[derive(Clone)]
+pub struct Election {
+    session: Arc<SessionInner>,
+    name: String,
+    /// Epoch of this session's mastership, once won.
+    epoch: Arc<Mutex<Option<u64>>>,
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Election")
+            .field("name", &self.name)
+            .field("session", &self.session.id)
+            .field("epoch", &*lock(&self.epoch))
+            .finish()
+    }
+}
+
+/// Mastership won by [`Election::campaign`]. It lasts while the session is
+/// valid and until [`Election::resign`]; the epoch is strictly greater than
+/// every earlier master's, so it can fence work like a lock's token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    election: String,
+    session: SessionId,
+    epoch: u64,
+}
+
+impl Leadership {
+    /// The mastership epoch (the log index of the entry that made this
+    /// session master).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The election's name.
+    pub fn election(&self) -> &str {
+        &self.election
+    }
+
+    /// The master session.
+    pub fn session_id(&self) -> SessionId {
+        self.session
+    }
+}
+
+/// The state of an election as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderChange {
+    /// The master, if any.
+    pub master: Option<SessionId>,
+    /// The master's proclaimed value (empty without a master).
+    pub value: Vec<u8>,
+    /// The election's epoch (0 when the election does not exist).
+    pub epoch: u64,
+}
+
+impl LeaderChange {
+    fn from_view(view: Option<ElectionView>) -> LeaderChange {
+        match view {
+            Some(v) => {
+                let (master, value) = match v.master {
+                    Some((s, value)) => (Some(s), value),
+                    None => (None, Vec::new()),
+                };
+                LeaderChange {
+                    master,
+                    value,
+                    epoch: v.epoch,
+                }
+            }
+            None => LeaderChange {
+                master: None,
+                value: Vec::new(),
+                epoch: 0,
+            },
+        }
+    }
+}
+
+/// This session's standing in an election.
+enum Standing {
+    Master(u64),
+    Candidate,
+    Neither,
+}
+
+impl Election {
+    pub(crate) fn new(session: Arc<SessionInner>, name: String) -> Self {
+        Election {
+            session,
+            name,
+            epoch: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The election's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Joins the candidate queue with `value` and waits until this session
+    /// is master.
+    ///
+    /// # Errors
+    /// [`ClientError::SessionExpired`] the moment the session expires while
+    /// waiting (no zombie candidate: the candidacy is withdrawn in the
+    /// background, as it is when the returned future is dropped);
+    /// `Rejected(AlreadyCandidate)` if this session campaigns already;
+    /// `Rejected(NotCandidate)` if the candidacy ended otherwise (e.g.
+    /// resigned from another handle).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: driftlock_client::Client) -> Result<(), driftlock_client::ClientError> {
+    /// use std::time::Duration;
+    ///
+    /// let session = client.open_session(Duration::from_secs(10)).await?;
+    /// let election = session.election("primary-db");
+    /// let leadership = election.campaign(b"10.0.0.7:5432".to_vec()).await?;
+    /// election.proclaim(b"10.0.0.7:5433".to_vec()).await?;
+    /// println!("primary at epoch {}", leadership.epoch());
+    /// election.resign().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn campaign(&self, value: Vec<u8>) -> Result<Leadership> {
+        let inner = &self.session;
+        inner.check_usable()?;
+        let key = ResourceKey::Election(self.name.clone());
+        let permit = inner.resource_lock(&key).lock_owned().await;
+        let mut hint = inner.subscribe(key);
+        let undo = Undo::new(
+            inner.clone(),
+            SessionOp::Resign {
+                election: self.name.clone(),
+            },
+            permit,
+        );
+        let op = SessionOp::Campaign {
+            election: self.name.clone(),
+            value,
+        };
+        let reply = tokio::select! {
+            r = inner.op(op, false) => r,
+            () = inner.lost() => Err(ClientError::SessionExpired),
+        };
+        let epoch = match reply {
+            Ok(Reply::Elected { epoch }) => epoch,
+            Ok(Reply::Candidate { .. }) => {
+                let poll = Duration::from_millis(inner.client.config().poll_interval_ms);
+                let wait = async {
+                    loop {
+                        tokio::select! {
+                            () = hint.changed() => {}
+                            () = tokio::time::sleep(poll) => {}
+                        }
+                        match self.standing().await {
+                            Ok(Standing::Master(epoch)) => return Some(epoch),
+                            Ok(Standing::Neither) => return None,
+                            Ok(Standing::Candidate) => {}
+                            Err(e) => tracing::debug!(election = %self.name, error = %e, "election poll failed"),
+                        }
+                    }
+                };
+                let won = tokio::select! {
+                    r = wait => r,
+                    () = inner.lost() => return Err(ClientError::SessionExpired),
+                };
+                match won {
+                    Some(epoch) => epoch,
+                    None => {
+                        undo.disarm();
+                        return Err(if inner.state() == SessionState::Expired {
+                            ClientError::SessionExpired
+                        } else {
+                            ClientError::Rejected(Rejection::NotCandidate)
+                        });
+                    }
+                }
+            }
+            Ok(other) => return Err(ClientError::UnexpectedReply(format!("{other:?} to a campaign"))),
+            Err(e @ (ClientError::Rejected(_) | ClientError::InvalidRequest(_))) => {
+                undo.disarm();
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        inner.check_usable()?;
+        undo.disarm();
+        debug_assert!(epoch > 0, "a master's epoch is a log index");
+        *lock(&self.epoch) = Some(epoch);
+        Ok(Leadership {
+            election: self.name.clone(),
+            session: inner.id,
+            epoch,
+        })
+    }
+
+    /// This session's standing, by linearizable read.
+    async fn standing(&self) -> Result<Standing> {
+        let Some(view) = self.view().await? else {
+            return Ok(Standing::Neither);
+        };
+        let me = self.session.id;
+        if view.master.as_ref().is_some_and(|(s, _)| *s == me) {
+            return Ok(Standing::Master(view.epoch));
+        }
+        if view.candidates.contains(&me) {
+            return Ok(Standing::Candidate);
+        }
+        Ok(Standing::Neither)
+    }
+
+    async fn view(&self) -> Result<Option<ElectionView>> {
+        let reply = self
+            .session
+            .client
+            .read(
+                Query::Election {
+                    name: self.name.clone(),
+                },
+                Consistency::Linearizable,
+            )
+            .await?;
+        match reply.result {
+            QueryResult::Election(v) => Ok(v),
+            other => Err(unexpected("Election", &other)),
+        }
+    }
+
+    /// The current master: its session, proclaimed value and epoch.
+    pub async fn leader(&self) -> Result<Option<(SessionId, Vec<u8>, u64)>> {
+        Ok(self
+            .view()
+            .await?
+            .and_then(|v| v.master.map(|(s, value)| (s, value, v.epoch))))
+    }
+
+    /// As master, replaces the proclaimed value (`Rejected(NotMaster)`
+    /// otherwise).
+    pub async fn proclaim(&self, value: Vec<u8>) -> Result<()> {
+        let epoch = lock(&self.epoch).unwrap_or(0);
+        let op = SessionOp::Proclaim {
+            election: self.name.clone(),
+            epoch,
+            value,
+        };
+        self.session.op(op, false).await.map(|_| ())
+    }
+
+    /// Leaves the election: as master, mastership passes to the next
+    /// candidate at once; as a candidate, leaves the queue.
+    pub async fn resign(&self) -> Result<()> {
+        let key = ResourceKey::Election(self.name.clone());
+        let _permit = self.session.resource_lock(&key).lock_owned().await;
+        *lock(&self.epoch) = None;
+        let op = SessionOp::Resign {
+            election: self.name.clone(),
+        };
+        self.session.op(op, true).await.map(|_| ())
+    }
+
+    /// Leader changes of this election (see [`LeaderWatch`]).
+    pub fn observe(&self) -> LeaderWatch {
+        self.session.client.watch_election(&self.name)
+    }
+}
+
+/// Follows an election's master. The first [`next`](Self::next) answers the
+/// current state (by linearizable read); later ones wait for changes
+/// (`MasterChanged` events, long-polled from any node). Consecutive equal
+/// states are reported once; after a gap in the event stream the state is
+/// read again.
+///
+/// ```no_run
+/// # async fn demo(client: driftlock_client::Client) -> Result<(), driftlock_client::ClientError> {
+/// let mut watch = client.watch_election("scheduler");
+/// loop {
+///     let change = watch.next().await?;
+///     match change.master {
+///         Some(s) => println!("master is session {s} at epoch {}", change.epoch),
+///         None => println!("no master"),
+///     }
+/// }
+/// # }
+/// ```
+pub struct LeaderWatch {
+    client: Client,
+    name: String,
+    /// Events are followed after this index; `None` = read the state first.
+    after: Option<u64>,
+    last: Option<LeaderChange>,
+    pending: VecDeque<LeaderChange>,
+}
+
+impl std::fmt::Debug for LeaderWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderWatch")
+            .field("election", &self.name)
+            .field("after", &self.after)
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+impl LeaderWatch {
+    pub(crate) fn new(client: Client, name: String) -> Self {
+        LeaderWatch {
+            client,
+            name,
+            after: None,
+            last: None,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, change: LeaderChange) {
+        let newest = self.pending.back().or(self.last.as_ref());
+        if newest != Some(&change) {
+            self.pending.push_back(change);
+        }
+    }
+
+    /// The next state of the election. An error (cluster unavailable for
+    /// the retry budget) leaves the watch usable: call again to resume.
+    pub async fn next(&mut self) -> Result<LeaderChange> {
+        let wait = Duration::from_millis(self.client.config().observe_wait_ms);
+        loop {
+            if let Some(change) = self.pending.pop_front() {
+                self.last = Some(change.clone());
+                return Ok(change);
+            }
+            match self.after {
+                None => {
+                    let query = Query::Election {
+                        name: self.name.clone(),
+                    };
+                    let reply = self.client.read(query, Consistency::Linearizable).await?;
+                    let view = match reply.result {
+                        QueryResult::Election(v) => v,
+                        other => return Err(unexpected("Election", &other)),
+                    };
+                    self.push(LeaderChange::from_view(view));
+                    self.after = Some(reply.applied_index);
+                }
+                Some(after) => {
+                    let filter = EventFilter {
+                        election: Some(self.name.clone()),
+                        ..EventFilter::default()
+                    };
+                    let batch = self.client.observe(after, filter, wait).await?;
+                    for (_, event) in batch.events {
+                        if let Event::MasterChanged {
+                            election,
+                            master,
+                            epoch,
+                            value,
+                        } = event
+                        {
+                            if election == self.name {
+                                self.push(LeaderChange { master, value, epoch });
+                            }
+                        }
+                    }
+                    self.after = if batch.truncated {
+                        None
+                    } else {
+                        Some(after.max(batch.next_after_index))
+                    };
+                }
+            }
+        }
+    }
+
+    /// The watch as a stream of states.
+    pub fn into_stream(self) -> impl Stream<Item = Result<LeaderChange>> + Send {
+        futures::stream::unfold(self, |mut watch| async move {
+            let item = watch.next().await;
+            Some((item, watch))
+        })
+    }
+}
