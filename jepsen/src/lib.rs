@@ -2,4 +2,34 @@
 //! (kill, pause, partition, clock skew), records operation histories and
 //! checks them for linearizability and lock safety.
 //!
-//! Not yet built: this crate currently only fixes its place in the workspace.
+//! Built so far is the pure half, which needs no process and no network:
+//!
+//! - [`history`]: the operation history ([`Op`]: invoke, then `ok`, `fail`
+//!   or `info`), a [`History`] recorder shared by the workload tasks that
+//!   writes `history.jsonl` into a run directory, its loader (to re-check an
+//!   old run), the pairing of invocations with completions, and the export of
+//!   the register workload to Porcupine's format.
+//! - [`linearizability`]: a Wing–Gong–Lowe linearizability checker for the
+//!   KV register, partitioned per key.
+//! - [`checkers`]: lock safety, fencing-token order, the fenced counter,
+//!   elections and durability, and the [`VerdictTable`] that sums a run up.
+//!
+//! Times in a history are nanoseconds of the harness's monotonic clock
+//! (`*_ns`), never a node's clock: the nodes may run under skewed clocks.
+//! An indeterminate outcome (a timeout) is recorded as `info`, never as
+//! `fail`: the operation may or may not have taken effect, and every checker
+//! treats it as either.
+//!
+//! Still to come on top of these modules: the cluster harness, nemeses and
+//! workloads, and the command-line driver.
+
+pub mod checkers;
+pub mod history;
+pub mod linearizability;
+
+pub use checkers::{check_all, CheckConfig, Status, Verdict, VerdictTable};
+pub use history::{
+    load_jsonl, pair, Completion, Function, History, HistoryError, LockHold, MasterView, Mastership, Op, OpKind,
+    PairedOp, Value,
+};
+pub use linearizability::{check_register, Budget, Linearizability, LinearizabilityReport};

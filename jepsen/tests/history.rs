@@ -1,0 +1,212 @@
+//! The recorder, JSONL round trip, pairing and the Porcupine export.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{acquire, got, hold, read, write, Builder};
+use driftlock_jepsen::history::{
+    export_porcupine, final_phase_start_ns, load_jsonl, pair, porcupine_operations, sanitize_key, validate,
+    write_jsonl, Completion, Function, History, HistoryError, Op, OpKind, Value, FINAL_PHASE, HISTORY_FILE,
+};
+
+#[test]
+fn recorder_assigns_indices_and_monotonic_times_across_threads() {
+    let history = History::in_memory();
+    let handles: Vec<_> = (0..4u64)
+        .map(|p| {
+            let h = history.clone();
+            thread::spawn(move || {
+                for i in 0..250 {
+                    let inv = h.invoke(p, write("k", p * 1000 + i));
+                    h.ok(&inv, Value::None);
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let ops = history.ops();
+    assert_eq!(ops.len(), 2000);
+    assert_eq!(history.len(), 2000);
+    for (i, op) in ops.iter().enumerate() {
+        assert_eq!(op.index, i as u64);
+    }
+    validate(&ops).unwrap();
+    let pairs = pair(&ops).unwrap();
+    assert_eq!(pairs.len(), 1000);
+    assert!(pairs.iter().all(|p| p.is_ok()));
+}
+
+#[test]
+fn ns_at_converts_instants() {
+    let history = History::in_memory();
+    let later = history.start() + Duration::from_millis(5);
+    assert_eq!(history.ns_at(later), 5_000_000);
+    assert_eq!(history.ns_at(history.start()), 0);
+    let before = Instant::now();
+    assert!(history.now_ns() >= history.ns_at(before));
+}
+
+#[test]
+fn jsonl_round_trip_through_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run-1");
+    let history = Arc::new(History::create(&run).unwrap());
+    assert_eq!(history.path(), Some(run.join(HISTORY_FILE)));
+
+    let inv = history.invoke(1, write("k", 7));
+    history.ok(&inv, Value::None);
+    let inv = history.invoke(2, read("k"));
+    history.ok(&inv, got(Some(7)));
+    let inv = history.invoke(3, acquire("L"));
+    history.ok(&inv, hold(42, 9, 100, 200));
+    let inv = history.invoke(4, write("k", 8));
+    history.info(&inv, Value::Error("timeout".into()));
+    let inv = history.invoke(5, read("k"));
+    history.fail(&inv, Value::Error("not leader".into()));
+    history.observe(6, Function::Master { election: "e".into() }, Value::Master(None));
+    history.mark_phase(7, FINAL_PHASE);
+    history.invoke(8, Function::Increment { lock: "L".into() });
+    history.flush().unwrap();
+
+    let loaded = load_jsonl(&run.join(HISTORY_FILE)).unwrap();
+    assert_eq!(loaded, history.ops());
+    assert_eq!(loaded.len(), 15);
+
+    // One op per line, externally tagged.
+    let text = std::fs::read_to_string(run.join(HISTORY_FILE)).unwrap();
+    assert_eq!(text.lines().count(), 15);
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["kind"], "Invoke");
+    assert_eq!(first["f"]["Write"]["key"], "k");
+    assert_eq!(first["f"]["Write"]["value"], 7);
+    assert_eq!(first["value"], "None");
+
+    // A second history cannot clobber the first.
+    assert!(matches!(History::create(&run), Err(HistoryError::Io { .. })));
+
+    // Writing a loaded history elsewhere and reading it back is the identity.
+    let copy = dir.path().join("copy.jsonl");
+    write_jsonl(&copy, &loaded).unwrap();
+    assert_eq!(load_jsonl(&copy).unwrap(), loaded);
+
+    // Pairing: the final phase marker and the never-completed increment.
+    let pairs = pair(&loaded).unwrap();
+    assert_eq!(final_phase_start_ns(&pairs), Some(loaded[12].time_ns));
+    let last = pairs.last().unwrap();
+    assert_eq!(last.completion, Completion::Info);
+    assert_eq!(last.complete_index, None);
+}
+
+#[test]
+fn loader_reports_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(HISTORY_FILE);
+    let ops = Builder::new().ok(1, write("k", 1), 0, 10, Value::None).build();
+    write_jsonl(&path, &ops).unwrap();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n{\"process\":1,\"kind\":\"Nope\"}\n");
+    std::fs::write(&path, text).unwrap();
+    match load_jsonl(&path) {
+        Err(HistoryError::Parse { line, .. }) => assert_eq!(line, 4),
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+    assert!(matches!(
+        load_jsonl(&dir.path().join("missing")),
+        Err(HistoryError::Io { .. })
+    ));
+}
+
+#[test]
+fn loader_rejects_out_of_order_histories() {
+    let mut ops = Builder::new().ok(1, write("k", 1), 0, 10, Value::None).build();
+    ops[1].time_ns = 0;
+    ops[0].time_ns = 5;
+    assert!(matches!(validate(&ops), Err(HistoryError::Malformed { index: 1, .. })));
+    ops[0].time_ns = 0;
+    ops[1].index = 0;
+    assert!(matches!(validate(&ops), Err(HistoryError::Malformed { .. })));
+}
+
+fn op(process: u64, kind: OpKind, f: Function, index: u64) -> Op {
+    Op {
+        process,
+        kind,
+        f,
+        value: Value::None,
+        time_ns: index * 10,
+        index,
+    }
+}
+
+#[test]
+fn pairing_rejects_malformed_histories() {
+    // Completion without an invocation.
+    let ops = vec![op(1, OpKind::Ok, read("k"), 0)];
+    assert!(matches!(pair(&ops), Err(HistoryError::Malformed { index: 0, .. })));
+    // Two outstanding invocations of one process.
+    let ops = vec![op(1, OpKind::Invoke, read("k"), 0), op(1, OpKind::Invoke, read("k"), 1)];
+    assert!(matches!(pair(&ops), Err(HistoryError::Malformed { index: 1, .. })));
+    // A completion of a different function.
+    let ops = vec![op(1, OpKind::Invoke, read("k"), 0), op(1, OpKind::Ok, read("j"), 1)];
+    assert!(matches!(pair(&ops), Err(HistoryError::Malformed { index: 1, .. })));
+    // Interleaved processes pair correctly.
+    let ops = vec![
+        op(1, OpKind::Invoke, read("k"), 0),
+        op(2, OpKind::Invoke, write("k", 1), 1),
+        op(1, OpKind::Info, read("k"), 2),
+        op(2, OpKind::Fail, write("k", 1), 3),
+    ];
+    let pairs = pair(&ops).unwrap();
+    assert_eq!(pairs[0].completion, Completion::Info);
+    assert_eq!(pairs[0].complete_index, Some(2));
+    assert_eq!(pairs[1].completion, Completion::Fail);
+    assert_eq!(pairs[1].invoke_ns, 10);
+    assert_eq!(pairs[1].complete_ns, Some(30));
+}
+
+#[test]
+fn porcupine_export() {
+    let ops = Builder::new()
+        .ok(1, write("a/b", 1), 0, 10, Value::None)
+        .ok(2, read("a/b"), 5, 20, got(Some(1)))
+        .op(3, common::cas("a/b", 1, 2), 30, 40, OpKind::Info, Value::None)
+        .op(4, read("a/b"), 30, 40, OpKind::Info, Value::None)
+        .op(5, write("a/b", 3), 50, 60, OpKind::Fail, Value::None)
+        .ok(6, read("x"), 70, 80, got(None))
+        .build();
+    let pairs = pair(&ops).unwrap();
+    let per_key = porcupine_operations(&pairs).unwrap();
+    assert_eq!(per_key.len(), 2);
+    assert_eq!(per_key["a/b"].len(), 3, "fail and info read are left out");
+    let info_cas = &per_key["a/b"][2];
+    assert_eq!(info_cas.return_ns, 81, "info returns one past the end of the history");
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = export_porcupine(&pairs, dir.path()).unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0].1.file_name().unwrap(), "porcupine-a_b.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0].1).unwrap()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {"ClientId": 1, "Input": {"op": "write", "value": 1}, "Call": 0, "Output": {"ok": true}, "Return": 10},
+            {"ClientId": 2, "Input": {"op": "read"}, "Call": 5, "Output": {"value": 1}, "Return": 20},
+            {"ClientId": 3, "Input": {"op": "cas", "from": 1, "to": 2}, "Call": 30, "Output": {"unknown": true}, "Return": 81},
+        ])
+    );
+    let x: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[1].1).unwrap()).unwrap();
+    assert_eq!(x[0]["Output"], serde_json::json!({"value": null}));
+}
+
+#[test]
+fn key_sanitizing() {
+    assert_eq!(sanitize_key("a/b c"), "a_b_c");
+    assert_eq!(sanitize_key(""), "_");
+    assert_eq!(sanitize_key("..x"), "_..x");
+    assert_eq!(sanitize_key("k-1_v.2"), "k-1_v.2");
+}
