@@ -77,7 +77,14 @@ pub struct DriftFilter {
 impl DriftFilter {
     /// A filter with no samples.
     pub fn new(config: DriftFilterConfig) -> Self {
-        DriftFilter { config, x: [0.0, 0.0], p: [[0.0; 2]; 2], last_t_s: None, samples: 0, outliers_in_row: 0 }
+        DriftFilter {
+            config,
+            x: [0.0, 0.0],
+            p: [[0.0; 2]; 2],
+            last_t_s: None,
+            samples: 0,
+            outliers_in_row: 0,
+        }
     }
 
     fn reset_to(&mut self, t_s: f64, offset_us: f64, r_us2: f64) {
@@ -125,7 +132,10 @@ impl DriftFilter {
         let k0 = pp00 / s;
         let k1 = pp10 / s;
         self.x = [x_pred[0] + k0 * y, x_pred[1] + k1 * y];
-        self.p = [[(1.0 - k0) * pp00, (1.0 - k0) * pp01], [pp10 - k1 * pp00, pp11 - k1 * pp01]];
+        self.p = [
+            [(1.0 - k0) * pp00, (1.0 - k0) * pp01],
+            [pp10 - k1 * pp00, pp11 - k1 * pp01],
+        ];
         // Keep P symmetric against rounding.
         let sym = (self.p[0][1] + self.p[1][0]) / 2.0;
         self.p[0][1] = sym;
@@ -204,7 +214,10 @@ mod tests {
                 let t = f64::from(i);
                 let truth = 5_000.0 + 100.0 * t;
                 let outcome = f.update(t, truth + 200.0 * noise.normal(), 200.0);
-                assert!(!matches!(outcome, SampleOutcome::StepDetected { .. }), "seed {seed}: false step at {i}");
+                assert!(
+                    !matches!(outcome, SampleOutcome::StepDetected { .. }),
+                    "seed {seed}: false step at {i}"
+                );
             }
             let err = (f.drift_ppm() - 100.0).abs();
             assert!(err < 5.0, "seed {seed}: drift {} ppm", f.drift_ppm());
@@ -231,7 +244,11 @@ mod tests {
         let at = detected_at.expect("step detected");
         assert!((50..=53).contains(&at), "detected at sample {at}");
         // After the reset the filter tracks the new offset.
-        assert!((f.offset_us() - (51_000.0 + 20.0 * 79.0)).abs() < 2_000.0, "offset {}", f.offset_us());
+        assert!(
+            (f.offset_us() - (51_000.0 + 20.0 * 79.0)).abs() < 2_000.0,
+            "offset {}",
+            f.offset_us()
+        );
     }
 
     #[test]
@@ -241,7 +258,10 @@ mod tests {
             f.update(f64::from(i), 10.0 * f64::from(i), 50.0);
         }
         let before = f.drift_ppm();
-        assert!(matches!(f.update(30.0, 1_000_000.0, 50.0), SampleOutcome::Outlier { .. }));
+        assert!(matches!(
+            f.update(30.0, 1_000_000.0, 50.0),
+            SampleOutcome::Outlier { .. }
+        ));
         assert_eq!(f.drift_ppm(), before);
         assert_eq!(f.update(31.0, 310.0, 50.0), SampleOutcome::Accepted);
     }
