@@ -168,7 +168,10 @@ pub fn report(result: CmdResult) -> ExitCode {
 }
 
 async fn connect(endpoints: &Endpoints) -> Result<Client, String> {
-    let config = ClientConfig { client_name: cli_name(), ..ClientConfig::new(endpoints.endpoints.clone()) };
+    let config = ClientConfig {
+        client_name: cli_name(),
+        ..ClientConfig::new(endpoints.endpoints.clone())
+    };
     Client::connect_with(config).await.map_err(|e| e.to_string())
 }
 
@@ -180,7 +183,11 @@ fn parse_member(spec: &str) -> Result<MemberAddr, String> {
     let bad = || format!("'{spec}' is not ID=RAFT_ADDR/CLIENT_ADDR");
     let (id, addrs) = spec.split_once('=').ok_or_else(bad)?;
     let (raft_addr, client_addr) = addrs.split_once('/').ok_or_else(bad)?;
-    Ok(MemberAddr { id: id.trim().parse().map_err(|_| bad())?, raft_addr: raft_addr.into(), client_addr: client_addr.into() })
+    Ok(MemberAddr {
+        id: id.trim().parse().map_err(|_| bad())?,
+        raft_addr: raft_addr.into(),
+        client_addr: client_addr.into(),
+    })
 }
 
 /// `driftlock cluster …`.
@@ -190,13 +197,19 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
         ClusterCmd::Init { endpoints, members } => {
             let members = members.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>, _>>()?;
             let first = endpoints.endpoints.first().ok_or("no endpoint given")?;
-            rpc::admin(first, AdminRequest::Init { members }, timeout).await.map_err(|e| e.to_string())?;
+            rpc::admin(first, AdminRequest::Init { members }, timeout)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("cluster initialized");
         }
         ClusterCmd::AddLearner { endpoints, member } => {
             let member = parse_member(&member)?;
             let id = member.id;
-            connect(&endpoints).await?.admin(AdminRequest::AddLearner { member }).await.map_err(|e| e.to_string())?;
+            connect(&endpoints)
+                .await?
+                .admin(AdminRequest::AddLearner { member })
+                .await
+                .map_err(|e| e.to_string())?;
             println!("node {id} added as learner and caught up");
         }
         ClusterCmd::Promote { endpoints, id } => {
@@ -205,17 +218,31 @@ pub async fn cluster(cmd: ClusterCmd) -> CmdResult {
             if !voters.contains(&id) {
                 voters.push(id);
             }
-            client.admin(AdminRequest::ChangeVoters { voters }).await.map_err(|e| e.to_string())?;
+            client
+                .admin(AdminRequest::ChangeVoters { voters })
+                .await
+                .map_err(|e| e.to_string())?;
             println!("node {id} is a voter");
         }
         ClusterCmd::Remove { endpoints, id } => {
             let client = connect(&endpoints).await?;
-            let voters: Vec<u64> = current_voters(&client).await?.into_iter().filter(|v| *v != id).collect();
-            client.admin(AdminRequest::ChangeVoters { voters }).await.map_err(|e| e.to_string())?;
+            let voters: Vec<u64> = current_voters(&client)
+                .await?
+                .into_iter()
+                .filter(|v| *v != id)
+                .collect();
+            client
+                .admin(AdminRequest::ChangeVoters { voters })
+                .await
+                .map_err(|e| e.to_string())?;
             println!("node {id} removed");
         }
         ClusterCmd::TransferLeader { endpoints, id } => {
-            connect(&endpoints).await?.admin(AdminRequest::TransferLeader { to: id }).await.map_err(|e| e.to_string())?;
+            connect(&endpoints)
+                .await?
+                .admin(AdminRequest::TransferLeader { to: id })
+                .await
+                .map_err(|e| e.to_string())?;
             println!("leadership handed to node {id}");
         }
     }
@@ -247,7 +274,11 @@ pub async fn lock(args: LockArgs) -> ExitCode {
 async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
     let client = connect(&args.endpoints).await?;
     let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
-    let mode = if args.shared { LockMode::Shared } else { LockMode::Exclusive };
+    let mode = if args.shared {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
     let guard = session
         .lock_with(&args.name, LockOptions { mode, wait: args.wait })
         .await
@@ -273,7 +304,9 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
             let _ = guard.release().await;
             let _ = session.close().await;
             let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
-            Ok(ExitCode::from(status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1))))
+            Ok(ExitCode::from(
+                status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
+            ))
         }
         Err(why) => {
             // The lease can no longer be trusted: stop the work at once.
@@ -291,7 +324,12 @@ pub async fn elect(args: ElectArgs) -> CmdResult {
     let client = connect(&args.endpoints).await?;
     let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
     let election = session.election(&args.election);
-    println!("campaigning in '{}' as session {} with value '{}'", args.election, session.id(), args.value);
+    println!(
+        "campaigning in '{}' as session {} with value '{}'",
+        args.election,
+        session.id(),
+        args.value
+    );
     let campaign = election.campaign(args.value.clone().into_bytes());
     let leadership = tokio::select! {
         r = campaign => r.map_err(|e| e.to_string())?,
@@ -324,22 +362,46 @@ pub async fn kv(cmd: KvCmd) -> CmdResult {
             }
         }
         KvCmd::Put { endpoints, key, value } => {
-            let rev = connect(&endpoints).await?.kv_put(&key, value.into_bytes()).await.map_err(|e| e.to_string())?;
+            let rev = connect(&endpoints)
+                .await?
+                .kv_put(&key, value.into_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             println!("revision {rev}");
         }
-        KvCmd::Cas { endpoints, key, expected, value } => {
+        KvCmd::Cas {
+            endpoints,
+            key,
+            expected,
+            value,
+        } => {
             let client = connect(&endpoints).await?;
-            let rev = client.kv_cas(&key, expected, value.into_bytes()).await.map_err(|e| e.to_string())?;
+            let rev = client
+                .kv_cas(&key, expected, value.into_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             println!("revision {rev}");
         }
         KvCmd::Del { endpoints, key } => {
-            connect(&endpoints).await?.kv_delete(&key).await.map_err(|e| e.to_string())?;
+            connect(&endpoints)
+                .await?
+                .kv_delete(&key)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("deleted");
         }
         KvCmd::List { endpoints, prefix } => {
-            let entries = connect(&endpoints).await?.kv_range(&prefix, 10_000).await.map_err(|e| e.to_string())?;
+            let entries = connect(&endpoints)
+                .await?
+                .kv_range(&prefix, 10_000)
+                .await
+                .map_err(|e| e.to_string())?;
             for (k, v) in entries {
-                println!("{k}\t{}\t(revision {})", String::from_utf8_lossy(&v.value), v.mod_revision);
+                println!(
+                    "{k}\t{}\t(revision {})",
+                    String::from_utf8_lossy(&v.value),
+                    v.mod_revision
+                );
             }
         }
     }
@@ -396,7 +458,10 @@ pub async fn status(endpoints: Endpoints) -> CmdResult {
 
 /// `driftlock watch PREFIX`: prints KV changes until Ctrl-C.
 pub async fn watch(args: WatchArgs) -> CmdResult {
-    let filter = EventFilter { key_prefix: Some(args.prefix.clone()), ..Default::default() };
+    let filter = EventFilter {
+        key_prefix: Some(args.prefix.clone()),
+        ..Default::default()
+    };
     let mut after = 0u64;
     let mut endpoint = 0usize;
     let mut started = false;

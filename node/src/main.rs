@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
 
+mod cli;
+
 /// driftlock: a replicated lock, lease and leader-election service.
 #[derive(Parser, Debug)]
 #[command(name = "driftlock", version, about)]
@@ -22,6 +24,20 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Run a local cluster of child nodes on loopback (data under ./data).
     Dev(DevArgs),
+    /// Cluster administration.
+    #[command(subcommand)]
+    Cluster(cli::ClusterCmd),
+    /// Run a command while holding a lock.
+    Lock(cli::LockArgs),
+    /// Campaign in an election and report mastership until Ctrl-C.
+    Elect(cli::ElectArgs),
+    /// Read and write the KV store.
+    #[command(subcommand)]
+    Kv(cli::KvCmd),
+    /// Show every node's role, term, indexes and lag.
+    Status(cli::Endpoints),
+    /// Print KV changes under a prefix until Ctrl-C.
+    Watch(cli::WatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +86,12 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             },
+            Cmd::Cluster(cmd) => cli::report(cli::cluster(cmd).await),
+            Cmd::Lock(args) => cli::lock(args).await,
+            Cmd::Elect(args) => cli::report(cli::elect(args).await),
+            Cmd::Kv(cmd) => cli::report(cli::kv(cmd).await),
+            Cmd::Status(ep) => cli::report(cli::status(ep).await),
+            Cmd::Watch(args) => cli::report(cli::watch(args).await),
         }
     })
 }
