@@ -199,16 +199,32 @@ fn print_banner(nodes: &[DevNode], data_dir: &Path) {
     );
     println!("DRIFTLOCK_ENDPOINTS={endpoints}");
     println!();
-    println!("In another terminal:");
+    let exe = invocation();
+    println!("In another terminal (from this directory):");
     println!("  export DRIFTLOCK_ENDPOINTS={endpoints}");
-    println!("  driftlock status");
-    println!("  driftlock lock demo -- sh -c 'echo holding with token $DRIFTLOCK_FENCING_TOKEN; sleep 2'");
-    println!("  driftlock kv put greeting hello");
-    println!("  driftlock kv get greeting");
-    println!("  driftlock elect service-a --value node-a");
-    println!("  driftlock watch greeting");
-    println!("(from the source tree, 'driftlock' is 'cargo run --release -p driftlock-node --'.)");
+    println!("  {exe} status");
+    println!("  {exe} lock demo -- sh -c 'echo holding with token $DRIFTLOCK_FENCING_TOKEN; sleep 2'");
+    println!("  {exe} kv put greeting hello");
+    println!("  {exe} kv get greeting");
+    println!("  {exe} elect service-a --value node-a");
+    println!("  {exe} watch greeting");
     println!("Ctrl-C stops the cluster.");
+}
+
+/// How to invoke this binary from the current directory, so the printed
+/// examples work verbatim: `./target/release/driftlock` when run from the
+/// source tree, the absolute path otherwise, plain `driftlock` as a last resort.
+fn invocation() -> String {
+    let Ok(exe) = std::env::current_exe() else {
+        return "driftlock".to_string();
+    };
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| exe.strip_prefix(&cwd).ok().map(Path::to_path_buf));
+    match relative {
+        Some(rel) => format!("./{}", rel.display()),
+        None => exe.display().to_string(),
+    }
 }
 
 async fn wait_for_stop(nodes: &mut [DevNode]) {
