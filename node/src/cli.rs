@@ -304,9 +304,14 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
             let _ = guard.release().await;
             let _ = session.close().await;
             let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
-            Ok(ExitCode::from(
-                status.code().map_or(1, |c| u8::try_from(c).unwrap_or(1)),
-            ))
+            // Like a shell: the command's own code, or 128 + the signal
+            // that ended it.
+            let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(c), _) => u8::try_from(c).unwrap_or(1),
+                (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+                (None, None) => 1,
+            };
+            Ok(ExitCode::from(code))
         }
         Err(why) => {
             // The lease can no longer be trusted: stop the work at once.
