@@ -9,6 +9,7 @@ use driftlock_state_machine::{KvView, Reply};
 use crate::config::{check_endpoint, ClientConfig};
 use crate::election::LeaderWatch;
 use crate::error::{ClientError, Result};
+use crate::health::HealthMonitor;
 use crate::proto::{
     AdminReply, AdminRequest, Consistency, EventBatch, EventFilter, KvWrite, NodeStatus, Query, QueryReply, QueryResult,
 };
@@ -36,6 +37,8 @@ pub struct Client {
 
 pub(crate) struct ClientInner {
     pub(crate) transport: Transport,
+    /// This host's health, shared by all sessions of the client.
+    pub(crate) health: std::sync::Mutex<HealthMonitor>,
 }
 
 impl std::fmt::Debug for Client {
@@ -73,6 +76,7 @@ impl Client {
         config.validate()?;
         let client = Client {
             inner: Arc::new(ClientInner {
+                health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
                 transport: Transport::new(config),
             }),
         };

@@ -1,5 +1,7 @@
 //! Client configuration and the `DRIFTLOCK_ENDPOINTS` helper.
 
+use driftlock_state_machine::HealthTier;
+
 use crate::error::{ClientError, Result};
 
 /// Environment variable [`endpoints_from_env`] reads.
@@ -52,6 +54,12 @@ pub struct ClientConfig {
     /// Pause between keepalive attempts after a failed one, ms (clamped to
     /// `[backoff_min_ms, backoff_max_ms]`).
     pub keepalive_retry_ms: u64,
+    /// How often a keepalive carries a health sample of this host, ms
+    /// (DESIGN.md "Adaptive lease"); 0 = never report health.
+    pub health_report_interval_ms: u64,
+    /// Forces every health sample to a tier (drills and tests only; the
+    /// default reads `DRIFTLOCK_HEALTH_OVERRIDE`, normally unset).
+    pub health_override: Option<HealthTier>,
 }
 
 impl ClientConfig {
@@ -70,6 +78,11 @@ impl ClientConfig {
             observe_wait_ms: 5_000,
             poll_interval_ms: 1_000,
             keepalive_retry_ms: 200,
+            health_report_interval_ms: 5_000,
+            health_override: crate::health::override_from_env().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "ignoring the health override");
+                None
+            }),
         }
     }
 

@@ -41,6 +41,7 @@ pub struct Leadership {
     election: String,
     session: SessionId,
     epoch: u64,
+    handover_state: Option<Vec<u8>>,
 }
 
 impl Leadership {
@@ -58,6 +59,13 @@ impl Leadership {
     /// The master session.
     pub fn session_id(&self) -> SessionId {
         self.session
+    }
+
+    /// The previous master's state, when this mastership came by warm
+    /// handover (the state was received and acknowledged before this
+    /// session became master); `None` after an ordinary election.
+    pub fn handover_state(&self) -> Option<&[u8]> {
+        self.handover_state.as_deref()
     }
 }
 
@@ -205,10 +213,18 @@ impl Election {
         undo.disarm();
         debug_assert!(epoch > 0, "a master's epoch is a log index");
         *lock(&self.epoch) = Some(epoch);
+        // A handover's state belongs to the mastership right after the
+        // master that sent it (an aborted handover's state is dropped when
+        // the abort is seen).
+        let handover_state = match lock(&inner.handover_received).remove(&self.name) {
+            Some((from_epoch, state)) if from_epoch < epoch => Some(state),
+            _ => None,
+        };
         Ok(Leadership {
             election: self.name.clone(),
             session: inner.id,
             epoch,
+            handover_state,
         })
     }
 
@@ -274,6 +290,28 @@ impl Election {
             election: self.name.clone(),
         };
         self.session.op(op, true).await.map(|_| ())
+    }
+
+    /// Registers what this session hands over if the cluster moves its
+    /// mastership to a healthier candidate (DESIGN.md "Predictive
+    /// handover"). `state` is called when a handover begins; its bytes
+    /// (up to the cluster's `max_handover_bytes`, 4 MiB by default) are
+    /// committed and reach the candidate, which acknowledges them before it
+    /// becomes master and finds them in [`Leadership::handover_state`].
+    /// Without a registered closure an empty state is handed over.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: driftlock_client::Session) -> Result<(), driftlock_client::ClientError> {
+    /// let election = session.election("scheduler");
+    /// election.on_handover(|| b"cursor=1234".to_vec());
+    /// let leadership = election.campaign(b"worker-7".to_vec()).await?;
+    /// if let Some(state) = leadership.handover_state() {
+    ///     println!("resuming from {}", String::from_utf8_lossy(state));
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn on_handover(&self, state: impl Fn() -> Vec<u8> + Send + Sync + 'static) {
+        lock(&self.session.handover_providers).insert(self.name.clone(), std::sync::Arc::new(state));
     }
 
     /// Leader changes of this election (see [`LeaderWatch`]).

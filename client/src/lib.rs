@@ -37,6 +37,8 @@ mod clock;
 mod config;
 mod election;
 mod error;
+mod handover;
+pub mod health;
 mod lock;
 pub mod proto;
 mod session;

@@ -8,7 +8,8 @@
 //! answered as of the leader's current cluster time.
 
 use driftlock_state_machine::{
-    ElectionView, Event, KvView, LockView, Rejection, Reply, SessionId, SessionOp, SessionView, Stats,
+    ElectionView, Event, HealthSample, HealthTier, KvView, LockView, Rejection, Reply, SessionId, SessionOp,
+    SessionView, Stats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +210,12 @@ pub struct NodeStatus {
     pub cluster_ts_us: u64,
     /// State-machine counts from this node's applied state.
     pub stats: Stats,
+    /// This node's committed health sample, if it reported one.
+    pub health: Option<HealthSample>,
+    /// Node Health Index of that sample under the replicated config, permille.
+    pub nhi_permille: Option<u32>,
+    /// Tier of that index.
+    pub health_tier: Option<HealthTier>,
 }
 
 /// Cluster administration.
@@ -229,6 +236,20 @@ pub enum AdminRequest {
     ChangeVoters {
         /// Voter ids.
         voters: Vec<u64>,
+    },
+    /// A node's health sample for the leader to commit (rate-limited).
+    ReportHealth {
+        /// Reporting node.
+        node: u64,
+        /// The sample.
+        sample: HealthSample,
+    },
+    /// Start a warm handover of an election's master (operator trigger).
+    Handover {
+        /// Election name.
+        election: String,
+        /// Candidate session; `None` = the healthiest candidate.
+        to: Option<SessionId>,
     },
     /// Hand Raft leadership to this node.
     TransferLeader {

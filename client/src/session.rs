@@ -42,6 +42,7 @@ use crate::client::{revision_of, unexpected, Client};
 use crate::clock::{client_clock_us, local_expiry};
 use crate::election::Election;
 use crate::error::{ClientError, Result};
+use crate::handover::StateProvider;
 use crate::lock::{LockGuard, LockOptions};
 use crate::proto::{Consistency, EventFilter, Query, QueryResult};
 use crate::transport::{lock, CallSpec, Delivery, Route};
@@ -151,6 +152,11 @@ pub(crate) struct SessionInner {
     /// acquire of the same name (and release it).
     resource_locks: Mutex<HashMap<ResourceKey, Arc<tokio::sync::Mutex<()>>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// State providers for warm handover, by election.
+    pub(crate) handover_providers: Mutex<HashMap<String, StateProvider>>,
+    /// State received and acknowledged in a handover, by election, with the
+    /// epoch of the master that handed it over.
+    pub(crate) handover_received: Mutex<HashMap<String, (u64, Vec<u8>)>>,
 }
 
 impl Session {
@@ -195,6 +201,8 @@ impl Session {
             hints: Mutex::new(HashMap::new()),
             resource_locks: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            handover_providers: Mutex::new(HashMap::new()),
+            handover_received: Mutex::new(HashMap::new()),
         });
         let handle = Arc::new(SessionHandle { inner: inner.clone() });
         if Instant::now() >= expiry {
@@ -692,9 +700,29 @@ impl SessionInner {
             {
                 self.wake(&ResourceKey::Lock(name));
             }
-            Event::MasterChanged { election, .. }
-            | Event::LeaseTransferred { election, .. }
-            | Event::HandoverBegun { election, .. } => {
+            Event::HandoverBegun {
+                election,
+                from,
+                to,
+                epoch,
+            } => {
+                if from == me {
+                    tokio::spawn(crate::handover::send_state(self.clone(), election.clone(), epoch));
+                } else if to == me {
+                    tokio::spawn(crate::handover::receive_state(
+                        self.clone(),
+                        election.clone(),
+                        epoch,
+                        index,
+                    ));
+                }
+                self.wake(&ResourceKey::Election(election));
+            }
+            Event::LeaseTransferred { election, from, .. } if from == me => {
+                tracing::info!(session = me, %election, "mastership handed over; this session is now passive");
+                self.wake(&ResourceKey::Election(election));
+            }
+            Event::MasterChanged { election, .. } | Event::LeaseTransferred { election, .. } => {
                 // The filter passes these only when they concern this session.
                 self.wake(&ResourceKey::Election(election));
             }
@@ -787,6 +815,8 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
     let retry_pause = Duration::from_millis(c.keepalive_retry_ms.clamp(c.backoff_min_ms, c.backoff_max_ms));
     let request_timeout = Duration::from_millis(c.request_timeout_ms);
     let mut retry_at: Option<Instant> = None;
+    let health_every = (c.health_report_interval_ms > 0).then(|| Duration::from_millis(c.health_report_interval_ms));
+    let mut last_health: Option<Instant> = None;
     loop {
         let (expiry, next_at, validity_us) = {
             let l = lock(&inner.lease);
@@ -820,7 +850,15 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
             deadline: (t_send + attempt_timeout).min(expiry),
             attempt_timeout,
         };
-        let op = SessionOp::Keepalive { health: None };
+        // A health sample rides along at most every `health_report_interval_ms`.
+        let health = match health_every {
+            Some(every) if last_health.is_none_or(|t| t_send.saturating_duration_since(t) >= every) => {
+                last_health = Some(t_send);
+                Some(lock(&inner.client.inner.health).sample(t_send))
+            }
+            _ => None,
+        };
+        let op = SessionOp::Keepalive { health };
         let result = tokio::select! {
             r = inner.op_with(inner.next_seq(), op, spec) => r,
             () = tokio::time::sleep_until(expiry.into()) => {
@@ -836,6 +874,8 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
                 ..
             }) => {
                 inner.renewed(t_send, validity_us, client_rho_ppm);
+                let rtt_us = u64::try_from(t_send.elapsed().as_micros()).unwrap_or(u64::MAX);
+                lock(&inner.client.inner.health).record_rtt_us(rtt_us);
                 retry_at = None;
             }
             Err(ClientError::SessionExpired) => return,
@@ -845,6 +885,7 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
                     Err(e) => e.to_string(),
                 };
                 tracing::warn!(session = inner.id, error = %why, "keepalive failed");
+                lock(&inner.client.inner.health).record_failure(Instant::now());
                 inner.set_state(SessionState::Jeopardy);
                 retry_at = Some(Instant::now() + retry_pause);
             }

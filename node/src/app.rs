@@ -60,6 +60,9 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         })?;
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
+    // A node that had applied entries before is restarting: a failure for
+    // its health history.
+    let restarted = state.with_state(|sm| sm.last_index() > 0);
     let mut notices = state.subscribe();
 
     let mut raft_config = openraft::Config {
@@ -93,6 +96,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         metrics: metrics.clone(),
+        health: crate::health::NodeHealth::new(&config, restarted),
     });
 
     // Events: from the state machine's broadcast into the observe buffer.
@@ -149,6 +153,8 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     };
     let ticker = tokio::spawn(tick_loop(ctx.clone(), Duration::from_millis(config.tick_interval_ms)));
     let gauges = tokio::spawn(gauge_loop(ctx.clone()));
+    let health_reports = tokio::spawn(crate::health::report_loop(ctx.clone()));
+    let handovers = tokio::spawn(crate::handover::controller_loop(ctx.clone()));
     tracing::info!(id = config.id, raft = %config.raft_addr, client = %config.client_addr, "driftlock node serving");
 
     wait_for_shutdown(exit_with_parent).await;
@@ -161,6 +167,8 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     }
     ticker.abort();
     gauges.abort();
+    health_reports.abort();
+    handovers.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

@@ -81,19 +81,43 @@ pub struct LockArgs {
     command: Vec<String>,
 }
 
-/// `driftlock elect ELECTION --value V`.
+/// `driftlock elect ELECTION --value V`, or `driftlock elect handover …`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ElectArgs {
+    #[command(subcommand)]
+    action: Option<ElectCmd>,
     #[command(flatten)]
     endpoints: Endpoints,
     /// Election name.
-    election: String,
+    #[arg(required = true)]
+    election: Option<String>,
     /// Value to proclaim as master.
-    #[arg(long)]
-    value: String,
+    #[arg(long, required = true)]
+    value: Option<String>,
     /// Session TTL.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ttl: Duration,
+    /// State handed to the next master if the cluster moves mastership away
+    /// from this one (warm handover).
+    #[arg(long, default_value = "")]
+    state: String,
+}
+
+/// `driftlock elect` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ElectCmd {
+    /// Ask the cluster to hand ELECTION's mastership over to a candidate
+    /// (the healthiest one unless --to names a session).
+    Handover {
+        #[command(flatten)]
+        endpoints: Endpoints,
+        /// Election name.
+        election: String,
+        /// Candidate session id.
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 /// `driftlock kv …`.
@@ -326,16 +350,36 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
 
 /// `driftlock elect`.
 pub async fn elect(args: ElectArgs) -> CmdResult {
+    if let Some(ElectCmd::Handover {
+        endpoints,
+        election,
+        to,
+    }) = args.action
+    {
+        let client = connect(&endpoints).await?;
+        client
+            .admin(AdminRequest::Handover {
+                election: election.clone(),
+                to,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("handover of '{election}' started");
+        return Ok(());
+    }
+    let (Some(name), Some(value)) = (args.election, args.value) else {
+        return Err("elect needs ELECTION and --value".into());
+    };
     let client = connect(&args.endpoints).await?;
     let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
-    let election = session.election(&args.election);
+    let election = session.election(&name);
+    let state = args.state.into_bytes();
+    election.on_handover(move || state.clone());
     println!(
-        "campaigning in '{}' as session {} with value '{}'",
-        args.election,
-        session.id(),
-        args.value
+        "campaigning in '{name}' as session {} with value '{value}'",
+        session.id()
     );
-    let campaign = election.campaign(args.value.clone().into_bytes());
+    let campaign = election.campaign(value.clone().into_bytes());
     let leadership = tokio::select! {
         r = campaign => r.map_err(|e| e.to_string())?,
         _ = tokio::signal::ctrl_c() => {
@@ -343,12 +387,40 @@ pub async fn elect(args: ElectArgs) -> CmdResult {
             return Ok(());
         }
     };
-    println!("master of '{}' at epoch {}", args.election, leadership.epoch());
-    tokio::select! {
-        _ = session.lost() => {
-            return Err("session expired: no longer master".into());
+    println!("master of '{name}' at epoch {}", leadership.epoch());
+    if let Some(state) = leadership.handover_state() {
+        println!(
+            "took over by warm handover with {} bytes of state: {}",
+            state.len(),
+            String::from_utf8_lossy(state)
+        );
+    }
+    // Report every change of mastership until Ctrl-C.
+    let me = session.id();
+    let mut watch = election.observe();
+    let mut master = true;
+    loop {
+        tokio::select! {
+            _ = session.lost() => {
+                return Err("session expired: no longer master".into());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            change = watch.next() => match change {
+                Ok(c) if c.master == Some(me) && !master => {
+                    master = true;
+                    println!("master of '{name}' again at epoch {}", c.epoch);
+                }
+                Ok(c) if c.master != Some(me) && master => {
+                    master = false;
+                    match c.master {
+                        Some(s) => println!("passive: session {s} is master of '{name}' at epoch {}", c.epoch),
+                        None => println!("passive: '{name}' has no master"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "election watch failed"),
+            },
         }
-        _ = tokio::signal::ctrl_c() => {}
     }
     let _ = election.resign().await;
     let _ = session.close().await;
@@ -426,8 +498,19 @@ pub async fn status(endpoints: Endpoints) -> CmdResult {
         .map(|s| s.last_log_index)
         .max();
     println!(
-        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9}",
-        "ID", "ADDRESS", "ROLE", "TERM", "LAST_LOG", "APPLIED", "LAG", "SESSIONS", "HELD_LOCKS", "DRIFT_PPM"
+        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9} {:>5} {:<9}",
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "TERM",
+        "LAST_LOG",
+        "APPLIED",
+        "LAG",
+        "SESSIONS",
+        "HELD_LOCKS",
+        "DRIFT_PPM",
+        "NHI",
+        "TIER"
     );
     let mut reachable = 0;
     for (ep, r) in &rows {
@@ -436,7 +519,7 @@ pub async fn status(endpoints: Endpoints) -> CmdResult {
                 reachable += 1;
                 let lag = leader_last.map_or("?".to_owned(), |l| l.saturating_sub(s.applied_index).to_string());
                 println!(
-                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9}",
+                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9} {:>5} {:<9}",
                     s.id,
                     s.client_addr,
                     format!("{:?}", s.role).to_lowercase(),
@@ -447,6 +530,9 @@ pub async fn status(endpoints: Endpoints) -> CmdResult {
                     s.stats.sessions,
                     s.stats.held_locks,
                     s.stats.cluster_rho_ppm,
+                    s.nhi_permille.map_or("-".to_owned(), |n| n.to_string()),
+                    s.health_tier
+                        .map_or("-".to_owned(), |t| format!("{t:?}").to_lowercase()),
                 );
             }
             Err(e) => println!("{:<4} {:<22} {:<9} {e}", "?", ep, "down"),

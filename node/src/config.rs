@@ -37,6 +37,21 @@ pub struct NodeConfig {
     pub event_buffer_len: usize,
     /// Per-request timeout for Raft RPCs, ms.
     pub raft_rpc_timeout_ms: u64,
+    /// How often this node samples its health and reports it to the
+    /// leader, ms.
+    pub health_interval_ms: u64,
+    /// Forces this node's health tier (`excellent`, `good`, `warning`,
+    /// `critical`): drills and tests only, unset in production.
+    pub health_override: Option<String>,
+    /// Whether the leader hands an election's mastership over to a
+    /// healthier candidate when the master's health tier is Warning or
+    /// Critical, and moves its own Raft leadership when it is Critical.
+    pub auto_handover: bool,
+    /// How long a handover candidate has to acknowledge the state, ms.
+    pub handover_ack_timeout_ms: u64,
+    /// Least time between two automatic handovers of one election, and
+    /// between two automatic Raft leader transfers, ms (hysteresis).
+    pub handover_min_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -55,6 +70,11 @@ impl Default for NodeConfig {
             tick_interval_ms: 200,
             event_buffer_len: 100_000,
             raft_rpc_timeout_ms: 1_000,
+            health_interval_ms: 2_000,
+            health_override: None,
+            auto_handover: true,
+            handover_ack_timeout_ms: 5_000,
+            handover_min_interval_ms: 30_000,
         }
     }
 }
@@ -77,6 +97,11 @@ struct FileConfig {
     tick_interval_ms: Option<u64>,
     event_buffer_len: Option<usize>,
     raft_rpc_timeout_ms: Option<u64>,
+    health_interval_ms: Option<u64>,
+    health_override: Option<String>,
+    auto_handover: Option<bool>,
+    handover_ack_timeout_ms: Option<u64>,
+    handover_min_interval_ms: Option<u64>,
 }
 
 /// `driftlock serve` flags; each also reads `DRIFTLOCK_<NAME>`.
@@ -124,6 +149,21 @@ pub struct ServeArgs {
     /// Raft RPC timeout, ms.
     #[arg(long, env = "DRIFTLOCK_RAFT_RPC_TIMEOUT_MS")]
     pub raft_rpc_timeout_ms: Option<u64>,
+    /// Health sampling and reporting interval, ms.
+    #[arg(long, env = "DRIFTLOCK_HEALTH_INTERVAL_MS")]
+    pub health_interval_ms: Option<u64>,
+    /// Force this node's health tier (drills and tests only).
+    #[arg(long, env = "DRIFTLOCK_HEALTH_OVERRIDE")]
+    pub health_override: Option<String>,
+    /// Automatic warm handover and leader transfer on poor health (true/false).
+    #[arg(long, env = "DRIFTLOCK_AUTO_HANDOVER")]
+    pub auto_handover: Option<bool>,
+    /// Time a handover candidate has to acknowledge, ms.
+    #[arg(long, env = "DRIFTLOCK_HANDOVER_ACK_TIMEOUT_MS")]
+    pub handover_ack_timeout_ms: Option<u64>,
+    /// Least time between automatic handovers / leader transfers, ms.
+    #[arg(long, env = "DRIFTLOCK_HANDOVER_MIN_INTERVAL_MS")]
+    pub handover_min_interval_ms: Option<u64>,
     /// Exit when the process that started this one exits (used by `dev`).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -199,6 +239,20 @@ impl ServeArgs {
                 .raft_rpc_timeout_ms
                 .or(file.raft_rpc_timeout_ms)
                 .unwrap_or(d.raft_rpc_timeout_ms),
+            health_interval_ms: self
+                .health_interval_ms
+                .or(file.health_interval_ms)
+                .unwrap_or(d.health_interval_ms),
+            health_override: self.health_override.clone().or(file.health_override),
+            auto_handover: self.auto_handover.or(file.auto_handover).unwrap_or(d.auto_handover),
+            handover_ack_timeout_ms: self
+                .handover_ack_timeout_ms
+                .or(file.handover_ack_timeout_ms)
+                .unwrap_or(d.handover_ack_timeout_ms),
+            handover_min_interval_ms: self
+                .handover_min_interval_ms
+                .or(file.handover_min_interval_ms)
+                .unwrap_or(d.handover_min_interval_ms),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -265,6 +319,17 @@ impl NodeConfig {
         }
         if self.raft_rpc_timeout_ms == 0 {
             return invalid("raft_rpc_timeout_ms", "must be > 0");
+        }
+        if self.health_interval_ms == 0 {
+            return invalid("health_interval_ms", "must be > 0");
+        }
+        if let Some(t) = &self.health_override {
+            if let Err(e) = driftlock_client::health::parse_tier(t) {
+                return invalid("health_override", &e);
+            }
+        }
+        if self.handover_ack_timeout_ms == 0 {
+            return invalid("handover_ack_timeout_ms", "must be > 0");
         }
         Ok(())
     }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod dev;
 pub mod drift;
 pub mod events;
+pub mod handover;
+pub mod health;
 pub mod metrics;
 pub mod network;
 pub mod rpc;

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub grant_validity_seconds: Histogram,
     /// Client RPC latency by method, seconds.
     pub rpc_latency_seconds: Family<MethodLabel, Histogram>,
+    /// Health, adaptive lease and handover metrics.
+    pub health: HealthMetrics,
 }
 
 impl Default for Metrics {
@@ -111,7 +113,9 @@ impl Metrics {
             "Client API latency by method",
             rpc_latency_seconds.clone(),
         );
+        let health = HealthMetrics::register(&mut registry);
         Metrics {
+            health,
             registry,
             term,
             leader_changes,
@@ -127,6 +131,34 @@ impl Metrics {
             grant_validity_seconds,
             rpc_latency_seconds,
         }
+    }
+
+    /// Records this host's latest health sample.
+    pub fn set_health(&self, s: &driftlock_state_machine::HealthSample) {
+        let h = &self.health;
+        h.cpu_load_permille.set(i64::from(s.cpu_load_permille));
+        h.mem_used_permille.set(i64::from(s.mem_used_permille));
+        h.io_wait_permille.set(i64::from(s.io_wait_permille));
+        h.peer_rtt_mean_us.set(i64::try_from(s.rtt_mean_us).unwrap_or(i64::MAX));
+        h.peer_rtt_stddev_us
+            .set(i64::try_from(s.rtt_stddev_us).unwrap_or(i64::MAX));
+    }
+
+    /// Records how a granted lease was computed.
+    pub fn observe_lease(&self, d: &driftlock_state_machine::LeaseDecision) {
+        let h = &self.health;
+        for (factor, v) in [
+            ("nhi", i64::from(d.nhi_factor_permille)),
+            ("stability", i64::from(d.stability_factor_permille)),
+            ("load", i64::from(d.load_factor_permille)),
+            ("suspicion_scale", i64::from(d.suspicion_scale_permille)),
+        ] {
+            h.lease_factor_permille
+                .get_or_create(&FactorLabel { factor: factor.into() })
+                .set(v);
+        }
+        h.lease_base_seconds.observe(d.base_us as f64 / 1e6);
+        h.lease_validity_seconds.observe(d.validity_us as f64 / 1e6);
     }
 
     /// Records one client RPC's latency.
@@ -179,4 +211,114 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
             });
         }
     }))
+}
+
+/// Label of a lease factor gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FactorLabel {
+    /// `nhi`, `stability`, `load` or `suspicion_scale`.
+    pub factor: String,
+}
+
+/// Label of a handover outcome counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `begun`, `transferred` or `aborted`.
+    pub outcome: String,
+}
+
+/// Health, adaptive-lease and handover metrics.
+pub struct HealthMetrics {
+    /// This host's CPU load, permille.
+    pub cpu_load_permille: Gauge,
+    /// This host's memory in use, permille.
+    pub mem_used_permille: Gauge,
+    /// This host's I/O wait, permille.
+    pub io_wait_permille: Gauge,
+    /// Mean RTT to peers, µs.
+    pub peer_rtt_mean_us: Gauge,
+    /// RTT standard deviation to peers, µs.
+    pub peer_rtt_stddev_us: Gauge,
+    /// This node's committed Node Health Index, permille.
+    pub node_health_index_permille: Gauge,
+    /// Factors of the latest granted lease, permille.
+    pub lease_factor_permille: Family<FactorLabel, Gauge>,
+    /// Requested (base) lease durations, seconds.
+    pub lease_base_seconds: Histogram,
+    /// Granted lease durations after the formula, seconds.
+    pub lease_validity_seconds: Histogram,
+    /// Election handovers applied, by outcome.
+    pub handovers: Family<OutcomeLabel, Counter>,
+    /// Raft leader transfers this node started because of its health.
+    pub health_leader_transfers: Counter,
+}
+
+impl HealthMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = HealthMetrics {
+            cpu_load_permille: Gauge::default(),
+            mem_used_permille: Gauge::default(),
+            io_wait_permille: Gauge::default(),
+            peer_rtt_mean_us: Gauge::default(),
+            peer_rtt_stddev_us: Gauge::default(),
+            node_health_index_permille: Gauge::default(),
+            lease_factor_permille: Family::default(),
+            lease_base_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+            lease_validity_seconds: Histogram::new(exponential_buckets(0.5, 2.0, 12)),
+            handovers: Family::default(),
+            health_leader_transfers: Counter::default(),
+        };
+        registry.register(
+            "host_cpu_load_permille",
+            "CPU load of this host",
+            m.cpu_load_permille.clone(),
+        );
+        registry.register(
+            "host_mem_used_permille",
+            "Memory in use on this host",
+            m.mem_used_permille.clone(),
+        );
+        registry.register(
+            "host_io_wait_permille",
+            "I/O wait on this host",
+            m.io_wait_permille.clone(),
+        );
+        registry.register("peer_rtt_mean_us", "Mean RTT to peers", m.peer_rtt_mean_us.clone());
+        registry.register(
+            "peer_rtt_stddev_us",
+            "RTT standard deviation to peers",
+            m.peer_rtt_stddev_us.clone(),
+        );
+        registry.register(
+            "node_health_index_permille",
+            "This node's committed Node Health Index",
+            m.node_health_index_permille.clone(),
+        );
+        registry.register(
+            "lease_factor_permille",
+            "Factors of the latest granted lease",
+            m.lease_factor_permille.clone(),
+        );
+        registry.register(
+            "lease_base_seconds",
+            "Requested lease durations",
+            m.lease_base_seconds.clone(),
+        );
+        registry.register(
+            "lease_validity_seconds",
+            "Granted lease durations after the adaptive formula",
+            m.lease_validity_seconds.clone(),
+        );
+        registry.register(
+            "election_handovers",
+            "Election handovers by outcome",
+            m.handovers.clone(),
+        );
+        registry.register(
+            "health_leader_transfers",
+            "Raft leader transfers started because of this node's health",
+            m.health_leader_transfers.clone(),
+        );
+        m
+    }
 }

@@ -62,6 +62,8 @@ pub struct NodeContext {
     pub in_flight: AtomicU64,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Health sampling and handover settings.
+    pub health: crate::health::NodeHealth,
 }
 
 impl NodeContext {
@@ -100,7 +102,12 @@ impl NodeContext {
         let request = StampedRequest(StampedCommand { ts_us, command });
         match self.raft.client_write(request).await {
             Ok(resp) => match resp.data.response {
-                Some(Ok(reply)) => Ok(reply),
+                Some(Ok(reply)) => {
+                    if let Reply::SessionOpened { lease, .. } | Reply::KeptAlive { lease, .. } = &reply {
+                        self.metrics.observe_lease(lease);
+                    }
+                    Ok(reply)
+                }
                 Some(Err(rejection)) => Err(ApiError::Rejected(rejection)),
                 None => Err(ApiError::Indeterminate("entry produced no response".into())),
             },
@@ -168,6 +175,7 @@ impl NodeContext {
         let (stats, cluster_ts_us, applied_index) = self
             .state
             .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
+        let health = crate::health::committed(self, self.id);
         NodeStatus {
             id: self.id,
             client_addr: self.addr.client_addr.clone(),
@@ -181,6 +189,9 @@ impl NodeContext {
             learners,
             cluster_ts_us,
             stats,
+            health: health.as_ref().map(|(s, _, _)| s.clone()),
+            nhi_permille: health.as_ref().map(|(_, nhi, _)| *nhi),
+            health_tier: health.map(|(_, _, tier)| tier),
         }
     }
 
@@ -242,6 +253,12 @@ impl NodeContext {
                     .change_membership(voters, false)
                     .await
                     .map_err(|e| self.admin_error(e))?;
+            }
+            AdminRequest::ReportHealth { node, sample } => {
+                crate::health::commit_report(self, node, sample).await?;
+            }
+            AdminRequest::Handover { election, to } => {
+                crate::handover::begin(self, &election, to).await?;
             }
             AdminRequest::TransferLeader { to } => {
                 self.require_leader()?;

@@ -55,6 +55,8 @@ pub struct SessionView {
     pub client_rho_ppm: u64,
     /// Locks held.
     pub held: Vec<String>,
+    /// The client's last committed health sample, if it reported one.
+    pub health: Option<HealthSample>,
 }
 
 /// A KV entry as seen by a read.
@@ -144,6 +146,7 @@ impl StateMachine {
             suspicion_permille: s.suspicion.as_ref().map(|p| p.score_permille),
             client_rho_ppm: self.client_rho_ppm(s),
             held: s.held.iter().cloned().collect(),
+            health: s.health.clone(),
         })
     }
 
@@ -181,6 +184,21 @@ impl StateMachine {
             candidates: e.candidates.iter().map(|c| c.session).collect(),
             handover: e.handover.as_ref().map(|h| (h.from, h.to, h.acked)),
         })
+    }
+
+    /// Names of the elections that exist, in order, starting after `after`
+    /// (exclusive; `None` = from the first), at most `limit`.
+    pub fn election_names(&self, after: Option<&str>, limit: usize) -> Vec<String> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(a) => Bound::Excluded(a.to_owned()),
+            None => Bound::Unbounded,
+        };
+        self.elections
+            .range((start, Bound::Unbounded))
+            .take(limit)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     /// Committed health sample of a node.

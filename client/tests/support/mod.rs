@@ -393,6 +393,9 @@ impl DriftlockApi for Handler {
             learners: Vec::new(),
             cluster_ts_us: sm.ts_eff_us(),
             stats: sm.stats(),
+            health: None,
+            nhi_permille: None,
+            health_tier: None,
         }
     }
 

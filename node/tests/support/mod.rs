@@ -17,6 +17,8 @@ pub struct Proc {
     pub metrics_addr: String,
     pub data_dir: PathBuf,
     pub child: Option<Child>,
+    /// Extra `serve` flags of this node.
+    pub extra_args: Vec<String>,
 }
 
 /// Real node processes with their data in a temporary directory.
@@ -39,6 +41,11 @@ pub fn exe() -> &'static str {
 impl Cluster {
     /// Starts `n` nodes and initializes them as one cluster.
     pub async fn start(n: u64) -> Cluster {
+        Cluster::start_with(n, |_| Vec::new()).await
+    }
+
+    /// Starts `n` nodes, node `id` with the extra `serve` flags `args(id)`.
+    pub async fn start_with(n: u64, args: impl Fn(u64) -> Vec<String>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -49,6 +56,7 @@ impl Cluster {
                 metrics_addr: format!("127.0.0.1:{}", free_port()),
                 data_dir: dir.path().join(format!("node{id}")),
                 child: None,
+                extra_args: args(id),
             });
         }
         let mut cluster = Cluster { nodes, dir };
@@ -88,6 +96,7 @@ impl Cluster {
             metrics_addr: format!("127.0.0.1:{}", free_port()),
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
+            extra_args: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -118,6 +127,7 @@ impl Cluster {
                 "--election-timeout-max-ms",
                 "600",
             ])
+            .args(&p.extra_args)
             .arg("--exit-with-parent")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

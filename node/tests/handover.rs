@@ -1,0 +1,346 @@
+//! Warm handover and health-driven leader transfer on a real 3-node cluster
+//! (DESIGN.md "Predictive handover"). Health is forced with the documented
+//! override (`health_override` / `--health-override`), off by default.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftlock_client::proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
+use driftlock_client::{Client, ClientConfig, LeaderChange, LeaderWatch};
+use driftlock_state_machine::{Event, HealthTier};
+use support::Cluster;
+
+fn fast_health(_: u64) -> Vec<String> {
+    ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
+        .map(String::from)
+        .to_vec()
+}
+
+async fn client(endpoints: &[String], name: &str, tier: HealthTier) -> Client {
+    let config = ClientConfig {
+        client_name: name.into(),
+        health_override: Some(tier),
+        health_report_interval_ms: 200,
+        ..ClientConfig::new(endpoints.to_vec())
+    };
+    Client::connect_with(config).await.expect("connect")
+}
+
+/// Every change the watch reports within `window`.
+async fn changes_within(watch: &mut LeaderWatch, window: Duration) -> Vec<LeaderChange> {
+    let mut seen = Vec::new();
+    let end = tokio::time::Instant::now() + window;
+    while let Ok(Ok(c)) = tokio::time::timeout_at(end, watch.next()).await {
+        seen.push(c);
+    }
+    seen
+}
+
+/// Asserts that no epoch had two masters and that epochs never decrease.
+fn assert_one_master_per_epoch(changes: &[LeaderChange]) {
+    let mut by_epoch: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut last_epoch = 0;
+    for c in changes {
+        assert!(c.epoch >= last_epoch, "epoch went back: {changes:?}");
+        last_epoch = c.epoch;
+        if let Some(m) = c.master {
+            let first = *by_epoch.entry(c.epoch).or_insert(m);
+            assert_eq!(first, m, "two masters in epoch {}: {changes:?}", c.epoch);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state() {
+    let cluster = Cluster::start_with(3, fast_health).await;
+    let endpoints = cluster.endpoints();
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let mut watch = observer.watch_election("scheduler");
+
+    let master_client = client(&endpoints, "master", HealthTier::Critical).await;
+    let master = master_client
+        .open_session(Duration::from_secs(3))
+        .await
+        .expect("session");
+    let election = master.election("scheduler");
+    election.on_handover(|| b"cursor=1234;jobs=7".to_vec());
+    let first = election.campaign(b"m".to_vec()).await.expect("first master");
+    // The watch's first answer is the state now: the first master.
+    let initial = watch.next().await.expect("initial state");
+    assert_eq!((initial.master, initial.epoch), (Some(master.id()), first.epoch()));
+
+    let good_client = client(&endpoints, "good", HealthTier::Good).await;
+    let good = good_client.open_session(Duration::from_secs(3)).await.expect("session");
+    let excellent_client = client(&endpoints, "excellent", HealthTier::Excellent).await;
+    let excellent = excellent_client
+        .open_session(Duration::from_secs(3))
+        .await
+        .expect("session");
+    let good_election = good.election("scheduler");
+    let good_campaign = tokio::spawn(async move { good_election.campaign(b"g".to_vec()).await });
+    let excellent_election = excellent.election("scheduler");
+    let won = tokio::time::timeout(Duration::from_secs(30), excellent_election.campaign(b"e".to_vec()))
+        .await
+        .expect("the handover happens within 30 s")
+        .expect("campaign");
+
+    assert!(won.epoch() > first.epoch(), "epochs must rise");
+    assert_eq!(
+        won.handover_state(),
+        Some(&b"cursor=1234;jobs=7"[..]),
+        "the new master holds the old master's state"
+    );
+    assert!(!good_campaign.is_finished(), "the less healthy candidate must not win");
+
+    // Observers: the epoch rose exactly once, one master per epoch.
+    let mut changes = vec![initial];
+    changes.extend(changes_within(&mut watch, Duration::from_secs(3)).await);
+    assert_one_master_per_epoch(&changes);
+    let epochs: Vec<u64> = changes.iter().map(|c| c.epoch).collect();
+    let mut distinct = epochs.clone();
+    distinct.dedup();
+    assert_eq!(distinct, vec![first.epoch(), won.epoch()], "changes seen: {changes:?}");
+    assert_eq!(changes.last().and_then(|c| c.master), Some(excellent.id()));
+    good_campaign.abort();
+}
+
+/// The Prometheus text of a node.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// Starts `driftlock elect` as a child process and returns it with its session id.
+fn spawn_elect(endpoints: &[String], election: &str, value: &str) -> (std::process::Child, u64) {
+    let mut child = Command::new(support::exe())
+        .args(["elect", election, "--value", value, "--ttl", "2s"])
+        .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
+        .env("DRIFTLOCK_HEALTH_OVERRIDE", "excellent")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn driftlock elect");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("first line");
+    // "campaigning in 'E' as session N with value 'V'"
+    let session = line
+        .split("as session ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+    (child, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
+    let cluster = Cluster::start_with(3, |id| {
+        let mut a = fast_health(id);
+        a.extend(["--auto-handover", "false"].map(String::from));
+        a
+    })
+    .await;
+    let endpoints = cluster.endpoints();
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let mut watch = observer.watch_election("db");
+
+    let master_client = client(&endpoints, "master", HealthTier::Good).await;
+    let master = master_client
+        .open_session(Duration::from_secs(3))
+        .await
+        .expect("session");
+    let master_election = master.election("db");
+    let first = master_election.campaign(b"m".to_vec()).await.expect("master");
+
+    // The doomed candidate is first in line, a healthy one second.
+    let (mut doomed, doomed_session) = spawn_elect(&endpoints, "db", "doomed");
+    let backup_client = client(&endpoints, "backup", HealthTier::Good).await;
+    let backup = backup_client
+        .open_session(Duration::from_secs(3))
+        .await
+        .expect("session");
+    let backup_election = backup.election("db");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = observer
+            .read(Query::Election { name: "db".into() }, Consistency::Linearizable)
+            .await
+            .expect("read");
+        if let QueryResult::Election(Some(v)) = view.result {
+            if v.candidates.contains(&doomed_session) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the doomed candidate never joined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let backup_campaign = tokio::spawn(async move { backup_election.campaign(b"b".to_vec()).await });
+
+    // Freeze the candidate, start the handover to it, then kill it.
+    let pid = nix::unistd::Pid::from_raw(doomed.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let after_index = observer.status_of(&endpoints[0]).await.expect("status").applied_index;
+    observer
+        .admin(AdminRequest::Handover {
+            election: "db".into(),
+            to: Some(doomed_session),
+        })
+        .await
+        .expect("operator handover");
+    let _ = doomed.kill();
+    let _ = doomed.wait();
+
+    // The handover aborts (deadline or the candidate's expiry); nothing transfers.
+    let filter = EventFilter {
+        election: Some("db".into()),
+        ..EventFilter::default()
+    };
+    let mut after = after_index;
+    let mut begun = false;
+    let mut aborted = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !aborted {
+        assert!(Instant::now() < deadline, "the handover was not aborted");
+        let batch = observer
+            .observe(after, filter.clone(), Duration::from_secs(1))
+            .await
+            .expect("observe");
+        for (_, e) in &batch.events {
+            match e {
+                Event::HandoverBegun { to, .. } => {
+                    assert_eq!(*to, doomed_session);
+                    begun = true;
+                }
+                Event::HandoverAborted { .. } => aborted = true,
+                Event::LeaseTransferred { .. } => panic!("a frozen candidate cannot acknowledge: {e:?}"),
+                _ => {}
+            }
+        }
+        after = batch.next_after_index;
+    }
+    assert!(begun);
+    assert_eq!(
+        master_election.leader().await.expect("leader").map(|(s, _, e)| (s, e)),
+        Some((master.id(), first.epoch())),
+        "after the abort the master keeps its mastership and epoch"
+    );
+
+    // The standard election goes on: the master steps down, the backup wins.
+    master_election.resign().await.expect("resign");
+    let won = tokio::time::timeout(Duration::from_secs(20), backup_campaign)
+        .await
+        .expect("the backup is elected")
+        .expect("task")
+        .expect("campaign");
+    assert!(won.epoch() > first.epoch());
+    assert_eq!(won.handover_state(), None, "no state from an aborted handover");
+
+    let changes = changes_within(&mut watch, Duration::from_secs(2)).await;
+    assert_one_master_per_epoch(&changes);
+    assert_eq!(changes.last().and_then(|c| c.master), Some(backup.id()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_clients_lock() {
+    let cluster = Cluster::start_with(3, |id| {
+        let mut a = fast_health(id);
+        a.extend(["--handover-min-interval-ms", "60000"].map(String::from));
+        if id == 2 {
+            a.extend(["--health-override", "critical"].map(String::from));
+        }
+        a
+    })
+    .await;
+    let endpoints = cluster.endpoints();
+    let sick = 1; // index of node id 2
+
+    // Wait until node 2's critical health is committed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.status(sick).await.and_then(|s| s.health_tier) != Some(HealthTier::Critical) {
+        assert!(Instant::now() < deadline, "node 2's health was never committed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A client keeps locking throughout.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let locker = {
+        let (ok, failed, stop, endpoints) = (ok.clone(), failed.clone(), stop.clone(), endpoints.clone());
+        tokio::spawn(async move {
+            let c = Client::connect(endpoints).await.expect("connect");
+            let s = c.open_session(Duration::from_secs(5)).await.expect("session");
+            while !stop.load(Ordering::SeqCst) {
+                match s.lock("work").await {
+                    Ok(g) => match g.release().await {
+                        Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
+                        Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                    },
+                    Err(_) => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Hand leadership to the sick node; it must give it away again.
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    if leader != sick {
+        driftlock_node::rpc::admin(
+            &endpoints[leader],
+            AdminRequest::TransferLeader { to: 2 },
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("transfer to node 2");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.status(sick).await.map(|s| s.role) != Some(Role::Leader) {
+        assert!(Instant::now() < deadline, "node 2 never became leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ok_when_sick_led = ok.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_leader = loop {
+        let l = cluster.wait_leader(Duration::from_secs(10)).await;
+        if l != sick {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "the critical leader kept leadership");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_ne!(new_leader, sick);
+    // It moved because of health, not by chance.
+    let metrics = scrape(&cluster.nodes[sick].metrics_addr);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("driftlock_health_leader_transfers_total 1")),
+        "node 2 did not count a health transfer:\n{metrics}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    locker.await.expect("locker");
+    let ok = ok.load(Ordering::SeqCst);
+    assert!(ok > ok_when_sick_led, "locking did not go on after the transfer");
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "lock operations failed during the transfer"
+    );
+    // Hysteresis: the sick node does not get leadership back.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_ne!(cluster.wait_leader(Duration::from_secs(10)).await, sick);
+}
