@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use driftlock_client::proto::{AdminRequest, EventFilter, MemberAddr, Role};
+use driftlock_client::proto::{AdminRequest, Consistency, EventFilter, MemberAddr, Query, QueryResult, Role};
 use driftlock_client::{Client, ClientConfig, LockOptions};
 use driftlock_node::rpc;
 use driftlock_state_machine::{Event, LockMode};
@@ -16,6 +16,16 @@ pub struct Endpoints {
     /// Client addresses of the nodes, comma-separated (host:port,…).
     #[arg(long, env = "DRIFTLOCK_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+}
+
+/// `driftlock status [--session ID]`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Also show one session: its validity and how its lease was computed.
+    #[arg(long)]
+    session: Option<u64>,
 }
 
 /// `driftlock cluster …`.
@@ -308,7 +318,11 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot take lock '{}': {e}", args.name))?;
     let token = guard.fencing_token();
-    eprintln!("driftlock: holding '{}' with fencing token {token}", args.name);
+    eprintln!(
+        "driftlock: holding '{}' with fencing token {token} (session {})",
+        args.name,
+        session.id()
+    );
     let (program, rest) = args.command.split_first().ok_or("no command given")?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
@@ -485,8 +499,9 @@ pub async fn kv(cmd: KvCmd) -> CmdResult {
     Ok(())
 }
 
-/// `driftlock status`: one row per node.
-pub async fn status(endpoints: Endpoints) -> CmdResult {
+/// `driftlock status`: one row per node, and optionally one session.
+pub async fn status(args: StatusArgs) -> CmdResult {
+    let endpoints = args.endpoints;
     let mut rows = Vec::new();
     for ep in &endpoints.endpoints {
         rows.push((ep.clone(), rpc::status(ep, Duration::from_secs(2)).await));
@@ -543,6 +558,52 @@ pub async fn status(endpoints: Endpoints) -> CmdResult {
     }
     if reachable == 0 {
         return Err("no node answered".into());
+    }
+    if let Some(id) = args.session {
+        session_status(&endpoints, id).await?;
+    }
+    Ok(())
+}
+
+/// Prints a session's lease: base, each factor and the result.
+async fn session_status(endpoints: &Endpoints, id: u64) -> CmdResult {
+    let client = connect(endpoints).await?;
+    let reply = client
+        .read(Query::Session { session: id }, Consistency::Linearizable)
+        .await
+        .map_err(|e| e.to_string())?;
+    let view = match reply.result {
+        QueryResult::Session(Some(v)) => v,
+        QueryResult::Session(None) => return Err(format!("session {id} does not exist")),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let l = &view.lease;
+    println!();
+    println!(
+        "session {id} ({}): {} ms of validity left",
+        view.client_name,
+        view.remaining_us / 1_000
+    );
+    println!(
+        "  lease: base {} ms × (1 {:+}‰ health{} {:+}‰ stability {:+}‰ load) × {}‰ suspicion = {} ms{}",
+        l.base_us / 1_000,
+        l.nhi_factor_permille,
+        match (l.nhi_permille, l.tier) {
+            (Some(n), Some(t)) => format!(" [NHI {n}, {}]", format!("{t:?}").to_lowercase()),
+            _ => " [no report]".to_owned(),
+        },
+        l.stability_factor_permille,
+        l.load_factor_permille,
+        l.suspicion_scale_permille,
+        l.validity_us / 1_000,
+        if l.clamped { " (clamped)" } else { "" },
+    );
+    println!("  client drift bound: {} ppm", view.client_rho_ppm);
+    if let Some(score) = view.suspicion_permille {
+        println!("  suspected: score {score}‰");
+    }
+    if !view.held.is_empty() {
+        println!("  holds: {}", view.held.join(", "));
     }
     Ok(())
 }

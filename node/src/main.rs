@@ -35,7 +35,7 @@ enum Cmd {
     #[command(subcommand)]
     Kv(cli::KvCmd),
     /// Show every node's role, term, indexes and lag.
-    Status(cli::Endpoints),
+    Status(cli::StatusArgs),
     /// Print KV changes under a prefix until Ctrl-C.
     Watch(cli::WatchArgs),
 }
@@ -57,6 +57,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    if !matches!(cli.command, Cmd::Serve(_) | Cmd::Dev(_)) {
+        // A user command piped into `head` should end quietly when the pipe
+        // closes, as other Unix tools do, not panic on a failed print.
+        // SAFETY: restoring the default disposition of SIGPIPE before any
+        // other thread exists has no preconditions.
+        let _ = unsafe {
+            nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -90,7 +99,7 @@ fn main() -> ExitCode {
             Cmd::Lock(args) => cli::lock(args).await,
             Cmd::Elect(args) => cli::report(cli::elect(args).await),
             Cmd::Kv(cmd) => cli::report(cli::kv(cmd).await),
-            Cmd::Status(ep) => cli::report(cli::status(ep).await),
+            Cmd::Status(args) => cli::report(cli::status(args).await),
             Cmd::Watch(args) => cli::report(cli::watch(args).await),
         }
     })
