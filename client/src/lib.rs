@@ -35,6 +35,7 @@
 mod client;
 mod clock;
 mod config;
+pub mod drift;
 mod election;
 mod error;
 mod handover;

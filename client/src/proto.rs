@@ -8,8 +8,8 @@
 //! answered as of the leader's current cluster time.
 
 use driftlock_state_machine::{
-    ElectionView, Event, HealthSample, HealthTier, KvView, LockView, Rejection, Reply, SessionId, SessionOp,
-    SessionView, Stats,
+    ClockEstimate, ElectionView, Event, HealthSample, HealthTier, KvView, LockView, Rejection, Reply, SessionId,
+    SessionOp, SessionView, Stats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -216,6 +216,10 @@ pub struct NodeStatus {
     pub nhi_permille: Option<u32>,
     /// Tier of that index.
     pub health_tier: Option<HealthTier>,
+    /// This node's committed clock estimate, if the leader committed one.
+    pub clock: Option<ClockEstimate>,
+    /// The drift bound this node stamps cluster time with when leading, ppm.
+    pub rho_hi_ppm: u64,
 }
 
 /// Cluster administration.

@@ -80,6 +80,9 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::new());
+    let clock_sync = Arc::new(crate::clocksync::ClockSync::new(
+        crate::clocksync::ClockSyncConfig::from_node(&config),
+    ));
     let events = Arc::new(EventBuffer::new(config.event_buffer_len));
     let ctx = Arc::new(NodeContext {
         id: config.id,
@@ -91,12 +94,13 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         stamps,
         state,
         events: events.clone(),
-        clock: ClusterClock::new(config.max_drift_ppm),
+        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()),
         started,
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         metrics: metrics.clone(),
         health: crate::health::NodeHealth::new(&config, restarted),
+        clock_sync: clock_sync.clone(),
     });
 
     // Events: from the state machine's broadcast into the observe buffer.
@@ -122,7 +126,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
 
     let raft_addr = parse(&config.raft_addr, "raft")?;
     let client_addr = parse(&config.client_addr, "client")?;
-    let raft_server = crate::network::serve(raft_addr, raft.clone())
+    let raft_server = crate::network::serve(raft_addr, raft.clone(), clock_sync.clone())
         .await
         .map_err(|source| NodeError::Bind {
             addr: config.raft_addr.clone(),
@@ -155,6 +159,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     let gauges = tokio::spawn(gauge_loop(ctx.clone()));
     let health_reports = tokio::spawn(crate::health::report_loop(ctx.clone()));
     let handovers = tokio::spawn(crate::handover::controller_loop(ctx.clone()));
+    let clock_task = tokio::spawn(crate::clocksync::run(ctx.clone(), clock_sync.clone()));
     tracing::info!(id = config.id, raft = %config.raft_addr, client = %config.client_addr, "driftlock node serving");
 
     wait_for_shutdown(exit_with_parent).await;
@@ -169,6 +174,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     gauges.abort();
     health_reports.abort();
     handovers.abort();
+    clock_task.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

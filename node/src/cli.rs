@@ -513,7 +513,7 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         .map(|s| s.last_log_index)
         .max();
     println!(
-        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9} {:>5} {:<9}",
+        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9}",
         "ID",
         "ADDRESS",
         "ROLE",
@@ -523,7 +523,8 @@ pub async fn status(args: StatusArgs) -> CmdResult {
         "LAG",
         "SESSIONS",
         "HELD_LOCKS",
-        "DRIFT_PPM",
+        "RHO_PPM",
+        "DRIFT_PPM(±σ)",
         "NHI",
         "TIER"
     );
@@ -533,8 +534,20 @@ pub async fn status(args: StatusArgs) -> CmdResult {
             Ok(s) => {
                 reachable += 1;
                 let lag = leader_last.map_or("?".to_owned(), |l| l.saturating_sub(s.applied_index).to_string());
+                let drift = s.clock.as_ref().map_or("-".to_owned(), |c| {
+                    let alert = if c.drift_ppb.unsigned_abs() > s.stats.alert_drift_ppm.saturating_mul(1_000) {
+                        " !"
+                    } else {
+                        ""
+                    };
+                    format!(
+                        "{:+.1}±{:.1}{alert}",
+                        c.drift_ppb as f64 / 1000.0,
+                        c.drift_sigma_ppb as f64 / 1000.0
+                    )
+                });
                 println!(
-                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>9} {:>5} {:<9}",
+                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9}",
                     s.id,
                     s.client_addr,
                     format!("{:?}", s.role).to_lowercase(),
@@ -545,6 +558,7 @@ pub async fn status(args: StatusArgs) -> CmdResult {
                     s.stats.sessions,
                     s.stats.held_locks,
                     s.stats.cluster_rho_ppm,
+                    drift,
                     s.nhi_permille.map_or("-".to_owned(), |n| n.to_string()),
                     s.health_tier
                         .map_or("-".to_owned(), |t| format!("{t:?}").to_lowercase()),

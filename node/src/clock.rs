@@ -3,20 +3,36 @@
 //! elapsed since it was appended, slowed by this node's drift upper bound,
 //! so cluster time never runs faster than real time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Stamps cluster time from the log store's newest stamp.
 #[derive(Clone, Debug)]
 pub struct ClusterClock {
-    /// Upper bound of this node's clock rate error, ppm (ρ_hi).
-    rho_hi_ppm: u64,
+    /// Upper bound of this node's clock rate error, ppm (ρ_hi), kept
+    /// current by the clock module.
+    rho_hi_ppm: Arc<AtomicU64>,
 }
 
 impl ClusterClock {
-    /// A clock using `rho_hi_ppm` as its drift bound.
+    /// A clock using the fixed `rho_hi_ppm` as its drift bound.
     pub fn new(rho_hi_ppm: u64) -> Self {
-        assert!(rho_hi_ppm < 1_000_000, "drift bound must be below 100 %");
+        ClusterClock::with_bound(Arc::new(AtomicU64::new(rho_hi_ppm)))
+    }
+
+    /// A clock whose bound is updated by someone else (the clock module).
+    pub fn with_bound(rho_hi_ppm: Arc<AtomicU64>) -> Self {
+        assert!(
+            rho_hi_ppm.load(Ordering::Relaxed) < 1_000_000,
+            "drift bound must be below 100 %"
+        );
         ClusterClock { rho_hi_ppm }
+    }
+
+    /// The bound in force, ppm.
+    pub fn rho_hi_ppm(&self) -> u64 {
+        self.rho_hi_ppm.load(Ordering::Relaxed)
     }
 
     /// `ts = T_last + elapsed × (1 − ρ_hi)`, µs, where `last` is the newest
@@ -25,7 +41,8 @@ impl ClusterClock {
     pub fn stamp(&self, last: (u64, Instant), now: Instant) -> u64 {
         let (ts_last_us, appended_at) = last;
         let elapsed_us = now.saturating_duration_since(appended_at).as_micros();
-        let slowed_us = elapsed_us * u128::from(1_000_000 - self.rho_hi_ppm) / 1_000_000;
+        let rho = self.rho_hi_ppm().min(999_999);
+        let slowed_us = elapsed_us * u128::from(1_000_000 - rho) / 1_000_000;
         ts_last_us.saturating_add(u64::try_from(slowed_us).unwrap_or(u64::MAX))
     }
 }

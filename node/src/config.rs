@@ -8,7 +8,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 /// The settings of one node, after merging file, env and flags.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeConfig {
     /// Raft node id (> 0, unique in the cluster).
     pub id: u64,
@@ -52,6 +52,19 @@ pub struct NodeConfig {
     /// Least time between two automatic handovers of one election, and
     /// between two automatic Raft leader transfers, ms (hysteresis).
     pub handover_min_interval_ms: u64,
+    /// NTP servers (`host:port`) the clock module queries; empty = peers only.
+    pub ntp_servers: Vec<String>,
+    /// Clock sampling and gossip interval, ms.
+    pub clock_interval_ms: u64,
+    /// Samples whose round trip is above this percentile of the recent ones
+    /// are dropped (1–100).
+    pub clock_rtt_percentile: u8,
+    /// Peers each node gossips its clock view to per interval.
+    pub clock_gossip_fanout: usize,
+    /// Kalman process noise of the drift, ppm² per second.
+    pub clock_q_drift_ppm2_per_s: f64,
+    /// Kalman process noise of the offset, µs² per second.
+    pub clock_q_offset_us2_per_s: f64,
 }
 
 impl Default for NodeConfig {
@@ -75,6 +88,12 @@ impl Default for NodeConfig {
             auto_handover: true,
             handover_ack_timeout_ms: 5_000,
             handover_min_interval_ms: 30_000,
+            ntp_servers: Vec::new(),
+            clock_interval_ms: 1_000,
+            clock_rtt_percentile: 90,
+            clock_gossip_fanout: 2,
+            clock_q_drift_ppm2_per_s: 0.01,
+            clock_q_offset_us2_per_s: 1.0,
         }
     }
 }
@@ -102,6 +121,12 @@ struct FileConfig {
     auto_handover: Option<bool>,
     handover_ack_timeout_ms: Option<u64>,
     handover_min_interval_ms: Option<u64>,
+    ntp_servers: Option<Vec<String>>,
+    clock_interval_ms: Option<u64>,
+    clock_rtt_percentile: Option<u8>,
+    clock_gossip_fanout: Option<usize>,
+    clock_q_drift_ppm2_per_s: Option<f64>,
+    clock_q_offset_us2_per_s: Option<f64>,
 }
 
 /// `driftlock serve` flags; each also reads `DRIFTLOCK_<NAME>`.
@@ -164,6 +189,24 @@ pub struct ServeArgs {
     /// Least time between automatic handovers / leader transfers, ms.
     #[arg(long, env = "DRIFTLOCK_HANDOVER_MIN_INTERVAL_MS")]
     pub handover_min_interval_ms: Option<u64>,
+    /// NTP servers, comma-separated host:port.
+    #[arg(long, env = "DRIFTLOCK_NTP_SERVERS", value_delimiter = ',')]
+    pub ntp_servers: Option<Vec<String>>,
+    /// Clock sampling and gossip interval, ms.
+    #[arg(long, env = "DRIFTLOCK_CLOCK_INTERVAL_MS")]
+    pub clock_interval_ms: Option<u64>,
+    /// RTT percentile above which clock samples are dropped.
+    #[arg(long, env = "DRIFTLOCK_CLOCK_RTT_PERCENTILE")]
+    pub clock_rtt_percentile: Option<u8>,
+    /// Peers to gossip clock estimates to per interval.
+    #[arg(long, env = "DRIFTLOCK_CLOCK_GOSSIP_FANOUT")]
+    pub clock_gossip_fanout: Option<usize>,
+    /// Kalman drift process noise, ppm²/s.
+    #[arg(long, env = "DRIFTLOCK_CLOCK_Q_DRIFT_PPM2_PER_S")]
+    pub clock_q_drift_ppm2_per_s: Option<f64>,
+    /// Kalman offset process noise, µs²/s.
+    #[arg(long, env = "DRIFTLOCK_CLOCK_Q_OFFSET_US2_PER_S")]
+    pub clock_q_offset_us2_per_s: Option<f64>,
     /// Exit when the process that started this one exits (used by `dev`).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -253,6 +296,27 @@ impl ServeArgs {
                 .handover_min_interval_ms
                 .or(file.handover_min_interval_ms)
                 .unwrap_or(d.handover_min_interval_ms),
+            ntp_servers: self.ntp_servers.clone().or(file.ntp_servers).unwrap_or(d.ntp_servers),
+            clock_interval_ms: self
+                .clock_interval_ms
+                .or(file.clock_interval_ms)
+                .unwrap_or(d.clock_interval_ms),
+            clock_rtt_percentile: self
+                .clock_rtt_percentile
+                .or(file.clock_rtt_percentile)
+                .unwrap_or(d.clock_rtt_percentile),
+            clock_gossip_fanout: self
+                .clock_gossip_fanout
+                .or(file.clock_gossip_fanout)
+                .unwrap_or(d.clock_gossip_fanout),
+            clock_q_drift_ppm2_per_s: self
+                .clock_q_drift_ppm2_per_s
+                .or(file.clock_q_drift_ppm2_per_s)
+                .unwrap_or(d.clock_q_drift_ppm2_per_s),
+            clock_q_offset_us2_per_s: self
+                .clock_q_offset_us2_per_s
+                .or(file.clock_q_offset_us2_per_s)
+                .unwrap_or(d.clock_q_offset_us2_per_s),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -330,6 +394,28 @@ impl NodeConfig {
         }
         if self.handover_ack_timeout_ms == 0 {
             return invalid("handover_ack_timeout_ms", "must be > 0");
+        }
+        for server in &self.ntp_servers {
+            let ok = server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return invalid("ntp_servers", &format!("'{server}' is not host:port"));
+            }
+        }
+        if self.clock_interval_ms == 0 {
+            return invalid("clock_interval_ms", "must be > 0");
+        }
+        if !(1..=100).contains(&self.clock_rtt_percentile) {
+            return invalid("clock_rtt_percentile", "must be in [1, 100]");
+        }
+        for (field, v) in [
+            ("clock_q_drift_ppm2_per_s", self.clock_q_drift_ppm2_per_s),
+            ("clock_q_offset_us2_per_s", self.clock_q_offset_us2_per_s),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return invalid(field, "must be a positive number");
+            }
         }
         Ok(())
     }

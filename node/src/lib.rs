@@ -6,9 +6,10 @@
 
 pub mod app;
 pub mod clock;
+pub mod clocksync;
 pub mod config;
 pub mod dev;
-pub mod drift;
+pub use driftlock_client::drift;
 pub mod events;
 pub mod handover;
 pub mod health;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub rpc_latency_seconds: Family<MethodLabel, Histogram>,
     /// Health, adaptive lease and handover metrics.
     pub health: HealthMetrics,
+    /// Clock drift metrics.
+    pub clock: ClockMetrics,
 }
 
 impl Default for Metrics {
@@ -114,7 +116,9 @@ impl Metrics {
             rpc_latency_seconds.clone(),
         );
         let health = HealthMetrics::register(&mut registry);
+        let clock = ClockMetrics::register(&mut registry);
         Metrics {
+            clock,
             health,
             registry,
             term,
@@ -319,6 +323,60 @@ impl HealthMetrics {
             "Raft leader transfers started because of this node's health",
             m.health_leader_transfers.clone(),
         );
+        m
+    }
+}
+
+/// Label naming a node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// Node id.
+    pub node: String,
+}
+
+/// A floating-point gauge.
+pub type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
+/// Clock drift metrics (the gossiped view of every node).
+pub struct ClockMetrics {
+    /// Estimated drift per node, ppm (positive: fast).
+    pub drift_ppm: Family<NodeLabel, FloatGauge>,
+    /// σ of the drift estimate per node, ppm.
+    pub drift_sigma_ppm: Family<NodeLabel, FloatGauge>,
+    /// σ of the offset estimate per node, µs.
+    pub uncertainty_us: Family<NodeLabel, FloatGauge>,
+    /// This node's stamping bound ρ_hi, ppm.
+    pub rho_hi_ppm: Gauge,
+    /// Clock steps this node detected.
+    pub steps: Gauge,
+}
+
+impl ClockMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ClockMetrics {
+            drift_ppm: Family::default(),
+            drift_sigma_ppm: Family::default(),
+            uncertainty_us: Family::default(),
+            rho_hi_ppm: Gauge::default(),
+            steps: Gauge::default(),
+        };
+        registry.register("clock_drift_ppm", "Estimated clock drift per node", m.drift_ppm.clone());
+        registry.register(
+            "clock_drift_sigma_ppm",
+            "Standard deviation of the drift estimate per node",
+            m.drift_sigma_ppm.clone(),
+        );
+        registry.register(
+            "clock_uncertainty_us",
+            "Standard deviation of the offset estimate per node",
+            m.uncertainty_us.clone(),
+        );
+        registry.register(
+            "clock_rho_hi_ppm",
+            "Drift bound this node stamps cluster time with",
+            m.rho_hi_ppm.clone(),
+        );
+        registry.register("clock_steps", "Clock steps detected by this node", m.steps.clone());
         m
     }
 }

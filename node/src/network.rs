@@ -43,6 +43,12 @@ pub trait RaftRpc {
     async fn transfer_leader(
         req: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, String>;
+    /// This node's monotonic clock, µs since its clock module started
+    /// (Cristian's method: the caller brackets it with its own readings).
+    async fn clock_probe() -> u64;
+    /// Push-pull gossip of clock estimates: takes the caller's view and
+    /// answers with this node's.
+    async fn clock_gossip(view: Vec<crate::clocksync::GossipEntry>) -> Vec<crate::clocksync::GossipEntry>;
 }
 
 /// Server side: forwards each RPC to the local Raft.
@@ -50,6 +56,8 @@ pub trait RaftRpc {
 pub struct RaftRpcServer {
     /// The local Raft.
     pub raft: Raft,
+    /// The local clock module.
+    pub clock: std::sync::Arc<crate::clocksync::ClockSync>,
 }
 
 impl RaftRpc for RaftRpcServer {
@@ -101,15 +109,44 @@ impl RaftRpc for RaftRpcServer {
     ) -> Result<TransferLeaderResponse<TypeConfig>, String> {
         self.raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())
     }
+
+    async fn clock_probe(self, _: tarpc::context::Context) -> u64 {
+        self.clock.now_us()
+    }
+
+    async fn clock_gossip(
+        self,
+        _: tarpc::context::Context,
+        view: Vec<crate::clocksync::GossipEntry>,
+    ) -> Vec<crate::clocksync::GossipEntry> {
+        self.clock.merge_view(view);
+        self.clock.view()
+    }
+}
+
+/// Opens a Raft-port connection to `addr` (used by the clock module; the
+/// replication streams keep their own).
+pub async fn connect(addr: &str, timeout: Duration) -> Result<RaftRpcClient, String> {
+    let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
+    connect.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
+    let transport = tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| format!("connect to {addr} timed out"))?
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
 /// Accepts Raft connections on `listener` until the task is dropped. A
 /// connection that sends garbage is closed by the transport; the node goes
 /// on serving.
-pub async fn serve(addr: std::net::SocketAddr, raft: Raft) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    raft: Raft,
+    clock: std::sync::Arc<crate::clocksync::ClockSync>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
     incoming.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
-    let server = RaftRpcServer { raft };
+    let server = RaftRpcServer { raft, clock };
     Ok(tokio::spawn(async move {
         while let Some(conn) = incoming.next().await {
             let Ok(transport) = conn else { continue };

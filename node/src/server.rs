@@ -64,6 +64,8 @@ pub struct NodeContext {
     pub metrics: Arc<Metrics>,
     /// Health sampling and handover settings.
     pub health: crate::health::NodeHealth,
+    /// The clock drift module.
+    pub clock_sync: Arc<crate::clocksync::ClockSync>,
 }
 
 impl NodeContext {
@@ -176,6 +178,7 @@ impl NodeContext {
             .state
             .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
         let health = crate::health::committed(self, self.id);
+        let clock = self.state.with_state(|sm| sm.node_clock(self.id).cloned());
         NodeStatus {
             id: self.id,
             client_addr: self.addr.client_addr.clone(),
@@ -192,6 +195,8 @@ impl NodeContext {
             health: health.as_ref().map(|(s, _, _)| s.clone()),
             nhi_permille: health.as_ref().map(|(_, nhi, _)| *nhi),
             health_tier: health.map(|(_, _, tier)| tier),
+            clock,
+            rho_hi_ppm: self.clock.rho_hi_ppm(),
         }
     }
 

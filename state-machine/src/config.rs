@@ -160,6 +160,9 @@ pub struct TimeConfig {
     /// Slack for network delay when comparing a client's measured hold time
     /// with cluster time, µs.
     pub clock_check_slack_us: u64,
+    /// A node whose committed drift estimate exceeds this raises
+    /// `NodeClockAlert` and is no candidate for leadership handover, ppm.
+    pub alert_drift_ppm: u64,
 }
 
 impl Default for TimeConfig {
@@ -171,6 +174,7 @@ impl Default for TimeConfig {
             min_estimate_samples: 8,
             lock_delay_extra_us: 0,
             clock_check_slack_us: 50_000,
+            alert_drift_ppm: 1_000,
         }
     }
 }
@@ -178,6 +182,9 @@ impl Default for TimeConfig {
 impl Config {
     /// Checks internal consistency; the error names the offending field.
     pub fn validate(&self) -> Result<(), String> {
+        if self.time.alert_drift_ppm == 0 {
+            return Err("time.alert_drift_ppm must be > 0".into());
+        }
         let l = &self.lease;
         if l.min_ttl_us == 0 || l.min_ttl_us > l.max_ttl_us {
             return Err("lease.min_ttl_us must be > 0 and <= lease.max_ttl_us".into());

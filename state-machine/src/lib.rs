@@ -348,7 +348,7 @@ impl StateMachine {
                 reason,
             } => self.handover_abort_cmd(&election, epoch, reason, ctx),
             Command::HealthReport { subject, sample } => self.health_report(subject, sample),
-            Command::ClockReport { subject, estimate } => self.clock_report(subject, estimate),
+            Command::ClockReport { subject, estimate } => self.clock_report(subject, estimate, ctx),
             Command::Suspect {
                 session,
                 score_permille,
@@ -607,9 +607,20 @@ impl StateMachine {
         Ok(Reply::Done)
     }
 
-    fn clock_report(&mut self, subject: Subject, estimate: ClockEstimate) -> Response {
+    fn clock_report(&mut self, subject: Subject, estimate: ClockEstimate, ctx: &mut Ctx) -> Response {
         match subject {
             Subject::Node(id) => {
+                let alert_ppb = i128::from(self.config.time.alert_drift_ppm) * 1000;
+                let over = |e: &ClockEstimate| i128::from(e.drift_ppb).abs() > alert_ppb;
+                let was_over = self.node_clocks.get(&id).is_some_and(over);
+                if over(&estimate) && !was_over {
+                    ctx.events.push(Event::NodeClockAlert {
+                        node: id,
+                        drift_ppb: estimate.drift_ppb,
+                        drift_sigma_ppb: estimate.drift_sigma_ppb,
+                        alert_drift_ppm: self.config.time.alert_drift_ppm,
+                    });
+                }
                 self.node_clocks.insert(id, estimate);
             }
             Subject::Session(id) => match self.sessions.get_mut(&id) {

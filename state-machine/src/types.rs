@@ -745,6 +745,18 @@ pub enum Event {
         /// The client's widened drift bound, ppm.
         widened_rho_ppm: u64,
     },
+    /// A node's committed drift estimate crossed `time.alert_drift_ppm`
+    /// (raised once per crossing, upwards).
+    NodeClockAlert {
+        /// Node.
+        node: u64,
+        /// Its estimated drift, ppb (positive = fast).
+        drift_ppb: i64,
+        /// σ of the estimate, ppb.
+        drift_sigma_ppb: u64,
+        /// The threshold in force, ppm.
+        alert_drift_ppm: u64,
+    },
     /// The replicated configuration changed.
     ConfigChanged,
 }

@@ -102,6 +102,8 @@ pub struct Stats {
     pub suspected_sessions: u64,
     /// Cluster drift bound in use, ppm.
     pub cluster_rho_ppm: u64,
+    /// The node clock alert threshold in force, ppm.
+    pub alert_drift_ppm: u64,
 }
 
 impl StateMachine {
@@ -221,6 +223,7 @@ impl StateMachine {
             elections: self.elections.len() as u64,
             suspected_sessions: self.sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
             cluster_rho_ppm: self.cluster_rho_ppm(),
+            alert_drift_ppm: self.config.time.alert_drift_ppm,
         }
     }
 

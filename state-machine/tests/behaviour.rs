@@ -744,6 +744,37 @@ fn committed_clock_estimates_set_the_margin() {
 }
 
 #[test]
+fn a_node_drifting_past_the_alert_threshold_raises_one_alert_per_crossing() {
+    let mut h = h();
+    let est = |drift_ppb| ClockEstimate {
+        offset_us: 0,
+        offset_sigma_us: 100,
+        drift_ppb,
+        drift_sigma_ppb: 5_000,
+        samples: 30,
+    };
+    let alerts = |events: &[Event]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::NodeClockAlert { node: 3, .. }))
+            .count()
+    };
+    let report = |h: &mut Harness, drift_ppb| {
+        h.apply(Command::ClockReport {
+            subject: Subject::Node(3),
+            estimate: est(drift_ppb),
+        })
+        .1
+    };
+    assert_eq!(alerts(&report(&mut h, 900_000)), 0, "below the 1000 ppm default");
+    assert_eq!(alerts(&report(&mut h, 2_000_000)), 1, "crossing up alerts");
+    assert_eq!(alerts(&report(&mut h, 2_100_000)), 0, "staying above does not repeat");
+    assert_eq!(alerts(&report(&mut h, 100_000)), 0);
+    assert_eq!(alerts(&report(&mut h, -1_500_000)), 1, "a slow clock alerts too");
+    assert!(h.sm.cluster_rho_ppm() >= 1_500, "the margin follows the drifting node");
+}
+
+#[test]
 fn invalid_config_and_reports_change_nothing() {
     let mut h = h();
     let before = h.sm.config().clone();

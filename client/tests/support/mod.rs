@@ -396,6 +396,8 @@ impl DriftlockApi for Handler {
             health: None,
             nhi_permille: None,
             health_tier: None,
+            clock: None,
+            rho_hi_ppm: 500,
         }
     }
 
