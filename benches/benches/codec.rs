@@ -1,0 +1,64 @@
+//! Client request encode/decode: the bincode bytes of the tarpc messages a
+//! lock acquire and its grant travel as (the client protocol's wire format).
+//!
+//! `cargo bench -p driftlock-benches --bench codec`
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use driftlock_client::proto::{DriftlockApiRequest, DriftlockApiResponse};
+use driftlock_state_machine::{LockMode, Reply, SessionOp};
+
+fn acquire_request() -> DriftlockApiRequest {
+    DriftlockApiRequest::SessionOp {
+        session: 42,
+        seq: 1_000,
+        op: SessionOp::Acquire {
+            name: "jobs/nightly-compaction/shard-0017".into(),
+            mode: LockMode::Exclusive,
+            wait_us: 60_000_000,
+            client_clock_us: Some(1_234_567_890),
+            predicted_release_client_us: None,
+        },
+    }
+}
+
+fn granted_response() -> DriftlockApiResponse {
+    DriftlockApiResponse::SessionOp(Ok(Reply::Granted {
+        token: 987_654,
+        validity_us: 9_500_000,
+    }))
+}
+
+fn bench_codec(c: &mut Criterion) {
+    let request = acquire_request();
+    let response = granted_response();
+    let request_bytes = bincode::serialize(&request).unwrap_or_default();
+    let response_bytes = bincode::serialize(&response).unwrap_or_default();
+    assert!(
+        !request_bytes.is_empty() && !response_bytes.is_empty(),
+        "the messages encode"
+    );
+
+    let mut g = c.benchmark_group("client_codec");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("encode_acquire_request", |b| {
+        b.iter(|| bincode::serialize(std::hint::black_box(&request)).map(|v| v.len()))
+    });
+    g.bench_function("decode_acquire_request", |b| {
+        b.iter(|| bincode::deserialize::<DriftlockApiRequest>(std::hint::black_box(&request_bytes)).is_ok())
+    });
+    g.bench_function("encode_granted_response", |b| {
+        b.iter(|| bincode::serialize(std::hint::black_box(&response)).map(|v| v.len()))
+    });
+    g.bench_function("decode_granted_response", |b| {
+        b.iter(|| bincode::deserialize::<DriftlockApiResponse>(std::hint::black_box(&response_bytes)).is_ok())
+    });
+    g.finish();
+    println!(
+        "client_codec: acquire request {} bytes, granted response {} bytes",
+        request_bytes.len(),
+        response_bytes.len()
+    );
+}
+
+criterion_group!(benches, bench_codec);
+criterion_main!(benches);

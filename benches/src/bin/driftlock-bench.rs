@@ -1,0 +1,332 @@
+//! `driftlock-bench`: the same lock workloads against a 3-node driftlock
+//! cluster and a 3-node etcd cluster on this machine.
+//!
+//! ```text
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- compare-etcd [--quick]
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use driftlock_benches::cluster::{ClusterError, DriftlockCluster, EtcdCluster};
+use driftlock_benches::memory;
+use driftlock_benches::report::{self, Machine, Row};
+use driftlock_benches::workload::{self, Fault, Measured, System, Target, Timing};
+
+#[derive(Parser, Debug)]
+#[command(name = "driftlock-bench", about = "driftlock vs etcd load generator")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs every workload against both systems, alternating, and writes
+    /// benches/results/latest.json, the plots and the BENCHMARKS.md table.
+    CompareEtcd {
+        /// One short run of each workload.
+        #[arg(long)]
+        quick: bool,
+        /// Runs per workload and system (default 3; 1 with --quick).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Only these workloads (comma-separated: uncontended, contended,
+        /// keepalive, failover-sigkill, failover-planned, regrant).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Where to write the results (default: benches/results of the source tree).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Do not touch BENCHMARKS.md.
+        #[arg(long)]
+        no_markdown: bool,
+    },
+    /// Bytes per held lock: node RSS growth while a client holds N locks.
+    HeldLocksMemory {
+        /// Locks to take and hold.
+        #[arg(long, default_value_t = 1_000_000)]
+        locks: usize,
+        /// Sessions holding them.
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Concurrent acquires.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Extra `driftlock serve` flags (after `--`).
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
+    /// (Internal) Takes a lock and holds it until killed; prints `held`.
+    HoldLock {
+        /// `driftlock` or `etcd`.
+        #[arg(long)]
+        system: String,
+        /// Comma-separated endpoints.
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+        /// Lock name.
+        #[arg(long)]
+        name: String,
+        /// Session / lease TTL, ms.
+        #[arg(long)]
+        ttl_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::CompareEtcd {
+                quick,
+                runs,
+                only,
+                out_dir,
+                no_markdown,
+            } => compare(quick, runs, only, out_dir, no_markdown).await,
+            Cmd::HeldLocksMemory {
+                locks,
+                sessions,
+                in_flight,
+                serve_args,
+            } => {
+                let r = memory::held_locks(locks, sessions, in_flight, &serve_args).await?;
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                Ok(())
+            }
+            Cmd::HoldLock {
+                system,
+                endpoints,
+                name,
+                ttl_ms,
+            } => {
+                let system = match system.as_str() {
+                    "driftlock" => System::Driftlock,
+                    "etcd" => System::Etcd,
+                    other => return Err(ClusterError::Client(format!("unknown system {other}"))),
+                };
+                workload::hold_lock(system, endpoints, name, Duration::from_millis(ttl_ms)).await
+            }
+        }
+    });
+    // Child processes die with their Cluster handles; leave quickly.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftlock-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const ALL: [&str; 6] = [
+    "uncontended",
+    "contended",
+    "keepalive",
+    "failover-sigkill",
+    "failover-planned",
+    "regrant",
+];
+
+async fn run_one(
+    target: &mut Target<'_>,
+    workload: &str,
+    clients: usize,
+    timing: &Timing,
+    run: usize,
+) -> Result<Measured, ClusterError> {
+    match workload {
+        "uncontended" => workload::uncontended(target, clients, timing.window, run).await,
+        "contended" => workload::contended(target, clients, timing.window, run).await,
+        "keepalive" => workload::keepalive(target, timing).await,
+        "failover-sigkill" => workload::failover(target, Fault::KillLeader, timing, run).await,
+        "failover-planned" => workload::failover(target, Fault::Planned, timing, run).await,
+        "regrant" => workload::regrant(target, run).await,
+        other => Err(ClusterError::Client(format!("unknown workload {other}"))),
+    }
+}
+
+async fn compare(
+    quick: bool,
+    runs: Option<usize>,
+    only: Vec<String>,
+    out_dir: Option<PathBuf>,
+    no_markdown: bool,
+) -> Result<(), ClusterError> {
+    let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
+    let timing = if quick {
+        Timing {
+            window: Duration::from_secs(2),
+            before_fault: Duration::from_secs(1),
+            after_fault: Duration::from_secs(3),
+            keepalive_sessions: 10_000,
+            cpu_window: Duration::from_secs(4),
+        }
+    } else {
+        Timing {
+            window: Duration::from_secs(5),
+            before_fault: Duration::from_secs(2),
+            after_fault: Duration::from_secs(5),
+            keepalive_sessions: 10_000,
+            cpu_window: Duration::from_secs(10),
+        }
+    };
+    let workloads: Vec<&str> = ALL
+        .iter()
+        .copied()
+        .filter(|w| only.is_empty() || only.iter().any(|o| o == w))
+        .collect();
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out_dir = out_dir.unwrap_or_else(|| source.join("results"));
+    std::fs::create_dir_all(&out_dir).map_err(|e| ClusterError::Io(format!("{}: {e}", out_dir.display())))?;
+
+    eprintln!("starting a 3-node driftlock cluster and a 3-node etcd cluster");
+    let mut dl = DriftlockCluster::start(&[]).await?;
+    let mut et = EtcdCluster::start().await?;
+    let probe_dir = tempfile::tempdir().map_err(|e| ClusterError::Io(e.to_string()))?;
+    let (fs50, fs99) = report::fdatasync_latency(probe_dir.path(), 200).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let machine = Machine {
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        fdatasync_p50_us: fs50,
+        fdatasync_p99_us: fs99,
+        etcd_version: etcd_version(),
+    };
+    eprintln!("machine: {machine:?}");
+
+    // (workload, clients, system) → runs.
+    let mut results: BTreeMap<(usize, usize, usize), Vec<Measured>> = BTreeMap::new();
+    let systems = [System::Driftlock, System::Etcd];
+    for run in 0..runs {
+        for (wi, w) in workloads.iter().enumerate() {
+            let client_counts: &[usize] = match *w {
+                "uncontended" => &[1, 16, 64],
+                "contended" | "failover-sigkill" | "failover-planned" => &[16],
+                "keepalive" => &[timing.keepalive_sessions],
+                _ => &[1],
+            };
+            for &clients in client_counts {
+                // Alternate which system goes first.
+                for k in 0..2 {
+                    let si = (k + run + wi) % 2;
+                    let system = systems[si];
+                    let mut target = match system {
+                        System::Driftlock => Target::Driftlock(&mut dl),
+                        System::Etcd => Target::Etcd(&mut et),
+                    };
+                    eprintln!("run {}/{runs}: {w} {clients} clients on {}", run + 1, system.name());
+                    match run_one(&mut target, w, clients, &timing, run).await {
+                        Ok(m) => {
+                            eprintln!(
+                                "  {:.0} ops/s p50 {} µs p99 {} µs max {} µs failed {} first-ok {:?} cpu {:?}",
+                                m.ops_per_sec,
+                                m.p50_us,
+                                m.p99_us,
+                                m.max_us,
+                                m.failed_ops,
+                                m.first_ok_after_fault_us,
+                                m.leader_cpu_pct
+                            );
+                            results.entry((wi, clients, si)).or_default().push(m);
+                        }
+                        Err(e) => eprintln!("  failed: {e}"),
+                    }
+                    report::settle(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut cdf16: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut cdf_contended: Vec<(String, Vec<u64>)> = Vec::new();
+    for ((wi, clients, si), ms) in &results {
+        rows.push(report::median_row(workloads[*wi], *clients, systems[*si], ms));
+        let pooled: Vec<u64> = ms.iter().flat_map(|m| m.lock_latencies_us.iter().copied()).collect();
+        if workloads[*wi] == "uncontended" && *clients == 16 {
+            cdf16.push((systems[*si].name().to_string(), pooled));
+        } else if workloads[*wi] == "contended" {
+            cdf_contended.push((systems[*si].name().to_string(), pooled));
+        }
+    }
+    let json = serde_json::to_string_pretty(&rows).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let json_path = out_dir.join("latest.json");
+    std::fs::write(&json_path, json + "\n").map_err(|e| ClusterError::Io(e.to_string()))?;
+    let machine_json = serde_json::to_string_pretty(&machine).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let _ = std::fs::write(out_dir.join("machine.json"), machine_json + "\n");
+    for (name, r) in [
+        (
+            "throughput.png",
+            report::plot_throughput(&rows, &out_dir.join("throughput.png")),
+        ),
+        (
+            "latency-cdf-16.png",
+            report::plot_cdf(
+                "Lock latency CDF, 16 clients, own locks",
+                &cdf16,
+                &out_dir.join("latency-cdf-16.png"),
+            ),
+        ),
+        (
+            "latency-cdf-contended.png",
+            report::plot_cdf(
+                "Lock latency CDF, 16 clients, one lock",
+                &cdf_contended,
+                &out_dir.join("latency-cdf-contended.png"),
+            ),
+        ),
+    ] {
+        if let Err(e) = r {
+            eprintln!("plot {name} failed: {e}");
+        }
+    }
+    let command = format!(
+        "driftlock-bench compare-etcd{}{}",
+        if quick { " --quick" } else { "" },
+        if runs != if quick { 1 } else { 3 } {
+            format!(" --runs {runs}")
+        } else {
+            String::new()
+        }
+    );
+    let when = utc_now();
+    let md = report::markdown(&rows, &machine, &command, &when);
+    print!("{md}");
+    if !no_markdown {
+        let path = source.join("..").join("BENCHMARKS.md");
+        report::splice_markdown(&path, &md).map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    }
+    eprintln!("wrote {}", json_path.display());
+    Ok(())
+}
+
+fn etcd_version() -> String {
+    driftlock_benches::cluster::etcd_exe()
+        .ok()
+        .and_then(|exe| std::process::Command::new(exe).arg("--version").output().ok())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| "etcd version unknown".into())
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}

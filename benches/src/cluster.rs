@@ -1,0 +1,473 @@
+//! The two clusters under test, as child processes on loopback with their
+//! data in a temporary directory: three `driftlock serve` nodes and three
+//! `etcd` members, each with its default timing and fsync settings.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use driftlock_client::proto::{AdminRequest, MemberAddr, Role};
+use driftlock_client::{Client, ClientConfig};
+
+use crate::etcd::EtcdConn;
+
+/// Errors while setting up or driving a cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A process could not be started or a file written.
+    #[error("{0}")]
+    Io(String),
+    /// The cluster did not reach the wanted state in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// A client call failed.
+    #[error("{0}")]
+    Client(String),
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> Result<u16, ClusterError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| ClusterError::Io(format!("bind: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ClusterError::Io(format!("local addr: {e}")))
+}
+
+/// CPU time (user + system) a process has used, in clock ticks (1/100 s on
+/// Linux), from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident set size of a process, bytes, from `/proc/<pid>/status`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+struct Proc {
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(&mut self, program: &Path) -> Result<(), ClusterError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| ClusterError::Io(format!("{}: {e}", self.log.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| ClusterError::Io(format!("{}: {e}", self.log.display())))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls prctl, which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                // Die with the benchmark, even if it is killed.
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| ClusterError::Io(format!("cannot start {}: {e}", program.display())))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A 3-node driftlock cluster.
+pub struct DriftlockCluster {
+    exe: PathBuf,
+    procs: Vec<Proc>,
+    /// Client API addresses, node 1 first.
+    pub endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Finds the `driftlock` binary next to this one, building it with cargo
+/// when it is missing.
+pub fn driftlock_exe() -> Result<PathBuf, ClusterError> {
+    let me = std::env::current_exe().map_err(|e| ClusterError::Io(format!("own path: {e}")))?;
+    let dir = me
+        .parent()
+        .ok_or_else(|| ClusterError::Io("own path has no parent".into()))?;
+    let exe = dir.join("driftlock");
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    eprintln!(
+        "driftlock binary not found at {}: building it with `cargo build {}-p driftlock-node --bin driftlock`",
+        exe.display(),
+        if release { "--release " } else { "" }
+    );
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-p", "driftlock-node", "--bin", "driftlock"]);
+    if release {
+        cmd.arg("--release");
+    }
+    if let Some(target) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", target);
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    let status = cmd
+        .status()
+        .map_err(|e| ClusterError::Io(format!("cannot run cargo: {e}")))?;
+    if !status.success() || !exe.exists() {
+        return Err(ClusterError::Io(format!("building driftlock failed ({status})")));
+    }
+    Ok(exe)
+}
+
+impl DriftlockCluster {
+    /// Starts three nodes with default settings and initializes them.
+    pub async fn start(extra_args: &[String]) -> Result<DriftlockCluster, ClusterError> {
+        let exe = driftlock_exe()?;
+        let dir = tempfile::tempdir().map_err(|e| ClusterError::Io(format!("tempdir: {e}")))?;
+        let mut procs = Vec::new();
+        let mut members = Vec::new();
+        for id in 1..=3u64 {
+            let raft_addr = format!("127.0.0.1:{}", free_port()?);
+            let client_addr = format!("127.0.0.1:{}", free_port()?);
+            let data_dir = dir.path().join(format!("node{id}"));
+            let mut args: Vec<String> = vec![
+                "serve".into(),
+                "--id".into(),
+                id.to_string(),
+                "--raft-addr".into(),
+                raft_addr.clone(),
+                "--client-addr".into(),
+                client_addr.clone(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--exit-with-parent".into(),
+            ];
+            args.extend(extra_args.iter().cloned());
+            members.push(MemberAddr {
+                id,
+                raft_addr,
+                client_addr,
+            });
+            procs.push(Proc {
+                args,
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+            });
+        }
+        let endpoints: Vec<String> = members.iter().map(|m| m.client_addr.clone()).collect();
+        let mut cluster = DriftlockCluster {
+            exe,
+            procs,
+            endpoints,
+            _dir: dir,
+        };
+        for i in 0..3 {
+            cluster.spawn(i)?;
+        }
+        let admin = cluster.admin_client().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match admin
+                .admin_at(
+                    &cluster.endpoints[0],
+                    AdminRequest::Init {
+                        members: members.clone(),
+                    },
+                )
+                .await
+            {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => return Err(ClusterError::Timeout(format!("init: {e}"))),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        cluster.wait_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// (Re)starts node `i` (0-based) on its data directory.
+    pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.procs[i].spawn(&self.exe)
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.procs[i].kill();
+    }
+
+    /// Process id of node `i`, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].pid()
+    }
+
+    /// Whether node `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs[i].child.is_some()
+    }
+
+    /// A client for administration and status.
+    pub async fn admin_client(&self) -> Result<Client, ClusterError> {
+        Client::connect_with(ClientConfig::new(self.endpoints.clone()))
+            .await
+            .map_err(|e| ClusterError::Client(e.to_string()))
+    }
+
+    /// Index of the node that says it leads, waiting up to `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
+        let admin = self.admin_client().await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            for (i, ep) in self.endpoints.iter().enumerate() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                if let Ok(s) = admin.status_of(ep).await {
+                    if s.role == Role::Leader {
+                        return Ok(i);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout("no driftlock leader".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied what the leader has.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let admin = self.admin_client().await?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self.wait_leader(timeout).await?;
+            let target = admin
+                .status_of(&self.endpoints[leader])
+                .await
+                .map_err(|e| ClusterError::Client(e.to_string()))?
+                .applied_index;
+            let mut all = true;
+            for (i, ep) in self.endpoints.iter().enumerate() {
+                if self.is_running(i) {
+                    match admin.status_of(ep).await {
+                        Ok(s) if s.applied_index >= target => {}
+                        _ => all = false,
+                    }
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout("driftlock nodes did not catch up".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Raft id of node `i`.
+    pub fn node_id(&self, i: usize) -> u64 {
+        i as u64 + 1
+    }
+}
+
+impl Drop for DriftlockCluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+}
+
+/// A 3-member etcd cluster.
+pub struct EtcdCluster {
+    exe: PathBuf,
+    procs: Vec<Proc>,
+    /// Client addresses (`host:port`), member 1 first.
+    pub endpoints: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// Finds `etcd`, installing Debian's `etcd-server` with apt-get when it is
+/// missing.
+pub fn etcd_exe() -> Result<PathBuf, ClusterError> {
+    let candidates = ["/usr/bin/etcd", "/usr/local/bin/etcd"];
+    if let Some(p) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+        return Ok(p);
+    }
+    eprintln!("etcd not found: installing Debian's etcd-server with apt-get");
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q", "etcd-server"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        // The package lists may be missing on a fresh machine.
+        let _ = Command::new("apt-get").args(["update", "-q"]).status();
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "etcd-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    }
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| ClusterError::Io("etcd is not installed and `apt-get install etcd-server` failed".into()))
+}
+
+impl EtcdCluster {
+    /// Starts three members with default timing and fsync.
+    pub async fn start() -> Result<EtcdCluster, ClusterError> {
+        let exe = etcd_exe()?;
+        let dir = tempfile::tempdir().map_err(|e| ClusterError::Io(format!("tempdir: {e}")))?;
+        let mut peers = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            peers.push(format!("127.0.0.1:{}", free_port()?));
+            clients.push(format!("127.0.0.1:{}", free_port()?));
+        }
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{}=http://{p}", i + 1))
+            .collect();
+        let initial = initial.join(",");
+        let mut procs = Vec::new();
+        for i in 0..3 {
+            let args: Vec<String> = vec![
+                "--name".into(),
+                format!("e{}", i + 1),
+                "--data-dir".into(),
+                dir.path().join(format!("e{}", i + 1)).display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://{}", clients[i]),
+                "--advertise-client-urls".into(),
+                format!("http://{}", clients[i]),
+                "--listen-peer-urls".into(),
+                format!("http://{}", peers[i]),
+                "--initial-advertise-peer-urls".into(),
+                format!("http://{}", peers[i]),
+                "--initial-cluster".into(),
+                initial.clone(),
+                "--initial-cluster-state".into(),
+                "new".into(),
+                "--initial-cluster-token".into(),
+                "driftlock-bench".into(),
+                "--logger".into(),
+                "zap".into(),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            procs.push(Proc {
+                args,
+                log: dir.path().join(format!("e{}.log", i + 1)),
+                child: None,
+            });
+        }
+        let mut cluster = EtcdCluster {
+            exe,
+            procs,
+            endpoints: clients,
+            _dir: dir,
+        };
+        for i in 0..3 {
+            cluster.spawn(i)?;
+        }
+        cluster.wait_leader(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    /// (Re)starts member `i`.
+    pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.procs[i].spawn(&self.exe)
+    }
+
+    /// SIGKILLs member `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.procs[i].kill();
+    }
+
+    /// Process id of member `i`, if running.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].pid()
+    }
+
+    /// Whether member `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs[i].child.is_some()
+    }
+
+    /// Member ids by index (from each member's status).
+    pub async fn member_ids(&self) -> Result<Vec<u64>, ClusterError> {
+        let mut ids = Vec::new();
+        for i in 0..self.endpoints.len() {
+            let mut c = EtcdConn::new(&self.endpoints[i..=i], 0, Duration::from_secs(2))
+                .map_err(|e| ClusterError::Client(e.to_string()))?;
+            let s = c.status().await.map_err(|e| ClusterError::Client(e.to_string()))?;
+            ids.push(s.header.map(|h| h.member_id).unwrap_or(0));
+        }
+        Ok(ids)
+    }
+
+    /// Index of the leader, waiting up to `timeout`.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for i in 0..self.endpoints.len() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                let Ok(mut c) = EtcdConn::new(&self.endpoints[i..=i], 0, Duration::from_millis(500)) else {
+                    continue;
+                };
+                if let Ok(s) = c.status().await {
+                    let me = s.header.map(|h| h.member_id).unwrap_or(0);
+                    if s.leader != 0 && s.leader == me {
+                        return Ok(i);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout("no etcd leader".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+}
