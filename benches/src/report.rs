@@ -264,7 +264,7 @@ pub fn plot_throughput(rows: &[Row], path: &Path) -> Result<(), PlotError> {
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((1f64..64f64).log_scale(), 0f64..max_y)?;
+        .build_cartesian_2d(0f64..68f64, 0f64..max_y)?;
     chart
         .configure_mesh()
         .x_desc("clients")

@@ -387,6 +387,41 @@ impl Target<'_> {
         }
     }
 
+    /// How long after `since` a node other than `old` first says it leads
+    /// (polled every 10 ms, for up to 10 s).
+    async fn new_leader_after(&self, old: usize, since: Instant) -> Option<Duration> {
+        let endpoints = self.endpoints();
+        let dl = match self {
+            Target::Driftlock(c) => c.admin_client().await.ok(),
+            Target::Etcd(_) => None,
+        };
+        while since.elapsed() < Duration::from_secs(10) {
+            for (i, ep) in endpoints.iter().enumerate() {
+                if i == old {
+                    continue;
+                }
+                let leads = match (self, &dl) {
+                    (Target::Driftlock(_), Some(admin)) => matches!(
+                        tokio::time::timeout(Duration::from_millis(50), admin.status_of(ep)).await,
+                        Ok(Ok(s)) if s.role == driftlock_client::proto::Role::Leader
+                    ),
+                    (Target::Etcd(_), _) => {
+                        let Ok(mut c) = EtcdConn::new(&endpoints[i..=i], 0, Duration::from_millis(50)) else {
+                            continue;
+                        };
+                        matches!(c.status().await, Ok(s) if s.leader != 0 && Some(s.leader) == s.header.as_ref().map(|h| h.member_id))
+                    }
+                    _ => false,
+                };
+                if leads {
+                    return Some(since.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+
     /// Planned leadership move from `from` to another node.
     async fn move_leader(&self, from: usize) -> Result<(), String> {
         let to = (from + 1) % 3;
@@ -476,7 +511,11 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
             }
         }
     }
-    tokio::time::sleep(timing.after_fault).await;
+    let elected = target.new_leader_after(leader, fault_at).await;
+    if let Some(d) = elected {
+        eprintln!("  {}: a new leader answered status {} ms after the fault", system.name(), d.as_millis());
+    }
+    tokio::time::sleep(timing.after_fault.saturating_sub(fault_at.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
     let (workers, ops) = handle.await.map_err(client_err)?;
     let elapsed = t0.elapsed();
@@ -520,16 +559,26 @@ pub async fn keepalive(target: &Target<'_>, timing: &Timing) -> BenchResult<Meas
             let mut sessions = Vec::with_capacity(n);
             let mut pending = futures::stream::FuturesUnordered::new();
             use futures::StreamExt;
+            // Opens that fail (the cluster saturated) are counted, not fatal.
+            let mut open_failures = 0u64;
             for _ in 0..n {
                 pending.push(client.open_session(TTL));
                 if pending.len() >= 64 {
-                    if let Some(r) = pending.next().await {
-                        sessions.push(r.map_err(client_err)?);
+                    match pending.next().await {
+                        Some(Ok(s)) => sessions.push(s),
+                        Some(Err(_)) => open_failures += 1,
+                        None => {}
                     }
                 }
             }
             while let Some(r) = pending.next().await {
-                sessions.push(r.map_err(client_err)?);
+                match r {
+                    Ok(s) => sessions.push(s),
+                    Err(_) => open_failures += 1,
+                }
+            }
+            if open_failures > 0 {
+                eprintln!("  {open_failures} of {n} sessions could not be opened");
             }
             // Let the opening burst settle into steady keepalives.
             tokio::time::sleep(TTL / 3).await;
@@ -549,7 +598,7 @@ pub async fn keepalive(target: &Target<'_>, timing: &Timing) -> BenchResult<Meas
             futures::future::join_all(closes).await;
             let mut m = Measured {
                 ops_per_sec,
-                failed_ops: expired as u64,
+                failed_ops: expired as u64 + open_failures,
                 leader_cpu_pct: cpu_pct,
                 ..Measured::default()
             };

@@ -8,7 +8,8 @@
 //!   leader), else to the configured endpoints in turn. A
 //!   [`ApiError::NotLeader`] hint moves the preference to the hinted client
 //!   address at once; no hint, a connection failure or a timeout moves on to
-//!   the next endpoint after a backoff pause.
+//!   the next endpoint after a backoff pause, kept short (at most
+//!   `backoff_min_ms << 2`) while the client is searching for a leader.
 //! - Delivery classes: an idempotent call (reads, `observe`, session
 //!   operations with their fixed `(session, seq)`, `open_session` with its
 //!   fixed nonce) is retried on every transient failure until the retry
@@ -38,6 +39,14 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 /// Slack on top of an RPC's tarpc deadline before the local timer gives up
 /// (the dispatch task normally reports the deadline itself).
 const LOCAL_TIMER_SLACK: Duration = Duration::from_millis(250);
+/// Leader-search failures (an unreachable node, `NotLeader`, leadership
+/// moving under a request) count at most this many steps into the
+/// exponential backoff: while a new leader is being elected the client
+/// keeps probing every `backoff_min_ms << 2` at most (80 ms by default)
+/// instead of backing off towards `backoff_max_ms`, so the first operation
+/// after a failover is not held back by a long pause taken during the
+/// election.
+const LEADER_SEARCH_MAX_STEP: u32 = 3;
 /// Largest frame accepted from a node, bytes (the node's own limit).
 const MAX_FRAME_BYTES: usize = 8 << 20;
 
@@ -268,6 +277,17 @@ impl Transport {
         tokio::time::sleep_until(until.into()).await;
     }
 
+    /// The pause after a leader-search failure (see
+    /// [`LEADER_SEARCH_MAX_STEP`]).
+    fn leader_search_backoff(&self, failures: u32) -> Duration {
+        self.backoff(failures.min(LEADER_SEARCH_MAX_STEP))
+    }
+
+    async fn pause_leader_search(&self, failures: u32, deadline: Instant) {
+        let until = (Instant::now() + self.leader_search_backoff(failures)).min(deadline);
+        tokio::time::sleep_until(until.into()).await;
+    }
+
     /// Runs `f` against the right node until it succeeds, fails for good or
     /// the budget is spent (see the module documentation for what is
     /// retried).
@@ -297,7 +317,7 @@ impl Transport {
                     last_error = e;
                     self.demote(&addr);
                     failures += 1;
-                    self.pause(failures, spec.deadline).await;
+                    self.pause_leader_search(failures, spec.deadline).await;
                     continue;
                 }
             };
@@ -341,7 +361,7 @@ impl Transport {
                     tracing::debug!(endpoint = %addr, error = %rpc, what = spec.what, "attempt failed");
                     self.demote(&addr);
                     failures += 1;
-                    self.pause(failures, spec.deadline).await;
+                    self.pause_leader_search(failures, spec.deadline).await;
                     continue;
                 }
             };
@@ -362,13 +382,13 @@ impl Transport {
                             if hops > max_hops {
                                 // Hints that go round in circles: slow down.
                                 failures += 1;
-                                self.pause(failures, spec.deadline).await;
+                                self.pause_leader_search(failures, spec.deadline).await;
                             }
                         }
                         _ => {
                             self.demote(&addr);
                             failures += 1;
-                            self.pause(failures, spec.deadline).await;
+                            self.pause_leader_search(failures, spec.deadline).await;
                         }
                     }
                 }
@@ -386,7 +406,7 @@ impl Transport {
                     // Leadership moved under the request: the next attempt
                     // will most likely be told where the leader is.
                     failures += 1;
-                    self.pause(failures, spec.deadline).await;
+                    self.pause_leader_search(failures, spec.deadline).await;
                 }
             }
         }
@@ -410,6 +430,23 @@ mod tests {
             assert!(b <= Duration::from_millis(cap), "{failures}: {b:?}");
             assert!(b >= Duration::from_millis(cap / 2), "{failures}: {b:?}");
         }
+    }
+
+    #[test]
+    fn leader_search_backoff_stays_short() {
+        let t = Transport::new(ClientConfig {
+            backoff_min_ms: 20,
+            backoff_max_ms: 1_000,
+            ..ClientConfig::new(vec!["127.0.0.1:1".into()])
+        });
+        let cap = Duration::from_millis(20 << (LEADER_SEARCH_MAX_STEP - 1));
+        for failures in 1..40 {
+            let b = t.leader_search_backoff(failures);
+            assert!(b <= cap, "{failures}: {b:?}");
+            assert!(b >= Duration::from_millis(10), "{failures}: {b:?}");
+        }
+        // The general backoff still reaches its maximum.
+        assert!(t.backoff(30) >= Duration::from_millis(500));
     }
 
     #[test]

@@ -45,6 +45,10 @@ enum Cmd {
         /// Do not touch BENCHMARKS.md.
         #[arg(long)]
         no_markdown: bool,
+        /// Extra `driftlock serve` flags for every node (after `--`), e.g.
+        /// `-- --heartbeat-ms 50` to try other Raft timings.
+        #[arg(last = true)]
+        serve_args: Vec<String>,
     },
     /// Bytes per held lock: node RSS growth while a client holds N locks.
     HeldLocksMemory {
@@ -95,7 +99,8 @@ fn main() -> ExitCode {
                 only,
                 out_dir,
                 no_markdown,
-            } => compare(quick, runs, only, out_dir, no_markdown).await,
+                serve_args,
+            } => compare(quick, runs, only, out_dir, no_markdown, serve_args).await,
             Cmd::HeldLocksMemory {
                 locks,
                 sessions,
@@ -165,6 +170,7 @@ async fn compare(
     only: Vec<String>,
     out_dir: Option<PathBuf>,
     no_markdown: bool,
+    serve_args: Vec<String>,
 ) -> Result<(), ClusterError> {
     let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
     let timing = if quick {
@@ -194,7 +200,7 @@ async fn compare(
     std::fs::create_dir_all(&out_dir).map_err(|e| ClusterError::Io(format!("{}: {e}", out_dir.display())))?;
 
     eprintln!("starting a 3-node driftlock cluster and a 3-node etcd cluster");
-    let mut dl = DriftlockCluster::start(&[]).await?;
+    let mut dl = DriftlockCluster::start(&serve_args).await?;
     let mut et = EtcdCluster::start().await?;
     let probe_dir = tempfile::tempdir().map_err(|e| ClusterError::Io(e.to_string()))?;
     let (fs50, fs99) = report::fdatasync_latency(probe_dir.path(), 200).map_err(|e| ClusterError::Io(e.to_string()))?;
