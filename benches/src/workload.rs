@@ -513,7 +513,11 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
     }
     let elected = target.new_leader_after(leader, fault_at).await;
     if let Some(d) = elected {
-        eprintln!("  {}: a new leader answered status {} ms after the fault", system.name(), d.as_millis());
+        eprintln!(
+            "  {}: a new leader answered status {} ms after the fault",
+            system.name(),
+            d.as_millis()
+        );
     }
     tokio::time::sleep(timing.after_fault.saturating_sub(fault_at.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
