@@ -16,7 +16,9 @@
 //! `Suspect{session, score, probe_timeout}`. The state machine then shortens
 //! the session's next grants (the `KeptAlive` lease decision shows the
 //! suspicion factor), and the `Probe` event reaches the client library on
-//! its event stream, which answers on its own. If no answer is committed
+//! its event stream, which answers on its own. The probe deadline is the
+//! configured timeout but never earlier than the end of the validity the
+//! session already holds. If no answer is committed
 //! before the probe deadline, the state machine's probe timer revokes the
 //! session (a committed, deterministic `Revoke` with reason "no answer to
 //! renewal probe"); its locks then free under lock-delay, never before the
@@ -162,6 +164,8 @@ struct Tracked {
     profile: SessionProfile,
     /// When a `Suspect` was committed and its probe is not yet answered.
     suspected_at: Option<Instant>,
+    /// Local instant of that probe's deadline, once known.
+    probe_until: Option<Instant>,
     last_training_sample: Option<Instant>,
 }
 
@@ -255,10 +259,12 @@ impl Predictor {
         let t = inner.sessions.entry(session).or_insert_with(|| Tracked {
             profile: SessionProfile::new(now),
             suspected_at: None,
+            probe_until: None,
             last_training_sample: None,
         });
         t.profile.arrival(kind, now, client_rtt_us);
         if kind == RequestKind::ProbeAnswer {
+            t.probe_until = None;
             if let Some(at) = t.suspected_at.take() {
                 let answered_after_ms = at.elapsed().as_millis() as u64;
                 tracing::info!(session, answered_after_ms, "renewal probe answered; suspicion cleared");
@@ -337,11 +343,15 @@ impl Predictor {
                 t.suspected_at = Some(now);
                 out.push(Suspicion { session, scores });
             } else if let Some(at) = t.suspected_at {
-                // A probe nobody answered and the session still here (its
-                // Suspect may not have committed): allow a new decision.
-                let probe = Duration::from_micros(cfg.probe_timeout_us);
-                if now.saturating_duration_since(at) > probe.saturating_mul(2) {
+                // The probe's deadline passed and the session is still here
+                // (it kept alive without answering, or the Suspect never
+                // committed): allow a new decision.
+                let until = t
+                    .probe_until
+                    .unwrap_or(at + Duration::from_micros(cfg.probe_timeout_us).saturating_mul(2));
+                if now > until {
                     t.suspected_at = None;
+                    t.probe_until = None;
                 }
             }
         }
@@ -367,6 +377,15 @@ impl Predictor {
     pub fn unsuspect(&self, session: SessionId) {
         if let Some(t) = self.lock().sessions.get_mut(&session) {
             t.suspected_at = None;
+            t.probe_until = None;
+        }
+    }
+
+    /// Records when a committed suspicion's probe runs out (plus a second
+    /// of slack), so the session is not suspected again before.
+    pub fn probe_sent(&self, session: SessionId, probe_timeout_us: u64) {
+        if let Some(t) = self.lock().sessions.get_mut(&session) {
+            t.probe_until = Some(Instant::now() + Duration::from_micros(probe_timeout_us) + Duration::from_secs(1));
         }
     }
 
@@ -408,13 +427,15 @@ pub async fn run(ctx: Arc<NodeContext>) {
         }
         for s in predictor.evaluate(Instant::now()) {
             let score_permille = s.scores.combined_permille;
+            let probe_timeout_us = probe_timeout_for(&ctx, s.session, cfg.probe_timeout_us);
             let command = Command::Suspect {
                 session: s.session,
                 score_permille,
-                probe_timeout_us: cfg.probe_timeout_us,
+                probe_timeout_us,
             };
             match ctx.propose(command).await {
                 Ok(_) => {
+                    predictor.probe_sent(s.session, probe_timeout_us);
                     ctx.metrics.predict.suspicions.inc();
                     ctx.metrics
                         .predict
@@ -425,7 +446,7 @@ pub async fn run(ctx: Arc<NodeContext>) {
                         score_permille,
                         phi = s.scores.phi,
                         forest = s.scores.forest,
-                        probe_timeout_ms = cfg.probe_timeout_us / 1000,
+                        probe_timeout_ms = probe_timeout_us / 1000,
                         "session suspected: shorter validity and a renewal probe"
                     );
                 }
@@ -436,6 +457,20 @@ pub async fn run(ctx: Arc<NodeContext>) {
             }
         }
     }
+}
+
+/// The probe deadline for a session: the configured timeout, but never
+/// shorter than the validity the session already holds. A live client that
+/// pauses for less than its validity therefore always gets to answer, and
+/// a revocation can only end a session that has been silent for its whole
+/// validity (which is also the earliest its locks may free, rule 6).
+fn probe_timeout_for(ctx: &NodeContext, session: SessionId, configured_us: u64) -> u64 {
+    let now_us = ctx.cluster_now_us();
+    let remaining_us = ctx
+        .state
+        .with_state(|sm| sm.session_view(session, now_us).map(|v| v.remaining_us))
+        .unwrap_or(0);
+    configured_us.max(remaining_us)
 }
 
 #[cfg(test)]
@@ -493,6 +528,7 @@ mod tests {
                 let t = inner.sessions.entry(s).or_insert_with(|| Tracked {
                     profile: SessionProfile::new(now),
                     suspected_at: None,
+                    probe_until: None,
                     last_training_sample: None,
                 });
                 t.profile.arrival(kind_of(&keepalive()), now, None);
