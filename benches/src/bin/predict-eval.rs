@@ -74,6 +74,10 @@ struct RunResult {
     counter_ok: bool,
     stale_rejected: u32,
     stale_accepted: u32,
+    /// Validity the holder's session still had at the fault, ms.
+    left_at_fault_ms: Option<f64>,
+    /// The holder's last granted validity (adaptive lease), ms.
+    granted_ms: Option<f64>,
     note: String,
 }
 
@@ -148,8 +152,9 @@ async fn holder_main(args: &[String]) -> Result<(), BoxError> {
             Ok(v) => say(format!("INC {v}")),
             Err(e) => {
                 say(format!("ERROR {e}"));
-                // The session is gone: try the old token from a fresh session;
-                // the fence must refuse it.
+                // The session is gone: once the lock has passed on, try the
+                // old token from a fresh session; the fence must refuse it.
+                wait_until_not_holder(&client, &lock, session.id(), ttl * 3).await;
                 stale_write_attempt(&client, ttl, &counter, &fence).await;
                 return Ok(());
             }
@@ -201,6 +206,25 @@ fn parse_counter(bytes: &[u8]) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+async fn wait_until_not_holder(client: &Client, lock: &str, me: SessionId, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let r = client
+            .read(Query::Lock { name: lock.to_owned() }, Consistency::Linearizable)
+            .await;
+        if let Ok(r) = r {
+            let held_by_me = match r.result {
+                QueryResult::Lock(Some(v)) => v.holders.iter().any(|h| h.session == me),
+                _ => false,
+            };
+            if !held_by_me {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn stale_write_attempt(client: &Client, ttl: Duration, counter: &str, fence: &Fence) {
@@ -493,6 +517,9 @@ async fn run_one(endpoints: &[String], ttl: Duration, scenario: Scenario, tag: &
     tokio::time::sleep(warmup).await;
     let mut result = RunResult::default();
     let fault_at;
+    let (left, granted) = validity_of(&client, holder_session).await;
+    result.left_at_fault_ms = left;
+    result.granted_ms = granted;
     match scenario {
         Scenario::Killed => {
             fault_at = Instant::now();
@@ -506,6 +533,9 @@ async fn run_one(endpoints: &[String], ttl: Duration, scenario: Scenario, tag: &
             let mut k = 1u32;
             loop {
                 let pause = ttl.mul_f64(0.15 * f64::from(k));
+                let (left, granted) = validity_of(&client, holder_session).await;
+                result.left_at_fault_ms = left;
+                result.granted_ms = granted;
                 let start = Instant::now();
                 signal(holder.pid, nix::sys::signal::Signal::SIGSTOP);
                 tokio::time::sleep(pause).await;
@@ -590,6 +620,20 @@ async fn run_one(endpoints: &[String], ttl: Duration, scenario: Scenario, tag: &
     Ok(result)
 }
 
+/// The holder session's remaining validity and last granted validity, ms.
+async fn validity_of(client: &Client, session: SessionId) -> (Option<f64>, Option<f64>) {
+    match client.read(Query::Session { session }, Consistency::Linearizable).await {
+        Ok(r) => match r.result {
+            QueryResult::Session(Some(v)) => (
+                Some(v.remaining_us as f64 / 1e3),
+                Some(v.lease.validity_us as f64 / 1e3),
+            ),
+            _ => (None, None),
+        },
+        Err(_) => (None, None),
+    }
+}
+
 // ---------------------------------------------------------------- report
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -666,8 +710,8 @@ async fn eval_main(args: &[String]) -> Result<(), BoxError> {
     let ttl_ms = opts.ttl.as_secs_f64() * 1e3;
     println!("TTL {ttl_ms:.0} ms, 3 nodes on loopback, holder in its own process; lead = validity left when the probe was seen.");
     println!();
-    println!("| scenario | prediction | runs | median lead (ms) | suspicions | revocations | median re-grant (ms) | re-grant / TTL | fenced counter | stale writes rejected | notes |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| scenario | prediction | runs | median lead (ms) | suspicions | revocations | median validity left at fault (ms) | median granted validity (ms) | median re-grant (ms) | re-grant / TTL | fenced counter | stale writes rejected | notes |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (scenario, predict, results) in &rows {
         let lead = median(results.iter().filter_map(|r| r.lead_ms).collect());
         let regrant = median(results.iter().filter_map(|r| r.regrant_ms).collect());
@@ -681,14 +725,18 @@ async fn eval_main(args: &[String]) -> Result<(), BoxError> {
             .map(|r| r.note.trim())
             .filter(|n| !n.is_empty())
             .collect();
+        let left = median(results.iter().filter_map(|r| r.left_at_fault_ms).collect());
+        let granted = median(results.iter().filter_map(|r| r.granted_ms).collect());
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} correct | {} (accepted {}) | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} correct | {} (accepted {}) | {} |",
             scenario.name(),
             if *predict { "on" } else { "off (plain TTL)" },
             results.len(),
             fmt_ms(lead),
             sus,
             rev,
+            fmt_ms(left),
+            fmt_ms(granted),
             fmt_ms(regrant),
             regrant.map_or("–".into(), |r| format!("{:.0} %", 100.0 * r / ttl_ms)),
             ok,

@@ -561,12 +561,17 @@ mod tests {
     }
 
     #[test]
-    fn probe_answer_clears_the_pending_suspicion() {
+    fn probe_answer_clears_the_pending_suspicion_and_counts_as_life() {
         let p = Predictor::new(cfg(), Arc::new(Metrics::new()));
         drop(p.track(7, &keepalive()));
+        let before = p.lock().sessions[&7].profile.last_keepalive;
         p.lock().sessions.get_mut(&7).expect("tracked").suspected_at = Some(Instant::now());
         drop(p.track(7, &SessionOp::ProbeAnswer));
-        assert!(p.lock().sessions[&7].suspected_at.is_none());
+        let inner = p.lock();
+        let t = &inner.sessions[&7];
+        assert!(t.suspected_at.is_none());
+        assert!(t.profile.last_keepalive > before, "silence restarts at the answer");
+        assert_eq!(t.profile.keepalive_gap_ms.len(), 0, "an answer is no gap sample");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! keepalive inter-arrival times.
 //!
 //! `phi = −log10(P(a gap at least this long))`, with the gap distribution
-//! modelled as normal with the window's mean and standard deviation (floored
-//! at `min_stddev_ms`, so a perfectly regular client does not make every
-//! small delay look fatal). The tail probability uses the logistic
+//! modelled as normal. Its centre and spread are the window's median and
+//! 1.4826 × median absolute deviation (robust estimates of mean and σ), so
+//! a client that slows down step by step cannot teach the detector that
+//! long gaps are normal with a few long gaps; the spread is floored at
+//! `min_stddev_ms`, so a perfectly regular client does not make every small
+//! delay look fatal. The tail probability uses the logistic
 //! approximation of the normal CDF that Akka and Cassandra use. phi = 1
 //! means a 10 % chance that the session is still alive and merely late,
 //! phi = 8 means 10⁻⁸.
@@ -20,9 +23,9 @@ pub fn phi(gaps_ms: &Window, elapsed_ms: f64, min_samples: usize, min_stddev_ms:
     if gaps_ms.len() < min_samples.max(1) {
         return None;
     }
-    let mean = gaps_ms.mean();
-    let stddev = gaps_ms.stddev().max(min_stddev_ms).max(1e-3);
-    Some(phi_of(elapsed_ms, mean, stddev))
+    let (median, mad) = gaps_ms.median_and_mad();
+    let stddev = (1.4826 * mad).max(min_stddev_ms).max(1e-3);
+    Some(phi_of(elapsed_ms, median, stddev))
 }
 
 /// Phi for a gap of `elapsed_ms` under a normal(mean, stddev) model.
@@ -78,6 +81,16 @@ mod tests {
         let w = window(&[1000.0; 10]);
         let p = phi(&w, 1050.0, 3, 100.0).expect("samples");
         assert!(p < 1.0, "{p}");
+    }
+
+    #[test]
+    fn a_few_long_gaps_do_not_teach_tolerance() {
+        // 2 s keepalives with three growing stalls already in the window.
+        let w = window(&[
+            2000.0, 2000.0, 2000.0, 2000.0, 2000.0, 2000.0, 2000.0, 2000.0, 2900.0, 3800.0, 4700.0,
+        ]);
+        let p = phi(&w, 3500.0, 3, 100.0).expect("samples");
+        assert!(p >= 8.0, "a 3.5 s gap after 2 s keepalives: phi {p}");
     }
 
     #[test]

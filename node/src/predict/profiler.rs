@@ -105,12 +105,41 @@ impl Window {
         var.sqrt()
     }
 
+    /// Median and median absolute deviation of the samples (0, 0 when
+    /// empty): robust against a few outliers, unlike mean and stddev.
+    pub fn median_and_mad(&self) -> (f64, f64) {
+        let n = self.len();
+        if n == 0 {
+            return (0.0, 0.0);
+        }
+        let mut v = [0f32; WINDOW_LEN];
+        v[..n].copy_from_slice(self.values());
+        let v = &mut v[..n];
+        v.sort_by(f32::total_cmp);
+        let median = median_sorted(v);
+        for x in v.iter_mut() {
+            *x = (*x - median as f32).abs();
+        }
+        v.sort_by(f32::total_cmp);
+        (median, median_sorted(v))
+    }
+
     /// The newest sample, if any.
     pub fn last(&self) -> Option<f32> {
         if self.is_empty() {
             return None;
         }
         Some(self.samples[(usize::from(self.next) + WINDOW_LEN - 1) % WINDOW_LEN])
+    }
+}
+
+fn median_sorted(v: &[f32]) -> f64 {
+    let n = v.len();
+    debug_assert!(n > 0);
+    if n % 2 == 1 {
+        f64::from(v[n / 2])
+    } else {
+        (f64::from(v[n / 2 - 1]) + f64::from(v[n / 2])) / 2.0
     }
 }
 
@@ -163,6 +192,10 @@ impl SessionProfile {
                 let gap = now.saturating_duration_since(prev).as_secs_f64() * 1e3;
                 self.keepalive_gap_ms.push(gap as f32);
             }
+            self.last_keepalive = Some(now);
+        } else if kind == RequestKind::ProbeAnswer {
+            // Proof of life: silence counts from here, but the answer is not
+            // a keepalive gap sample (it would distort the gap model).
             self.last_keepalive = Some(now);
         }
         if let Some(rtt) = client_rtt_us {
@@ -272,6 +305,18 @@ mod tests {
         // Newest WINDOW_LEN values: 8 ..= WINDOW_LEN + 7.
         let expected_mean = (8.0 + (WINDOW_LEN + 7) as f64) / 2.0;
         assert!((w.mean() - expected_mean).abs() < 1e-9);
+    }
+
+    #[test]
+    fn median_and_mad_ignore_a_few_outliers() {
+        let mut w = Window::default();
+        for g in [2000.0, 2010.0, 1990.0, 2000.0, 2005.0, 1995.0, 7000.0, 6000.0] {
+            w.push(g);
+        }
+        let (median, mad) = w.median_and_mad();
+        assert!((median - 2002.5).abs() < 1e-6, "{median}");
+        assert!(mad < 10.0, "{mad}");
+        assert!(w.stddev() > 1000.0, "the plain stddev is dominated by the outliers");
     }
 
     #[test]
