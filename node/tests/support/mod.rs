@@ -27,8 +27,24 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
-/// A free loopback port (bound and released; the OS does not hand it out
-/// again at once).
+/// A free loopback address `127.A.B.C:port` for one listener.
+///
+/// Each call uses its own loopback IP (derived from the process id and a
+/// counter), so concurrent test processes and the outgoing connections of
+/// other tests (which take their ephemeral source ports on 127.0.0.1) cannot
+/// grab the port between this probe and the node's bind.
+pub fn free_addr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let ip = format!("127.{}.{}.{}", 1 + pid % 250, 1 + (n / 250) % 250, 1 + n % 250);
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind an ephemeral port");
+    let port = l.local_addr().expect("local addr").port();
+    format!("{ip}:{port}")
+}
+
+/// A free port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
@@ -51,9 +67,9 @@ impl Cluster {
         for id in 1..=n {
             nodes.push(Proc {
                 id,
-                raft_addr: format!("127.0.0.1:{}", free_port()),
-                client_addr: format!("127.0.0.1:{}", free_port()),
-                metrics_addr: format!("127.0.0.1:{}", free_port()),
+                raft_addr: free_addr(),
+                client_addr: free_addr(),
+                metrics_addr: free_addr(),
                 data_dir: dir.path().join(format!("node{id}")),
                 child: None,
                 extra_args: args(id),
@@ -91,9 +107,9 @@ impl Cluster {
         let id = self.nodes.len() as u64 + 1;
         self.nodes.push(Proc {
             id,
-            raft_addr: format!("127.0.0.1:{}", free_port()),
-            client_addr: format!("127.0.0.1:{}", free_port()),
-            metrics_addr: format!("127.0.0.1:{}", free_port()),
+            raft_addr: free_addr(),
+            client_addr: free_addr(),
+            metrics_addr: free_addr(),
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
             extra_args: Vec::new(),
