@@ -19,6 +19,9 @@ pub struct Proc {
     pub child: Option<Child>,
     /// Extra `serve` flags of this node.
     pub extra_args: Vec<String>,
+    /// A command the node runs under (e.g. `faketime -f "+0 x1.002"`);
+    /// empty = none.
+    pub wrapper: Vec<String>,
 }
 
 /// Real node processes with their data in a temporary directory.
@@ -50,6 +53,8 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+pub mod counter;
+
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_driftlock")
 }
@@ -62,6 +67,16 @@ impl Cluster {
 
     /// Starts `n` nodes, node `id` with the extra `serve` flags `args(id)`.
     pub async fn start_with(n: u64, args: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Cluster::start_wrapped(n, args, |_| Vec::new()).await
+    }
+
+    /// Starts `n` nodes, node `id` with the extra `serve` flags `args(id)`,
+    /// run under the command `wrapper(id)` (empty: directly).
+    pub async fn start_wrapped(
+        n: u64,
+        args: impl Fn(u64) -> Vec<String>,
+        wrapper: impl Fn(u64) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for id in 1..=n {
@@ -73,6 +88,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{id}")),
                 child: None,
                 extra_args: args(id),
+                wrapper: wrapper(id),
             });
         }
         let mut cluster = Cluster { nodes, dir };
@@ -113,6 +129,7 @@ impl Cluster {
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
             extra_args: Vec::new(),
+            wrapper: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -122,7 +139,15 @@ impl Cluster {
         let p = &mut self.nodes[i];
         let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", p.id))).expect("log file");
         let log_err = log.try_clone().expect("log file");
-        let child = Command::new(exe())
+        let mut cmd = match p.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe());
+                c
+            }
+            None => Command::new(exe()),
+        };
+        let child = cmd
             .args([
                 "serve",
                 "--id",
