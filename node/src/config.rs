@@ -65,7 +65,18 @@ pub struct NodeConfig {
     pub clock_q_drift_ppm2_per_s: f64,
     /// Kalman process noise of the offset, µs² per second.
     pub clock_q_offset_us2_per_s: f64,
+    /// UNSAFE, for the jepsen suite's negative test only: the leader runs
+    /// cluster time at [`UNSAFE_CLUSTER_TIME_SPEEDUP`]× its local clock, so
+    /// sessions expire on the cluster long before their holders' local
+    /// validity ends (breaks DESIGN.md "Time" rule 2). Flag only, never
+    /// read from a file or the environment.
+    #[serde(default)]
+    pub unsafe_fast_cluster_time: bool,
 }
+
+/// How much faster than the local clock cluster time runs under
+/// [`NodeConfig::unsafe_fast_cluster_time`].
+pub const UNSAFE_CLUSTER_TIME_SPEEDUP: u64 = 4;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -94,6 +105,7 @@ impl Default for NodeConfig {
             clock_gossip_fanout: 2,
             clock_q_drift_ppm2_per_s: 0.01,
             clock_q_offset_us2_per_s: 1.0,
+            unsafe_fast_cluster_time: false,
         }
     }
 }
@@ -207,6 +219,10 @@ pub struct ServeArgs {
     /// Kalman offset process noise, µs²/s.
     #[arg(long, env = "DRIFTLOCK_CLOCK_Q_OFFSET_US2_PER_S")]
     pub clock_q_offset_us2_per_s: Option<f64>,
+    /// UNSAFE, tests only: run cluster time fast so that locks overlap
+    /// (the jepsen suite proves its checkers catch it).
+    #[arg(long)]
+    pub unsafe_fast_cluster_time: bool,
     /// Exit when the process that started this one exits (used by `dev`).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -317,6 +333,7 @@ impl ServeArgs {
                 .clock_q_offset_us2_per_s
                 .or(file.clock_q_offset_us2_per_s)
                 .unwrap_or(d.clock_q_offset_us2_per_s),
+            unsafe_fast_cluster_time: self.unsafe_fast_cluster_time,
         };
         cfg.validate()?;
         Ok(cfg)
