@@ -259,6 +259,52 @@ pub async fn harness_client(endpoints: Vec<String>, name: &str) -> Result<Client
         .map_err(|e| ClusterError::Client(e.to_string()))
 }
 
+/// Starts one node process.
+fn spawn_node(opts: &ClusterOptions, node: &Node) -> Result<Child, ClusterError> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.log)
+        .map_err(|source| ClusterError::Io {
+            path: node.log.clone(),
+            source,
+        })?;
+    let log_err = log.try_clone().map_err(|source| ClusterError::Io {
+        path: node.log.clone(),
+        source,
+    })?;
+    let mut cmd = if opts.netns {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &ns_name(node.id)]).arg(&opts.binary);
+        c
+    } else {
+        Command::new(&opts.binary)
+    };
+    cmd.args(["serve", "--id", &node.id.to_string()])
+        .args(["--raft-addr", &node.raft_addr, "--client-addr", &node.client_addr])
+        .arg("--data-dir")
+        .arg(&node.data_dir)
+        .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300"])
+        .args(["--election-timeout-max-ms", "600", "--health-interval-ms", "1000"])
+        .args(&opts.extra_args)
+        .arg("--exit-with-parent")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    if let Some(spec) = &node.faketime {
+        if let Some(lib) = libfaketime() {
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME", spec)
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+    }
+    cmd.spawn().map_err(|source| ClusterError::Spawn {
+        what: format!("{} serve", opts.binary.display()),
+        source,
+    })
+}
+
 impl Cluster {
     /// Creates the namespaces (if asked), starts every node and initializes
     /// the cluster; returns once a leader is elected.
@@ -290,20 +336,46 @@ impl Cluster {
                 faketime: None,
             });
         }
+        for node in &mut nodes {
+            node.child = Some(spawn_node(&opts, node)?);
+        }
+        let kill_all = |nodes: &mut Vec<Node>| {
+            for n in nodes.iter_mut() {
+                if let Some(mut c) = n.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+            if opts.netns {
+                cleanup_netns(opts.nodes as u64);
+            }
+        };
+        // The client library needs a reachable endpoint to connect.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &nodes {
+            while tokio::net::TcpStream::connect(&node.client_addr).await.is_err() {
+                if Instant::now() > deadline {
+                    let msg = format!("node {} did not listen (see {})", node.id, node.log.display());
+                    kill_all(&mut nodes);
+                    return Err(ClusterError::Timeout(msg));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let endpoints = nodes.iter().map(|n| n.client_addr.clone()).collect();
-        let admin = harness_client(endpoints, "jepsen-admin").await?;
-        let mut cluster = Cluster {
+        let admin = match harness_client(endpoints, "jepsen-admin").await {
+            Ok(a) => a,
+            Err(e) => {
+                kill_all(&mut nodes);
+                return Err(e);
+            }
+        };
+        let cluster = Cluster {
             nodes,
             netns: opts.netns,
             opts,
             admin,
         };
-        for i in 0..cluster.nodes.len() {
-            cluster.spawn(i)?;
-        }
-        for i in 0..cluster.nodes.len() {
-            cluster.wait_up(i, Duration::from_secs(30)).await?;
-        }
         let members = cluster.nodes.iter().map(Node::member).collect();
         let first = cluster.nodes[0].client_addr.clone();
         cluster
@@ -328,49 +400,7 @@ impl Cluster {
     /// Starts (or restarts) node `i` on its data directory, under its
     /// `faketime` spec if it has one.
     pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
-        let node = &self.nodes[i];
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|source| ClusterError::Io {
-                path: node.log.clone(),
-                source,
-            })?;
-        let log_err = log.try_clone().map_err(|source| ClusterError::Io {
-            path: node.log.clone(),
-            source,
-        })?;
-        let mut cmd = if self.netns {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns_name(node.id)]).arg(&self.opts.binary);
-            c
-        } else {
-            Command::new(&self.opts.binary)
-        };
-        cmd.args(["serve", "--id", &node.id.to_string()])
-            .args(["--raft-addr", &node.raft_addr, "--client-addr", &node.client_addr])
-            .arg("--data-dir")
-            .arg(&node.data_dir)
-            .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300"])
-            .args(["--election-timeout-max-ms", "600", "--health-interval-ms", "1000"])
-            .args(&self.opts.extra_args)
-            .arg("--exit-with-parent")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        if let Some(spec) = &node.faketime {
-            if let Some(lib) = libfaketime() {
-                cmd.env("LD_PRELOAD", lib)
-                    .env("FAKETIME", spec)
-                    .env("FAKETIME_NO_CACHE", "1");
-            }
-        }
-        let child = cmd.spawn().map_err(|source| ClusterError::Spawn {
-            what: format!("{} serve", self.opts.binary.display()),
-            source,
-        })?;
+        let child = spawn_node(&self.opts, &self.nodes[i])?;
         self.nodes[i].child = Some(child);
         self.nodes[i].paused = false;
         Ok(())
