@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::checkers::{check_all, CheckConfig, VerdictTable};
 use crate::cluster::{netns_available, Cluster, ClusterOptions};
-use crate::history::{export_porcupine, pair, Function, History, OpKind, FINAL_PHASE};
+use crate::history::{export_porcupine, pair, Function, History, OpKind, Value, FINAL_PHASE};
 use crate::nemesis::{usable, Nemesis, NemesisCtx, NemesisStats};
 use crate::workload::{self, WorkerArgs};
 
@@ -302,6 +302,11 @@ fn op_summary(history: &History) -> (BTreeMap<String, (u64, u64)>, BTreeMap<Stri
             continue;
         }
         if matches!(op.f, Function::Phase { .. }) || op.kind == OpKind::Invoke {
+            continue;
+        }
+        // A cas whose comparison failed is the register working, not a fault.
+        if matches!(&op.value, Value::Error(e) if e == workload::CAS_MISMATCH) {
+            *counts.entry("cas-mismatch".into()).or_default() += 1;
             continue;
         }
         *counts.entry(format!("{:?}", op.kind).to_lowercase()).or_default() += 1;

@@ -35,6 +35,9 @@ pub const LOCK_NAME: &str = "l0";
 /// The election of the election workload.
 pub const ELECTION_NAME: &str = "e0";
 
+/// The error text of a cas whose comparison failed (a definite `fail`).
+pub const CAS_MISMATCH: &str = "value differs";
+
 /// KV key holding the counter fenced by `lock`.
 pub fn counter_key(lock: &str) -> String {
     format!("counter/{lock}")
@@ -195,7 +198,7 @@ async fn register_op(
                 }
             };
             let Some(view) = view.filter(|v| parse_u64(&v.value) == Some(from)) else {
-                history.fail(&inv, Value::Error("value differs".into()));
+                history.fail(&inv, Value::Error(CAS_MISMATCH.into()));
                 return OpKind::Fail;
             };
             match client.kv_cas(key, view.mod_revision, to.to_string().into_bytes()).await {
