@@ -102,6 +102,21 @@ pub fn netns_available() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `tc netem` works here (the kernel needs `sch_netem`); why not.
+pub fn netem_available() -> Result<(), String> {
+    let probe = format!("{NS_PREFIX}netem");
+    let _ = run_cmd("ip", &["netns", "del", &probe]);
+    run_cmd("ip", &["netns", "add", &probe]).map_err(|e| e.to_string())?;
+    let r = run_cmd(
+        "ip",
+        &[
+            "netns", "exec", &probe, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms",
+        ],
+    );
+    let _ = run_cmd("ip", &["netns", "del", &probe]);
+    r.map_err(|e| format!("tc netem does not work (no sch_netem in this kernel?): {e}"))
+}
+
 /// Path of libfaketime's preload library, if installed.
 pub fn libfaketime() -> Option<PathBuf> {
     [

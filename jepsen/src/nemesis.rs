@@ -18,7 +18,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
 
-use crate::cluster::{libfaketime, Cluster};
+use crate::cluster::{libfaketime, netem_available, Cluster};
 use crate::history::{Function, History, OpKind, Value};
 
 /// Process id the nemesis records its ops under.
@@ -150,6 +150,13 @@ pub fn usable(wanted: &[Nemesis], netns: bool) -> Vec<Nemesis> {
                 println!("nemesis {n}: skipped: needs network namespaces (root, ip netns, iptables, tc)");
                 false
             }
+            Nemesis::Netem => match netem_available() {
+                Ok(()) => true,
+                Err(why) => {
+                    println!("nemesis netem: skipped: {why}");
+                    false
+                }
+            },
             Nemesis::Clock if libfaketime().is_none() => {
                 println!("nemesis clock: skipped: libfaketime not installed (apt-get install faketime)");
                 false
@@ -193,10 +200,7 @@ impl NemesisCtx {
                 while !stop.load(Ordering::Relaxed) {
                     let leader = {
                         let c = me.cluster.lock().await;
-                        match c.leader().await {
-                            Some(i) => Some(c.nodes[i].id),
-                            None => None,
-                        }
+                        c.leader().await.map(|i| c.nodes[i].id)
                     };
                     if let (Some(now), Some(before)) = (leader, last) {
                         if now != before {
@@ -344,9 +348,13 @@ impl NemesisCtx {
                 ))
             }
             Nemesis::Transfer => {
+                // The leader watcher cannot look while the cluster is held:
+                // count the changes here.
                 let mut done = 0;
+                let mut changes = 0;
+                let mut last = c.leader().await;
                 for _ in 0..5 {
-                    let Some(l) = c.leader().await else { continue };
+                    let Some(l) = last else { break };
                     let others: Vec<usize> = live.iter().copied().filter(|&i| i != l).collect();
                     if let Some(&to) = others.choose(rng) {
                         if c.transfer_leader(to).await.is_ok() {
@@ -354,9 +362,23 @@ impl NemesisCtx {
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(400)).await;
+                    let now = c.leader().await;
+                    if let (Some(a), Some(b)) = (last, now) {
+                        if a != b {
+                            changes += 1;
+                            record(
+                                &self.history,
+                                format!("leader n{} -> n{}", c.nodes[a].id, c.nodes[b].id),
+                            );
+                        }
+                    }
+                    if now.is_some() {
+                        last = now;
+                    }
                 }
+                self.stat(n, |s| s.leader_changes += changes);
                 Ok((
-                    format!("leader-transfer storm ({done}/5 transfers accepted)"),
+                    format!("leader-transfer storm ({done}/5 transfers accepted, {changes} leader changes)"),
                     Undo::Nothing,
                 ))
             }
