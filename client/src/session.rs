@@ -871,10 +871,17 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
             Ok(Reply::KeptAlive {
                 validity_us,
                 client_rho_ppm,
+                cluster_ts_us,
                 ..
             }) => {
-                inner.renewed(t_send, validity_us, client_rho_ppm);
-                let rtt_us = u64::try_from(t_send.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let t_recv = Instant::now();
+                let rho_ppm = {
+                    let mut rate = lock(&inner.client.inner.rate);
+                    rate.observe(t_send, t_recv, cluster_ts_us);
+                    rate.rho_ppm(client_rho_ppm)
+                };
+                inner.renewed(t_send, validity_us, rho_ppm);
+                let rtt_us = u64::try_from(t_recv.saturating_duration_since(t_send).as_micros()).unwrap_or(u64::MAX);
                 lock(&inner.client.inner.health).record_rtt_us(rtt_us);
                 retry_at = None;
             }

@@ -349,6 +349,12 @@ pub struct ClockMetrics {
     pub rho_hi_ppm: Gauge,
     /// Clock steps this node detected.
     pub steps: Gauge,
+    /// Applied `ClockSkewDetected` events (a client's hold time disagreed
+    /// with cluster time beyond its bound).
+    pub skew_detected: Counter,
+    /// Applied `NodeClockAlert` events (a node's drift crossed
+    /// `alert_drift_ppm`).
+    pub node_alerts: Counter,
 }
 
 impl ClockMetrics {
@@ -359,6 +365,8 @@ impl ClockMetrics {
             uncertainty_us: Family::default(),
             rho_hi_ppm: Gauge::default(),
             steps: Gauge::default(),
+            skew_detected: Counter::default(),
+            node_alerts: Counter::default(),
         };
         registry.register("clock_drift_ppm", "Estimated clock drift per node", m.drift_ppm.clone());
         registry.register(
@@ -377,6 +385,16 @@ impl ClockMetrics {
             m.rho_hi_ppm.clone(),
         );
         registry.register("clock_steps", "Clock steps detected by this node", m.steps.clone());
+        registry.register(
+            "clock_skew_detected",
+            "Client hold times that disagreed with cluster time beyond the client's drift bound",
+            m.skew_detected.clone(),
+        );
+        registry.register(
+            "clock_node_alerts",
+            "Nodes whose committed drift crossed alert_drift_ppm",
+            m.node_alerts.clone(),
+        );
         m
     }
 }
