@@ -39,6 +39,8 @@ pub(crate) struct ClientInner {
     pub(crate) transport: Transport,
     /// This host's health, shared by all sessions of the client.
     pub(crate) health: std::sync::Mutex<HealthMonitor>,
+    /// This host's clock rate against cluster time, shared by all sessions.
+    pub(crate) rate: std::sync::Mutex<crate::clock::ClusterRate>,
 }
 
 impl std::fmt::Debug for Client {
@@ -77,6 +79,7 @@ impl Client {
         let client = Client {
             inner: Arc::new(ClientInner {
                 health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
+                rate: std::sync::Mutex::new(crate::clock::ClusterRate::new()),
                 transport: Transport::new(config),
             }),
         };
@@ -111,6 +114,15 @@ impl Client {
     /// The configuration in use.
     pub fn config(&self) -> &ClientConfig {
         self.inner.transport.config()
+    }
+
+    /// Cluster time measured against this host's clock from keepalive
+    /// replies (offset µs, drift ppb: negative when this host runs fast),
+    /// with σ of each. Once settled, `|drift| + 3σ` widens the drift bound
+    /// this client applies to its local validity (DESIGN.md "Time" rule 5)
+    /// when it exceeds the cluster's.
+    pub fn cluster_clock_estimate(&self) -> driftlock_state_machine::ClockEstimate {
+        crate::transport::lock(&self.inner.rate).estimate()
     }
 
     /// The configured endpoints.

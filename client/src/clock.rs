@@ -1,9 +1,12 @@
 //! The client's clock: a process-wide monotonic epoch for the clock values
-//! sent with acquires and releases, and the local-validity formula of
-//! DESIGN.md "Time" rule 5.
+//! sent with acquires and releases, the local-validity formula of
+//! DESIGN.md "Time" rule 5, and the estimate of this host's rate against
+//! cluster time that rule 5 uses once it is trustworthy.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -30,6 +33,84 @@ pub(crate) fn local_expiry(t_send: Instant, validity_us: u64, rho_ppm: u64, marg
     t_send + Duration::from_micros(u64::try_from(usable).unwrap_or(u64::MAX))
 }
 
+/// Samples before the own-rate estimate is consulted at all.
+const RATE_MIN_SAMPLES: u32 = 8;
+/// The own-rate estimate is consulted only once its drift σ is below this.
+const RATE_MAX_SIGMA_PPM: f64 = 100.0;
+/// Standard deviations added to the measured drift for the bound.
+const RATE_K_SIGMA: f64 = 3.0;
+
+/// This host's clock rate measured against cluster time.
+///
+/// Every keepalive reply carries the cluster time of the entry that renewed
+/// the session; that entry was stamped between the request's send and the
+/// reply's arrival, so `cluster_ts − local midpoint` is an offset sample
+/// with σ ≤ RTT/2. A Kalman filter turns those into a drift estimate; the
+/// bound `|drift| + 3σ` replaces the cluster's `client_rho_ppm` in rule 5
+/// when it is larger — measurement can only widen the margin, never narrow
+/// it below what the cluster asks for.
+#[derive(Debug)]
+pub(crate) struct ClusterRate {
+    filter: DriftFilter,
+    steps: u64,
+}
+
+impl ClusterRate {
+    /// No samples yet.
+    pub(crate) fn new() -> Self {
+        ClusterRate {
+            filter: DriftFilter::new(DriftFilterConfig::default()),
+            steps: 0,
+        }
+    }
+
+    /// Folds in one keepalive: sent at `t_send`, answered at `t_recv`, its
+    /// entry stamped with `cluster_ts_us`.
+    pub(crate) fn observe(&mut self, t_send: Instant, t_recv: Instant, cluster_ts_us: u64) {
+        let Some(epoch) = EPOCH.get().copied() else {
+            // client_clock_us() initializes the epoch; without it the
+            // instants cannot be placed. Initialize and skip this sample.
+            let _ = client_clock_us();
+            return;
+        };
+        let send_s = t_send.saturating_duration_since(epoch).as_secs_f64();
+        let recv_s = t_recv.saturating_duration_since(epoch).as_secs_f64();
+        if recv_s < send_s {
+            return;
+        }
+        let mid_s = (send_s + recv_s) / 2.0;
+        let half_rtt_us = (recv_s - send_s) * 1e6 / 2.0;
+        let offset_us = cluster_ts_us as f64 - mid_s * 1e6;
+        if let SampleOutcome::StepDetected { step_us } = self.filter.update(mid_s, offset_us, half_rtt_us) {
+            // Cluster time jumps forward across some leader changes; the
+            // filter restarts and the cluster's bound applies meanwhile.
+            self.steps += 1;
+            tracing::debug!(step_us, "cluster time stepped against this host's clock");
+        }
+    }
+
+    /// The drift bound rule 5 should use: the cluster's `cluster_rho_ppm`,
+    /// or this host's measured `|drift| + 3σ` when that is larger and the
+    /// estimate has settled.
+    pub(crate) fn rho_ppm(&self, cluster_rho_ppm: u64) -> u64 {
+        let sigma = self.filter.drift_sigma_ppm();
+        if self.filter.samples() < RATE_MIN_SAMPLES || sigma > RATE_MAX_SIGMA_PPM {
+            return cluster_rho_ppm;
+        }
+        let bound = (self.filter.drift_ppm().abs() + RATE_K_SIGMA * sigma).ceil();
+        if bound.is_finite() && bound > cluster_rho_ppm as f64 {
+            bound.min(1_000_000.0) as u64
+        } else {
+            cluster_rho_ppm
+        }
+    }
+
+    /// The current estimate (drift of cluster time against this host).
+    pub(crate) fn estimate(&self) -> driftlock_state_machine::ClockEstimate {
+        self.filter.estimate()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +135,46 @@ mod tests {
         let a = client_clock_us();
         let b = client_clock_us();
         assert!(b >= a);
+    }
+
+    /// Keepalives from a host whose clock runs 2000 ppm fast: cluster time
+    /// advances 1 s while the host measures 1.002 s.
+    #[test]
+    fn a_fast_host_widens_its_own_bound_and_a_true_one_does_not() {
+        let _ = client_clock_us();
+        let epoch = *EPOCH.get().expect("initialized");
+        for (rate, expect_wide) in [(1.002_f64, true), (1.0, false)] {
+            let mut r = ClusterRate::new();
+            for i in 0..60u64 {
+                // Local instants every 3 s of local time, 4 ms round trips.
+                let t_send = epoch + Duration::from_millis(1_000 + 3_000 * i);
+                let t_recv = t_send + Duration::from_millis(4);
+                let local_mid_us = (1_000.0 + 3_000.0 * i as f64 + 2.0) * 1e3;
+                let cluster_ts_us = (local_mid_us / rate) as u64 + 7_000_000;
+                r.observe(t_send, t_recv, cluster_ts_us);
+            }
+            let rho = r.rho_ppm(500);
+            if expect_wide {
+                assert!((2_000..=2_200).contains(&rho), "fast host bound {rho} ppm");
+                let d = r.estimate().drift_ppb;
+                assert!((-2_050_000..=-1_950_000).contains(&d), "drift {d} ppb");
+            } else {
+                assert_eq!(rho, 500, "a true clock keeps the cluster's bound");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unsettled_estimate_keeps_the_clusters_bound() {
+        let _ = client_clock_us();
+        let epoch = *EPOCH.get().expect("initialized");
+        let mut r = ClusterRate::new();
+        r.observe(epoch, epoch + Duration::from_millis(4), 1_000);
+        r.observe(
+            epoch + Duration::from_secs(1),
+            epoch + Duration::from_millis(1_004),
+            1_000_000,
+        );
+        assert_eq!(r.rho_ppm(500), 500);
     }
 }

@@ -683,16 +683,10 @@ impl SessionInner {
                 self.wake_all();
             }
             Event::Probe {
-                session, deadline_us, ..
-            } if session == me => {
-                tracing::debug!(session, index, deadline_us, "answering renewal probe");
-                let inner = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = inner.op(SessionOp::ProbeAnswer, false).await {
-                        tracing::warn!(session, error = %e, "renewal probe answer failed");
-                    }
-                });
-            }
+                session,
+                deadline_us,
+                score_permille,
+            } if session == me => crate::probe::answer(self.clone(), session, index, score_permille, deadline_us),
             Event::LockGranted { name, session, .. }
             | Event::LockReleased { name, session, .. }
             | Event::WaitTimedOut { name, session }
@@ -871,10 +865,17 @@ async fn keepalive_loop(inner: Arc<SessionInner>) {
             Ok(Reply::KeptAlive {
                 validity_us,
                 client_rho_ppm,
+                cluster_ts_us,
                 ..
             }) => {
-                inner.renewed(t_send, validity_us, client_rho_ppm);
-                let rtt_us = u64::try_from(t_send.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let t_recv = Instant::now();
+                let rho_ppm = {
+                    let mut rate = lock(&inner.client.inner.rate);
+                    rate.observe(t_send, t_recv, cluster_ts_us);
+                    rate.rho_ppm(client_rho_ppm)
+                };
+                inner.renewed(t_send, validity_us, rho_ppm);
+                let rtt_us = u64::try_from(t_recv.saturating_duration_since(t_send).as_micros()).unwrap_or(u64::MAX);
                 lock(&inner.client.inner.health).record_rtt_us(rtt_us);
                 retry_at = None;
             }

@@ -84,6 +84,10 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         crate::clocksync::ClockSyncConfig::from_node(&config),
     ));
     let events = Arc::new(EventBuffer::new(config.event_buffer_len));
+    let predict = Arc::new(crate::predict::Predictor::new(
+        crate::predict::PredictConfig::from_node(&config),
+        metrics.clone(),
+    ));
     let ctx = Arc::new(NodeContext {
         id: config.id,
         addr: NodeAddr {
@@ -94,13 +98,21 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         stamps,
         state,
         events: events.clone(),
-        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()),
+        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(
+            if config.unsafe_fast_cluster_time {
+                tracing::warn!("UNSAFE: --unsafe-fast-cluster-time: cluster time runs fast, locks are NOT safe");
+                crate::config::UNSAFE_CLUSTER_TIME_SPEEDUP
+            } else {
+                1
+            },
+        ),
         started,
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         metrics: metrics.clone(),
         health: crate::health::NodeHealth::new(&config, restarted),
         clock_sync: clock_sync.clone(),
+        predict: predict.clone(),
     });
 
     // Events: from the state machine's broadcast into the observe buffer.
@@ -115,6 +127,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
                             pump_metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
                         }
                     }
+                    predict.on_events(&applied.events);
                     events.push(applied.index, applied.events);
                 }
                 Ok(SmNotice::SnapshotInstalled { last_index }) => events.mark_gap(last_index),
@@ -160,6 +173,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     let health_reports = tokio::spawn(crate::health::report_loop(ctx.clone()));
     let handovers = tokio::spawn(crate::handover::controller_loop(ctx.clone()));
     let clock_task = tokio::spawn(crate::clocksync::run(ctx.clone(), clock_sync.clone()));
+    let predict_task = tokio::spawn(crate::predict::run(ctx.clone()));
     tracing::info!(id = config.id, raft = %config.raft_addr, client = %config.client_addr, "driftlock node serving");
 
     wait_for_shutdown(exit_with_parent).await;
@@ -175,6 +189,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     health_reports.abort();
     handovers.abort();
     clock_task.abort();
+    predict_task.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

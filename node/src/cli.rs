@@ -570,6 +570,44 @@ pub async fn status(args: StatusArgs) -> CmdResult {
     if leader_last.is_none() {
         println!("no leader among the reachable nodes");
     }
+    for (_, r) in &rows {
+        let Ok(s) = r else { continue };
+        if let Some(c) = &s.clock {
+            if c.drift_ppb.unsigned_abs() > s.stats.alert_drift_ppm.saturating_mul(1_000) {
+                println!(
+                    "clock alert: node {} drifts {:+.1} ppm (±{:.1}), beyond alert_drift_ppm {}; it will not lead",
+                    s.id,
+                    c.drift_ppb as f64 / 1000.0,
+                    c.drift_sigma_ppb as f64 / 1000.0,
+                    s.stats.alert_drift_ppm
+                );
+            }
+        }
+    }
+    if let Some(s) = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .find(|s| s.role == Role::Leader && s.stats.skewed_sessions > 0)
+    {
+        println!(
+            "clock skew: {} session(s) measured hold times off cluster time; their drift bounds are widened",
+            s.stats.skewed_sessions
+        );
+    }
+    if let Some(leader) = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .find(|s| s.role == Role::Leader)
+    {
+        if !leader.hot_locks.is_empty() {
+            let hot: Vec<String> = leader
+                .hot_locks
+                .iter()
+                .map(|h| format!("{} ({:.1}/s)", h.name, h.rate_milli_per_s as f64 / 1000.0))
+                .collect();
+            println!("hot locks: {}", hot.join(", "));
+        }
+    }
     if reachable == 0 {
         return Err("no node answered".into());
     }

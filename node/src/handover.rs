@@ -22,9 +22,10 @@
 //!   `LeaseTransfer` at once; a periodic scan also completes acknowledged
 //!   handovers a previous leader left behind.
 //! - **The cluster's own leader**: when this node's committed tier has been
-//!   Critical for [`CRITICAL_STREAK`] consecutive scans, it moves Raft
-//!   leadership to the healthiest voter whose log has caught up (never a
-//!   lagging one), at most once per `handover_min_interval_ms`.
+//!   Critical, or its committed clock drift beyond `time.alert_drift_ppm`,
+//!   for [`CRITICAL_STREAK`] consecutive scans, it moves Raft leadership to
+//!   the healthiest voter whose log has caught up (never a lagging one) and
+//!   whose clock is not flagged, at most once per `handover_min_interval_ms`.
 //!
 //! The scan walks every election once per [`SCAN_INTERVAL`]; with very many
 //! elections it is the cost to watch (it reads, it never writes, unless a
@@ -232,6 +233,37 @@ pub async fn controller_loop(ctx: Arc<NodeContext>) {
 }
 
 fn count_outcome(ctx: &NodeContext, e: &Event) {
+    match e {
+        Event::ClockSkewDetected {
+            session,
+            name,
+            client_hold_us,
+            cluster_hold_us,
+            widened_rho_ppm,
+        } => {
+            tracing::warn!(session, lock = %name, client_hold_us, cluster_hold_us, widened_rho_ppm,
+                "client clock skew detected: its drift bound is widened");
+            ctx.metrics.clock.skew_detected.inc();
+            return;
+        }
+        Event::NodeClockAlert {
+            node,
+            drift_ppb,
+            drift_sigma_ppb,
+            alert_drift_ppm,
+        } => {
+            tracing::warn!(
+                node,
+                drift_ppb,
+                drift_sigma_ppb,
+                alert_drift_ppm,
+                "node clock drift beyond the alert threshold: it will not be chosen to lead"
+            );
+            ctx.metrics.clock.node_alerts.inc();
+            return;
+        }
+        _ => {}
+    }
     let outcome = match e {
         Event::HandoverBegun { .. } => "begun",
         Event::LeaseTransferred { .. } => "transferred",
@@ -302,14 +334,19 @@ async fn scan_elections(ctx: &NodeContext, last_auto: &mut BTreeMap<String, Inst
 }
 
 /// Moves Raft leadership away from this node when its committed health has
-/// been Critical for a while.
+/// been Critical, or its clock flagged, for a while.
 async fn leader_health(ctx: &NodeContext, critical_streak: &mut u32, last_transfer: &mut Option<Instant>) {
     let own = crate::health::committed(ctx, ctx.id);
     if let Some((_, nhi, _)) = &own {
         ctx.metrics.health.node_health_index_permille.set(i64::from(*nhi));
     }
     let critical = own.is_some_and(|(_, _, tier)| tier == HealthTier::Critical);
-    *critical_streak = if critical { critical_streak.saturating_add(1) } else { 0 };
+    let clock_flagged = clock_flagged(ctx, ctx.id);
+    *critical_streak = if critical || clock_flagged {
+        critical_streak.saturating_add(1)
+    } else {
+        0
+    };
     if !ctx.health.auto_handover || *critical_streak < CRITICAL_STREAK {
         return;
     }
@@ -317,18 +354,39 @@ async fn leader_health(ctx: &NodeContext, critical_streak: &mut u32, last_transf
         return;
     }
     let Some(target) = best_voter(ctx) else {
-        tracing::warn!("leader health is critical but no healthy caught-up voter can take over");
+        tracing::warn!(
+            critical,
+            clock_flagged,
+            "leader is unhealthy but no healthy caught-up voter can take over"
+        );
         return;
     };
     *last_transfer = Some(Instant::now());
-    tracing::warn!(to = target, "leader health is critical: transferring Raft leadership");
+    tracing::warn!(
+        to = target,
+        critical,
+        clock_flagged,
+        "leader is unhealthy: transferring Raft leadership"
+    );
     ctx.metrics.health.health_leader_transfers.inc();
     if let Err(e) = ctx.raft.trigger().transfer_leader(target).await {
         tracing::warn!(to = target, error = %e, "leader transfer failed");
     }
 }
 
-/// The healthiest caught-up voter other than this node.
+/// Whether `node`'s committed clock estimate drifts beyond the replicated
+/// `time.alert_drift_ppm`: such a node must not lead (it stamps cluster
+/// time) and is never a leader-transfer target.
+pub fn clock_flagged(ctx: &NodeContext, node: u64) -> bool {
+    ctx.state.with_state(|sm| {
+        let alert_ppb = i128::from(sm.config().time.alert_drift_ppm) * 1000;
+        sm.node_clock(node)
+            .is_some_and(|c| i128::from(c.drift_ppb).abs() > alert_ppb)
+    })
+}
+
+/// The healthiest caught-up voter other than this node whose clock is not
+/// flagged.
 fn best_voter(ctx: &NodeContext) -> Option<u64> {
     let m = ctx.raft.metrics().borrow_watched().clone();
     let last = m.last_log_index.unwrap_or(0);
@@ -342,7 +400,7 @@ fn best_voter(ctx: &NodeContext) -> Option<u64> {
             continue;
         }
         let health = crate::health::committed(ctx, id);
-        if health.as_ref().is_some_and(|(_, _, t)| *t == HealthTier::Critical) {
+        if health.as_ref().is_some_and(|(_, _, t)| *t == HealthTier::Critical) || clock_flagged(ctx, id) {
             continue;
         }
         // Unknown health ranks behind any reported health.

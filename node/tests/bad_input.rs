@@ -198,8 +198,8 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
     let out = std::process::Command::new(support::exe())
         .args(["serve", "--data-dir"])
         .arg(&data)
-        .args(["--client-addr", &format!("127.0.0.1:{}", support::free_port())])
-        .args(["--raft-addr", &format!("127.0.0.1:{}", support::free_port())])
+        .args(["--client-addr", &support::free_addr()])
+        .args(["--raft-addr", &support::free_addr()])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));

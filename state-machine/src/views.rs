@@ -100,6 +100,8 @@ pub struct Stats {
     pub elections: u64,
     /// Suspected sessions.
     pub suspected_sessions: u64,
+    /// Sessions whose drift bound was widened after a detected clock skew.
+    pub skewed_sessions: u64,
     /// Cluster drift bound in use, ppm.
     pub cluster_rho_ppm: u64,
     /// The node clock alert threshold in force, ppm.
@@ -222,6 +224,7 @@ impl StateMachine {
             keys: self.kv.len() as u64,
             elections: self.elections.len() as u64,
             suspected_sessions: self.sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
+            skewed_sessions: self.sessions.values().filter(|s| s.rho_extra_ppm > 0).count() as u64,
             cluster_rho_ppm: self.cluster_rho_ppm(),
             alert_drift_ppm: self.config.time.alert_drift_ppm,
         }

@@ -19,6 +19,9 @@ pub struct Proc {
     pub child: Option<Child>,
     /// Extra `serve` flags of this node.
     pub extra_args: Vec<String>,
+    /// A command the node runs under (e.g. `faketime -f "+0 x1.002"`);
+    /// empty = none.
+    pub wrapper: Vec<String>,
 }
 
 /// Real node processes with their data in a temporary directory.
@@ -27,12 +30,30 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
-/// A free loopback port (bound and released; the OS does not hand it out
-/// again at once).
+/// A free loopback address `127.A.B.C:port` for one listener.
+///
+/// Each call uses its own loopback IP (derived from the process id and a
+/// counter), so concurrent test processes and the outgoing connections of
+/// other tests (which take their ephemeral source ports on 127.0.0.1) cannot
+/// grab the port between this probe and the node's bind.
+pub fn free_addr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id();
+    let ip = format!("127.{}.{}.{}", 1 + pid % 250, 1 + (n / 250) % 250, 1 + n % 250);
+    let l = std::net::TcpListener::bind(format!("{ip}:0")).expect("bind an ephemeral port");
+    let port = l.local_addr().expect("local addr").port();
+    format!("{ip}:{port}")
+}
+
+/// A free port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
+
+pub mod counter;
 
 pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_driftlock")
@@ -46,17 +67,28 @@ impl Cluster {
 
     /// Starts `n` nodes, node `id` with the extra `serve` flags `args(id)`.
     pub async fn start_with(n: u64, args: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Cluster::start_wrapped(n, args, |_| Vec::new()).await
+    }
+
+    /// Starts `n` nodes, node `id` with the extra `serve` flags `args(id)`,
+    /// run under the command `wrapper(id)` (empty: directly).
+    pub async fn start_wrapped(
+        n: u64,
+        args: impl Fn(u64) -> Vec<String>,
+        wrapper: impl Fn(u64) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut nodes = Vec::new();
         for id in 1..=n {
             nodes.push(Proc {
                 id,
-                raft_addr: format!("127.0.0.1:{}", free_port()),
-                client_addr: format!("127.0.0.1:{}", free_port()),
-                metrics_addr: format!("127.0.0.1:{}", free_port()),
+                raft_addr: free_addr(),
+                client_addr: free_addr(),
+                metrics_addr: free_addr(),
                 data_dir: dir.path().join(format!("node{id}")),
                 child: None,
                 extra_args: args(id),
+                wrapper: wrapper(id),
             });
         }
         let mut cluster = Cluster { nodes, dir };
@@ -91,12 +123,13 @@ impl Cluster {
         let id = self.nodes.len() as u64 + 1;
         self.nodes.push(Proc {
             id,
-            raft_addr: format!("127.0.0.1:{}", free_port()),
-            client_addr: format!("127.0.0.1:{}", free_port()),
-            metrics_addr: format!("127.0.0.1:{}", free_port()),
+            raft_addr: free_addr(),
+            client_addr: free_addr(),
+            metrics_addr: free_addr(),
             data_dir: self.dir.path().join(format!("node{id}")),
             child: None,
             extra_args: Vec::new(),
+            wrapper: Vec::new(),
         });
         self.nodes.len() - 1
     }
@@ -106,7 +139,15 @@ impl Cluster {
         let p = &mut self.nodes[i];
         let log = std::fs::File::create(self.dir.path().join(format!("node{}.log", p.id))).expect("log file");
         let log_err = log.try_clone().expect("log file");
-        let child = Command::new(exe())
+        let mut cmd = match p.wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(exe());
+                c
+            }
+            None => Command::new(exe()),
+        };
+        let child = cmd
             .args([
                 "serve",
                 "--id",
