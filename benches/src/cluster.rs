@@ -120,12 +120,20 @@ pub fn driftlock_exe() -> Result<PathBuf, ClusterError> {
         .parent()
         .ok_or_else(|| ClusterError::Io("own path has no parent".into()))?;
     let exe = dir.join("driftlock");
-    if exe.exists() {
+    // Under `cargo run` the node is (re)built so that it speaks the same
+    // protocol as this client; run directly, an existing binary is used.
+    let under_cargo = std::env::var_os("CARGO").is_some();
+    if exe.exists() && !under_cargo {
         return Ok(exe);
     }
     let release = dir.file_name().is_some_and(|n| n == "release");
     eprintln!(
-        "driftlock binary not found at {}: building it with `cargo build {}-p driftlock-node --bin driftlock`",
+        "{} {}: running `cargo build {}-p driftlock-node --bin driftlock`",
+        if exe.exists() {
+            "checking that it is up to date:"
+        } else {
+            "driftlock binary not found:"
+        },
         exe.display(),
         if release { "--release " } else { "" }
     );
@@ -192,12 +200,22 @@ impl DriftlockCluster {
         for i in 0..3 {
             cluster.spawn(i)?;
         }
-        let admin = cluster.admin_client().await?;
+        match cluster.init(members).await {
+            Ok(()) => Ok(cluster),
+            Err(e) => Err(ClusterError::Timeout(format!(
+                "{e}; node logs:\n{}",
+                cluster.log_tails()
+            ))),
+        }
+    }
+
+    async fn init(&self, members: Vec<MemberAddr>) -> Result<(), ClusterError> {
+        let admin = self.admin_client().await?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match admin
                 .admin_at(
-                    &cluster.endpoints[0],
+                    &self.endpoints[0],
                     AdminRequest::Init {
                         members: members.clone(),
                     },
@@ -209,8 +227,22 @@ impl DriftlockCluster {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        cluster.wait_leader(Duration::from_secs(30)).await?;
-        Ok(cluster)
+        self.wait_leader(Duration::from_secs(30)).await.map(|_| ())
+    }
+
+    /// The last lines of every node's log.
+    pub fn log_tails(&self) -> String {
+        let mut out = String::new();
+        for p in &self.procs {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("== {}\n", p.log.display()));
+            for l in &lines[lines.len().saturating_sub(8)..] {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// (Re)starts node `i` (0-based) on its data directory.
