@@ -20,12 +20,22 @@
 //! `fail`: the operation may or may not have taken effect, and every checker
 //! treats it as either.
 //!
-//! Still to come on top of these modules: the cluster harness, nemeses and
-//! workloads, and the command-line driver.
+//! On top of them, the half that runs things:
+//!
+//! - [`cluster`]: real `driftlock serve` processes, in network namespaces
+//!   when possible;
+//! - [`nemesis`]: the faults and their seeded schedule;
+//! - [`workload`]: register, election and lock/counter clients;
+//! - [`run`]: one whole run (used by the `driftlock-jepsen` binary and the
+//!   broken-mode test). See docs/jepsen.md.
 
 pub mod checkers;
+pub mod cluster;
 pub mod history;
 pub mod linearizability;
+pub mod nemesis;
+pub mod run;
+pub mod workload;
 
 pub use checkers::{check_all, CheckConfig, Status, Verdict, VerdictTable};
 pub use history::{

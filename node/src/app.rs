@@ -98,7 +98,14 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         stamps,
         state,
         events: events.clone(),
-        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()),
+        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(
+            if config.unsafe_fast_cluster_time {
+                tracing::warn!("UNSAFE: --unsafe-fast-cluster-time: cluster time runs fast, locks are NOT safe");
+                crate::config::UNSAFE_CLUSTER_TIME_SPEEDUP
+            } else {
+                1
+            },
+        ),
         started,
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),

@@ -13,6 +13,9 @@ pub struct ClusterClock {
     /// Upper bound of this node's clock rate error, ppm (ρ_hi), kept
     /// current by the clock module.
     rho_hi_ppm: Arc<AtomicU64>,
+    /// Elapsed time is multiplied by this (1 unless the node runs the
+    /// unsafe `--unsafe-fast-cluster-time` mode).
+    speedup: u64,
 }
 
 impl ClusterClock {
@@ -27,7 +30,14 @@ impl ClusterClock {
             rho_hi_ppm.load(Ordering::Relaxed) < 1_000_000,
             "drift bound must be below 100 %"
         );
-        ClusterClock { rho_hi_ppm }
+        ClusterClock { rho_hi_ppm, speedup: 1 }
+    }
+
+    /// UNSAFE (jepsen negative test only): cluster time runs `factor`×
+    /// faster than this node's clock, breaking the safety argument.
+    pub fn with_unsafe_speedup(mut self, factor: u64) -> Self {
+        self.speedup = factor.max(1);
+        self
     }
 
     /// The bound in force, ppm.
@@ -40,7 +50,7 @@ impl ClusterClock {
     /// for an empty log, cluster time 0 at the instant the store opened).
     pub fn stamp(&self, last: (u64, Instant), now: Instant) -> u64 {
         let (ts_last_us, appended_at) = last;
-        let elapsed_us = now.saturating_duration_since(appended_at).as_micros();
+        let elapsed_us = now.saturating_duration_since(appended_at).as_micros() * u128::from(self.speedup);
         let rho = self.rho_hi_ppm().min(999_999);
         let slowed_us = elapsed_us * u128::from(1_000_000 - rho) / 1_000_000;
         ts_last_us.saturating_add(u64::try_from(slowed_us).unwrap_or(u64::MAX))

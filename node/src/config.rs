@@ -88,7 +88,18 @@ pub struct NodeConfig {
     pub predict_retrain_ms: u64,
     /// Acquire rate at or above which a lock counts as hot, per second.
     pub predict_hot_lock_rate_per_s: f64,
+    /// UNSAFE, for the jepsen suite's negative test only: the leader runs
+    /// cluster time at [`UNSAFE_CLUSTER_TIME_SPEEDUP`]× its local clock, so
+    /// sessions expire on the cluster long before their holders' local
+    /// validity ends (breaks DESIGN.md "Time" rule 2). Flag only, never
+    /// read from a file or the environment.
+    #[serde(default)]
+    pub unsafe_fast_cluster_time: bool,
 }
+
+/// How much faster than the local clock cluster time runs under
+/// [`NodeConfig::unsafe_fast_cluster_time`].
+pub const UNSAFE_CLUSTER_TIME_SPEEDUP: u64 = 4;
 
 impl Default for NodeConfig {
     fn default() -> Self {
@@ -128,6 +139,7 @@ impl Default for NodeConfig {
             predict_probe_timeout_ms: 1_500,
             predict_retrain_ms: 10_000,
             predict_hot_lock_rate_per_s: 2.0,
+            unsafe_fast_cluster_time: false,
         }
     }
 }
@@ -285,6 +297,10 @@ pub struct ServeArgs {
     /// Acquire rate of a hot lock, per second.
     #[arg(long, env = "DRIFTLOCK_PREDICT_HOT_LOCK_RATE_PER_S")]
     pub predict_hot_lock_rate_per_s: Option<f64>,
+    /// UNSAFE, tests only: run cluster time fast so that locks overlap
+    /// (the jepsen suite proves its checkers catch it).
+    #[arg(long)]
+    pub unsafe_fast_cluster_time: bool,
     /// Exit when the process that started this one exits (used by `dev`).
     #[arg(long, hide = true)]
     pub exit_with_parent: bool,
@@ -439,6 +455,7 @@ impl ServeArgs {
                 .predict_hot_lock_rate_per_s
                 .or(file.predict_hot_lock_rate_per_s)
                 .unwrap_or(d.predict_hot_lock_rate_per_s),
+            unsafe_fast_cluster_time: self.unsafe_fast_cluster_time,
         };
         cfg.validate()?;
         Ok(cfg)

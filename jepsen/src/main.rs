@@ -1,0 +1,177 @@
+//! `driftlock-jepsen`: runs driftlock under faults and checks the history.
+//!
+//! ```text
+//! cargo run --release -p driftlock-jepsen -- --nodes 5 --time 60 \
+//!     --nemesis kill,pause,partition,clock --workload all --seed 7
+//! cargo run --release -p driftlock-jepsen -- --short      # the CI run
+//! ```
+//!
+//! Prints the verdict table, keeps the run directory under
+//! `jepsen/store/<run-id>/` and exits 1 on any violation (2 on a setup
+//! error).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use driftlock_jepsen::nemesis::parse_list;
+use driftlock_jepsen::run::{locate_driftlock, nemesis_table, run, RunOptions, Workloads};
+use driftlock_jepsen::workload::{worker_main, WorkerArgs};
+
+/// Jepsen-style fault-injection run against real driftlock nodes.
+#[derive(Parser, Debug)]
+#[command(name = "driftlock-jepsen", version)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    /// Number of nodes (3 or 5).
+    #[arg(long, default_value_t = 5)]
+    nodes: usize,
+    /// Length of the faulty phase, seconds.
+    #[arg(long, default_value_t = 60)]
+    time: u64,
+    /// Nemeses, comma-separated: kill, pause, partition, netem, clock,
+    /// transfer, membership, all, none.
+    #[arg(long, default_value = "all")]
+    nemesis: String,
+    /// Workloads: register, lock, election, all.
+    #[arg(long, default_value = "all")]
+    workload: String,
+    /// Seed of the schedule and the workloads (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The CI configuration: 3 nodes, 60 s, all nemeses, all workloads.
+    #[arg(long)]
+    short: bool,
+    /// Directory of run directories (default: jepsen/store in the source tree).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Never use network namespaces (loopback addresses only).
+    #[arg(long)]
+    no_netns: bool,
+    /// The driftlock binary (default: next to this one, else built).
+    #[arg(long)]
+    driftlock: Option<PathBuf>,
+    /// Session TTL of lock and election clients, ms.
+    #[arg(long, default_value_t = 2_000)]
+    session_ttl_ms: u64,
+    /// Lock worker processes.
+    #[arg(long, default_value_t = 3)]
+    lock_workers: u64,
+    /// Start the nodes in the deliberately broken mode
+    /// (--unsafe-fast-cluster-time): the checkers must report violations.
+    #[arg(long)]
+    unsafe_nodes: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// (internal) a lock workload client process.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long, value_delimiter = ',')]
+        endpoints: Vec<String>,
+        #[arg(long)]
+        session_ttl_ms: u64,
+        #[arg(long)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Cmd::Worker {
+        endpoints,
+        session_ttl_ms,
+        seed,
+    }) = cli.cmd
+    {
+        let args = WorkerArgs {
+            endpoints,
+            session_ttl_ms,
+            seed,
+        };
+        return match rt.block_on(worker_main(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("worker: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match rt.block_on(main_run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("driftlock-jepsen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn main_run(cli: Cli) -> Result<ExitCode, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let (nodes, time, nemesis, workload) = if cli.short {
+        (3, 60, "all".to_owned(), "all".to_owned())
+    } else {
+        (cli.nodes, cli.time, cli.nemesis.clone(), cli.workload.clone())
+    };
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1)
+    });
+    let driftlock = match cli.driftlock {
+        Some(p) => p,
+        None => locate_driftlock(&exe, !cfg!(debug_assertions))?,
+    };
+    let store = cli
+        .store
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("store"));
+    let nemeses = parse_list(&nemesis)?;
+    let workloads = Workloads::parse(&workload)?;
+    println!(
+        "driftlock-jepsen: {nodes} nodes, {time} s, nemeses {:?}, seed {seed}, driftlock {}",
+        nemeses.iter().map(|n| n.name()).collect::<Vec<_>>(),
+        driftlock.display()
+    );
+    let node_args = if cli.unsafe_nodes {
+        vec!["--unsafe-fast-cluster-time".to_owned()]
+    } else {
+        Vec::new()
+    };
+    let outcome = run(RunOptions {
+        nodes,
+        duration: Duration::from_secs(time),
+        nemeses,
+        workloads,
+        seed,
+        driftlock,
+        worker_exe: exe,
+        store,
+        no_netns: cli.no_netns,
+        node_args,
+        session_ttl_ms: cli.session_ttl_ms,
+        lock_workers: cli.lock_workers,
+    })
+    .await?;
+    println!("\n{}", outcome.table);
+    println!("{}", nemesis_table(&outcome));
+    println!("ops by completion: {:?}", outcome.op_counts);
+    println!("run dir: {}", outcome.run_dir.display());
+    if outcome.table.passed(false) {
+        println!("verdict: VALID (seed {seed})");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("verdict: INVALID (seed {seed})");
+        Ok(ExitCode::from(1))
+    }
+}

@@ -1,0 +1,518 @@
+//! Nemeses: the faults, scheduled from a seed.
+//!
+//! Every few seconds the schedule picks one enabled fault, starts it, holds
+//! it a few seconds and heals it; start and stop are recorded in the
+//! history as [`Function::Nemesis`] ops. Faults that need network
+//! namespaces (partitions, netem) are skipped without them, with a printed
+//! reason; the clock fault needs libfaketime.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use tokio::sync::Mutex;
+
+use crate::cluster::{libfaketime, netem_available, Cluster};
+use crate::history::{Function, History, OpKind, Value};
+
+/// Process id the nemesis records its ops under.
+pub const NEMESIS_PROCESS: u64 = 999_999;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Nemesis {
+    /// SIGKILL a node, restart it after a while.
+    Kill,
+    /// SIGSTOP a node or a lock worker process, SIGCONT after a while.
+    Pause,
+    /// iptables partitions: majority/minority, isolated leader, bridge, ring.
+    Partition,
+    /// `tc netem` delay and loss on every node.
+    Netem,
+    /// Restart a node under libfaketime with a rate error and offset.
+    Clock,
+    /// A burst of Raft leader transfers.
+    Transfer,
+    /// Remove a node from the voters, add it back later.
+    Membership,
+}
+
+impl Nemesis {
+    /// All of them.
+    pub const ALL: [Nemesis; 7] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Partition,
+        Nemesis::Netem,
+        Nemesis::Clock,
+        Nemesis::Transfer,
+        Nemesis::Membership,
+    ];
+
+    /// Its command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+            Nemesis::Partition => "partition",
+            Nemesis::Netem => "netem",
+            Nemesis::Clock => "clock",
+            Nemesis::Transfer => "transfer",
+            Nemesis::Membership => "membership",
+        }
+    }
+}
+
+impl fmt::Display for Nemesis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Nemesis {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Nemesis::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
+            format!(
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, clock, transfer, membership, all, none)"
+            )
+        })
+    }
+}
+
+/// Parses a comma-separated nemesis list (`all`, `none` allowed).
+pub fn parse_list(s: &str) -> Result<Vec<Nemesis>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part {
+            "all" => out.extend(Nemesis::ALL),
+            "none" => {}
+            p => out.push(p.parse()?),
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// What one nemesis did over a run.
+#[derive(Clone, Debug, Default)]
+pub struct NemesisStats {
+    /// Faults started.
+    pub started: u64,
+    /// Faults that could not be applied (with the last reason).
+    pub errors: u64,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Leader changes seen while it was active.
+    pub leader_changes: u64,
+    /// Time it was active, ms.
+    pub active_ms: u64,
+}
+
+/// The shared state of a run's faults.
+pub struct NemesisCtx {
+    /// The cluster.
+    pub cluster: Arc<Mutex<Cluster>>,
+    /// The history.
+    pub history: History,
+    /// Pids of the lock worker processes (for client pauses).
+    pub workers: Vec<nix::unistd::Pid>,
+    /// The fault in force now (for attributing leader changes).
+    pub active: std::sync::Mutex<Option<Nemesis>>,
+    /// Per-nemesis statistics.
+    pub stats: std::sync::Mutex<BTreeMap<Nemesis, NemesisStats>>,
+}
+
+fn record(history: &History, action: String) {
+    history.record(
+        NEMESIS_PROCESS,
+        OpKind::Invoke,
+        Function::Nemesis { action: action.clone() },
+        Value::None,
+    );
+    history.record(NEMESIS_PROCESS, OpKind::Ok, Function::Nemesis { action }, Value::None);
+}
+
+/// Which of `wanted` can run here; prints why the others cannot.
+pub fn usable(wanted: &[Nemesis], netns: bool) -> Vec<Nemesis> {
+    wanted
+        .iter()
+        .copied()
+        .filter(|n| match n {
+            Nemesis::Partition | Nemesis::Netem if !netns => {
+                println!("nemesis {n}: skipped: needs network namespaces (root, ip netns, iptables, tc)");
+                false
+            }
+            Nemesis::Netem => match netem_available() {
+                Ok(()) => true,
+                Err(why) => {
+                    println!("nemesis netem: skipped: {why}");
+                    false
+                }
+            },
+            Nemesis::Clock if libfaketime().is_none() => {
+                println!("nemesis clock: skipped: libfaketime not installed (apt-get install faketime)");
+                false
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// A healing action remembered while a fault holds.
+enum Undo {
+    Restart(usize),
+    Resume(usize),
+    ResumeWorker(nix::unistd::Pid),
+    HealPartition,
+    HealNetem,
+    ClearClock(usize),
+    Readd(usize),
+    Nothing,
+}
+
+impl NemesisCtx {
+    fn stat<F: FnOnce(&mut NemesisStats)>(&self, n: Nemesis, f: F) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(s.entry(n).or_default());
+        }
+    }
+
+    /// Runs the schedule until `stop`.
+    pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>) {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
+        if enabled.is_empty() {
+            return;
+        }
+        // Leader-change watcher.
+        let watcher = {
+            let me = self.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut last: Option<u64> = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let leader = {
+                        let c = me.cluster.lock().await;
+                        c.leader().await.map(|i| c.nodes[i].id)
+                    };
+                    if let (Some(now), Some(before)) = (leader, last) {
+                        if now != before {
+                            record(&me.history, format!("leader n{before} -> n{now}"));
+                            let active = me.active.lock().ok().and_then(|a| *a);
+                            if let Some(n) = active {
+                                me.stat(n, |s| s.leader_changes += 1);
+                            }
+                        }
+                    }
+                    if leader.is_some() {
+                        last = leader;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
+        while !stop.load(Ordering::Relaxed) {
+            sleep_unless(Duration::from_millis(rng.random_range(1_500..3_500)), &stop).await;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let Some(&n) = enabled.choose(&mut rng) else { break };
+            let start = std::time::Instant::now();
+            if let Ok(mut a) = self.active.lock() {
+                *a = Some(n);
+            }
+            let undo = match self.start(n, &mut rng).await {
+                Ok((what, undo)) => {
+                    println!("nemesis: {what}");
+                    record(&self.history, what);
+                    self.stat(n, |s| s.started += 1);
+                    undo
+                }
+                Err(e) => {
+                    println!("nemesis {n}: could not apply: {e}");
+                    self.stat(n, |s| {
+                        s.errors += 1;
+                        s.last_error = Some(e);
+                    });
+                    Undo::Nothing
+                }
+            };
+            sleep_unless(Duration::from_millis(rng.random_range(3_000..7_000)), &stop).await;
+            self.heal(n, undo).await;
+            // Leader changes caused by the fault show up shortly after.
+            tokio::time::sleep(Duration::from_millis(1_000)).await;
+            if let Ok(mut a) = self.active.lock() {
+                *a = None;
+            }
+            let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.stat(n, |s| s.active_ms += ms);
+        }
+        let _ = watcher.await;
+    }
+
+    async fn start(&self, n: Nemesis, rng: &mut StdRng) -> Result<(String, Undo), String> {
+        let mut c = self.cluster.lock().await;
+        let count = c.nodes.len();
+        let live: Vec<usize> = (0..count).filter(|&i| c.nodes[i].child.is_some()).collect();
+        let pick = |rng: &mut StdRng| live.choose(rng).copied().ok_or_else(|| "no live node".to_string());
+        match n {
+            Nemesis::Kill => {
+                let i = pick(rng)?;
+                c.kill(i);
+                Ok((format!("kill -9 n{}", c.nodes[i].id), Undo::Restart(i)))
+            }
+            Nemesis::Pause => {
+                if !self.workers.is_empty() && rng.random_bool(0.5) {
+                    let Some(&pid) = self.workers.choose(rng) else {
+                        return Err("no worker".into());
+                    };
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+                    Ok((format!("SIGSTOP lock client pid {pid}"), Undo::ResumeWorker(pid)))
+                } else {
+                    let i = pick(rng)?;
+                    c.pause(i, true);
+                    Ok((format!("SIGSTOP n{}", c.nodes[i].id), Undo::Resume(i)))
+                }
+            }
+            Nemesis::Partition => {
+                let leader = c.leader().await;
+                let mut order: Vec<usize> = (0..count).collect();
+                order.shuffle(rng);
+                let (what, pairs) = match rng.random_range(0..4) {
+                    0 => {
+                        let minority = &order[..count / 2];
+                        (
+                            format!("partition majority/minority {:?}", ids(&c, minority)),
+                            split(minority, count),
+                        )
+                    }
+                    1 => {
+                        let l = leader.ok_or("no leader to isolate")?;
+                        (
+                            format!("partition isolating leader n{}", c.nodes[l].id),
+                            split(&[l], count),
+                        )
+                    }
+                    2 => {
+                        // Bridge: two halves joined through one node that sees both.
+                        let mid = count / 2;
+                        let left = &order[..mid];
+                        let right = &order[mid + 1..];
+                        let pairs = left
+                            .iter()
+                            .flat_map(|&a| right.iter().map(move |&b| (a, b)))
+                            .collect::<Vec<_>>();
+                        (format!("partition bridge via n{}", c.nodes[order[mid]].id), pairs)
+                    }
+                    _ => {
+                        // Ring: each node sees only its two ring neighbours.
+                        let mut pairs = Vec::new();
+                        for x in 0..count {
+                            for y in x + 1..count {
+                                let d = (y - x).min(count - (y - x));
+                                if d > 1 {
+                                    pairs.push((order[x], order[y]));
+                                }
+                            }
+                        }
+                        (format!("partition ring {:?}", ids(&c, &order)), pairs)
+                    }
+                };
+                c.block(&pairs).map_err(|e| e.to_string())?;
+                Ok((what, Undo::HealPartition))
+            }
+            Nemesis::Netem => {
+                let delay = rng.random_range(20..120);
+                let loss = rng.random_range(1..10);
+                c.netem(delay, delay / 3, loss).map_err(|e| e.to_string())?;
+                Ok((format!("netem delay {delay}ms loss {loss}%"), Undo::HealNetem))
+            }
+            Nemesis::Clock => {
+                let i = pick(rng)?;
+                let rate = [1.002, 0.998, 1.0005, 0.9995][rng.random_range(0..4)];
+                let offset = [0i64, 3, -3, 60][rng.random_range(0..4)];
+                let spec = format!("{offset:+} x{rate}");
+                c.kill(i);
+                c.nodes[i].faketime = Some(spec.clone());
+                c.spawn(i).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("restart n{} under faketime \"{spec}\"", c.nodes[i].id),
+                    Undo::ClearClock(i),
+                ))
+            }
+            Nemesis::Transfer => {
+                // The leader watcher cannot look while the cluster is held:
+                // count the changes here.
+                let mut done = 0;
+                let mut changes = 0;
+                let mut last = c.leader().await;
+                for _ in 0..5 {
+                    let Some(l) = last else { break };
+                    let others: Vec<usize> = live.iter().copied().filter(|&i| i != l).collect();
+                    if let Some(&to) = others.choose(rng) {
+                        if c.transfer_leader(to).await.is_ok() {
+                            done += 1;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    let now = c.leader().await;
+                    if let (Some(a), Some(b)) = (last, now) {
+                        if a != b {
+                            changes += 1;
+                            record(
+                                &self.history,
+                                format!("leader n{} -> n{}", c.nodes[a].id, c.nodes[b].id),
+                            );
+                        }
+                    }
+                    if now.is_some() {
+                        last = now;
+                    }
+                }
+                self.stat(n, |s| s.leader_changes += changes);
+                Ok((
+                    format!("leader-transfer storm ({done}/5 transfers accepted, {changes} leader changes)"),
+                    Undo::Nothing,
+                ))
+            }
+            Nemesis::Membership => {
+                let leader = c.leader().await.ok_or("no leader")?;
+                let victims: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
+                let v = *victims.choose(rng).ok_or("no follower to remove")?;
+                let voters: Vec<usize> = (0..count).filter(|&i| i != v).collect();
+                c.set_voters(&voters).await.map_err(|e| e.to_string())?;
+                Ok((format!("remove n{} from the voters", c.nodes[v].id), Undo::Readd(v)))
+            }
+        }
+    }
+
+    async fn heal(&self, n: Nemesis, undo: Undo) {
+        let mut c = self.cluster.lock().await;
+        let result: Result<String, String> = match undo {
+            Undo::Nothing => return,
+            Undo::Restart(i) => c
+                .spawn(i)
+                .map(|_| format!("restart n{}", c.nodes[i].id))
+                .map_err(|e| e.to_string()),
+            Undo::Resume(i) => {
+                c.pause(i, false);
+                Ok(format!("SIGCONT n{}", c.nodes[i].id))
+            }
+            Undo::ResumeWorker(pid) => {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+                Ok(format!("SIGCONT lock client pid {pid}"))
+            }
+            Undo::HealPartition => {
+                c.heal_partitions();
+                Ok("heal partition".into())
+            }
+            Undo::HealNetem => {
+                c.heal_netem();
+                Ok("heal netem".into())
+            }
+            Undo::ClearClock(i) => {
+                c.kill(i);
+                c.nodes[i].faketime = None;
+                c.spawn(i)
+                    .map(|_| format!("restart n{} on the real clock", c.nodes[i].id))
+                    .map_err(|e| e.to_string())
+            }
+            Undo::Readd(i) => {
+                let all: Vec<usize> = (0..c.nodes.len()).collect();
+                match c.add_learner(i).await {
+                    Ok(()) => c
+                        .set_voters(&all)
+                        .await
+                        .map(|_| format!("n{} is a voter again", c.nodes[i].id))
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match result {
+            Ok(what) => {
+                println!("nemesis: {what}");
+                record(&self.history, what);
+            }
+            Err(e) => {
+                println!("nemesis {n}: heal failed: {e}");
+                self.stat(n, |s| {
+                    s.errors += 1;
+                    s.last_error = Some(format!("heal: {e}"));
+                });
+            }
+        }
+    }
+
+    /// Undoes every fault at the end of a run: resumes paused processes and
+    /// workers, heals the network, restores clocks and membership, restarts
+    /// dead nodes.
+    pub async fn heal_all(&self) {
+        for pid in &self.workers {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
+        }
+        let mut c = self.cluster.lock().await;
+        c.heal_partitions();
+        c.heal_netem();
+        for i in 0..c.nodes.len() {
+            if c.nodes[i].paused {
+                c.pause(i, false);
+            }
+            if c.nodes[i].faketime.is_some() {
+                c.kill(i);
+                c.nodes[i].faketime = None;
+            }
+            if c.nodes[i].child.is_none() {
+                if let Err(e) = c.spawn(i) {
+                    println!("heal: cannot restart n{}: {e}", c.nodes[i].id);
+                }
+            }
+        }
+        let _ = c.wait_leader(Duration::from_secs(30)).await;
+        if let Some(voters) = c.voters().await {
+            let all: Vec<usize> = (0..c.nodes.len()).collect();
+            for i in 0..c.nodes.len() {
+                if !voters.contains(&c.nodes[i].id) {
+                    let _ = c.add_learner(i).await;
+                }
+            }
+            if voters.len() != c.nodes.len() {
+                if let Err(e) = c.set_voters(&all).await {
+                    println!("heal: cannot restore the voters: {e}");
+                }
+            }
+        }
+        record(&self.history, "heal all".into());
+    }
+}
+
+fn ids(c: &Cluster, idx: &[usize]) -> Vec<u64> {
+    idx.iter().map(|&i| c.nodes[i].id).collect()
+}
+
+/// All links between `side` and the other nodes.
+fn split(side: &[usize], count: usize) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for &a in side {
+        for b in 0..count {
+            if !side.contains(&b) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    pairs
+}
+
+async fn sleep_unless(d: Duration, stop: &AtomicBool) {
+    let end = std::time::Instant::now() + d;
+    while std::time::Instant::now() < end && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,657 @@
+//! The workloads, all through the `driftlock-client` library.
+//!
+//! - **register** (in-process tasks): read / write / cas on a few keys with
+//!   sessionless linearizable KV calls; a cas is a linearizable read and,
+//!   if the value matches, a cas on the read's revision.
+//! - **election** (in-process tasks): candidates campaign, hold mastership
+//!   for a while, resign; an observer records who it sees as master.
+//! - **lock + fenced counter** (separate *worker processes*, this binary's
+//!   hidden `worker` subcommand): acquire, read the counter, write it plus
+//!   one fenced by the grant's token, release. Workers are processes so
+//!   that the pause nemesis can SIGSTOP a client that holds the lock (its
+//!   keepalives stop too), as in Jepsen's etcd 3.4.3 analysis. They report
+//!   each event as a JSON line on stdout; lock intervals are in
+//!   `CLOCK_MONOTONIC` nanoseconds, which the harness maps to history time.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Session};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::history::{Function, History, LockHold, MasterView, Mastership, Op, OpKind, Value};
+
+/// Register keys of the register workload.
+pub const REGISTER_KEYS: [&str; 3] = ["r0", "r1", "r2"];
+/// The lock of the lock workload (also names its counter).
+pub const LOCK_NAME: &str = "l0";
+/// The election of the election workload.
+pub const ELECTION_NAME: &str = "e0";
+
+/// The error text of a cas whose comparison failed (a definite `fail`).
+pub const CAS_MISMATCH: &str = "value differs";
+
+/// KV key holding the counter fenced by `lock`.
+pub fn counter_key(lock: &str) -> String {
+    format!("counter/{lock}")
+}
+
+/// `CLOCK_MONOTONIC` now, ns (the clock behind `std::time::Instant`).
+pub fn mono_now_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => {
+            let ns = i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec());
+            u64::try_from(ns).unwrap_or(0)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// An instant as `CLOCK_MONOTONIC` ns.
+pub fn mono_ns_at(instant: Instant) -> u64 {
+    let now = Instant::now();
+    let now_ns = mono_now_ns();
+    if instant >= now {
+        now_ns.saturating_add(u64::try_from((instant - now).as_nanos()).unwrap_or(u64::MAX))
+    } else {
+        now_ns.saturating_sub(u64::try_from((now - instant).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Client settings of the workloads: short deadlines so that faults show
+/// up as failed and indeterminate ops rather than long stalls.
+pub fn workload_client_config(endpoints: Vec<String>, name: &str) -> ClientConfig {
+    ClientConfig {
+        client_name: name.to_owned(),
+        request_timeout_ms: 1_000,
+        op_deadline_ms: 4_000,
+        backoff_min_ms: 20,
+        backoff_max_ms: 300,
+        keepalive_retry_ms: 100,
+        poll_interval_ms: 300,
+        observe_wait_ms: 1_000,
+        health_report_interval_ms: 0,
+        ..ClientConfig::new(endpoints)
+    }
+}
+
+/// The completion kind of a failed client call: `Info` if it may have
+/// taken effect, else `Fail`.
+pub fn error_kind(e: &ClientError) -> OpKind {
+    if e.is_indeterminate() || matches!(e, ClientError::SessionExpired) {
+        OpKind::Info
+    } else {
+        OpKind::Fail
+    }
+}
+
+fn parse_u64(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Runs the register workload with `procs` processes (ids from
+/// `first_process`, a fresh id after every `Info`) until `stop`.
+pub async fn run_register(
+    endpoints: Vec<String>,
+    history: History,
+    procs: u64,
+    first_process: u64,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let next_value = Arc::new(AtomicU64::new(1));
+    let mut tasks = Vec::new();
+    for k in 0..procs {
+        let endpoints = endpoints.clone();
+        let history = history.clone();
+        let stop = stop.clone();
+        let next_value = next_value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ (0x5eed_0000 + k));
+            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-register")).await else {
+                return;
+            };
+            let mut process = first_process + k;
+            while !stop.load(Ordering::Relaxed) {
+                let key = REGISTER_KEYS[rng.random_range(0..REGISTER_KEYS.len())].to_owned();
+                let kind = register_op(&client, &history, process, &key, &mut rng, &next_value).await;
+                if kind == OpKind::Info {
+                    process += procs;
+                }
+                tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn register_op(
+    client: &Client,
+    history: &History,
+    process: u64,
+    key: &str,
+    rng: &mut StdRng,
+    next_value: &AtomicU64,
+) -> OpKind {
+    match rng.random_range(0..10) {
+        0..=3 => {
+            let inv = history.invoke(process, Function::Read { key: key.to_owned() });
+            match client.kv_get(key).await {
+                Ok(v) => {
+                    let value = v.as_ref().and_then(|v| parse_u64(&v.value));
+                    history.ok(&inv, Value::Register(value));
+                    OpKind::Ok
+                }
+                // A read changes nothing: any error is a failure.
+                Err(e) => {
+                    history.fail(&inv, Value::Error(e.to_string()));
+                    OpKind::Fail
+                }
+            }
+        }
+        4..=6 => {
+            let value = next_value.fetch_add(1, Ordering::Relaxed);
+            let inv = history.invoke(
+                process,
+                Function::Write {
+                    key: key.to_owned(),
+                    value,
+                },
+            );
+            match client.kv_put(key, value.to_string().into_bytes()).await {
+                Ok(_) => {
+                    history.ok(&inv, Value::None);
+                    OpKind::Ok
+                }
+                Err(e) => {
+                    let kind = error_kind(&e);
+                    history.complete(&inv, kind, Value::Error(e.to_string()));
+                    kind
+                }
+            }
+        }
+        _ => {
+            let from = rng.random_range(0..next_value.load(Ordering::Relaxed).max(1));
+            let to = next_value.fetch_add(1, Ordering::Relaxed);
+            let inv = history.invoke(
+                process,
+                Function::Cas {
+                    key: key.to_owned(),
+                    from,
+                    to,
+                },
+            );
+            let view = match client.kv_get(key).await {
+                Ok(v) => v,
+                Err(e) => {
+                    history.fail(&inv, Value::Error(format!("read before cas: {e}")));
+                    return OpKind::Fail;
+                }
+            };
+            let Some(view) = view.filter(|v| parse_u64(&v.value) == Some(from)) else {
+                history.fail(&inv, Value::Error(CAS_MISMATCH.into()));
+                return OpKind::Fail;
+            };
+            match client.kv_cas(key, view.mod_revision, to.to_string().into_bytes()).await {
+                Ok(_) => {
+                    history.ok(&inv, Value::None);
+                    OpKind::Ok
+                }
+                Err(e) => {
+                    let kind = error_kind(&e);
+                    history.complete(&inv, kind, Value::Error(e.to_string()));
+                    kind
+                }
+            }
+        }
+    }
+}
+
+/// Final reads of the register keys and counters: each retried until it
+/// succeeds or `timeout` passes.
+pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64, timeout: Duration) {
+    let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-final")).await else {
+        return;
+    };
+    let deadline = Instant::now() + timeout;
+    for key in REGISTER_KEYS {
+        while Instant::now() < deadline {
+            let inv = history.invoke(process, Function::Read { key: key.to_owned() });
+            match client.kv_get(key).await {
+                Ok(v) => {
+                    history.ok(&inv, Value::Register(v.as_ref().and_then(|v| parse_u64(&v.value))));
+                    break;
+                }
+                Err(e) => {
+                    history.fail(&inv, Value::Error(e.to_string()));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    while Instant::now() < deadline {
+        let inv = history.invoke(
+            process,
+            Function::CounterRead {
+                lock: LOCK_NAME.to_owned(),
+            },
+        );
+        match client.kv_get(&counter_key(LOCK_NAME)).await {
+            Ok(v) => {
+                let n = v.as_ref().and_then(|v| parse_u64(&v.value)).unwrap_or(0);
+                history.ok(&inv, Value::Counter(n));
+                break;
+            }
+            Err(e) => {
+                history.fail(&inv, Value::Error(e.to_string()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs the election workload: `candidates` campaigning processes and one
+/// observer, until `stop`.
+pub async fn run_election(
+    endpoints: Vec<String>,
+    history: History,
+    candidates: u64,
+    first_process: u64,
+    session_ttl: Duration,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) {
+    let mut tasks = Vec::new();
+    for k in 0..candidates {
+        let endpoints = endpoints.clone();
+        let history = history.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ (0xe1ec_0000 + k));
+            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-election")).await else {
+                return;
+            };
+            let mut process = first_process + k;
+            while !stop.load(Ordering::Relaxed) {
+                let session = match client.open_session(session_ttl).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                let info = candidate_term(&session, &history, process, &mut rng, &stop).await;
+                let _ = session.close().await;
+                if info {
+                    process += candidates + 1;
+                }
+            }
+        }));
+    }
+    // The observer.
+    {
+        let history = history.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-observer")).await else {
+                return;
+            };
+            let Ok(session) = client.open_session(session_ttl).await else {
+                return;
+            };
+            let election = session.election(ELECTION_NAME);
+            let process = first_process + candidates;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(m) = election.leader().await {
+                    let view = m.map(|(session, _, epoch)| MasterView { epoch, session });
+                    history.observe(
+                        process,
+                        Function::Master {
+                            election: ELECTION_NAME.to_owned(),
+                        },
+                        Value::Master(view),
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// One candidate session: campaign, hold, resign. Returns whether an op
+/// ended `Info` (the caller then changes process id).
+async fn candidate_term(
+    session: &Session,
+    history: &History,
+    process: u64,
+    rng: &mut StdRng,
+    stop: &AtomicBool,
+) -> bool {
+    let election = session.election(ELECTION_NAME);
+    let f = Function::Campaign {
+        election: ELECTION_NAME.to_owned(),
+    };
+    let inv = history.invoke(process, f);
+    let campaign = tokio::time::timeout(Duration::from_secs(8), election.campaign(b"jepsen".to_vec())).await;
+    let leadership = match campaign {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => {
+            let kind = error_kind(&e);
+            history.complete(&inv, kind, Value::Error(e.to_string()));
+            return kind == OpKind::Info;
+        }
+        Err(_) => {
+            // The campaign future was dropped: its candidacy is withdrawn
+            // in the background, but it may have won meanwhile.
+            history.info(&inv, Value::Error("campaign timed out".into()));
+            return true;
+        }
+    };
+    let held_from_ns = history.now_ns();
+    let mastership = |until_ns: u64| Mastership {
+        epoch: leadership.epoch(),
+        session: leadership.session_id(),
+        held_from_ns,
+        held_until_ns: until_ns.max(held_from_ns),
+    };
+    history.ok(
+        &inv,
+        Value::Mastership(mastership(history.ns_at(session.valid_until()))),
+    );
+    let hold = Duration::from_millis(rng.random_range(200..1500));
+    let end = Instant::now() + hold;
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) && session.is_valid() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let inv = history.invoke(
+        process,
+        Function::Resign {
+            election: ELECTION_NAME.to_owned(),
+        },
+    );
+    let until = history.ns_at(session.valid_until()).min(inv.time_ns);
+    let value = Value::Mastership(mastership(until));
+    match election.resign().await {
+        Ok(()) => {
+            history.ok(&inv, value);
+            false
+        }
+        Err(_) => {
+            history.info(&inv, value);
+            true
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lock workers.
+
+/// One event a worker reports (a JSON line on its stdout). Lock intervals
+/// in `value` are `CLOCK_MONOTONIC` ns.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerEvent {
+    /// Worker-local process number (0, then +1 after every `Info`).
+    pub process: u64,
+    /// Invocation or completion.
+    pub kind: OpKind,
+    /// The operation.
+    pub f: Function,
+    /// Its value.
+    pub value: Value,
+}
+
+/// Settings of one lock worker (passed on its command line).
+#[derive(Clone, Debug)]
+pub struct WorkerArgs {
+    /// Client API endpoints.
+    pub endpoints: Vec<String>,
+    /// Session TTL, ms.
+    pub session_ttl_ms: u64,
+    /// Seed of its random hold times.
+    pub seed: u64,
+}
+
+fn emit(out: &mut String, process: u64, kind: OpKind, f: &Function, value: Value) {
+    let event = WorkerEvent {
+        process,
+        kind,
+        f: f.clone(),
+        value,
+    };
+    if let Ok(line) = serde_json::to_string(&event) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+/// The body of the hidden `worker` subcommand: loops acquire → increment
+/// → release on [`LOCK_NAME`] until its stdin closes.
+pub async fn worker_main(args: WorkerArgs) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut stdin = BufReader::new(tokio::io::stdin());
+            let mut line = String::new();
+            // EOF (or an error) on stdin means: finish up.
+            while matches!(stdin.read_line(&mut line).await, Ok(n) if n > 0) {
+                line.clear();
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut stdout = tokio::io::stdout();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let client = Client::connect_with(workload_client_config(args.endpoints.clone(), "jepsen-lock-worker"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let ttl = Duration::from_millis(args.session_ttl_ms);
+    let mut process = 0u64;
+    let acquire = Function::Acquire {
+        lock: LOCK_NAME.to_owned(),
+    };
+    let increment = Function::Increment {
+        lock: LOCK_NAME.to_owned(),
+    };
+    let release = Function::Release {
+        lock: LOCK_NAME.to_owned(),
+    };
+    let mut session: Option<Session> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let s = match &session {
+            Some(s) if s.is_valid() => s.clone(),
+            _ => match client.open_session(ttl).await {
+                Ok(s) => {
+                    session = Some(s.clone());
+                    s
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let mut out = String::new();
+        emit(&mut out, process, OpKind::Invoke, &acquire, Value::None);
+        flush(&mut stdout, &mut out).await?;
+        let opts = LockOptions {
+            wait: Duration::from_secs(3),
+            ..LockOptions::default()
+        };
+        let guard = match s.lock_with(LOCK_NAME, opts).await {
+            Ok(g) => g,
+            Err(e) => {
+                let kind = error_kind(&e);
+                emit(&mut out, process, kind, &acquire, Value::Error(e.to_string()));
+                flush(&mut stdout, &mut out).await?;
+                if kind == OpKind::Info {
+                    process += 1;
+                }
+                continue;
+            }
+        };
+        let held_from = mono_now_ns();
+        let hold = |until: u64| LockHold {
+            fencing_token: guard.fencing_token(),
+            session: s.id(),
+            held_from_ns: held_from,
+            held_until_ns: until.max(held_from),
+        };
+        emit(
+            &mut out,
+            process,
+            OpKind::Ok,
+            &acquire,
+            Value::Lock(hold(mono_ns_at(guard.valid_until()))),
+        );
+        // Increment the counter under the lock.
+        emit(&mut out, process, OpKind::Invoke, &increment, Value::None);
+        flush(&mut stdout, &mut out).await?;
+        let key = counter_key(LOCK_NAME);
+        let mut info = false;
+        match s.client().kv_get(&key).await {
+            Err(e) => emit(
+                &mut out,
+                process,
+                OpKind::Fail,
+                &increment,
+                Value::Error(format!("read: {e}")),
+            ),
+            Ok(v) => {
+                let n = v.as_ref().and_then(|v| parse_u64(&v.value)).unwrap_or(0) + 1;
+                match s.kv_put_fenced(&key, n.to_string().into_bytes(), &guard).await {
+                    Ok(_) => emit(&mut out, process, OpKind::Ok, &increment, Value::Counter(n)),
+                    Err(e) => {
+                        let kind = error_kind(&e);
+                        info = kind == OpKind::Info;
+                        emit(&mut out, process, kind, &increment, Value::Error(e.to_string()));
+                    }
+                }
+            }
+        }
+        flush(&mut stdout, &mut out).await?;
+        if info {
+            // Keep the process: the release still belongs to this hold.
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
+        let release_start = mono_now_ns();
+        emit(&mut out, process, OpKind::Invoke, &release, Value::None);
+        flush(&mut stdout, &mut out).await?;
+        let final_hold = hold(mono_ns_at(guard.valid_until()).min(release_start));
+        let kind = match guard.release().await {
+            Ok(()) => OpKind::Ok,
+            Err(_) => OpKind::Info,
+        };
+        emit(&mut out, process, kind, &release, Value::Lock(final_hold));
+        flush(&mut stdout, &mut out).await?;
+        if kind == OpKind::Info || info {
+            process += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..50))).await;
+    }
+    if let Some(s) = session {
+        let _ = s.close().await;
+    }
+    Ok(())
+}
+
+async fn flush(stdout: &mut tokio::io::Stdout, out: &mut String) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stdout.write_all(out.as_bytes()).await.map_err(|e| e.to_string())?;
+    stdout.flush().await.map_err(|e| e.to_string())?;
+    out.clear();
+    Ok(())
+}
+
+/// A running lock worker process, as the harness sees it.
+pub struct Worker {
+    /// Worker number.
+    pub index: u64,
+    /// The process.
+    pub child: tokio::process::Child,
+    /// Its pid (for SIGSTOP/SIGCONT).
+    pub pid: Option<nix::unistd::Pid>,
+    /// The task reading its events.
+    pub reader: tokio::task::JoinHandle<u64>,
+}
+
+/// Spawns lock worker `index` (the runner binary `exe` with `worker`) and
+/// a task that records its events in `history` under process ids
+/// `first_process + 1000·index + local`.
+pub fn spawn_worker(
+    exe: &Path,
+    args: &WorkerArgs,
+    index: u64,
+    first_process: u64,
+    history: History,
+    log_dir: &Path,
+) -> Result<Worker, String> {
+    let stderr =
+        std::fs::File::create(log_dir.join(format!("worker{index}.log"))).map_err(|e| format!("worker log: {e}"))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("worker")
+        .args(["--endpoints", &args.endpoints.join(",")])
+        .args(["--session-ttl-ms", &args.session_ttl_ms.to_string()])
+        .args(["--seed", &args.seed.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start worker {}: {e}", exe.display()))?;
+    let pid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(nix::unistd::Pid::from_raw);
+    let stdout = child.stdout.take().ok_or("worker has no stdout")?;
+    let base = first_process + 1000 * index;
+    let reader = tokio::spawn(async move {
+        // Offset of CLOCK_MONOTONIC against history time.
+        let offset = mono_now_ns().saturating_sub(history.now_ns());
+        let to_history = |ns: u64| ns.saturating_sub(offset);
+        let mut lines = BufReader::new(stdout).lines();
+        let mut open: BTreeMap<u64, Op> = BTreeMap::new();
+        let mut count = 0u64;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(ev) = serde_json::from_str::<WorkerEvent>(&line) else {
+                continue;
+            };
+            let value = match ev.value {
+                Value::Lock(mut h) => {
+                    h.held_from_ns = to_history(h.held_from_ns);
+                    h.held_until_ns = to_history(h.held_until_ns);
+                    Value::Lock(h)
+                }
+                v => v,
+            };
+            let process = base + ev.process;
+            if ev.kind == OpKind::Invoke {
+                open.insert(process, history.invoke(process, ev.f));
+            } else if let Some(inv) = open.remove(&process) {
+                history.complete(&inv, ev.kind, value);
+            }
+            count += 1;
+        }
+        count
+    });
+    Ok(Worker {
+        index,
+        child,
+        pid,
+        reader,
+    })
+}
