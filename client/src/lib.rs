@@ -41,6 +41,7 @@ mod error;
 mod handover;
 pub mod health;
 mod lock;
+pub mod probe;
 pub mod proto;
 mod session;
 mod transport;

@@ -220,6 +220,18 @@ pub struct NodeStatus {
     pub clock: Option<ClockEstimate>,
     /// The drift bound this node stamps cluster time with when leading, ppm.
     pub rho_hi_ppm: u64,
+    /// Locks with the highest acquire rates seen by this node as leader,
+    /// hottest first (empty on followers).
+    pub hot_locks: Vec<HotLock>,
+}
+
+/// A lock whose acquire rate is at or above the node's hot threshold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotLock {
+    /// Lock name.
+    pub name: String,
+    /// Estimated acquire rate, thousandths per second.
+    pub rate_milli_per_s: u64,
 }
 
 /// Cluster administration.

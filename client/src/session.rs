@@ -683,16 +683,10 @@ impl SessionInner {
                 self.wake_all();
             }
             Event::Probe {
-                session, deadline_us, ..
-            } if session == me => {
-                tracing::debug!(session, index, deadline_us, "answering renewal probe");
-                let inner = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = inner.op(SessionOp::ProbeAnswer, false).await {
-                        tracing::warn!(session, error = %e, "renewal probe answer failed");
-                    }
-                });
-            }
+                session,
+                deadline_us,
+                score_permille,
+            } if session == me => crate::probe::answer(self.clone(), session, index, score_permille, deadline_us),
             Event::LockGranted { name, session, .. }
             | Event::LockReleased { name, session, .. }
             | Event::WaitTimedOut { name, session }

@@ -84,6 +84,10 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         crate::clocksync::ClockSyncConfig::from_node(&config),
     ));
     let events = Arc::new(EventBuffer::new(config.event_buffer_len));
+    let predict = Arc::new(crate::predict::Predictor::new(
+        crate::predict::PredictConfig::from_node(&config),
+        metrics.clone(),
+    ));
     let ctx = Arc::new(NodeContext {
         id: config.id,
         addr: NodeAddr {
@@ -108,6 +112,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
         metrics: metrics.clone(),
         health: crate::health::NodeHealth::new(&config, restarted),
         clock_sync: clock_sync.clone(),
+        predict: predict.clone(),
     });
 
     // Events: from the state machine's broadcast into the observe buffer.
@@ -122,6 +127,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
                             pump_metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
                         }
                     }
+                    predict.on_events(&applied.events);
                     events.push(applied.index, applied.events);
                 }
                 Ok(SmNotice::SnapshotInstalled { last_index }) => events.mark_gap(last_index),
@@ -167,6 +173,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     let health_reports = tokio::spawn(crate::health::report_loop(ctx.clone()));
     let handovers = tokio::spawn(crate::handover::controller_loop(ctx.clone()));
     let clock_task = tokio::spawn(crate::clocksync::run(ctx.clone(), clock_sync.clone()));
+    let predict_task = tokio::spawn(crate::predict::run(ctx.clone()));
     tracing::info!(id = config.id, raft = %config.raft_addr, client = %config.client_addr, "driftlock node serving");
 
     wait_for_shutdown(exit_with_parent).await;
@@ -182,6 +189,7 @@ pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeE
     health_reports.abort();
     handovers.abort();
     clock_task.abort();
+    predict_task.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

@@ -594,6 +594,20 @@ pub async fn status(args: StatusArgs) -> CmdResult {
             s.stats.skewed_sessions
         );
     }
+    if let Some(leader) = rows
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .find(|s| s.role == Role::Leader)
+    {
+        if !leader.hot_locks.is_empty() {
+            let hot: Vec<String> = leader
+                .hot_locks
+                .iter()
+                .map(|h| format!("{} ({:.1}/s)", h.name, h.rate_milli_per_s as f64 / 1000.0))
+                .collect();
+            println!("hot locks: {}", hot.join(", "));
+        }
+    }
     if reachable == 0 {
         return Err("no node answered".into());
     }

@@ -65,6 +65,29 @@ pub struct NodeConfig {
     pub clock_q_drift_ppm2_per_s: f64,
     /// Kalman process noise of the offset, µs² per second.
     pub clock_q_offset_us2_per_s: f64,
+    /// Whether the leader suspects sessions whose behaviour predicts a
+    /// failure (shorter validity and a renewal probe; revocation if unanswered).
+    pub predict_enabled: bool,
+    /// How often the leader scores every session, ms.
+    pub predict_interval_ms: u64,
+    /// Phi-accrual value at which the phi term of the score is full.
+    pub predict_phi_threshold: f64,
+    /// Keepalive gaps a session needs before phi is trusted.
+    pub predict_min_keepalives: u32,
+    /// Floor of the keepalive-gap standard deviation in phi, ms.
+    pub predict_min_stddev_ms: u64,
+    /// Weight of the phi term in the combined score, permille.
+    pub predict_phi_weight_permille: u32,
+    /// Weight of the isolation-forest term in the combined score, permille.
+    pub predict_forest_weight_permille: u32,
+    /// Combined score at or above which a session is suspected, permille.
+    pub predict_suspect_threshold_permille: u32,
+    /// Time a suspected session has to answer its renewal probe, ms.
+    pub predict_probe_timeout_ms: u64,
+    /// How often the isolation forest is retrained, ms.
+    pub predict_retrain_ms: u64,
+    /// Acquire rate at or above which a lock counts as hot, per second.
+    pub predict_hot_lock_rate_per_s: f64,
     /// UNSAFE, for the jepsen suite's negative test only: the leader runs
     /// cluster time at [`UNSAFE_CLUSTER_TIME_SPEEDUP`]× its local clock, so
     /// sessions expire on the cluster long before their holders' local
@@ -105,6 +128,17 @@ impl Default for NodeConfig {
             clock_gossip_fanout: 2,
             clock_q_drift_ppm2_per_s: 0.01,
             clock_q_offset_us2_per_s: 1.0,
+            predict_enabled: true,
+            predict_interval_ms: 100,
+            predict_phi_threshold: 8.0,
+            predict_min_keepalives: 4,
+            predict_min_stddev_ms: 100,
+            predict_phi_weight_permille: 800,
+            predict_forest_weight_permille: 200,
+            predict_suspect_threshold_permille: 800,
+            predict_probe_timeout_ms: 1_500,
+            predict_retrain_ms: 10_000,
+            predict_hot_lock_rate_per_s: 2.0,
             unsafe_fast_cluster_time: false,
         }
     }
@@ -139,6 +173,17 @@ struct FileConfig {
     clock_gossip_fanout: Option<usize>,
     clock_q_drift_ppm2_per_s: Option<f64>,
     clock_q_offset_us2_per_s: Option<f64>,
+    predict_enabled: Option<bool>,
+    predict_interval_ms: Option<u64>,
+    predict_phi_threshold: Option<f64>,
+    predict_min_keepalives: Option<u32>,
+    predict_min_stddev_ms: Option<u64>,
+    predict_phi_weight_permille: Option<u32>,
+    predict_forest_weight_permille: Option<u32>,
+    predict_suspect_threshold_permille: Option<u32>,
+    predict_probe_timeout_ms: Option<u64>,
+    predict_retrain_ms: Option<u64>,
+    predict_hot_lock_rate_per_s: Option<f64>,
 }
 
 /// `driftlock serve` flags; each also reads `DRIFTLOCK_<NAME>`.
@@ -219,6 +264,39 @@ pub struct ServeArgs {
     /// Kalman offset process noise, µs²/s.
     #[arg(long, env = "DRIFTLOCK_CLOCK_Q_OFFSET_US2_PER_S")]
     pub clock_q_offset_us2_per_s: Option<f64>,
+    /// Predictive failure analysis on the leader (true/false).
+    #[arg(long, env = "DRIFTLOCK_PREDICT_ENABLED")]
+    pub predict_enabled: Option<bool>,
+    /// Session scoring interval, ms.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_INTERVAL_MS")]
+    pub predict_interval_ms: Option<u64>,
+    /// Phi at which the phi term is full.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_PHI_THRESHOLD")]
+    pub predict_phi_threshold: Option<f64>,
+    /// Keepalive gaps needed before phi is trusted.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_MIN_KEEPALIVES")]
+    pub predict_min_keepalives: Option<u32>,
+    /// Floor of the keepalive-gap standard deviation, ms.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_MIN_STDDEV_MS")]
+    pub predict_min_stddev_ms: Option<u64>,
+    /// Weight of phi in the combined score, permille.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_PHI_WEIGHT_PERMILLE")]
+    pub predict_phi_weight_permille: Option<u32>,
+    /// Weight of the isolation forest in the combined score, permille.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_FOREST_WEIGHT_PERMILLE")]
+    pub predict_forest_weight_permille: Option<u32>,
+    /// Score at which a session is suspected, permille.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_SUSPECT_THRESHOLD_PERMILLE")]
+    pub predict_suspect_threshold_permille: Option<u32>,
+    /// Renewal probe deadline, ms.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_PROBE_TIMEOUT_MS")]
+    pub predict_probe_timeout_ms: Option<u64>,
+    /// Isolation forest retraining interval, ms.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_RETRAIN_MS")]
+    pub predict_retrain_ms: Option<u64>,
+    /// Acquire rate of a hot lock, per second.
+    #[arg(long, env = "DRIFTLOCK_PREDICT_HOT_LOCK_RATE_PER_S")]
+    pub predict_hot_lock_rate_per_s: Option<f64>,
     /// UNSAFE, tests only: run cluster time fast so that locks overlap
     /// (the jepsen suite proves its checkers catch it).
     #[arg(long)]
@@ -333,6 +411,50 @@ impl ServeArgs {
                 .clock_q_offset_us2_per_s
                 .or(file.clock_q_offset_us2_per_s)
                 .unwrap_or(d.clock_q_offset_us2_per_s),
+            predict_enabled: self
+                .predict_enabled
+                .or(file.predict_enabled)
+                .unwrap_or(d.predict_enabled),
+            predict_interval_ms: self
+                .predict_interval_ms
+                .or(file.predict_interval_ms)
+                .unwrap_or(d.predict_interval_ms),
+            predict_phi_threshold: self
+                .predict_phi_threshold
+                .or(file.predict_phi_threshold)
+                .unwrap_or(d.predict_phi_threshold),
+            predict_min_keepalives: self
+                .predict_min_keepalives
+                .or(file.predict_min_keepalives)
+                .unwrap_or(d.predict_min_keepalives),
+            predict_min_stddev_ms: self
+                .predict_min_stddev_ms
+                .or(file.predict_min_stddev_ms)
+                .unwrap_or(d.predict_min_stddev_ms),
+            predict_phi_weight_permille: self
+                .predict_phi_weight_permille
+                .or(file.predict_phi_weight_permille)
+                .unwrap_or(d.predict_phi_weight_permille),
+            predict_forest_weight_permille: self
+                .predict_forest_weight_permille
+                .or(file.predict_forest_weight_permille)
+                .unwrap_or(d.predict_forest_weight_permille),
+            predict_suspect_threshold_permille: self
+                .predict_suspect_threshold_permille
+                .or(file.predict_suspect_threshold_permille)
+                .unwrap_or(d.predict_suspect_threshold_permille),
+            predict_probe_timeout_ms: self
+                .predict_probe_timeout_ms
+                .or(file.predict_probe_timeout_ms)
+                .unwrap_or(d.predict_probe_timeout_ms),
+            predict_retrain_ms: self
+                .predict_retrain_ms
+                .or(file.predict_retrain_ms)
+                .unwrap_or(d.predict_retrain_ms),
+            predict_hot_lock_rate_per_s: self
+                .predict_hot_lock_rate_per_s
+                .or(file.predict_hot_lock_rate_per_s)
+                .unwrap_or(d.predict_hot_lock_rate_per_s),
             unsafe_fast_cluster_time: self.unsafe_fast_cluster_time,
         };
         cfg.validate()?;
@@ -434,6 +556,39 @@ impl NodeConfig {
                 return invalid(field, "must be a positive number");
             }
         }
+        if self.predict_interval_ms == 0 {
+            return invalid("predict_interval_ms", "must be > 0");
+        }
+        if !(self.predict_phi_threshold.is_finite() && self.predict_phi_threshold > 0.0) {
+            return invalid("predict_phi_threshold", "must be a positive number");
+        }
+        if self.predict_min_keepalives < 2 {
+            return invalid("predict_min_keepalives", "must be >= 2 (phi needs a spread)");
+        }
+        if self.predict_min_stddev_ms == 0 {
+            return invalid("predict_min_stddev_ms", "must be > 0");
+        }
+        if self.predict_phi_weight_permille == 0 {
+            return invalid(
+                "predict_phi_weight_permille",
+                "must be > 0 (phi is the primary detector)",
+            );
+        }
+        if self.predict_phi_weight_permille > 1000 || self.predict_forest_weight_permille > 1000 {
+            return invalid("predict_phi_weight_permille", "weights must be in [0, 1000]");
+        }
+        if !(1..=1000).contains(&self.predict_suspect_threshold_permille) {
+            return invalid("predict_suspect_threshold_permille", "must be in [1, 1000]");
+        }
+        if self.predict_probe_timeout_ms == 0 {
+            return invalid("predict_probe_timeout_ms", "must be > 0");
+        }
+        if self.predict_retrain_ms == 0 {
+            return invalid("predict_retrain_ms", "must be > 0");
+        }
+        if !(self.predict_hot_lock_rate_per_s.is_finite() && self.predict_hot_lock_rate_per_s > 0.0) {
+            return invalid("predict_hot_lock_rate_per_s", "must be a positive number");
+        }
         Ok(())
     }
 }
@@ -497,6 +652,44 @@ mod tests {
             args.resolve(),
             Err(ConfigError::Invalid {
                 field: "election_timeout_min_ms",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn predict_settings_come_from_file_and_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "predict_probe_timeout_ms = 900\npredict_phi_threshold = 5.5\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            predict_enabled: Some(false),
+            ..Default::default()
+        };
+        let cfg = args.resolve().expect("valid");
+        assert_eq!(cfg.predict_probe_timeout_ms, 900);
+        assert_eq!(cfg.predict_phi_threshold, 5.5);
+        assert!(!cfg.predict_enabled);
+        let args = ServeArgs {
+            predict_suspect_threshold_permille: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(
+            args.resolve(),
+            Err(ConfigError::Invalid {
+                field: "predict_suspect_threshold_permille",
+                ..
+            })
+        ));
+        let args = ServeArgs {
+            predict_phi_threshold: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert!(matches!(
+            args.resolve(),
+            Err(ConfigError::Invalid {
+                field: "predict_phi_threshold",
                 ..
             })
         ));

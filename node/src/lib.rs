@@ -15,5 +15,6 @@ pub mod handover;
 pub mod health;
 pub mod metrics;
 pub mod network;
+pub mod predict;
 pub mod rpc;
 pub mod server;

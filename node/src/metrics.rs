@@ -55,6 +55,8 @@ pub struct Metrics {
     pub health: HealthMetrics,
     /// Clock drift metrics.
     pub clock: ClockMetrics,
+    /// Predictive failure analysis and contention metrics.
+    pub predict: PredictMetrics,
 }
 
 impl Default for Metrics {
@@ -117,7 +119,9 @@ impl Metrics {
         );
         let health = HealthMetrics::register(&mut registry);
         let clock = ClockMetrics::register(&mut registry);
+        let predict = PredictMetrics::register(&mut registry);
         Metrics {
+            predict,
             clock,
             health,
             registry,
@@ -396,5 +400,112 @@ impl ClockMetrics {
             m.node_alerts.clone(),
         );
         m
+    }
+}
+
+/// Label of a per-lock metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LockLabel {
+    /// Lock name.
+    pub lock: String,
+}
+
+/// Predictive failure analysis and contention metrics (leader-side; the
+/// revocation counter counts applied revocations on every node).
+pub struct PredictMetrics {
+    /// Sessions the leader profiles.
+    pub tracked_sessions: Gauge,
+    /// `Suspect` commands committed by this node.
+    pub suspicions: Counter,
+    /// Combined score of each committed suspicion, permille.
+    pub suspicion_score_permille: Histogram,
+    /// Renewal probes answered while this node was leader.
+    pub probe_answers: Counter,
+    /// Sessions revoked (applied on this node).
+    pub revocations: Counter,
+    /// Highest combined score among profiled sessions at the last scoring, permille.
+    pub max_score_permille: Gauge,
+    /// Highest phi among profiled sessions at the last scoring.
+    pub max_phi: FloatGauge,
+    /// Isolation forest trainings.
+    pub forest_trainings: Counter,
+    /// Vectors in the forest's training ring.
+    pub forest_training_vectors: Gauge,
+    /// Locks whose acquire rate is at or above the hot threshold.
+    pub hot_locks: Gauge,
+    /// Acquire rate of each hot lock, per second (only hot locks are listed).
+    pub lock_request_rate: Family<LockLabel, FloatGauge>,
+}
+
+impl PredictMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = PredictMetrics {
+            tracked_sessions: Gauge::default(),
+            suspicions: Counter::default(),
+            suspicion_score_permille: Histogram::new([500.0, 600.0, 700.0, 800.0, 900.0, 950.0, 1000.0]),
+            probe_answers: Counter::default(),
+            revocations: Counter::default(),
+            max_score_permille: Gauge::default(),
+            max_phi: FloatGauge::default(),
+            forest_trainings: Counter::default(),
+            forest_training_vectors: Gauge::default(),
+            hot_locks: Gauge::default(),
+            lock_request_rate: Family::default(),
+        };
+        registry.register(
+            "predict_tracked_sessions",
+            "Sessions profiled by the leader",
+            m.tracked_sessions.clone(),
+        );
+        registry.register("predict_suspicions", "Suspect commands committed", m.suspicions.clone());
+        registry.register(
+            "predict_suspicion_score_permille",
+            "Combined score of each committed suspicion",
+            m.suspicion_score_permille.clone(),
+        );
+        registry.register(
+            "predict_probe_answers",
+            "Renewal probes answered",
+            m.probe_answers.clone(),
+        );
+        registry.register("predict_revocations", "Sessions revoked", m.revocations.clone());
+        registry.register(
+            "predict_max_score_permille",
+            "Highest combined score at the last scoring",
+            m.max_score_permille.clone(),
+        );
+        registry.register("predict_max_phi", "Highest phi at the last scoring", m.max_phi.clone());
+        registry.register(
+            "predict_forest_trainings",
+            "Isolation forest trainings",
+            m.forest_trainings.clone(),
+        );
+        registry.register(
+            "predict_forest_training_vectors",
+            "Vectors in the isolation forest's training ring",
+            m.forest_training_vectors.clone(),
+        );
+        registry.register(
+            "hot_locks",
+            "Locks at or above the hot acquire rate",
+            m.hot_locks.clone(),
+        );
+        registry.register(
+            "lock_request_rate",
+            "Acquire rate of each hot lock, per second",
+            m.lock_request_rate.clone(),
+        );
+        m
+    }
+
+    /// Replaces the per-lock rates with the current hot locks.
+    pub fn set_hot_locks(&self, hot: &[(String, f64)]) {
+        self.lock_request_rate.clear();
+        for (name, rate) in hot {
+            self.lock_request_rate
+                .get_or_create(&LockLabel { lock: name.clone() })
+                .set(*rate);
+        }
+        self.hot_locks.set(hot.len() as i64);
     }
 }

@@ -69,6 +69,8 @@ pub struct NodeContext {
     pub health: crate::health::NodeHealth,
     /// The clock drift module.
     pub clock_sync: Arc<crate::clocksync::ClockSync>,
+    /// Session profiler, failure predictor and lock-rate estimates.
+    pub predict: Arc<crate::predict::Predictor>,
 }
 
 impl NodeContext {
@@ -215,6 +217,11 @@ impl NodeContext {
             health_tier: health.map(|(_, _, tier)| tier),
             clock,
             rho_hi_ppm: self.clock.rho_hi_ppm(),
+            hot_locks: if role == Role::Leader {
+                self.predict.hot_locks()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -411,6 +418,7 @@ impl DriftlockApi for ApiHandler {
         if seq == 0 {
             return Err(ApiError::InvalidRequest("sequence numbers start at 1".into()));
         }
+        let _profiled = self.ctx.predict.track(session, &op);
         self.ctx.propose(Command::Session { session, seq, op }).await
     }
 

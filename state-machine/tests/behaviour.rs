@@ -409,6 +409,63 @@ fn unanswered_probe_revokes_and_answered_probe_clears() {
 }
 
 #[test]
+fn probe_revocation_after_a_shortened_grant_waits_for_the_longest_validity() {
+    let mut h = h();
+    let a = h.open(20 * SEC);
+    let opened_at = h.ts_us;
+    let b = h.open(120 * SEC);
+    granted_token(&h.acquire(a, "x", LockMode::Exclusive, 0));
+    h.acquire(b, "x", LockMode::Exclusive, 100 * SEC).expect("queue");
+    h.ok(Command::Suspect {
+        session: a,
+        score_permille: 900,
+        probe_timeout_us: 3 * SEC,
+    });
+    h.advance(SEC);
+    match h.keepalive(a) {
+        Ok(Reply::KeptAlive { validity_us, lease, .. }) => {
+            assert_eq!(lease.suspicion_scale_permille, 500, "the grant says why it is shorter");
+            assert_eq!(lease.validity_us, 10 * SEC);
+            assert_eq!(validity_us, 19 * SEC, "the earlier promise still stands");
+        }
+        other => panic!("{other:?}"),
+    }
+    // No answer: the probe deadline (3 s after the suspicion) revokes.
+    h.advance(2 * SEC);
+    let events = h.tick();
+    let delay_until = events
+        .iter()
+        .find_map(|e| match e {
+            Event::LockReleased {
+                cause: EndCause::Revoked { .. },
+                lock_delay_until_us,
+                ..
+            } => *lock_delay_until_us,
+            _ => None,
+        })
+        .expect("revocation frees the lock under lock-delay");
+    assert!(
+        delay_until >= opened_at + 20 * SEC,
+        "lock-delay {delay_until} ends before the granted validity {}",
+        opened_at + 20 * SEC
+    );
+    assert!(h.holders("x").is_empty());
+    h.advance(delay_until - h.ts_us - 1);
+    h.tick();
+    assert!(h.holders("x").is_empty(), "not one µs early");
+    h.advance(1);
+    let events = h.tick();
+    assert_eq!(
+        h.holders("x"),
+        vec![b],
+        "the head waiter gets it in the entry that ends the delay"
+    );
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::LockGranted { session, .. } if *session == b)));
+}
+
+#[test]
 fn fenced_writes_reject_stale_and_unheld_tokens() {
     let mut h = h();
     let (a, b) = (h.open(10 * SEC), h.open(10 * SEC));

@@ -398,6 +398,7 @@ impl DriftlockApi for Handler {
             health_tier: None,
             clock: None,
             rho_hi_ppm: 500,
+            hot_locks: Vec::new(),
         }
     }
 
