@@ -33,6 +33,9 @@ use crate::events::EventBuffer;
 use crate::metrics::Metrics;
 use crate::network::Raft;
 
+/// Longest a linearizable read waits for the leader's log to be applied.
+const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Longest `observe` wait a client may ask for, ms.
 const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
 /// Largest client frame, bytes (names and values are limited far below).
@@ -138,6 +141,21 @@ impl NodeContext {
         if self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_err() {
             self.raft
                 .ensure_linearizable(ReadPolicy::ReadIndex)
+                .await
+                .map_err(|_| self.not_leader())?;
+        }
+        // openraft restores a restarted node that held a committed vote as
+        // leader at once, with the commit index it last saved, which is not
+        // flushed and may lag the writes it acknowledged before the crash:
+        // LeaseRead and ReadIndex then answer from a state missing them (a
+        // stale read the jepsen suite caught after kill -9 of the leader).
+        // Every acknowledged write is in this leader's log, so also wait
+        // until the log as of now is applied.
+        let last_log_index = self.raft.metrics().borrow_watched().last_log_index;
+        if let Some(index) = last_log_index {
+            self.raft
+                .wait(Some(READ_APPLY_WAIT))
+                .applied_index_at_least(Some(index), "linearizable read")
                 .await
                 .map_err(|_| self.not_leader())?;
         }

@@ -575,6 +575,23 @@ mod tests {
     }
 
     #[test]
+    fn decisions_and_hot_locks_are_exported() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.predict.suspicions.inc();
+        metrics.predict.set_hot_locks(&[("jobs".into(), 3.5)]);
+        let text = metrics.encode();
+        for name in [
+            "driftlock_predict_suspicions_total 1",
+            "driftlock_predict_revocations_total",
+            "driftlock_predict_max_phi",
+            "driftlock_hot_locks 1",
+            "driftlock_lock_request_rate{lock=\"jobs\"} 3.5",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+
+    #[test]
     fn acquires_feed_hot_locks() {
         let c = PredictConfig {
             hot_lock_rate_per_s: 0.5,
