@@ -241,6 +241,29 @@ pub struct StateMachine {
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) node_health: BTreeMap<u64, HealthSample>,
     pub(crate) node_clocks: BTreeMap<u64, ClockEstimate>,
+    /// Locks with at least one holder and waiters across all locks, kept
+    /// as each changes so `stats()` never walks the lock table. Derived
+    /// state: not serialized, recounted on restore and checked by
+    /// `check_invariants`.
+    #[serde(skip)]
+    pub(crate) counts: LockCounts,
+}
+
+/// Counts derived from the lock table (see [`StateMachine::counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LockCounts {
+    pub(crate) held_locks: u64,
+    pub(crate) waiters: u64,
+}
+
+impl LockCounts {
+    /// Counts `locks` by walking them (restore and invariant checks only).
+    pub(crate) fn of(locks: &BTreeMap<String, Lock>) -> Self {
+        LockCounts {
+            held_locks: locks.values().filter(|l| !l.holders.is_empty()).count() as u64,
+            waiters: locks.values().map(|l| l.waiters.len() as u64).sum(),
+        }
+    }
 }
 
 /// A versioned, serializable image of the whole state.
@@ -660,7 +683,9 @@ impl StateMachine {
         if snapshot.version != SNAPSHOT_VERSION {
             return Err(RestoreError::UnsupportedVersion(snapshot.version));
         }
-        snapshot.state.check_invariants().map_err(RestoreError::Inconsistent)?;
-        Ok(snapshot.state)
+        let mut state = snapshot.state;
+        state.counts = LockCounts::of(&state.locks);
+        state.check_invariants().map_err(RestoreError::Inconsistent)?;
+        Ok(state)
     }
 }

@@ -66,6 +66,7 @@ impl StateMachine {
             mode,
             deadline_us,
         });
+        self.counts.waiters += 1;
         let position = (lock.waiters.len() - 1) as u32;
         self.timers.insert((deadline_us, Timer::Waiter(name.clone(), session)));
         if let Some(s) = self.sessions.get_mut(&session) {
@@ -92,6 +93,9 @@ impl StateMachine {
         assert!(token >= lock.latest_token, "fencing token went backwards on {name}");
         debug_assert!(compatible(lock, mode));
         lock.latest_token = token;
+        if lock.holders.is_empty() {
+            self.counts.held_locks += 1;
+        }
         lock.holders.insert(
             session,
             Holder {
@@ -156,6 +160,10 @@ impl StateMachine {
         let Some(holder) = lock.holders.remove(&session) else {
             return;
         };
+        if lock.holders.is_empty() {
+            debug_assert!(self.counts.held_locks > 0);
+            self.counts.held_locks = self.counts.held_locks.saturating_sub(1);
+        }
         let mut lock_delay_until_us = None;
         if let Some(until) = delay_until_us {
             if until > ctx.now_us && until > lock.lock_delay_until_us {
@@ -207,7 +215,10 @@ impl StateMachine {
             }
             let head = head.clone();
             if let Some(lock) = self.locks.get_mut(name) {
-                lock.waiters.pop_front();
+                if lock.waiters.pop_front().is_some() {
+                    debug_assert!(self.counts.waiters > 0);
+                    self.counts.waiters = self.counts.waiters.saturating_sub(1);
+                }
             }
             self.timers
                 .remove(&(head.deadline_us, Timer::Waiter(name.to_owned(), head.session)));
@@ -234,6 +245,8 @@ impl StateMachine {
             return;
         };
         let Some(w) = lock.waiters.remove(pos) else { return };
+        debug_assert!(self.counts.waiters > 0);
+        self.counts.waiters = self.counts.waiters.saturating_sub(1);
         self.timers
             .remove(&(w.deadline_us, Timer::Waiter(name.to_owned(), session)));
         if let Some(s) = self.sessions.get_mut(&session) {

@@ -215,12 +215,13 @@ impl StateMachine {
         self.node_clocks.get(&node)
     }
 
-    /// Counts for status and metrics (walks the lock table: not for hot paths).
+    /// Counts for status and metrics. Lock and waiter counts are kept as they
+    /// change; the session counts walk the sessions (not for hot paths).
     pub fn stats(&self) -> Stats {
         Stats {
             sessions: self.sessions.len() as u64,
-            held_locks: self.locks.values().filter(|l| !l.holders.is_empty()).count() as u64,
-            waiters: self.locks.values().map(|l| l.waiters.len() as u64).sum(),
+            held_locks: self.counts.held_locks,
+            waiters: self.counts.waiters,
             keys: self.kv.len() as u64,
             elections: self.elections.len() as u64,
             suspected_sessions: self.sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
@@ -233,6 +234,10 @@ impl StateMachine {
     /// Checks every structural invariant of the state. Walks everything:
     /// for tests and snapshot restore, not for the apply path.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let counted = crate::LockCounts::of(&self.locks);
+        if counted != self.counts {
+            return Err(format!("lock counts {:?} but the table holds {counted:?}", self.counts));
+        }
         for (name, lock) in &self.locks {
             let exclusive = lock.holders.values().filter(|h| h.mode == LockMode::Exclusive).count();
             if exclusive > 1 {
