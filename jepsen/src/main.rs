@@ -41,7 +41,8 @@ struct Cli {
     /// Seed of the schedule and the workloads (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
-    /// The CI configuration: 3 nodes, 60 s, all nemeses, all workloads.
+    /// The CI configuration: 3 nodes, 75 s, all nemeses (each at least once
+    /// where usable), all workloads.
     #[arg(long)]
     short: bool,
     /// Directory of run directories (default: jepsen/store in the source tree).
@@ -119,7 +120,7 @@ fn main() -> ExitCode {
 async fn main_run(cli: Cli) -> Result<ExitCode, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
     let (nodes, time, nemesis, workload) = if cli.short {
-        (3, 60, "all".to_owned(), "all".to_owned())
+        (3, 75, "all".to_owned(), "all".to_owned())
     } else {
         (cli.nodes, cli.time, cli.nemesis.clone(), cli.workload.clone())
     };

@@ -218,12 +218,19 @@ impl NemesisCtx {
                 }
             })
         };
+        // Faults come in shuffled cycles: every enabled nemesis runs once
+        // per cycle, so a short run still exercises each of them.
+        let mut cycle = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             sleep_unless(Duration::from_millis(rng.random_range(1_500..3_500)), &stop).await;
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let Some(&n) = enabled.choose(&mut rng) else { break };
+            if cycle.is_empty() {
+                cycle = enabled.to_vec();
+                cycle.shuffle(&mut rng);
+            }
+            let Some(n) = cycle.pop() else { break };
             let start = std::time::Instant::now();
             if let Ok(mut a) = self.active.lock() {
                 *a = Some(n);
