@@ -118,7 +118,22 @@ impl NodeContext {
                 Some(Err(rejection)) => Err(ApiError::Rejected(rejection)),
                 None => Err(ApiError::Indeterminate("entry produced no response".into())),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(ApiError::Indeterminate(format!(
+            // openraft's contract: `ForwardToLeader` means the proposal was
+            // refused before its entry was appended (not the leader any
+            // more, leadership being transferred, or the leader lease
+            // lapsed). Nothing was written, so the answer is a definite
+            // `NotLeader`, pointing at the leader or the transfer target
+            // when known; the client goes there without waiting.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                let leader_hint = match (forward.leader_id, forward.leader_node) {
+                    (Some(id), Some(node)) => Some((id, node.client_addr)),
+                    _ => self.leader_hint(),
+                };
+                Err(ApiError::NotLeader { leader_hint })
+            }
+            // The entry was appended and then discarded under a new leader:
+            // it may still commit there.
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(ApiError::Indeterminate(format!(
                 "leadership changed while the request was in flight; retry at {:?}",
                 self.leader_hint()
             ))),
