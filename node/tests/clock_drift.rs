@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_client::proto::EventFilter;
-use driftlock_client::{Client, ClientConfig, ClientError};
+use driftlock_client::Client;
 use driftlock_state_machine::Event;
-use support::counter::{increment, Outcome, COUNTER};
+use support::counter::{run_worker, COUNTER};
 use support::Cluster;
 
 /// The node that runs fast.
@@ -147,31 +147,13 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
         let endpoints = endpoints.clone();
         let acked = acked.clone();
         let indeterminate = indeterminate.clone();
-        workers.push(tokio::spawn(async move {
-            let config = ClientConfig {
-                client_name: format!("counter-{c}"),
-                ..ClientConfig::new(endpoints)
-            };
-            let client = Client::connect_with(config).await.expect("connect");
-            let mut session = client.open_session(Duration::from_secs(5)).await.expect("session");
-            while Instant::now() < stop_at {
-                match increment(&client, &session).await {
-                    Outcome::Acked => {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Outcome::Unknown => {
-                        indeterminate.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Outcome::NotWritten(Some(ClientError::SessionExpired)) => {
-                        if let Ok(s) = client.open_session(Duration::from_secs(5)).await {
-                            session = s;
-                        }
-                    }
-                    Outcome::NotWritten(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-            let _ = session.close().await;
-        }));
+        workers.push(tokio::spawn(run_worker(
+            endpoints,
+            format!("counter-{c}"),
+            stop_at,
+            acked,
+            indeterminate,
+        )));
     }
 
     // The fast node's committed estimate converges.

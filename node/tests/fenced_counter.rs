@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientConfig, ClientError};
-use support::counter::{increment, Outcome, COUNTER};
+use driftlock_client::Client;
+use support::counter::{run_worker, COUNTER};
 use support::Cluster;
 
 const CLIENTS: usize = 16;
@@ -29,31 +29,13 @@ async fn fenced_counter_survives_a_leader_kill() {
         let endpoints = endpoints.clone();
         let acked = acked.clone();
         let indeterminate = indeterminate.clone();
-        tasks.push(tokio::spawn(async move {
-            let config = ClientConfig {
-                client_name: format!("counter-{c}"),
-                ..ClientConfig::new(endpoints)
-            };
-            let client = Client::connect_with(config).await.expect("connect");
-            let mut session = client.open_session(Duration::from_secs(5)).await.expect("session");
-            while Instant::now() < stop_at {
-                match increment(&client, &session).await {
-                    Outcome::Acked => {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Outcome::Unknown => {
-                        indeterminate.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Outcome::NotWritten(Some(ClientError::SessionExpired)) => {
-                        if let Ok(s) = client.open_session(Duration::from_secs(5)).await {
-                            session = s;
-                        }
-                    }
-                    Outcome::NotWritten(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                }
-            }
-            let _ = session.close().await;
-        }));
+        tasks.push(tokio::spawn(run_worker(
+            endpoints,
+            format!("counter-{c}"),
+            stop_at,
+            acked,
+            indeterminate,
+        )));
     }
 
     // Let the clients run, then kill the leader.

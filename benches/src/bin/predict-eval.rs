@@ -253,33 +253,6 @@ struct Cluster {
     endpoints: Vec<String>,
 }
 
-fn driftlock_binary() -> Result<PathBuf, BoxError> {
-    let me = std::env::current_exe()?;
-    let dir = me.parent().ok_or("executable has no directory")?;
-    let bin = dir.join("driftlock");
-    if bin.exists() {
-        return Ok(bin);
-    }
-    let release = dir.ends_with("release");
-    eprintln!(
-        "building the driftlock binary ({})",
-        if release { "release" } else { "debug" }
-    );
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "driftlock-node", "--bin", "driftlock"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    let status = cmd.status()?;
-    if !status.success() || !bin.exists() {
-        return Err(format!("could not build {}", bin.display()).into());
-    }
-    Ok(bin)
-}
-
 async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) -> Result<Cluster, BoxError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
@@ -661,7 +634,7 @@ async fn eval_main(args: &[String]) -> Result<(), BoxError> {
         base_port: parse_num(args, "--base-port", 7600u16)?,
     };
     let only: Option<Vec<String>> = arg_value(args, "--only").map(|s| s.split(',').map(str::to_owned).collect());
-    let bin = driftlock_binary()?;
+    let bin = driftlock_benches::cluster::driftlock_exe()?;
     let scenarios = [
         Scenario::Killed,
         Scenario::Stopped,

@@ -1,9 +1,11 @@
 //! The fenced-counter workload: lock, read, fenced write of value + 1,
 //! release.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientError, LockOptions};
+use driftlock_client::{Client, ClientConfig, ClientError, LockOptions};
 use driftlock_state_machine::{LockMode, Rejection};
 
 pub const COUNTER: &str = "counter";
@@ -46,4 +48,39 @@ pub async fn increment(client: &Client, session: &driftlock_client::Session) -> 
         Err(ClientError::Rejected(_)) => Outcome::NotWritten(None),
         Err(_) => Outcome::Unknown,
     }
+}
+
+/// One counter client until `stop_at`: its own connection and session
+/// (reopened when it expires), counting acknowledged and indeterminate
+/// increments.
+pub async fn run_worker(
+    endpoints: Vec<String>,
+    name: String,
+    stop_at: Instant,
+    acked: Arc<AtomicU64>,
+    indeterminate: Arc<AtomicU64>,
+) {
+    let config = ClientConfig {
+        client_name: name,
+        ..ClientConfig::new(endpoints)
+    };
+    let client = Client::connect_with(config).await.expect("connect");
+    let mut session = client.open_session(Duration::from_secs(5)).await.expect("session");
+    while Instant::now() < stop_at {
+        match increment(&client, &session).await {
+            Outcome::Acked => {
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+            Outcome::Unknown => {
+                indeterminate.fetch_add(1, Ordering::SeqCst);
+            }
+            Outcome::NotWritten(Some(ClientError::SessionExpired)) => {
+                if let Ok(s) = client.open_session(Duration::from_secs(5)).await {
+                    session = s;
+                }
+            }
+            Outcome::NotWritten(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let _ = session.close().await;
 }
