@@ -3,11 +3,19 @@
 //!
 //! `cargo bench -p driftlock-benches --bench apply`
 
+// A benchmark aborts on a failed setup step; unwrap and expect say which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// criterion's group and main macros generate undocumented public functions.
+#![allow(missing_docs)]
+// The counting allocator wraps the system allocator (an unsafe trait).
+#![allow(unsafe_code)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use driftlock_state_machine::{Command, Config, EntryMeta, LockMode, Reply, SessionOp, StateMachine};
+use driftlock_proto::{Config, LockMode, Reply, SessionOp};
+use driftlock_state_machine::{Command, EntryMeta, StateMachine};
 
 /// Counts live heap bytes so the bench can report bytes per held lock.
 /// Hand-written because it is a few lines and needs no dependency.

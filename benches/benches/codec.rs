@@ -3,9 +3,13 @@
 //!
 //! `cargo bench -p driftlock-benches --bench codec`
 
+// A benchmark aborts on a failed setup step; unwrap and expect say which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// criterion's group and main macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use driftlock_client::proto::{DriftlockApiRequest, DriftlockApiResponse};
-use driftlock_state_machine::{LockMode, Reply, SessionOp};
+use driftlock_proto::{DriftlockApiRequest, DriftlockApiResponse, LockMode, Reply, SessionOp};
 
 fn acquire_request() -> DriftlockApiRequest {
     DriftlockApiRequest::SessionOp {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, MemberAddr, Role};
 use driftlock_client::{Client, ClientConfig};
+use driftlock_proto::{AdminRequest, MemberAddr, Role};
 
 use crate::etcd::EtcdConn;
 
@@ -73,6 +73,7 @@ impl Proc {
         let mut cmd = Command::new(program);
         // SAFETY: the closure runs in the forked child before exec and only
         // calls prctl, which is async-signal-safe.
+        #[allow(unsafe_code)]
         unsafe {
             use std::os::unix::process::CommandExt;
             cmd.pre_exec(|| {

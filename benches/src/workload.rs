@@ -403,7 +403,7 @@ impl Target<'_> {
                 let leads = match (self, &dl) {
                     (Target::Driftlock(_), Some(admin)) => matches!(
                         tokio::time::timeout(Duration::from_millis(50), admin.status_of(ep)).await,
-                        Ok(Ok(s)) if s.role == driftlock_client::proto::Role::Leader
+                        Ok(Ok(s)) if s.role == driftlock_proto::Role::Leader
                     ),
                     (Target::Etcd(_), _) => {
                         let Ok(mut c) = EtcdConn::new(&endpoints[i..=i], 0, Duration::from_millis(50)) else {
@@ -429,7 +429,7 @@ impl Target<'_> {
             Target::Driftlock(c) => {
                 let admin = c.admin_client().await.map_err(|e| e.to_string())?;
                 admin
-                    .admin(driftlock_client::proto::AdminRequest::TransferLeader { to: c.node_id(to) })
+                    .admin(driftlock_proto::AdminRequest::TransferLeader { to: c.node_id(to) })
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())

@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_state_machine::{KvView, Reply};
+use driftlock_proto::{KvView, Reply};
 
 use crate::config::{check_endpoint, ClientConfig};
 use crate::election::LeaderWatch;
 use crate::error::{ClientError, Result};
-use crate::health::HealthMonitor;
-use crate::proto::{
-    AdminReply, AdminRequest, Consistency, EventBatch, EventFilter, KvWrite, NodeStatus, Query, QueryReply, QueryResult,
-};
 use crate::session::Session;
 use crate::transport::{CallSpec, Delivery, Route, Transport};
+use driftlock_proto::{
+    AdminReply, AdminRequest, Consistency, EventBatch, EventFilter, KvWrite, NodeStatus, Query, QueryReply, QueryResult,
+};
+use driftlock_sensors::health::HealthMonitor;
 
 /// A connection to a driftlock cluster. Cheap to clone (an `Arc` inside);
 /// every clone shares the connections and the leader it has found. Must be
@@ -121,7 +121,7 @@ impl Client {
     /// with σ of each. Once settled, `|drift| + 3σ` widens the drift bound
     /// this client applies to its local validity (DESIGN.md "Time" rule 5)
     /// when it exceeds the cluster's.
-    pub fn cluster_clock_estimate(&self) -> driftlock_state_machine::ClockEstimate {
+    pub fn cluster_clock_estimate(&self) -> driftlock_proto::ClockEstimate {
         crate::transport::lock(&self.inner.rate).estimate()
     }
 

@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
+use driftlock_sensors::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 
@@ -106,7 +106,7 @@ impl ClusterRate {
     }
 
     /// The current estimate (drift of cluster time against this host).
-    pub(crate) fn estimate(&self) -> driftlock_state_machine::ClockEstimate {
+    pub(crate) fn estimate(&self) -> driftlock_proto::ClockEstimate {
         self.filter.estimate()
     }
 }

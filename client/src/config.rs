@@ -1,14 +1,12 @@
 //! Client configuration and the `DRIFTLOCK_ENDPOINTS` helper.
 
-use driftlock_state_machine::HealthTier;
+use driftlock_proto::limits::DEFAULT_MAX_CLIENT_NAME_BYTES;
+use driftlock_proto::HealthTier;
 
 use crate::error::{ClientError, Result};
 
 /// Environment variable [`endpoints_from_env`] reads.
 pub const ENDPOINTS_ENV: &str = "DRIFTLOCK_ENDPOINTS";
-
-/// Longest client name the state machine accepts by default, bytes.
-const MAX_CLIENT_NAME_BYTES: usize = 128;
 
 /// How a [`Client`](crate::Client) talks to the cluster. Build one with
 /// [`ClientConfig::new`] and override fields with struct update syntax:
@@ -79,7 +77,7 @@ impl ClientConfig {
             poll_interval_ms: 1_000,
             keepalive_retry_ms: 200,
             health_report_interval_ms: 5_000,
-            health_override: crate::health::override_from_env().unwrap_or_else(|e| {
+            health_override: driftlock_sensors::health::override_from_env().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "ignoring the health override");
                 None
             }),
@@ -99,9 +97,9 @@ impl ClientConfig {
         for ep in &self.endpoints {
             check_endpoint(ep)?;
         }
-        if self.client_name.len() > MAX_CLIENT_NAME_BYTES {
+        if self.client_name.len() > DEFAULT_MAX_CLIENT_NAME_BYTES {
             return Err(ClientError::InvalidConfig(format!(
-                "client_name is {} bytes, limit is {MAX_CLIENT_NAME_BYTES}",
+                "client_name is {} bytes, limit is {DEFAULT_MAX_CLIENT_NAME_BYTES}",
                 self.client_name.len()
             )));
         }

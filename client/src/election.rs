@@ -5,14 +5,14 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use driftlock_state_machine::{ElectionView, Event, Rejection, Reply, SessionId, SessionOp};
+use driftlock_proto::{ElectionView, Event, Rejection, Reply, SessionId, SessionOp};
 use futures::Stream;
 
 use crate::client::{unexpected, Client};
 use crate::error::{ClientError, Result};
-use crate::proto::{Consistency, EventFilter, Query, QueryResult};
 use crate::session::{ResourceKey, SessionInner, SessionState, Undo};
 use crate::transport::lock;
+use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
 
 /// An election seen by one session. Cheap to clone.
 #[derive(Clone)]

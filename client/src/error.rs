@@ -1,6 +1,6 @@
 //! The library's error type.
 
-use driftlock_state_machine::Rejection;
+use driftlock_proto::Rejection;
 
 /// Result of a client operation.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

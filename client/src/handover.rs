@@ -19,14 +19,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use driftlock_state_machine::{Event, SessionOp};
+use driftlock_proto::{Event, SessionOp};
 
-use crate::proto::EventFilter;
 use crate::session::SessionInner;
 use crate::transport::lock;
+use driftlock_proto::EventFilter;
 
-/// Bytes per committed state chunk.
-const CHUNK_BYTES: usize = 32 * 1024;
 /// How long a candidate follows a handover before giving up (the cluster
 /// aborts it much sooner by its deadline).
 const RECEIVE_LIMIT: Duration = Duration::from_secs(120);
@@ -44,7 +42,7 @@ pub(crate) async fn send_state(inner: Arc<SessionInner>, election: String, epoch
     let chunks: Vec<&[u8]> = if state.is_empty() {
         vec![&[][..]]
     } else {
-        state.chunks(CHUNK_BYTES).collect()
+        state.chunks(driftlock_proto::limits::HANDOVER_CHUNK_BYTES).collect()
     };
     let count = chunks.len();
     tracing::info!(

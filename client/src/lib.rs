@@ -1,13 +1,14 @@
 //! The library applications embed to use driftlock: leader discovery,
 //! sessions with local validity, lock guards with fencing tokens, elections
-//! and the KV API, over the tarpc protocol in [`proto`].
+//! and the KV API, over the tarpc protocol of `driftlock-proto` (re-exported
+//! as [`proto`]).
 //!
 //! - [`Client`] finds the leader among the configured endpoints, keeps one
 //!   connection per node and retries with backoff; sessionless KV writes
 //!   and reads live here.
 //! - [`Session`] is a lease kept alive in the background. Its local
 //!   validity is measured from the moment each renewal was sent, shortened
-//!   by this host's drift bound and a margin (DESIGN.md "Time" rule 5), so
+//!   by this host's drift bound and a margin (docs/design.md "Time", rule 5), so
 //!   it always ends before the cluster's; its [`SessionState`] goes
 //!   `Valid` → `Jeopardy` → `Expired` as in Chubby.
 //! - [`LockGuard`]s and [`Leadership`]s hang off a session and end with it;
@@ -30,21 +31,22 @@
 //! # Ok(()) }
 //! ```
 
-#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod client;
 mod clock;
 mod config;
-pub mod drift;
 mod election;
 mod error;
 mod handover;
-pub mod health;
 mod lock;
 pub mod probe;
-pub mod proto;
 mod session;
 mod transport;
+
+/// The wire protocol, re-exported so an application needs one dependency:
+/// events, views, rejections and the request types.
+pub use driftlock_proto as proto;
 
 pub use client::Client;
 pub use clock::client_clock_us;
@@ -54,4 +56,4 @@ pub use error::{ClientError, Result};
 pub use lock::{LockGuard, LockOptions};
 pub use session::{Session, SessionState};
 
-pub use driftlock_state_machine::{Fence, KvView, LockMode, Rejection, SessionId};
+pub use driftlock_proto::{Event, Fence, KvView, LockMode, Rejection, SessionId};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_state_machine::{Fence, LockMode, SessionId, SessionOp};
+use driftlock_proto::{Fence, LockMode, SessionId, SessionOp};
 
 use crate::clock::client_clock_us;
 use crate::error::Result;

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use driftlock_state_machine::{SessionId, SessionOp};
+use driftlock_proto::{SessionId, SessionOp};
 
 use crate::session::SessionInner;
 

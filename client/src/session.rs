@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftlock_state_machine::{Event, Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
+use driftlock_proto::{Event, Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
 use tokio::sync::{watch, OwnedMutexGuard};
 use tokio::task::JoinHandle;
 
@@ -44,11 +44,9 @@ use crate::election::Election;
 use crate::error::{ClientError, Result};
 use crate::handover::StateProvider;
 use crate::lock::{LockGuard, LockOptions};
-use crate::proto::{Consistency, EventFilter, Query, QueryResult};
 use crate::transport::{lock, CallSpec, Delivery, Route};
+use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
 
-/// Longest lock wait the cluster accepts, µs (one hour).
-const MAX_WAIT_US: u64 = 3_600_000_000;
 /// Shortest keepalive interval, whatever the granted validity.
 const MIN_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(10);
 /// Shortest per-attempt deadline of a keepalive.
@@ -548,7 +546,7 @@ impl SessionInner {
     pub(crate) async fn acquire(self: &Arc<Self>, name: &str, opts: LockOptions) -> Result<Option<LockGuard>> {
         self.check_usable()?;
         let wait_us = u64::try_from(opts.wait.as_micros()).unwrap_or(u64::MAX);
-        if wait_us > MAX_WAIT_US {
+        if wait_us > driftlock_proto::limits::MAX_WAIT_US {
             return Err(ClientError::InvalidRequest("lock wait above one hour".into()));
         }
         let key = ResourceKey::Lock(name.to_owned());

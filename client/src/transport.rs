@@ -27,12 +27,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tarpc::client::{NewClient, RpcError};
-use tarpc::tokio_serde::formats::Bincode;
-use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
-use crate::proto::{ApiError, DriftlockApiClient};
+use driftlock_proto::{ApiError, DriftlockApiClient};
 
 /// Shortest deadline an attempt gets, even at the very end of its budget.
 const MIN_ATTEMPT: Duration = Duration::from_millis(100);
@@ -47,8 +45,6 @@ const LOCAL_TIMER_SLACK: Duration = Duration::from_millis(250);
 /// after a failover is not held back by a long pause taken during the
 /// election.
 const LEADER_SEARCH_MAX_STEP: u32 = 3;
-/// Largest frame accepted from a node, bytes (the node's own limit).
-const MAX_FRAME_BYTES: usize = 8 << 20;
 
 /// Locks a std mutex, ignoring poisoning (the data stays consistent: every
 /// critical section here is a plain field update).
@@ -235,20 +231,13 @@ impl Transport {
         }
     }
 
-    /// Opens a connection: TCP with `TCP_NODELAY` (requests are small and
-    /// latency-bound), length-delimited bincode frames exactly as
-    /// `tarpc::serde_transport::tcp::connect` builds them, and a dispatch
-    /// task whose end marks the connection dead.
+    /// Opens a connection (`driftlock_proto::dial`: TCP with `TCP_NODELAY`,
+    /// bounded bincode frames) and a dispatch task whose end marks the
+    /// connection dead.
     async fn dial(&self, addr: &str) -> std::result::Result<Conn, String> {
-        let stream = tokio::time::timeout(self.request_timeout(), tokio::net::TcpStream::connect(addr))
+        let NewClient { client, dispatch } = driftlock_proto::dial(addr, self.request_timeout())
             .await
-            .map_err(|_| format!("{addr}: connect timed out"))?
-            .map_err(|e| format!("{addr}: connect failed: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let mut codec = LengthDelimitedCodec::new();
-        codec.set_max_frame_length(MAX_FRAME_BYTES);
-        let transport = tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default());
-        let NewClient { client, dispatch } = DriftlockApiClient::new(tarpc::client::Config::default(), transport);
+            .map_err(|e| e.to_string())?;
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         let peer = addr.to_owned();

@@ -4,13 +4,17 @@
 //! (who got the lock first, which token is larger, that local expiry came
 //! before the server's deadline), not about speed.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, Consistency, Query, QueryResult};
 use driftlock_client::{Client, ClientConfig, ClientError, LockMode, LockOptions, Rejection, SessionState};
-use driftlock_state_machine::{Command, SessionOp};
+use driftlock_proto::SessionOp;
+use driftlock_proto::{AdminRequest, Consistency, Query, QueryResult};
+use driftlock_state_machine::Command;
 use support::{client_config, eventually, DropMode, TestServer};
 
 const LONG: Duration = Duration::from_secs(20);

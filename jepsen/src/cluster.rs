@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, MemberAddr, Role};
 use driftlock_client::{Client, ClientConfig};
+use driftlock_proto::{AdminRequest, MemberAddr, Role};
 
 /// Bridge joining the namespaces.
 const BRIDGE: &str = "dljbr0";

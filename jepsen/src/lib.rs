@@ -29,6 +29,8 @@
 //! - [`run`]: one whole run (used by the `driftlock-jepsen` binary and the
 //!   broken-mode test). See docs/jepsen.md.
 
+#![forbid(unsafe_code)]
+
 pub mod checkers;
 pub mod cluster;
 pub mod history;

@@ -10,6 +10,8 @@
 //! `jepsen/store/<run-id>/` and exits 1 on any violation (2 on a setup
 //! error).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! lock holds. Runs without root (loopback addresses; only the pause and
 //! kill nemeses, which need no namespace).
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

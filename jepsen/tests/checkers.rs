@@ -1,6 +1,9 @@
 //! Known-good and known-bad histories for the lock, fencing, counter,
 //! election and durability checkers, and the verdict table.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{acquire, got, hold, master, mastership, read, release, write, Builder};

@@ -1,5 +1,8 @@
 //! The recorder, JSONL round trip, pairing and the Porcupine export.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Known-good and known-bad register histories, and randomized histories
 //! generated from a real sequential register.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftlock_proto::Event;
 use driftlock_raft_store::{NodeAddr, SmNotice, StoreConfig};
-use driftlock_state_machine::{Command, Event};
+use driftlock_state_machine::Command;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::ClusterClock;

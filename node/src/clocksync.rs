@@ -31,8 +31,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftlock_client::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
-use driftlock_state_machine::{ClockEstimate, Command, Subject, TimeConfig};
+use driftlock_proto::{ClockEstimate, Subject, TimeConfig};
+use driftlock_sensors::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
+use driftlock_state_machine::Command;
 use openraft::type_config::async_runtime::WatchReceiver;
 use rand::seq::IndexedRandom;
 use serde::{Deserialize, Serialize};

@@ -527,7 +527,7 @@ impl NodeConfig {
             return invalid("health_interval_ms", "must be > 0");
         }
         if let Some(t) = &self.health_override {
-            if let Err(e) = driftlock_client::health::parse_tier(t) {
+            if let Err(e) = driftlock_sensors::health::parse_tier(t) {
                 return invalid("health_override", &e);
             }
         }

@@ -7,10 +7,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use driftlock_client::proto::{AdminRequest, ApiError, MemberAddr, Role};
+use driftlock_proto::{AdminRequest, ApiError, MemberAddr, Role};
 use tokio::process::{Child, Command};
-
-use crate::rpc;
 
 /// `driftlock dev` flags.
 #[derive(Args, Debug, Clone)]
@@ -134,7 +132,7 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
     let mut initialized = false;
     for n in nodes {
         loop {
-            match rpc::status(&n.client_addr, Duration::from_millis(500)).await {
+            match driftlock_proto::status(&n.client_addr, Duration::from_millis(500)).await {
                 Ok(s) => {
                     initialized |= !s.voters.is_empty();
                     break;
@@ -160,7 +158,7 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
                 client_addr: n.client_addr.clone(),
             })
             .collect();
-        match rpc::admin(
+        match driftlock_proto::admin(
             &nodes[0].client_addr,
             AdminRequest::Init { members },
             Duration::from_secs(10),
@@ -173,7 +171,7 @@ async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
     }
     loop {
         for n in nodes {
-            if let Ok(s) = rpc::status(&n.client_addr, Duration::from_millis(500)).await {
+            if let Ok(s) = driftlock_proto::status(&n.client_addr, Duration::from_millis(500)).await {
                 if s.role == Role::Leader && s.applied_index > 0 {
                     return Ok(());
                 }

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use driftlock_client::proto::{EventBatch, EventFilter};
-use driftlock_state_machine::Event;
+use driftlock_proto::Event;
+use driftlock_proto::{EventBatch, EventFilter};
 use tokio::sync::watch;
 
 /// At most this many events go into one batch.

@@ -35,10 +35,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::ApiError;
+use driftlock_proto::health::{health_index_permille, tier_of};
+use driftlock_proto::ApiError;
+use driftlock_proto::{Event, HealthTier, LeaseConfig, SessionId};
 use driftlock_raft_store::SmNotice;
-use driftlock_state_machine::lease::{health_index_permille, tier_of};
-use driftlock_state_machine::{Command, Event, HealthTier, LeaseConfig, SessionId, StateMachine};
+use driftlock_state_machine::{Command, StateMachine};
 use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::sync::broadcast::error::RecvError;
 

@@ -14,10 +14,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftlock_client::health::{parse_tier, HealthMonitor};
-use driftlock_client::proto::{AdminRequest, ApiError};
-use driftlock_state_machine::lease::{health_index_permille, tier_of};
-use driftlock_state_machine::{Command, HealthSample, HealthTier, Subject};
+use driftlock_proto::health::{health_index_permille, tier_of};
+use driftlock_proto::{AdminRequest, ApiError};
+use driftlock_proto::{HealthSample, HealthTier, Subject};
+use driftlock_sensors::health::{parse_tier, HealthMonitor};
+use driftlock_state_machine::Command;
 use openraft::type_config::async_runtime::WatchReceiver;
 
 use crate::config::NodeConfig;
@@ -96,7 +97,7 @@ fn worth_committing(
     committed_at: Option<Instant>,
     sample: &HealthSample,
     now: Instant,
-    cfg: &driftlock_state_machine::LeaseConfig,
+    cfg: &driftlock_proto::LeaseConfig,
 ) -> bool {
     let Some(old) = committed else { return true };
     if committed_at.is_none_or(|t| now.saturating_duration_since(t) >= REFRESH) {
@@ -167,7 +168,7 @@ pub async fn report_loop(ctx: Arc<NodeContext>) {
             commit_report(&ctx, ctx.id, sample).await.map(|_| ())
         } else {
             match ctx.leader_hint() {
-                Some((_, addr)) => crate::rpc::admin(
+                Some((_, addr)) => driftlock_proto::admin(
                     &addr,
                     AdminRequest::ReportHealth { node: ctx.id, sample },
                     ctx.health.interval,
@@ -187,8 +188,8 @@ pub async fn report_loop(ctx: Arc<NodeContext>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftlock_client::health::synthetic_sample;
-    use driftlock_state_machine::LeaseConfig;
+    use driftlock_proto::LeaseConfig;
+    use driftlock_sensors::health::synthetic_sample;
 
     #[test]
     fn first_report_tier_changes_and_staleness_are_committed_noise_is_not() {

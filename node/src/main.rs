@@ -5,14 +5,13 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use driftlock_cli::UserCommand;
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
 
-mod cli;
-
 /// driftlock: a replicated lock, lease and leader-election service.
 #[derive(Parser, Debug)]
-#[command(name = "driftlock", version, about)]
+#[command(name = "driftlock", version)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -24,20 +23,8 @@ enum Cmd {
     Serve(Box<ServeArgs>),
     /// Run a local cluster of child nodes on loopback (data under ./data).
     Dev(DevArgs),
-    /// Cluster administration.
-    #[command(subcommand)]
-    Cluster(cli::ClusterCmd),
-    /// Run a command while holding a lock.
-    Lock(cli::LockArgs),
-    /// Campaign in an election and report mastership until Ctrl-C.
-    Elect(cli::ElectArgs),
-    /// Read and write the KV store.
-    #[command(subcommand)]
-    Kv(cli::KvCmd),
-    /// Show every node's role, term, indexes and lag.
-    Status(cli::StatusArgs),
-    /// Print KV changes under a prefix until Ctrl-C.
-    Watch(cli::WatchArgs),
+    #[command(flatten)]
+    User(UserCommand),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +49,7 @@ fn main() -> ExitCode {
         // closes, as other Unix tools do, not panic on a failed print.
         // SAFETY: restoring the default disposition of SIGPIPE before any
         // other thread exists has no preconditions.
+        #[allow(unsafe_code)]
         let _ = unsafe {
             nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
         };
@@ -95,12 +83,7 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             },
-            Cmd::Cluster(cmd) => cli::report(cli::cluster(cmd).await),
-            Cmd::Lock(args) => cli::lock(args).await,
-            Cmd::Elect(args) => cli::report(cli::elect(args).await),
-            Cmd::Kv(cmd) => cli::report(cli::kv(cmd).await),
-            Cmd::Status(args) => cli::report(cli::status(args).await),
-            Cmd::Watch(args) => cli::report(cli::watch(args).await),
+            Cmd::User(cmd) => driftlock_cli::run(cmd).await,
         }
     })
 }

@@ -142,7 +142,7 @@ impl Metrics {
     }
 
     /// Records this host's latest health sample.
-    pub fn set_health(&self, s: &driftlock_state_machine::HealthSample) {
+    pub fn set_health(&self, s: &driftlock_proto::HealthSample) {
         let h = &self.health;
         h.cpu_load_permille.set(i64::from(s.cpu_load_permille));
         h.mem_used_permille.set(i64::from(s.mem_used_permille));
@@ -153,7 +153,7 @@ impl Metrics {
     }
 
     /// Records how a granted lease was computed.
-    pub fn observe_lease(&self, d: &driftlock_state_machine::LeaseDecision) {
+    pub fn observe_lease(&self, d: &driftlock_proto::LeaseDecision) {
         let h = &self.health;
         for (factor, v) in [
             ("nhi", i64::from(d.nhi_factor_permille)),

@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{
+use driftlock_proto::{
     AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
     QueryReply, QueryResult, Role,
 };
+use driftlock_proto::{Reply, SessionId, SessionOp};
 use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
-use driftlock_state_machine::{Command, Reply, SessionId, SessionOp, StampedCommand, StateMachine};
+use driftlock_state_machine::{Command, StampedCommand, StateMachine};
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;

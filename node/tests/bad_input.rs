@@ -1,20 +1,25 @@
 //! Bad input gets a typed error, changes nothing, and never stops a node.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Write;
 use std::time::Duration;
 
-use driftlock_client::proto::{ApiError, Consistency, KvWrite, Query, QueryResult};
-use driftlock_node::rpc;
-use driftlock_state_machine::{LockMode, Rejection, Reply, SessionOp};
+use driftlock_proto::{ApiError, Consistency, KvWrite, Query, QueryResult};
+
+use driftlock_proto::{LockMode, Rejection, Reply, SessionOp};
 use support::Cluster;
 
 const T: Duration = Duration::from_secs(5);
 
-async fn leader_client(c: &Cluster) -> driftlock_client::proto::DriftlockApiClient {
+async fn leader_client(c: &Cluster) -> driftlock_proto::DriftlockApiClient {
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect")
+    driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+        .await
+        .expect("connect")
 }
 
 fn acquire(name: &str) -> SessionOp {
@@ -31,7 +36,7 @@ fn acquire(name: &str) -> SessionOp {
 async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
     let c = Cluster::start(3).await;
     let api = leader_client(&c).await;
-    let ctx = || rpc::context(T);
+    let ctx = || driftlock_proto::context(T);
 
     let session = match api
         .open_session(ctx(), 1, "test".into(), 10_000_000)
@@ -145,10 +150,12 @@ async fn followers_point_to_the_leader() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
-    let api = rpc::connect(&c.nodes[follower].client_addr, T).await.expect("connect");
+    let api = driftlock_proto::connect(&c.nodes[follower].client_addr, T)
+        .await
+        .expect("connect");
     let r = api
         .kv_write(
-            rpc::context(T),
+            driftlock_proto::context(T),
             KvWrite::Put {
                 key: "k".into(),
                 value: vec![],

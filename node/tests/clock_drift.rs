@@ -10,6 +10,9 @@
 //! Elsewhere the test prints why it skips; under `CI=true` a missing tool is
 //! a failure, so CI cannot pass by skipping.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::PathBuf;
@@ -18,9 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::EventFilter;
 use driftlock_client::Client;
-use driftlock_state_machine::Event;
+use driftlock_proto::Event;
+use driftlock_proto::EventFilter;
 use support::counter::{run_worker, COUNTER};
 use support::Cluster;
 

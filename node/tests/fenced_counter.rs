@@ -4,6 +4,9 @@
 //! acknowledged increments, nothing acknowledged is lost, and the restarted
 //! node catches up.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};

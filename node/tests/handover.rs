@@ -2,6 +2,9 @@
 //! (DESIGN.md "Predictive handover"). Health is forced with the documented
 //! override (`health_override` / `--health-override`), off by default.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeMap;
@@ -11,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
 use driftlock_client::{Client, ClientConfig, LeaderChange, LeaderWatch};
-use driftlock_state_machine::{Event, HealthTier};
+use driftlock_proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
+use driftlock_proto::{Event, HealthTier};
 use support::Cluster;
 
 fn fast_health(_: u64) -> Vec<String> {
@@ -298,7 +301,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     // Hand leadership to the sick node; it must give it away again.
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     if leader != sick {
-        driftlock_node::rpc::admin(
+        driftlock_proto::admin(
             &endpoints[leader],
             AdminRequest::TransferLeader { to: 2 },
             Duration::from_secs(5),

@@ -1,13 +1,16 @@
 //! Membership changes through openraft's joint consensus: a fourth node
 //! joins as a learner, catches up, is promoted to voter, then removed.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, KvWrite, MemberAddr, Role};
-use driftlock_node::rpc;
-use driftlock_state_machine::Reply;
+use driftlock_proto::{AdminRequest, KvWrite, MemberAddr, Role};
+
+use driftlock_proto::Reply;
 use support::Cluster;
 
 const T: Duration = Duration::from_secs(10);
@@ -16,14 +19,16 @@ const T: Duration = Duration::from_secs(10);
 async fn add_learner_promote_and_remove() {
     let mut c = Cluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+        .await
+        .expect("connect");
     for i in 0..20 {
         let put = KvWrite::Put {
             key: format!("k{i}"),
             value: vec![i as u8],
         };
         assert!(matches!(
-            api.kv_write(rpc::context(T), put).await.expect("rpc"),
+            api.kv_write(driftlock_proto::context(T), put).await.expect("rpc"),
             Ok(Reply::KvWritten { .. })
         ));
     }
@@ -36,7 +41,7 @@ async fn add_learner_promote_and_remove() {
         raft_addr: c.nodes[slot].raft_addr.clone(),
         client_addr: c.nodes[slot].client_addr.clone(),
     };
-    rpc::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T)
+    driftlock_proto::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T)
         .await
         .expect("add learner");
     let s = c.status(slot).await.expect("status of the learner");
@@ -55,7 +60,7 @@ async fn add_learner_promote_and_remove() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    rpc::admin(
+    driftlock_proto::admin(
         &c.nodes[leader].client_addr,
         AdminRequest::ChangeVoters {
             voters: vec![1, 2, 3, 4],
@@ -73,11 +78,11 @@ async fn add_learner_promote_and_remove() {
         value: vec![],
     };
     assert!(matches!(
-        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        api.kv_write(driftlock_proto::context(T), put).await.expect("rpc"),
         Ok(Reply::KvWritten { .. })
     ));
 
-    rpc::admin(
+    driftlock_proto::admin(
         &c.nodes[leader].client_addr,
         AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
         T,
@@ -93,7 +98,7 @@ async fn add_learner_promote_and_remove() {
     );
 
     // A bad admin request is refused with a reason.
-    let r = rpc::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: 9 }, T).await;
+    let r = driftlock_proto::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: 9 }, T).await;
     assert!(r.is_err());
     c.kill(slot);
 }
@@ -103,7 +108,7 @@ async fn transfer_leader_moves_leadership() {
     let c = Cluster::start(3).await;
     let leader = c.wait_leader(T).await;
     let target = (leader + 1) % 3;
-    rpc::admin(
+    driftlock_proto::admin(
         &c.nodes[leader].client_addr,
         AdminRequest::TransferLeader { to: c.nodes[target].id },
         T,
@@ -128,13 +133,15 @@ async fn transfer_leader_moves_leadership() {
 async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
     let mut c = Cluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+        .await
+        .expect("connect");
     let put = KvWrite::Put {
         key: "durable".into(),
         value: b"yes".to_vec(),
     };
     assert!(matches!(
-        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        api.kv_write(driftlock_proto::context(T), put).await.expect("rpc"),
         Ok(Reply::KvWritten { .. })
     ));
     let victim = (leader + 1) % 3;
@@ -164,13 +171,15 @@ async fn prometheus_endpoint_serves_the_metrics() {
     use std::io::{Read, Write};
     let c = Cluster::start(1).await;
     let leader = c.wait_leader(T).await;
-    let api = rpc::connect(&c.nodes[leader].client_addr, T).await.expect("connect");
+    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+        .await
+        .expect("connect");
     let put = KvWrite::Put {
         key: "m".into(),
         value: vec![],
     };
     assert!(matches!(
-        api.kv_write(rpc::context(T), put).await.expect("rpc"),
+        api.kv_write(driftlock_proto::context(T), put).await.expect("rpc"),
         Ok(Reply::KvWritten { .. })
     ));
     // Gauges refresh every 500 ms.

@@ -6,6 +6,11 @@
 //!
 //! `cargo bench -p driftlock-raft-store --bench append -- --warm-up-time 1 --measurement-time 3`
 
+// A benchmark aborts on a failed setup step; unwrap and expect say which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// criterion's group and main macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;

@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod frame;
@@ -57,7 +58,7 @@ pub struct StoreConfig {
     /// The state machine's configuration on a store with no snapshot. It is
     /// replicated state: every replica of a cluster must start from the same
     /// value (later changes go through the log).
-    pub initial_state_config: driftlock_state_machine::Config,
+    pub initial_state_config: driftlock_proto::Config,
 }
 
 impl Default for StoreConfig {
@@ -67,7 +68,7 @@ impl Default for StoreConfig {
             entries_kept_after_snapshot: 1_000,
             events_capacity: 4_096,
             cache_capacity_bytes: 256 * 1024 * 1024,
-            initial_state_config: driftlock_state_machine::Config::default(),
+            initial_state_config: driftlock_proto::Config::default(),
         }
     }
 }

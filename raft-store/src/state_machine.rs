@@ -22,7 +22,8 @@
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use driftlock_state_machine::{EntryMeta, Event, StateMachine};
+use driftlock_proto::Event;
+use driftlock_state_machine::{EntryMeta, StateMachine};
 use futures::{Stream, StreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
@@ -194,7 +195,7 @@ impl SledStateMachine {
     /// `StateMachine::new(initial)` if there is none.
     pub(crate) fn open(
         db: &sled::Db,
-        initial: driftlock_state_machine::Config,
+        initial: driftlock_proto::Config,
         events_capacity: usize,
     ) -> Result<SledStateMachine, StoreError> {
         let tree = db.open_tree(SNAPSHOT_TREE)?;

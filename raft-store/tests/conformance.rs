@@ -1,6 +1,9 @@
 //! openraft's own storage conformance suite, run against the sled store as
 //! openraft ships it.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use driftlock_raft_store::{LogStore, SledStateMachine, TypeConfig};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;

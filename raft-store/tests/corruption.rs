@@ -1,6 +1,9 @@
 //! Corruption test: damage one stored value with sled directly; reopening
 //! the store must fail with `Corruption` naming the tree and key.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

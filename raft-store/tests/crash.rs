@@ -9,6 +9,9 @@
 //! run (the seed is printed); set `DRIFTLOCK_CRASH_DEBUG=<file>` to keep the
 //! children's stderr in that file and print per-kill progress.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,6 +1,9 @@
 //! Snapshots: build, purge, reopen and install all reproduce the state
 //! machine byte for byte; damaged or incompatible snapshot data is refused.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io;

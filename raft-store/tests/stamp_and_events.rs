@@ -1,13 +1,17 @@
 //! The cluster-time anchor (DESIGN.md "Time" rule 1), the event
 //! subscription and read access to the state.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;
 
 use common::{apply, blank, lid, stamped, ts_of};
+use driftlock_proto::Event;
 use driftlock_raft_store::{AppliedEvents, Entry, SmNotice, StampedRequest, StoreError};
-use driftlock_state_machine::{Command, Event, StampedCommand};
+use driftlock_state_machine::{Command, StampedCommand};
 use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::Membership;

@@ -7,7 +7,9 @@
 //! increase strictly over the life of the cluster, also across an election
 //! that is dropped when empty and later used again.
 
-use crate::types::*;
+use driftlock_proto::*;
+
+use crate::command::Response;
 use crate::{Candidate, Ctx, Handover, Master, StateMachine, Timer};
 
 impl StateMachine {

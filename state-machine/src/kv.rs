@@ -1,7 +1,9 @@
 //! The KV store: put, compare-and-set and delete, each optionally fenced by
 //! a lock's token. Revisions are log indexes.
 
-use crate::types::*;
+use driftlock_proto::*;
+
+use crate::command::Response;
 use crate::{Ctx, KvEntry, StateMachine};
 
 impl StateMachine {

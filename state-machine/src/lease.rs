@@ -1,57 +1,13 @@
-//! The adaptive lease formula of seed 000 and the Node Health Index, in
+//! The adaptive lease formula (docs/design.md "Adaptive leases"), in
 //! integer permille arithmetic so every replica computes the same result.
 //!
 //! `validity = clamp(base × (1 + nhi + stability + load) × suspicion, min, max)`
 
-use crate::config::LeaseConfig;
-use crate::types::{HealthSample, HealthTier, LeaseDecision};
+use driftlock_proto::health::{health_index_permille, tier_of};
+use driftlock_proto::{HealthSample, HealthTier, LeaseConfig, LeaseDecision};
 
 /// Permille scale.
 const PERMILLE: u64 = 1000;
-
-fn score_from_fraction(permille: u32) -> u64 {
-    PERMILLE - u64::from(permille.min(1000))
-}
-
-/// Node Health Index of a sample, permille (1000 = perfectly healthy): the
-/// weighted mean of the CPU, memory, disk I/O, latency and failure scores.
-pub fn health_index_permille(sample: &HealthSample, cfg: &LeaseConfig) -> u32 {
-    let latency_score =
-        PERMILLE - (sample.rtt_mean_us.saturating_mul(PERMILLE) / cfg.latency_worst_us.max(1)).min(PERMILLE);
-    let failure_score = PERMILLE
-        - u64::from(sample.recent_failures)
-            .saturating_mul(u64::from(cfg.failure_penalty_permille))
-            .min(PERMILLE);
-    let parts = [
-        (cfg.weight_cpu, score_from_fraction(sample.cpu_load_permille)),
-        (cfg.weight_mem, score_from_fraction(sample.mem_used_permille)),
-        (cfg.weight_io, score_from_fraction(sample.io_wait_permille)),
-        (cfg.weight_latency, latency_score),
-        (cfg.weight_failures, failure_score),
-    ];
-    let weight_sum: u64 = parts.iter().map(|(w, _)| u64::from(*w)).sum();
-    if weight_sum == 0 {
-        // Config validation forbids this; a neutral answer keeps apply total.
-        return PERMILLE as u32;
-    }
-    let weighted: u64 = parts.iter().map(|(w, s)| u64::from(*w) * s).sum();
-    let nhi = weighted / weight_sum;
-    debug_assert!(nhi <= PERMILLE);
-    nhi as u32
-}
-
-/// Tier of an NHI value.
-pub fn tier_of(nhi_permille: u32, cfg: &LeaseConfig) -> HealthTier {
-    if nhi_permille >= cfg.excellent_min_permille {
-        HealthTier::Excellent
-    } else if nhi_permille >= cfg.good_min_permille {
-        HealthTier::Good
-    } else if nhi_permille >= cfg.warning_min_permille {
-        HealthTier::Warning
-    } else {
-        HealthTier::Critical
-    }
-}
 
 /// Lease factor of a tier, permille.
 pub fn tier_factor_permille(tier: HealthTier, cfg: &LeaseConfig) -> i32 {

@@ -11,20 +11,21 @@
 //! Time enters only through [`EntryMeta::ts_us`], the cluster time the leader
 //! stamped on the entry; the state machine uses `max(previous, ts_us)` and
 //! expires everything whose deadline has passed, in deadline order, before
-//! applying the entry (DESIGN.md "Time").
+//! applying the entry (docs/design.md "Time").
 
-pub mod config;
+#![forbid(unsafe_code)]
+
+mod command;
 mod elections;
 mod kv;
 pub mod lease;
 mod locks;
+mod reads;
 mod sessions;
-pub mod types;
-mod views;
 
-pub use config::{Config, LeaseConfig, Limits, TimeConfig};
-pub use types::*;
-pub use views::*;
+pub use command::{Command, EntryMeta, Response, StampedCommand};
+
+use driftlock_proto::*;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -2,7 +2,9 @@
 //! direct handoff, lock-delay after expiry or revocation, and the clock check
 //! of a release against the client's own measurement.
 
-use crate::types::*;
+use driftlock_proto::*;
+
+use crate::command::Response;
 use crate::{Ctx, Holder, Lock, StateMachine, Timer, Waiter};
 
 impl StateMachine {

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::lease;
-use crate::types::*;
+use driftlock_proto::*;
+
+use crate::command::Response;
 use crate::{Ctx, Session, StateMachine, Suspicion, Timer};
 
 impl StateMachine {

@@ -1,8 +1,12 @@
 //! Behaviour of each command and each typed error.
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{Harness, SEC};
+use driftlock_proto::*;
 use driftlock_state_machine::*;
 
 fn h() -> Harness {

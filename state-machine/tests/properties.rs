@@ -3,11 +3,15 @@
 //! command sequences (sessions expiring, locks contended, elections handing
 //! over, retries, clock and health reports).
 
+// A test fails by panicking; unwrap and expect say where and why.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::{Harness, SEC};
+use driftlock_proto::*;
 use driftlock_state_machine::*;
 use proptest::prelude::*;
 

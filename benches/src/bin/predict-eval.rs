@@ -30,9 +30,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{Consistency, EventFilter, Query, QueryResult};
 use driftlock_client::{Client, ClientError, Fence, LockOptions, Session};
-use driftlock_state_machine::{EndCause, Event, SessionId};
+use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
+use driftlock_proto::{EndCause, Event, SessionId};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 

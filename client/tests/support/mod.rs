@@ -19,13 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{
+use driftlock_proto::{
     AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
     QueryReply, QueryResult, Role,
 };
-use driftlock_state_machine::{
-    Command, Config, EntryMeta, Event, LockView, Reply, Response, SessionId, SessionOp, SessionView, StateMachine,
-};
+use driftlock_proto::{Config, Event, LockView, Reply, SessionId, SessionOp, SessionView};
+use driftlock_state_machine::{Command, EntryMeta, Response, StateMachine};
 use futures::StreamExt;
 use tarpc::server::Channel;
 use tarpc::tokio_serde::formats::Bincode;

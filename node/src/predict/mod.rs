@@ -37,8 +37,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::HotLock;
-use driftlock_state_machine::{Command, EndCause, Event, SessionId, SessionOp};
+use driftlock_proto::HotLock;
+use driftlock_proto::{EndCause, Event, SessionId, SessionOp};
+use driftlock_state_machine::Command;
 
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
@@ -603,7 +604,7 @@ mod tests {
                 3,
                 &SessionOp::Acquire {
                     name: "jobs".into(),
-                    mode: driftlock_state_machine::LockMode::Exclusive,
+                    mode: driftlock_proto::LockMode::Exclusive,
                     wait_us: 0,
                     client_clock_us: None,
                     predicted_release_client_us: None,

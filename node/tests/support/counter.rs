@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_client::{Client, ClientConfig, ClientError, LockOptions};
-use driftlock_state_machine::{LockMode, Rejection};
+use driftlock_proto::{LockMode, Rejection};
 
 pub const COUNTER: &str = "counter";
 pub const LOCK: &str = "counter-lock";

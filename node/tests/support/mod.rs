@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::{AdminRequest, MemberAddr, NodeStatus, Role};
-use driftlock_node::rpc;
+use driftlock_proto::{AdminRequest, MemberAddr, NodeStatus, Role};
 
 /// One node process.
 pub struct Proc {
@@ -107,7 +106,7 @@ impl Cluster {
                 client_addr: p.client_addr.clone(),
             })
             .collect();
-        rpc::admin(
+        driftlock_proto::admin(
             &cluster.nodes[0].client_addr,
             AdminRequest::Init { members },
             Duration::from_secs(10),
@@ -183,7 +182,7 @@ impl Cluster {
     pub async fn wait_up(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if rpc::status(&self.nodes[i].client_addr, Duration::from_millis(500))
+            if driftlock_proto::status(&self.nodes[i].client_addr, Duration::from_millis(500))
                 .await
                 .is_ok()
             {
@@ -207,7 +206,7 @@ impl Cluster {
                 if p.child.is_none() {
                     continue;
                 }
-                if let Ok(s) = rpc::status(&p.client_addr, Duration::from_millis(300)).await {
+                if let Ok(s) = driftlock_proto::status(&p.client_addr, Duration::from_millis(300)).await {
                     if s.role == Role::Leader {
                         return i;
                     }
@@ -219,7 +218,7 @@ impl Cluster {
     }
 
     pub async fn status(&self, i: usize) -> Option<NodeStatus> {
-        rpc::status(&self.nodes[i].client_addr, Duration::from_secs(1))
+        driftlock_proto::status(&self.nodes[i].client_addr, Duration::from_secs(1))
             .await
             .ok()
     }

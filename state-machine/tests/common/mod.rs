@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use driftlock_proto::*;
 use driftlock_state_machine::*;
 
 pub const SEC: u64 = 1_000_000;

@@ -1,8 +1,10 @@
 //! Replicated configuration. It is part of the state machine's state and
-//! changes only through a committed [`crate::Command::SetConfig`], so every
+//! changes only through a committed `SetConfig` command, so every
 //! replica computes leases and margins with the same numbers.
 
 use serde::{Deserialize, Serialize};
+
+use crate::limits;
 
 /// All replicated configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -16,7 +18,7 @@ pub struct Config {
 }
 
 /// Weights, thresholds and factors of the adaptive lease formula
-/// (DESIGN.md "Adaptive lease"):
+/// (docs/design.md "Adaptive leases"):
 /// `validity = clamp(base × (1 + nhi + stability + load), min, max)`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseConfig {
@@ -129,21 +131,21 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_name_bytes: 512,
-            max_value_bytes: 64 * 1024,
+            max_name_bytes: limits::DEFAULT_MAX_NAME_BYTES,
+            max_value_bytes: limits::DEFAULT_MAX_VALUE_BYTES,
             max_sessions: 100_000,
             max_locks_per_session: 10_000,
             max_waiters_per_lock: 10_000,
             max_keys: 1_000_000,
             max_candidates_per_election: 1_000,
-            max_handover_bytes: 4 * 1024 * 1024,
+            max_handover_bytes: limits::DEFAULT_MAX_HANDOVER_BYTES,
             dedupe_window: 64,
-            max_client_name_bytes: 128,
+            max_client_name_bytes: limits::DEFAULT_MAX_CLIENT_NAME_BYTES,
         }
     }
 }
 
-/// Time and drift margins (DESIGN.md "Time").
+/// Time and drift margins (docs/design.md "Time").
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeConfig {
     /// Worst-case clock rate error assumed when no usable estimate exists, ppm.
@@ -237,6 +239,26 @@ impl Config {
         if m.max_name_bytes == 0 || m.max_client_name_bytes == 0 {
             return Err("limits.max_name_bytes and limits.max_client_name_bytes must be > 0".into());
         }
+        for (name, value, ceiling) in [
+            ("max_name_bytes", m.max_name_bytes, limits::MAX_NAME_BYTES_CEILING),
+            (
+                "max_client_name_bytes",
+                m.max_client_name_bytes,
+                limits::MAX_NAME_BYTES_CEILING,
+            ),
+            ("max_value_bytes", m.max_value_bytes, limits::MAX_VALUE_BYTES_CEILING),
+            (
+                "max_handover_bytes",
+                m.max_handover_bytes,
+                limits::MAX_HANDOVER_BYTES_CEILING,
+            ),
+        ] {
+            if value > ceiling {
+                return Err(format!(
+                    "limits.{name} is {value}; the protocol allows at most {ceiling} (one frame must hold it)"
+                ));
+            }
+        }
         if m.dedupe_window == 0 || m.dedupe_window > 4096 {
             return Err("limits.dedupe_window must be in [1, 4096]".into());
         }
@@ -263,6 +285,20 @@ mod tests {
     #[test]
     fn default_config_is_valid() {
         assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn limits_above_the_protocol_ceilings_are_rejected_naming_the_field() {
+        let mut c = Config::default();
+        c.limits.max_value_bytes = limits::MAX_VALUE_BYTES_CEILING + 1;
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("limits.max_value_bytes"), "{err}");
+        let mut c = Config::default();
+        c.limits.max_name_bytes = limits::MAX_NAME_BYTES_CEILING + 1;
+        assert!(c.validate().unwrap_err().contains("limits.max_name_bytes"));
+        let mut c = Config::default();
+        c.limits.max_value_bytes = limits::MAX_VALUE_BYTES_CEILING;
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

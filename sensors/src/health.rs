@@ -1,4 +1,4 @@
-//! Host health sampling for the adaptive lease (DESIGN.md "Adaptive lease").
+//! Host health sampling for the adaptive lease (docs/design.md "Adaptive leases").
 //!
 //! A [`HealthMonitor`] turns what this host measures — CPU load, memory in
 //! use, time waiting for disk I/O, round-trip times to the cluster and
@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use driftlock_state_machine::{HealthSample, HealthTier};
+use driftlock_proto::{HealthSample, HealthTier};
 
 /// Environment variable that forces a health tier (tests and drills only).
 pub const HEALTH_OVERRIDE_ENV: &str = "DRIFTLOCK_HEALTH_OVERRIDE";
@@ -267,8 +267,8 @@ fn parse_cpu_line(line: &str) -> Option<CpuTimes> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use driftlock_state_machine::lease::{health_index_permille, tier_of};
-    use driftlock_state_machine::LeaseConfig;
+    use driftlock_proto::health::{health_index_permille, tier_of};
+    use driftlock_proto::LeaseConfig;
 
     #[test]
     fn synthetic_samples_land_in_their_tier_under_the_default_config() {

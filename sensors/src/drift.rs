@@ -1,4 +1,4 @@
-//! Clock-drift estimation (DESIGN.md "Clock drift module"): a two-state
+//! Clock-drift estimation (docs/design.md "Clock drift"): a two-state
 //! Kalman filter over `[offset, drift]` fed with offset measurements (SNTP or
 //! RTT-compensated peer samples), with step detection.
 //!
@@ -9,7 +9,7 @@
 //! time in seconds (f64) between samples. The filter runs on the node, not
 //! in the state machine; its output enters the log as a `ClockReport`.
 
-use driftlock_state_machine::ClockEstimate;
+use driftlock_proto::ClockEstimate;
 
 /// Filter tuning.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,47 +1,12 @@
-//! The client protocol: the tarpc service every node serves on its client
-//! port, and the request and reply types it carries (bincode over TCP).
-//!
-//! Mutations go through Raft on the leader; a follower answers
-//! [`ApiError::NotLeader`] with a hint. Reads are linearizable by default
-//! (served by the leader after `ensure_linearizable`), or serializable from
-//! any node's applied state when asked. Reads that depend on expiry are
-//! answered as of the leader's current cluster time.
+//! The requests and replies of the client API that are not state-machine
+//! commands: sessionless KV writes, reads, node status and administration,
+//! and the transport-level errors.
 
-use driftlock_state_machine::{
-    ClockEstimate, ElectionView, Event, HealthSample, HealthTier, KvView, LockView, Rejection, Reply, SessionId,
-    SessionOp, SessionView, Stats,
-};
 use serde::{Deserialize, Serialize};
 
-/// The client API of a driftlock node.
-#[tarpc::service]
-pub trait DriftlockApi {
-    /// Opens a session. `nonce` is random per attempt-series: a retry with
-    /// the same nonce returns the same session.
-    async fn open_session(nonce: u128, client_name: String, requested_ttl_us: u64) -> Result<Reply, ApiError>;
-
-    /// Runs one deduplicated operation in a session: keepalive, close,
-    /// acquire, release, fenced KV writes, campaign, resign, proclaim,
-    /// handover state and acknowledgement, probe answers.
-    async fn session_op(session: SessionId, seq: u64, op: SessionOp) -> Result<Reply, ApiError>;
-
-    /// A KV write outside any session (not deduplicated: for operators and
-    /// the CLI).
-    async fn kv_write(write: KvWrite) -> Result<Reply, ApiError>;
-
-    /// A read.
-    async fn read(query: Query, consistency: Consistency) -> Result<QueryReply, ApiError>;
-
-    /// Long-poll for events of entries after `after_index`: returns at once
-    /// if there are some, else waits up to `timeout_ms` for them.
-    async fn observe(after_index: u64, filter: EventFilter, timeout_ms: u64) -> Result<EventBatch, ApiError>;
-
-    /// This node's own view of itself and the cluster (no Raft round trip).
-    async fn status() -> NodeStatus;
-
-    /// Cluster administration (leader only, except `Init`).
-    async fn admin(request: AdminRequest) -> Result<AdminReply, ApiError>;
-}
+use crate::reply::Rejection;
+use crate::types::{ClockEstimate, HealthSample, HealthTier, SessionId};
+use crate::views::{ElectionView, KvView, LockView, SessionView, Stats};
 
 /// A KV write without a session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,32 +105,6 @@ pub enum QueryResult {
     Election(Option<ElectionView>),
     /// Counts.
     Stats(Stats),
-}
-
-/// Which events an observer wants. An event matches if any given criterion
-/// matches; with none given, every event matches.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct EventFilter {
-    /// Events about this session (grants, releases, probes, its end,
-    /// handovers it takes part in).
-    pub session: Option<SessionId>,
-    /// KV changes under this prefix.
-    pub key_prefix: Option<String>,
-    /// Events of this election.
-    pub election: Option<String>,
-}
-
-/// Events returned by [`DriftlockApi::observe`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventBatch {
-    /// Matching events with the log index of the entry that produced them,
-    /// in log order.
-    pub events: Vec<(u64, Event)>,
-    /// Pass this as `after_index` next time.
-    pub next_after_index: u64,
-    /// Events after the requested index were dropped from this node's
-    /// buffer: the observer must re-read the state it cares about.
-    pub truncated: bool,
 }
 
 /// A node's role in Raft.
@@ -314,58 +253,4 @@ pub enum ApiError {
     /// The node cannot serve now (no leader, shutting down, not initialized).
     #[error("unavailable: {0}")]
     Unavailable(String),
-}
-
-impl EventFilter {
-    /// Whether `event` passes this filter.
-    pub fn matches(&self, event: &Event) -> bool {
-        if self.session.is_none() && self.key_prefix.is_none() && self.election.is_none() {
-            return true;
-        }
-        if let Some(s) = self.session {
-            if event_session_matches(event, s) {
-                return true;
-            }
-        }
-        if let (Some(prefix), Event::KvChanged { key, .. }) = (&self.key_prefix, event) {
-            if key.starts_with(prefix.as_str()) {
-                return true;
-            }
-        }
-        if let (Some(want), Some(election)) = (&self.election, event_election(event)) {
-            if want == election {
-                return true;
-            }
-        }
-        false
-    }
-}
-
-/// Whether an event concerns session `s`.
-fn event_session_matches(event: &Event, s: SessionId) -> bool {
-    match event {
-        Event::SessionOpened { session }
-        | Event::SessionEnded { session, .. }
-        | Event::LockGranted { session, .. }
-        | Event::LockReleased { session, .. }
-        | Event::WaitTimedOut { session, .. }
-        | Event::Probe { session, .. }
-        | Event::ClockSkewDetected { session, .. } => *session == s,
-        Event::MasterChanged { master, .. } => *master == Some(s),
-        Event::HandoverBegun { from, to, .. } | Event::LeaseTransferred { from, to, .. } => *from == s || *to == s,
-        _ => false,
-    }
-}
-
-/// The election an event belongs to, if any.
-fn event_election(event: &Event) -> Option<&str> {
-    match event {
-        Event::MasterChanged { election, .. }
-        | Event::HandoverBegun { election, .. }
-        | Event::HandoverChunk { election, .. }
-        | Event::HandoverAcked { election, .. }
-        | Event::LeaseTransferred { election, .. }
-        | Event::HandoverAborted { election, .. } => Some(election),
-        _ => None,
-    }
 }

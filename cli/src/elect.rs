@@ -1,0 +1,130 @@
+//! `driftlock elect`: campaign in an election and report mastership, or
+//! ask the cluster for a warm handover.
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use driftlock_proto::AdminRequest;
+
+use crate::{connect, CmdResult, Endpoints};
+
+/// `driftlock elect ELECTION --value V`, or `driftlock elect handover …`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ElectArgs {
+    #[command(subcommand)]
+    action: Option<ElectCmd>,
+    /// The cluster to talk to.
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Election name.
+    #[arg(required = true)]
+    election: Option<String>,
+    /// Value to proclaim as master.
+    #[arg(long, required = true)]
+    value: Option<String>,
+    /// Session TTL.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// State handed to the next master if the cluster moves mastership away
+    /// from this one (warm handover).
+    #[arg(long, default_value = "")]
+    state: String,
+}
+
+/// `driftlock elect` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ElectCmd {
+    /// Ask the cluster to hand ELECTION's mastership over to a candidate
+    /// (the healthiest one unless --to names a session).
+    Handover {
+        /// The cluster to talk to.
+        #[command(flatten)]
+        endpoints: Endpoints,
+        /// Election name.
+        election: String,
+        /// Candidate session id.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+}
+
+/// `driftlock elect`.
+pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
+    if let Some(ElectCmd::Handover {
+        endpoints,
+        election,
+        to,
+    }) = args.action
+    {
+        let client = connect(&endpoints).await?;
+        client
+            .admin(AdminRequest::Handover {
+                election: election.clone(),
+                to,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("handover of '{election}' started");
+        return Ok(());
+    }
+    let (Some(name), Some(value)) = (args.election, args.value) else {
+        return Err("elect needs ELECTION and --value".into());
+    };
+    let client = connect(&args.endpoints).await?;
+    let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
+    let election = session.election(&name);
+    let state = args.state.into_bytes();
+    election.on_handover(move || state.clone());
+    println!(
+        "campaigning in '{name}' as session {} with value '{value}'",
+        session.id()
+    );
+    let campaign = election.campaign(value.clone().into_bytes());
+    let leadership = tokio::select! {
+        r = campaign => r.map_err(|e| e.to_string())?,
+        _ = tokio::signal::ctrl_c() => {
+            let _ = session.close().await;
+            return Ok(());
+        }
+    };
+    println!("master of '{name}' at epoch {}", leadership.epoch());
+    if let Some(state) = leadership.handover_state() {
+        println!(
+            "took over by warm handover with {} bytes of state: {}",
+            state.len(),
+            String::from_utf8_lossy(state)
+        );
+    }
+    // Report every change of mastership until Ctrl-C.
+    let me = session.id();
+    let mut watch = election.observe();
+    let mut master = true;
+    loop {
+        tokio::select! {
+            _ = session.lost() => {
+                return Err("session expired: no longer master".into());
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            change = watch.next() => match change {
+                Ok(c) if c.master == Some(me) && !master => {
+                    master = true;
+                    println!("master of '{name}' again at epoch {}", c.epoch);
+                }
+                Ok(c) if c.master != Some(me) && master => {
+                    master = false;
+                    match c.master {
+                        Some(s) => println!("passive: session {s} is master of '{name}' at epoch {}", c.epoch),
+                        None => println!("passive: '{name}' has no master"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "election watch failed"),
+            },
+        }
+    }
+    let _ = election.resign().await;
+    let _ = session.close().await;
+    println!("resigned");
+    Ok(())
+}

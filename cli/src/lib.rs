@@ -1,0 +1,92 @@
+//! The user and operator commands of the `driftlock` binary: `lock`,
+//! `elect`, `kv`, `watch`, `status` and `cluster`. Each lives in its own
+//! module and speaks the client protocol, through the client library except
+//! where it must address nodes one by one (`status`, `watch`, `cluster
+//! init`). The server commands (`serve`, `dev`) are the node crate's; its
+//! `main` puts both under one binary.
+
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod elect;
+mod kv;
+mod lock;
+mod status;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use driftlock_client::{Client, ClientConfig};
+
+pub use cluster::ClusterCmd;
+pub use elect::{ElectArgs, ElectCmd};
+pub use kv::KvCmd;
+pub use lock::LockArgs;
+pub use status::StatusArgs;
+pub use watch::WatchArgs;
+
+/// The user and operator commands.
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Cluster administration.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Run a command while holding a lock.
+    Lock(LockArgs),
+    /// Campaign in an election and report mastership until Ctrl-C.
+    Elect(ElectArgs),
+    /// Read and write the KV store.
+    #[command(subcommand)]
+    Kv(KvCmd),
+    /// Show every node's role, term, indexes and lag.
+    Status(StatusArgs),
+    /// Print KV changes under a prefix until Ctrl-C.
+    Watch(WatchArgs),
+}
+
+/// Runs one command; the exit code is what the process should exit with.
+pub async fn run(command: UserCommand) -> ExitCode {
+    match command {
+        UserCommand::Cluster(cmd) => report(cluster::cluster(cmd).await),
+        UserCommand::Lock(args) => lock::lock(args).await,
+        UserCommand::Elect(args) => report(elect::elect(args).await),
+        UserCommand::Kv(cmd) => report(kv::kv(cmd).await),
+        UserCommand::Status(args) => report(status::status(args).await),
+        UserCommand::Watch(args) => report(watch::watch(args).await),
+    }
+}
+
+/// Where the cluster is.
+#[derive(Args, Debug, Clone)]
+pub struct Endpoints {
+    /// Client addresses of the nodes, comma-separated (host:port,…).
+    #[arg(long, env = "DRIFTLOCK_ENDPOINTS", value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+}
+
+/// A command's failure, printed on stderr.
+pub type CmdResult = Result<(), String>;
+
+/// Exit code and message for a command's result.
+pub fn report(result: CmdResult) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("driftlock: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn connect(endpoints: &Endpoints) -> Result<Client, String> {
+    let config = ClientConfig {
+        client_name: cli_name(),
+        ..ClientConfig::new(endpoints.endpoints.clone())
+    };
+    Client::connect_with(config).await.map_err(|e| e.to_string())
+}
+
+fn cli_name() -> String {
+    format!("driftlock-cli/{}", std::process::id())
+}

@@ -1,0 +1,101 @@
+//! `driftlock lock NAME -- CMD…`: run a command while holding a lock, with
+//! its fencing token in the environment.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use driftlock_client::LockOptions;
+use driftlock_proto::LockMode;
+
+use crate::{connect, Endpoints};
+
+/// `driftlock lock NAME -- CMD…`.
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// The cluster to talk to.
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Lock name.
+    name: String,
+    /// Session TTL (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// How long to wait for the lock.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    /// Take the lock in shared mode.
+    #[arg(long)]
+    shared: bool,
+    /// The command to run while holding the lock.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `driftlock lock NAME -- CMD…`: exit code is the command's.
+pub(crate) async fn lock(args: LockArgs) -> ExitCode {
+    match lock_inner(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("driftlock lock: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
+    let client = connect(&args.endpoints).await?;
+    let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
+    let mode = if args.shared {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    let guard = session
+        .lock_with(&args.name, LockOptions { mode, wait: args.wait })
+        .await
+        .map_err(|e| format!("cannot take lock '{}': {e}", args.name))?;
+    let token = guard.fencing_token();
+    eprintln!(
+        "driftlock: holding '{}' with fencing token {token} (session {})",
+        args.name,
+        session.id()
+    );
+    let (program, rest) = args.command.split_first().ok_or("no command given")?;
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .env("DRIFTLOCK_FENCING_TOKEN", token.to_string())
+        .env("DRIFTLOCK_LOCK", &args.name)
+        .env("DRIFTLOCK_SESSION", session.id().to_string())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run '{program}': {e}"))?;
+    let outcome = tokio::select! {
+        status = child.wait() => Ok(status),
+        _ = session.lost() => Err("the lock's session expired: the command was killed"),
+        _ = tokio::signal::ctrl_c() => Err("interrupted: the command was killed"),
+    };
+    match outcome {
+        Ok(status) => {
+            let _ = guard.release().await;
+            let _ = session.close().await;
+            let status = status.map_err(|e| format!("waiting for the command: {e}"))?;
+            // Like a shell: the command's own code, or 128 + the signal
+            // that ended it.
+            let code = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+                (Some(c), _) => u8::try_from(c).unwrap_or(1),
+                (None, Some(sig)) => u8::try_from(128 + sig).unwrap_or(1),
+                (None, None) => 1,
+            };
+            Ok(ExitCode::from(code))
+        }
+        Err(why) => {
+            // The lease can no longer be trusted: stop the work at once.
+            let _ = child.kill().await;
+            let _ = guard.release().await;
+            let _ = session.close().await;
+            eprintln!("driftlock lock: {why}");
+            Ok(ExitCode::from(if why.starts_with("interrupted") { 130 } else { 1 }))
+        }
+    }
+}

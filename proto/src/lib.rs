@@ -1,0 +1,38 @@
+//! driftlock's protocol: every type that crosses the wire between clients
+//! and nodes, and the tarpc service that carries them.
+//!
+//! - [`types`]: identifiers, lock modes, fences, health and clock samples;
+//! - [`ops`], [`reply`], [`event`]: what a session asks, what the state
+//!   machine answers, what applying an entry announces;
+//! - [`views`] and [`api`]: reads, status, administration, errors;
+//! - [`config`]: the replicated configuration, with its validation, and
+//!   [`health`]: the Node Health Index both sides compute;
+//! - [`limits`]: frame, wait and size bounds, declared once;
+//! - `service` (feature `rpc`): the tarpc service and one-shot calls.
+//!
+//! The state machine depends on this crate without the `rpc` feature, so it
+//! links no network code.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod event;
+pub mod health;
+pub mod limits;
+pub mod ops;
+pub mod reply;
+#[cfg(feature = "rpc")]
+pub mod service;
+pub mod types;
+pub mod views;
+
+pub use api::*;
+pub use config::{Config, LeaseConfig, Limits, TimeConfig};
+pub use event::*;
+pub use ops::SessionOp;
+pub use reply::*;
+#[cfg(feature = "rpc")]
+pub use service::*;
+pub use types::*;
+pub use views::*;

@@ -1,0 +1,88 @@
+//! Protocol limits, declared once for nodes and clients.
+//!
+//! Two kinds of bound live here. Hard protocol bounds (frame size, the
+//! longest wait, batch sizes) are the same on every node and client of a
+//! build. The replicated [`Limits`](crate::Limits) (name and value sizes,
+//! counts) are set per cluster, but never above the ceilings below, so that
+//! the largest request a limit admits, and the largest batch a node sends,
+//! always fit in one frame. The `const` assertions at the end check that
+//! arithmetic at compile time.
+
+/// Largest frame (one request or one reply) a node or client accepts, bytes.
+pub const MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// Largest Raft frame between nodes, bytes: an install-snapshot chunk or an
+/// append of many entries.
+pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
+
+/// Longest a waiting acquire or campaign may ask to wait, µs (one hour).
+pub const MAX_WAIT_US: u64 = 3_600_000_000;
+
+/// Longest `observe` long-poll a node honours, ms; a longer request waits
+/// this long.
+pub const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
+
+/// Most events in one `observe` batch.
+pub const MAX_BATCH_EVENTS: usize = 1_000;
+
+/// Most keys in one range read; a larger `limit` is cut to this.
+pub const MAX_RANGE_KEYS: u32 = 10_000;
+
+/// Encoded bytes of events (or of range entries) a node puts in one reply
+/// before it stops adding more. One item is always sent, however large, so
+/// a reply holds at most this plus one item.
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Ceiling of the replicated `limits.max_name_bytes`.
+pub const MAX_NAME_BYTES_CEILING: usize = 4 << 10;
+
+/// Ceiling of the replicated `limits.max_value_bytes`.
+pub const MAX_VALUE_BYTES_CEILING: usize = 1 << 20;
+
+/// Ceiling of the replicated `limits.max_handover_bytes` (all chunks of one
+/// handover together).
+pub const MAX_HANDOVER_BYTES_CEILING: usize = 64 << 20;
+
+/// Bytes of state the client library puts in one handover chunk.
+pub const HANDOVER_CHUNK_BYTES: usize = 32 << 10;
+
+/// Default of the replicated `limits.max_name_bytes`.
+pub const DEFAULT_MAX_NAME_BYTES: usize = 512;
+
+/// Default of the replicated `limits.max_value_bytes`.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 << 10;
+
+/// Default of the replicated `limits.max_handover_bytes`.
+pub const DEFAULT_MAX_HANDOVER_BYTES: usize = 4 << 20;
+
+/// Default of the replicated `limits.max_client_name_bytes`; the client
+/// library refuses a longer name before sending it.
+pub const DEFAULT_MAX_CLIENT_NAME_BYTES: usize = 128;
+
+/// Generous bound on everything in an encoded message besides its names
+/// and values (enum tags, integers, length prefixes, tarpc's envelope).
+pub const MESSAGE_OVERHEAD_BYTES: usize = 4 << 10;
+
+/// The largest single message a cluster at the ceilings can produce: a
+/// fenced KV write names a key and a lock and carries a value; an event
+/// names an election or lock and carries a value or a handover chunk.
+pub const MAX_ITEM_BYTES: usize = 2 * MAX_NAME_BYTES_CEILING + MAX_VALUE_BYTES_CEILING + MESSAGE_OVERHEAD_BYTES;
+
+const _: () = {
+    assert!(DEFAULT_MAX_NAME_BYTES <= MAX_NAME_BYTES_CEILING);
+    assert!(DEFAULT_MAX_VALUE_BYTES <= MAX_VALUE_BYTES_CEILING);
+    assert!(DEFAULT_MAX_HANDOVER_BYTES <= MAX_HANDOVER_BYTES_CEILING);
+    assert!(DEFAULT_MAX_CLIENT_NAME_BYTES <= MAX_NAME_BYTES_CEILING);
+    // The state machine refuses a handover chunk above the value ceiling.
+    assert!(HANDOVER_CHUNK_BYTES <= MAX_VALUE_BYTES_CEILING);
+    // Any one request or event fits in a frame.
+    assert!(MAX_ITEM_BYTES <= MAX_FRAME_BYTES);
+    // A batch (filled up to the budget, plus the item that crossed it) fits.
+    assert!(MAX_BATCH_BYTES + MAX_ITEM_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
+    assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
+    // A client frame is far below what nodes accept from each other.
+    assert!(MAX_FRAME_BYTES < MAX_RAFT_FRAME_BYTES);
+    // The longest wait fits the µs arithmetic of cluster time with room for
+    // centuries of uptime.
+    assert!(MAX_WAIT_US < u64::MAX / 1_000_000);
+};

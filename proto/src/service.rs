@@ -1,0 +1,152 @@
+//! The tarpc service every node serves on its client port (bincode frames
+//! over TCP), and one-shot calls to it.
+//!
+//! Mutations go through Raft on the leader; a follower answers
+//! [`ApiError::NotLeader`] with a hint. Reads are linearizable by default
+//! (served by the leader after `ensure_linearizable`), or serializable from
+//! any node's applied state when asked. Reads that depend on expiry are
+//! answered as of the leader's current cluster time.
+
+use crate::api::{AdminReply, AdminRequest, ApiError, Consistency, KvWrite, NodeStatus, Query, QueryReply};
+use crate::event::{EventBatch, EventFilter};
+use crate::ops::SessionOp;
+use crate::reply::Reply;
+use crate::types::SessionId;
+
+/// The client API of a driftlock node.
+#[tarpc::service]
+pub trait DriftlockApi {
+    /// Opens a session. `nonce` is random per attempt-series: a retry with
+    /// the same nonce returns the same session.
+    async fn open_session(nonce: u128, client_name: String, requested_ttl_us: u64) -> Result<Reply, ApiError>;
+
+    /// Runs one deduplicated operation in a session: keepalive, close,
+    /// acquire, release, fenced KV writes, campaign, resign, proclaim,
+    /// handover state and acknowledgement, probe answers.
+    async fn session_op(session: SessionId, seq: u64, op: SessionOp) -> Result<Reply, ApiError>;
+
+    /// A KV write outside any session (not deduplicated: for operators and
+    /// the CLI).
+    async fn kv_write(write: KvWrite) -> Result<Reply, ApiError>;
+
+    /// A read.
+    async fn read(query: Query, consistency: Consistency) -> Result<QueryReply, ApiError>;
+
+    /// Long-poll for events of entries after `after_index`: returns at once
+    /// if there are some, else waits up to `timeout_ms` for them.
+    async fn observe(after_index: u64, filter: EventFilter, timeout_ms: u64) -> Result<EventBatch, ApiError>;
+
+    /// This node's own view of itself and the cluster (no Raft round trip).
+    async fn status() -> NodeStatus;
+
+    /// Cluster administration (leader only, except `Init`).
+    async fn admin(request: AdminRequest) -> Result<AdminReply, ApiError>;
+}
+
+/// A client connection that could not be made or a one-shot call that
+/// failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The TCP connection could not be opened in time.
+    #[error("cannot connect to {addr}: {message}")]
+    Connect {
+        /// The address dialled, `host:port`.
+        addr: String,
+        /// What the socket layer said (or "timed out").
+        message: String,
+    },
+    /// The call was sent but failed in transport or ran past its deadline:
+    /// its outcome is unknown.
+    #[error("call to {addr} failed: {message}")]
+    Call {
+        /// The node's address, `host:port`.
+        addr: String,
+        /// What tarpc reported.
+        message: String,
+    },
+    /// The node answered with an error.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+}
+
+/// A connected tarpc client and the task that drives its connection; the
+/// task ends when the connection breaks.
+pub type NewApiClient = tarpc::client::NewClient<
+    DriftlockApiClient,
+    tarpc::client::RequestDispatch<
+        DriftlockApiRequest,
+        DriftlockApiResponse,
+        tarpc::serde_transport::Transport<
+            tokio::net::TcpStream,
+            tarpc::Response<DriftlockApiResponse>,
+            tarpc::ClientMessage<DriftlockApiRequest>,
+            tarpc::tokio_serde::formats::Bincode<
+                tarpc::Response<DriftlockApiResponse>,
+                tarpc::ClientMessage<DriftlockApiRequest>,
+            >,
+        >,
+    >,
+>;
+
+/// Opens a client connection to a node: TCP with `TCP_NODELAY` (requests
+/// are small and latency-bound), length-delimited bincode frames of at most
+/// [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES). The caller spawns
+/// the returned dispatch future (or uses [`connect`], which does).
+pub async fn dial(addr: &str, timeout: std::time::Duration) -> Result<NewApiClient, RpcError> {
+    use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| RpcError::Connect {
+            addr: addr.into(),
+            message: "timed out".into(),
+        })?
+        .map_err(|e| RpcError::Connect {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
+    // Nagle only delays small requests; failing to turn it off costs latency,
+    // not correctness.
+    let _ = stream.set_nodelay(true);
+    let mut codec = LengthDelimitedCodec::new();
+    codec.set_max_frame_length(crate::limits::MAX_FRAME_BYTES);
+    let transport = tarpc::serde_transport::new(
+        Framed::new(stream, codec),
+        tarpc::tokio_serde::formats::Bincode::default(),
+    );
+    Ok(DriftlockApiClient::new(tarpc::client::Config::default(), transport))
+}
+
+/// Connects to a node's client API for one-shot calls (the connection's
+/// dispatch task runs in the background until the client is dropped).
+pub async fn connect(addr: &str, timeout: std::time::Duration) -> Result<DriftlockApiClient, RpcError> {
+    Ok(dial(addr, timeout).await?.spawn())
+}
+
+/// A tarpc context whose deadline is `timeout` from now.
+pub fn context(timeout: std::time::Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    ctx
+}
+
+/// One node's status, on a fresh connection.
+pub async fn status(addr: &str, timeout: std::time::Duration) -> Result<NodeStatus, RpcError> {
+    let client = connect(addr, timeout).await?;
+    client.status(context(timeout)).await.map_err(|e| RpcError::Call {
+        addr: addr.into(),
+        message: e.to_string(),
+    })
+}
+
+/// One admin request to one node, on a fresh connection.
+pub async fn admin(addr: &str, request: AdminRequest, timeout: std::time::Duration) -> Result<AdminReply, RpcError> {
+    let client = connect(addr, timeout).await?;
+    let reply = client
+        .admin(context(timeout), request)
+        .await
+        .map_err(|e| RpcError::Call {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
+    Ok(reply?)
+}

@@ -1,0 +1,141 @@
+//! The log entry: what enters the state machine ([`Command`]), stamped
+//! with cluster time ([`StampedCommand`]), and where it sits ([`EntryMeta`]).
+
+use serde::{Deserialize, Serialize};
+
+use driftlock_proto::{ClockEstimate, Config, HealthSample, Rejection, Reply, SessionId, SessionOp, Subject};
+
+/// Position and cluster time of the entry being applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryMeta {
+    /// Raft log index of the entry; strictly increasing across applies.
+    pub index: u64,
+    /// Cluster time the leader stamped on the entry, µs (DESIGN.md "Time"
+    /// rule 2). The state machine uses `max(previous, ts_us)`.
+    pub ts_us: u64,
+}
+
+/// A command as the leader proposes it: the command plus the cluster time
+/// stamped on it. This is the Raft log's application payload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StampedCommand {
+    /// Cluster time at stamping, µs.
+    pub ts_us: u64,
+    /// What to apply.
+    pub command: Command,
+}
+
+/// Every entry the state machine applies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Open a session; the granted validity follows the adaptive formula.
+    OpenSession {
+        /// Client-chosen random nonce; a retried open with the same nonce
+        /// returns the same session instead of opening a second one.
+        nonce: u128,
+        /// Human-readable client name (for status), limited in length.
+        client_name: String,
+        /// Requested time-to-live, µs.
+        requested_ttl_us: u64,
+    },
+    /// A deduplicated operation inside a session.
+    Session {
+        /// Session.
+        session: SessionId,
+        /// Client sequence number, strictly increasing per session.
+        seq: u64,
+        /// The operation.
+        op: SessionOp,
+    },
+    /// A KV write outside any session (not deduplicated; for operators).
+    KvPut {
+        /// Key.
+        key: String,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// A KV delete outside any session.
+    KvDelete {
+        /// Key.
+        key: String,
+    },
+    /// A KV compare-and-set outside any session.
+    KvCas {
+        /// Key.
+        key: String,
+        /// Expected `mod_revision`; 0 means "must not exist".
+        expected_revision: u64,
+        /// New value.
+        value: Vec<u8>,
+    },
+    /// Start a warm handover of `election` from its master to `to`.
+    HandoverBegin {
+        /// Election name.
+        election: String,
+        /// The current master's session.
+        from: SessionId,
+        /// The candidate's session.
+        to: SessionId,
+        /// The master's current epoch.
+        epoch: u64,
+        /// Time allowed for state transfer and acknowledgement, µs.
+        ack_timeout_us: u64,
+    },
+    /// Complete an acknowledged handover: `to` becomes master at `epoch + 1`.
+    LeaseTransfer {
+        /// Election name.
+        election: String,
+        /// The candidate that acknowledged.
+        to: SessionId,
+        /// The epoch being handed over (the new master gets `epoch + 1`).
+        epoch: u64,
+    },
+    /// Abandon a handover; the standard election continues.
+    HandoverAbort {
+        /// Election name.
+        election: String,
+        /// Epoch of the handover.
+        epoch: u64,
+        /// Why, for events and logs.
+        reason: String,
+    },
+    /// A health sample of a node or client, measured outside the state
+    /// machine.
+    HealthReport {
+        /// Whose health.
+        subject: Subject,
+        /// The sample.
+        sample: HealthSample,
+    },
+    /// A clock estimate of a node or client.
+    ClockReport {
+        /// Whose clock.
+        subject: Subject,
+        /// The estimate.
+        estimate: ClockEstimate,
+    },
+    /// The failure predictor suspects this session: its next grants are
+    /// shorter and it must answer a renewal probe.
+    Suspect {
+        /// Session.
+        session: SessionId,
+        /// Combined anomaly score, permille.
+        score_permille: u32,
+        /// How long the session has to answer the probe, µs.
+        probe_timeout_us: u64,
+    },
+    /// End a session for cause; its locks free under lock-delay.
+    Revoke {
+        /// Session.
+        session: SessionId,
+        /// Why, for events and logs.
+        reason: String,
+    },
+    /// Advance cluster time without other effect (expiries run).
+    Tick,
+    /// Replace the replicated configuration.
+    SetConfig(Config),
+}
+
+/// The state machine's answer to one entry.
+pub type Response = Result<Reply, Rejection>;
