@@ -79,7 +79,6 @@ fn acquire(session: u64, seq: u64, name: String) -> Command {
             mode: LockMode::Exclusive,
             wait_us: 0,
             client_clock_us: None,
-            predicted_release_client_us: None,
         },
     }
 }

@@ -20,7 +20,6 @@ fn acquire_request() -> DriftlockApiRequest {
             mode: LockMode::Exclusive,
             wait_us: 60_000_000,
             client_clock_us: Some(1_234_567_890),
-            predicted_release_client_us: None,
         },
     }
 }

@@ -119,7 +119,7 @@ impl Client {
     /// Cluster time measured against this host's clock from keepalive
     /// replies (offset µs, drift ppb: negative when this host runs fast),
     /// with σ of each. Once settled, `|drift| + 3σ` widens the drift bound
-    /// this client applies to its local validity (DESIGN.md "Time" rule 5)
+    /// this client applies to its local validity (docs/design.md "Time", rule 5)
     /// when it exceeds the cluster's.
     pub fn cluster_clock_estimate(&self) -> driftlock_proto::ClockEstimate {
         crate::transport::lock(&self.inner.rate).estimate()
@@ -194,16 +194,36 @@ impl Client {
         }
     }
 
-    /// Up to `limit` keys starting with `prefix`, in key order
-    /// (linearizable).
+    /// Up to `limit` keys starting with `prefix`, in key order.
+    ///
+    /// A node answers one page at a time (at most
+    /// [`MAX_RANGE_KEYS`](driftlock_proto::limits::MAX_RANGE_KEYS) keys and
+    /// [`MAX_BATCH_BYTES`](driftlock_proto::limits::MAX_BATCH_BYTES) of
+    /// entries); this reads as many pages as `limit` needs. Each page is a
+    /// linearizable read of its own: a range spanning pages is not one
+    /// atomic snapshot.
     pub async fn kv_range(&self, prefix: &str, limit: u32) -> Result<Vec<(String, KvView)>> {
-        let query = Query::KvRange {
-            prefix: prefix.to_owned(),
-            limit,
-        };
-        match self.read(query, Consistency::Linearizable).await?.result {
-            QueryResult::KvRange(v) => Ok(v),
-            other => Err(unexpected("KvRange", &other)),
+        let mut out: Vec<(String, KvView)> = Vec::new();
+        loop {
+            let want = limit.saturating_sub(u32::try_from(out.len()).unwrap_or(u32::MAX));
+            if want == 0 {
+                return Ok(out);
+            }
+            let query = Query::KvRange {
+                prefix: prefix.to_owned(),
+                start_after: out.last().map(|(k, _)| k.clone()),
+                limit: want,
+            };
+            match self.read(query, Consistency::Linearizable).await?.result {
+                QueryResult::KvRange { entries, more } => {
+                    let progressed = !entries.is_empty();
+                    out.extend(entries);
+                    if !more || !progressed {
+                        return Ok(out);
+                    }
+                }
+                other => return Err(unexpected("KvRange", &other)),
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The client's clock: a process-wide monotonic epoch for the clock values
 //! sent with acquires and releases, the local-validity formula of
-//! DESIGN.md "Time" rule 5, and the estimate of this host's rate against
+//! docs/design.md "Time", rule 5, and the estimate of this host's rate against
 //! cluster time that rule 5 uses once it is trustworthy.
 
 use std::sync::OnceLock;

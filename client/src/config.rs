@@ -39,7 +39,7 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// Drift bound this host's clock is assumed to have when the cluster
     /// has not told it one yet (the reply to `open_session` carries none),
-    /// ppm (DESIGN.md "Time" rule 5).
+    /// ppm (docs/design.md "Time", rule 5).
     pub default_drift_ppm: u64,
     /// ε of rule 5: local validity ends this much before the drift-corrected
     /// grant would, µs.
@@ -53,7 +53,7 @@ pub struct ClientConfig {
     /// `[backoff_min_ms, backoff_max_ms]`).
     pub keepalive_retry_ms: u64,
     /// How often a keepalive carries a health sample of this host, ms
-    /// (DESIGN.md "Adaptive lease"); 0 = never report health.
+    /// (docs/design.md "Adaptive leases"); 0 = never report health.
     pub health_report_interval_ms: u64,
     /// Forces every health sample to a tier (drills and tests only; the
     /// default reads `DRIFTLOCK_HEALTH_OVERRIDE`, normally unset).

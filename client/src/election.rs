@@ -293,8 +293,8 @@ impl Election {
     }
 
     /// Registers what this session hands over if the cluster moves its
-    /// mastership to a healthier candidate (DESIGN.md "Predictive
-    /// handover"). `state` is called when a handover begins; its bytes
+    /// mastership to a healthier candidate (docs/design.md "Elections and
+    /// warm handover"). `state` is called when a handover begins; its bytes
     /// (up to the cluster's `max_handover_bytes`, 4 MiB by default) are
     /// committed and reach the candidate, which acknowledges them before it
     /// becomes master and finds them in [`Leadership::handover_state`].

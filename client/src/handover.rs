@@ -1,4 +1,4 @@
-//! The client's part in a warm handover (DESIGN.md "Predictive handover").
+//! The client's part in a warm handover (docs/design.md "Elections and warm handover").
 //!
 //! The leader decides that an election's master should hand over and
 //! commits `HandoverBegin { from, to }`. Both sessions see it on their event

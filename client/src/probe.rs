@@ -1,4 +1,4 @@
-//! Renewal probes (DESIGN.md "Predictive failure analysis"): when the
+//! Renewal probes (docs/design.md "Predictive failure analysis"): when the
 //! leader suspects a session, it commits `Suspect` and the session's event
 //! stream carries a `Probe`. The library answers on its own, off the event
 //! loop, with a deduplicated `ProbeAnswer`; the application never sees it.

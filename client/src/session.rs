@@ -1,4 +1,4 @@
-//! Sessions: local validity (DESIGN.md "Time" rule 5), keepalives, the
+//! Sessions: local validity (docs/design.md "Time", rule 5), keepalives, the
 //! Chubby-style states, the per-session event loop, and the deduplicated
 //! session operations that locks, fenced KV writes and elections use.
 //!
@@ -566,7 +566,6 @@ impl SessionInner {
             mode: opts.mode,
             wait_us,
             client_clock_us: Some(client_clock_us()),
-            predicted_release_client_us: None,
         };
         let reply = tokio::select! {
             r = self.op(op, false) => r,

@@ -18,7 +18,7 @@
 //! measurement error: two intervals may overlap by up to `epsilon_ns`
 //! without a violation. It must stay small against the lease (default
 //! 1 ms); it is not a margin of the system's safety argument, which promises
-//! no overlap at all (DESIGN.md "Time", rules 4–6).
+//! no overlap at all (docs/design.md "Time", rules 4–6).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

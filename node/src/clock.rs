@@ -1,4 +1,4 @@
-//! Cluster time (DESIGN.md "Time" rules 1–2): the leader stamps each entry
+//! Cluster time (docs/design.md "Time", rules 1–2): the leader stamps each entry
 //! with the newest stamped entry's time plus the local monotonic time
 //! elapsed since it was appended, slowed by this node's drift upper bound,
 //! so cluster time never runs faster than real time.

@@ -1,9 +1,9 @@
-//! The clock drift module (DESIGN.md "Clock drift module"): samples this
+//! The clock drift module (docs/design.md "Clock drift"): samples this
 //! node's clock against NTP servers and its peers, estimates offset and
 //! drift with a Kalman filter per source, gossips the estimates, and feeds
 //! the two places where drift matters:
 //!
-//! - the leader's **stamping bound** `ρ_hi` (DESIGN.md "Time" rule 2),
+//! - the leader's **stamping bound** `ρ_hi` (docs/design.md "Time", rule 2),
 //!   shared with [`ClusterClock`](crate::clock::ClusterClock);
 //! - the **committed `ClockReport`s**, which set the state machine's
 //!   margins (lock-delay, succession delay) on every replica.

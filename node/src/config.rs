@@ -91,7 +91,7 @@ pub struct NodeConfig {
     /// UNSAFE, for the jepsen suite's negative test only: the leader runs
     /// cluster time at [`UNSAFE_CLUSTER_TIME_SPEEDUP`]× its local clock, so
     /// sessions expire on the cluster long before their holders' local
-    /// validity ends (breaks DESIGN.md "Time" rule 2). Flag only, never
+    /// validity ends (breaks docs/design.md "Time", rule 2). Flag only, never
     /// read from a file or the environment.
     #[serde(default)]
     pub unsafe_fast_cluster_time: bool,

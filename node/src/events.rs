@@ -6,12 +6,10 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use driftlock_proto::limits;
 use driftlock_proto::Event;
 use driftlock_proto::{EventBatch, EventFilter};
 use tokio::sync::watch;
-
-/// At most this many events go into one batch.
-const MAX_BATCH_EVENTS: usize = 1_000;
 
 /// A bounded buffer of `(entry index, event)` in log order.
 pub struct EventBuffer {
@@ -85,22 +83,49 @@ impl EventBuffer {
                 truncated: true,
             };
         };
-        let truncated = after_index < inner.dropped_through;
+        let mut truncated = after_index < inner.dropped_through;
         let start = inner.events.partition_point(|(i, _)| *i <= after_index);
         let mut events = Vec::new();
-        let mut next_after_index = after_index.max(*self.newest_tx.borrow());
-        let mut last_index = None;
-        for (i, e) in inner.events.range(start..) {
-            if events.len() >= MAX_BATCH_EVENTS && last_index != Some(*i) {
-                // Stop at an entry boundary so no entry is split.
-                next_after_index = last_index.unwrap_or(after_index);
+        let mut bytes = 0usize;
+        // The newest entry all of whose events were considered.
+        let mut done_through = after_index;
+        let mut full = false;
+        let mut rest = inner.events.range(start..).peekable();
+        while let Some(&&(index, _)) = rest.peek() {
+            // The matching events of one entry: a batch never splits an
+            // entry. An entry whose events alone pass the byte budget keeps
+            // what fits and reports the rest as dropped (`truncated`), so
+            // no reply outgrows a frame.
+            let mut group = Vec::new();
+            let mut group_bytes = 0usize;
+            while let Some((i, e)) = rest.next_if(|(i, _)| *i == index) {
+                if !filter.matches(e) {
+                    continue;
+                }
+                // An event that does not encode cannot be sent either; the
+                // reply then fails as a whole, whatever its size.
+                let size = bincode::serialized_size(e).map_or(0, |n| n as usize);
+                if group_bytes + size > limits::MAX_BATCH_BYTES {
+                    truncated = true;
+                    continue;
+                }
+                group_bytes += size;
+                group.push((*i, e.clone()));
+            }
+            let too_many = events.len() + group.len() > limits::MAX_BATCH_EVENTS;
+            if !events.is_empty() && (too_many || bytes + group_bytes > limits::MAX_BATCH_BYTES) {
+                full = true;
                 break;
             }
-            last_index = Some(*i);
-            if filter.matches(e) {
-                events.push((*i, e.clone()));
-            }
+            bytes += group_bytes;
+            events.extend(group);
+            done_through = index;
         }
+        let next_after_index = if full {
+            done_through
+        } else {
+            after_index.max(*self.newest_tx.borrow())
+        };
         EventBatch {
             events,
             next_after_index,
@@ -172,6 +197,66 @@ mod tests {
         assert!(!a.truncated);
         assert_eq!(a.events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![3, 3]);
         assert_eq!(a.next_after_index, 3);
+    }
+
+    fn master(election: &str, value_bytes: usize) -> Event {
+        Event::MasterChanged {
+            election: election.into(),
+            master: Some(1),
+            epoch: 1,
+            value: vec![0; value_bytes],
+        }
+    }
+
+    fn encoded_bytes(batch: &EventBatch) -> usize {
+        bincode::serialized_size(batch).unwrap() as usize
+    }
+
+    #[test]
+    fn batches_stop_at_the_byte_budget_on_entry_boundaries() {
+        let buf = EventBuffer::new(1_000);
+        let value = limits::MAX_BATCH_BYTES / 10;
+        for index in 1..=30 {
+            buf.push(index, vec![master("e", value)]);
+        }
+        let mut after = 0;
+        let mut seen = Vec::new();
+        while after < 30 {
+            let batch = buf.fetch(after, &EventFilter::default());
+            assert!(!batch.truncated);
+            assert!(!batch.events.is_empty());
+            assert!(encoded_bytes(&batch) <= limits::MAX_BATCH_BYTES + limits::MESSAGE_OVERHEAD_BYTES);
+            assert_eq!(batch.next_after_index, batch.events.last().unwrap().0);
+            seen.extend(batch.events.iter().map(|(i, _)| *i));
+            after = batch.next_after_index;
+        }
+        assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn an_entry_whose_events_pass_the_budget_alone_keeps_what_fits_and_says_so() {
+        let buf = EventBuffer::new(1_000);
+        let value = limits::MAX_BATCH_BYTES / 3;
+        buf.push(1, (0..5).map(|i| master(&format!("e{i}"), value)).collect());
+        buf.push(2, vec![kv("after", 2)]);
+        let batch = buf.fetch(0, &EventFilter::default());
+        assert!(batch.truncated, "the dropped events must be reported");
+        assert!(encoded_bytes(&batch) <= limits::MAX_BATCH_BYTES + limits::MESSAGE_OVERHEAD_BYTES);
+        assert_eq!(batch.events.len(), 3, "what fits of entry 1, then entry 2 still fits");
+        assert_eq!(batch.events.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![1, 1, 2]);
+    }
+
+    #[test]
+    fn many_small_events_of_one_entry_are_never_split() {
+        let buf = EventBuffer::new(10_000);
+        buf.push(1, vec![kv("a", 1)]);
+        buf.push(2, (0..limits::MAX_BATCH_EVENTS + 10).map(|_| kv("b", 2)).collect());
+        let first = buf.fetch(0, &EventFilter::default());
+        assert_eq!(first.events.len(), 1, "entry 2 does not fit beside entry 1");
+        assert_eq!(first.next_after_index, 1);
+        let second = buf.fetch(1, &EventFilter::default());
+        assert!(!second.truncated);
+        assert_eq!(second.events.len(), limits::MAX_BATCH_EVENTS + 10);
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Warm handover (DESIGN.md "Predictive handover"), the leader's side.
+//! Warm handover (docs/design.md "Elections and warm handover"), the leader's side.
 //!
 //! The state machine owns the handover's safety: it checks that `from` is
 //! the master at `epoch`, that `to` is a live candidate, the chunk order and

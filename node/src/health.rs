@@ -1,4 +1,4 @@
-//! Node health (DESIGN.md "Adaptive lease"): each node samples its host
+//! Node health (docs/design.md "Adaptive leases"): each node samples its host
 //! every `health_interval_ms` and reports to the leader; the leader commits
 //! `HealthReport`s at a bounded rate, so the Node Health Index every replica
 //! computes rests on the same committed inputs.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use driftlock_proto::limits::MAX_RAFT_FRAME_BYTES;
 use driftlock_raft_store::{NodeAddr, SnapshotMeta, TypeConfig, Vote};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -18,9 +19,6 @@ use tarpc::tokio_serde::formats::Bincode;
 
 /// The openraft instance of a driftlock node.
 pub type Raft = openraft::Raft<TypeConfig, driftlock_raft_store::SledStateMachine>;
-
-/// Largest Raft frame, bytes: snapshots travel whole.
-pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
 
 /// Node-to-node Raft RPCs. Remote failures come back as strings: openraft
 /// treats every one of them as "peer unreachable, back off and retry".

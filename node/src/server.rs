@@ -9,13 +9,14 @@
 //!   retried safely with the same sequence number.
 //! - Linearizable reads confirm leadership first (LeaseRead while the leader
 //!   lease holds, else ReadIndex) and are answered as of the leader's current
-//!   cluster time (DESIGN.md "Time" rule 8).
+//!   cluster time (docs/design.md "Time", rule 8).
 
 use openraft::type_config::async_runtime::WatchReceiver;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftlock_proto::limits;
 use driftlock_proto::{
     AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
     QueryReply, QueryResult, Role,
@@ -36,11 +37,6 @@ use crate::network::Raft;
 
 /// Longest a linearizable read waits for the leader's log to be applied.
 const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Longest `observe` wait a client may ask for, ms.
-const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
-/// Largest client frame, bytes (names and values are limited far below).
-pub const MAX_CLIENT_FRAME_BYTES: usize = 8 << 20;
 
 /// Everything a request handler needs; shared by all connections.
 pub struct NodeContext {
@@ -354,7 +350,15 @@ fn check_addr(addr: &str) -> Result<(), ApiError> {
 fn answer(sm: &StateMachine, query: &Query, now_us: u64) -> Result<QueryResult, ApiError> {
     Ok(match query {
         Query::KvGet { key } => QueryResult::Kv(sm.kv_get(key)),
-        Query::KvRange { prefix, limit } => QueryResult::KvRange(sm.kv_range(prefix, (*limit).min(10_000) as usize)),
+        Query::KvRange {
+            prefix,
+            start_after,
+            limit,
+        } => {
+            let limit = (*limit).min(limits::MAX_RANGE_KEYS) as usize;
+            let (entries, more) = sm.kv_range(prefix, start_after.as_deref(), limit, limits::MAX_BATCH_BYTES);
+            QueryResult::KvRange { entries, more }
+        }
         Query::Lock { name } => QueryResult::Lock(sm.lock_view(name, now_us)),
         Query::Session { session } => QueryResult::Session(sm.session_view(*session, now_us)),
         Query::Election { name } => QueryResult::Election(sm.election_view(name, now_us)),
@@ -476,7 +480,7 @@ impl DriftlockApi for ApiHandler {
         if self.ctx.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::Unavailable("node is shutting down".into()));
         }
-        let wait = Duration::from_millis(timeout_ms.min(MAX_OBSERVE_WAIT_MS));
+        let wait = Duration::from_millis(timeout_ms.min(limits::MAX_OBSERVE_WAIT_MS));
         Ok(self.ctx.events.wait(after_index, &filter, wait).await)
     }
 
@@ -493,7 +497,7 @@ impl DriftlockApi for ApiHandler {
 /// Accepts client connections until the returned task is aborted.
 pub async fn serve(addr: std::net::SocketAddr, ctx: Arc<NodeContext>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
-    incoming.config_mut().max_frame_length(MAX_CLIENT_FRAME_BYTES);
+    incoming.config_mut().max_frame_length(limits::MAX_FRAME_BYTES);
     let handler = ApiHandler { ctx };
     Ok(tokio::spawn(async move {
         while let Some(conn) = incoming.next().await {

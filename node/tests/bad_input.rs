@@ -28,7 +28,6 @@ fn acquire(name: &str) -> SessionOp {
         mode: LockMode::Exclusive,
         wait_us: 0,
         client_clock_us: None,
-        predicted_release_client_us: None,
     }
 }
 
@@ -212,4 +211,99 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("meta") && stderr.contains("probe"), "stderr: {stderr}");
+}
+
+/// Replies are bounded by bytes, not only by count: many large values
+/// (each within the limits) that together exceed one frame still reach an
+/// observer and a range reader, in several replies, none over the frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_values_that_exceed_a_frame_together_are_read_in_bounded_batches() {
+    let c = Cluster::start(1).await;
+    let api = leader_client(&c).await;
+    let ctx = || driftlock_proto::context(Duration::from_secs(20));
+    // 200 values of 60 KiB: 12 MiB in all, above the 8 MiB frame.
+    const VALUES: usize = 200;
+    let value = vec![b'v'; 60 * 1024];
+    let before = api.status(ctx()).await.expect("status").applied_index;
+    for i in 0..VALUES {
+        let put = KvWrite::Put {
+            key: format!("big/{i:04}"),
+            value: value.clone(),
+        };
+        api.kv_write(ctx(), put).await.expect("rpc").expect("put");
+    }
+
+    // A master's value travels in its `MasterChanged` event: 200 elections
+    // won with 60 KiB values are 12 MiB of events.
+    let session = match api.open_session(ctx(), 7, "big".into(), 30_000_000).await.expect("rpc") {
+        Ok(Reply::SessionOpened { session, .. }) => session,
+        other => panic!("open: {other:?}"),
+    };
+    for i in 0..VALUES {
+        let campaign = SessionOp::Campaign {
+            election: format!("big/{i:04}"),
+            value: value.clone(),
+        };
+        let r = api
+            .session_op(ctx(), session, i as u64 + 1, campaign)
+            .await
+            .expect("rpc");
+        assert!(matches!(r, Ok(Reply::Elected { .. })), "campaign: {r:?}");
+    }
+
+    // Every change arrives, in batches that each fit in a frame.
+    let filter = driftlock_proto::EventFilter::default();
+    let mut after = before;
+    let mut seen = 0;
+    let mut batches = 0;
+    while seen < VALUES {
+        let batch = api
+            .observe(ctx(), after, filter.clone(), 0)
+            .await
+            .expect("an observe reply larger than a frame breaks the connection")
+            .expect("observe");
+        assert!(!batch.truncated, "nothing was dropped from the buffer");
+        seen += batch
+            .events
+            .iter()
+            .filter(
+                |(_, e)| matches!(e, driftlock_proto::Event::MasterChanged { value, .. } if value.len() == 60 * 1024),
+            )
+            .count();
+        assert!(batch.next_after_index > after, "observe made no progress");
+        after = batch.next_after_index;
+        batches += 1;
+        assert!(batches <= VALUES, "observe did not converge");
+    }
+    assert_eq!(seen, VALUES);
+
+    // A range read pages through the same keys.
+    let mut keys = Vec::new();
+    let mut start_after = None;
+    loop {
+        let query = Query::KvRange {
+            prefix: "big/".into(),
+            start_after: start_after.clone(),
+            limit: 10_000,
+        };
+        let reply = api
+            .read(ctx(), query, Consistency::Linearizable)
+            .await
+            .expect("a range reply larger than a frame breaks the connection")
+            .expect("read");
+        let QueryResult::KvRange { entries, more } = reply.result else {
+            panic!("unexpected {:?}", reply.result);
+        };
+        assert!(!entries.is_empty(), "a page is never empty while more remain");
+        start_after = entries.last().map(|(k, _)| k.clone());
+        keys.extend(entries.into_iter().map(|(k, v)| {
+            assert_eq!(v.value.len(), 60 * 1024);
+            k
+        }));
+        if !more {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..VALUES).map(|i| format!("big/{i:04}")).collect();
+    assert_eq!(keys, expected);
 }

@@ -1,4 +1,4 @@
-//! Clock drift measured on real processes (DESIGN.md "Clock drift module"):
+//! Clock drift measured on real processes (docs/design.md "Clock drift"):
 //! a real `chronyd` serves NTP on a loopback address; one of three nodes runs
 //! under libfaketime at `x1.002` (+2000 ppm, monotonic clock included).
 //! Within 30 s its drift must be estimated within ±200 ppm, the

@@ -1,5 +1,5 @@
 //! Warm handover and health-driven leader transfer on a real 3-node cluster
-//! (DESIGN.md "Predictive handover"). Health is forced with the documented
+//! (docs/design.md "Elections and warm handover"). Health is forced with the documented
 //! override (`health_override` / `--health-override`), off by default.
 
 // A test fails by panicking; unwrap and expect say where and why.

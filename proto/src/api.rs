@@ -53,11 +53,15 @@ pub enum Query {
         /// Key.
         key: String,
     },
-    /// Keys with a prefix, in order.
+    /// Keys with a prefix, in key order, one page at a time.
     KvRange {
-        /// Prefix.
+        /// Only keys starting with this (empty: every key).
         prefix: String,
-        /// At most this many.
+        /// Only keys after this one: the last key of the previous page.
+        start_after: Option<String>,
+        /// At most this many keys; a node also stops at
+        /// [`MAX_RANGE_KEYS`](crate::limits::MAX_RANGE_KEYS) and after
+        /// [`MAX_BATCH_BYTES`](crate::limits::MAX_BATCH_BYTES) of entries.
         limit: u32,
     },
     /// A lock's holders and waiters.
@@ -95,8 +99,14 @@ pub struct QueryReply {
 pub enum QueryResult {
     /// A key (None = absent).
     Kv(Option<KvView>),
-    /// A key range.
-    KvRange(Vec<(String, KvView)>),
+    /// One page of a key range.
+    KvRange {
+        /// Keys and their values, in key order.
+        entries: Vec<(String, KvView)>,
+        /// More keys match after the last one here: ask again with it as
+        /// `start_after` to read them.
+        more: bool,
+    },
     /// A lock (None = free and not in lock-delay).
     Lock(Option<LockView>),
     /// A session (None = unknown or expired).

@@ -28,9 +28,9 @@ pub const MAX_BATCH_EVENTS: usize = 1_000;
 /// Most keys in one range read; a larger `limit` is cut to this.
 pub const MAX_RANGE_KEYS: u32 = 10_000;
 
-/// Encoded bytes of events (or of range entries) a node puts in one reply
-/// before it stops adding more. One item is always sent, however large, so
-/// a reply holds at most this plus one item.
+/// Encoded bytes of events (or of range entries) a node puts in one reply.
+/// A batch never splits an entry's events: an entry whose events alone
+/// pass the budget keeps what fits and reports the rest as dropped.
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// Ceiling of the replicated `limits.max_name_bytes`.
@@ -59,6 +59,10 @@ pub const DEFAULT_MAX_HANDOVER_BYTES: usize = 4 << 20;
 /// library refuses a longer name before sending it.
 pub const DEFAULT_MAX_CLIENT_NAME_BYTES: usize = 128;
 
+/// Bound on the encoded bytes of a range entry besides its key and value
+/// (two length prefixes and three revisions: 40 bytes in bincode).
+pub const KV_ENTRY_OVERHEAD_BYTES: usize = 64;
+
 /// Generous bound on everything in an encoded message besides its names
 /// and values (enum tags, integers, length prefixes, tarpc's envelope).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 4 << 10;
@@ -77,8 +81,10 @@ const _: () = {
     assert!(HANDOVER_CHUNK_BYTES <= MAX_VALUE_BYTES_CEILING);
     // Any one request or event fits in a frame.
     assert!(MAX_ITEM_BYTES <= MAX_FRAME_BYTES);
-    // A batch (filled up to the budget, plus the item that crossed it) fits.
-    assert!(MAX_BATCH_BYTES + MAX_ITEM_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
+    // A batch fits, and so does any one item (a range page always holds at
+    // least one entry, an event batch at least one event).
+    assert!(MAX_BATCH_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
+    assert!(MAX_ITEM_BYTES <= MAX_BATCH_BYTES);
     assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
     // A client frame is far below what nodes accept from each other.
     assert!(MAX_FRAME_BYTES < MAX_RAFT_FRAME_BYTES);
@@ -86,3 +92,22 @@ const _: () = {
     // centuries of uptime.
     assert!(MAX_WAIT_US < u64::MAX / 1_000_000);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KvView;
+
+    #[test]
+    fn a_range_entry_encodes_within_its_estimate() {
+        let view = KvView {
+            value: vec![7; 1000],
+            create_revision: u64::MAX,
+            mod_revision: u64::MAX,
+            version: u64::MAX,
+        };
+        let entry = ("k".repeat(100), view);
+        let bytes = bincode::serialized_size(&entry).unwrap() as usize;
+        assert!(bytes <= 100 + 1000 + KV_ENTRY_OVERHEAD_BYTES, "{bytes}");
+    }
+}

@@ -25,10 +25,8 @@ pub enum SessionOp {
         /// How long to wait in the queue, µs of cluster time; 0 = try-lock.
         wait_us: u64,
         /// The client's own clock when it sent the request, µs (for clock
-        /// validation, DESIGN.md "Clock drift module").
+        /// validation, docs/design.md "Clock drift").
         client_clock_us: Option<u64>,
-        /// The client's predicted release time on its own clock, µs.
-        predicted_release_client_us: Option<u64>,
     },
     /// Release a held lock, or leave its wait queue.
     Release {

@@ -10,7 +10,7 @@ use crate::types::{LeaseDecision, SessionId};
 /// Durations in a reply (`validity_us`) count from the cluster time of the
 /// entry that first produced it. A retry returns the cached reply unchanged,
 /// so a client measures them from the moment it *first* sent the request
-/// (DESIGN.md "Time" rule 5), never from a retry.
+/// (docs/design.md "Time", rule 5), never from a retry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// Nothing to report.
@@ -33,7 +33,7 @@ pub enum Reply {
         lease: LeaseDecision,
         /// Cluster time of this entry, µs (for client rate estimation).
         cluster_ts_us: u64,
-        /// Drift bound the client should apply to itself (DESIGN.md "Time"
+        /// Drift bound the client should apply to itself (docs/design.md "Time"
         /// rule 5), ppm: widened after a detected clock skew.
         client_rho_ppm: u64,
     },

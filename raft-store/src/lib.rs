@@ -5,7 +5,7 @@
 //! [`open`] validates every stored frame and returns a [`Store`]: the
 //! [`LogStore`] and the [`SledStateMachine`] to hand to `openraft::Raft::new`.
 //! Before handing them over, the node keeps a [`StampHandle`] (the cluster
-//! time anchor of DESIGN.md "Time" rule 1) and a [`StateReader`] (reads of
+//! time anchor of docs/design.md "Time", rule 1) and a [`StateReader`] (reads of
 //! the in-memory state and a subscription to its events). [`TypeConfig`] is
 //! the one openraft type configuration of the whole service.
 //!

@@ -1,5 +1,5 @@
 //! openraft's [`RaftLogStorage`] over sled, and the cluster-time stamp
-//! bookkeeping of DESIGN.md "Time" rule 1.
+//! bookkeeping of docs/design.md "Time", rule 1.
 //!
 //! Layout: tree `log` maps the big-endian `u64` index to a framed entry;
 //! tree `meta` holds the framed `vote`, `committed` and `purged` log ids.
@@ -71,7 +71,7 @@ pub fn key_display(tree: &str, key: &[u8]) -> String {
     }
 }
 
-/// The cluster-time anchor of DESIGN.md "Time" rule 1, as the node reads it.
+/// The cluster-time anchor of docs/design.md "Time", rule 1, as the node reads it.
 ///
 /// A cheap clone of shared state: the node keeps one while openraft owns the
 /// [`LogStore`] and calls [`StampHandle::last_stamp`] when it stamps a new

@@ -9,7 +9,7 @@
 //! - `NodeId` = `u64`, `Node` = [`NodeAddr`]: the node's Raft address and its
 //!   client API address, so that any node can point a client at the leader.
 //! - `D` = [`StampedRequest`]: a [`StampedCommand`], i.e. a state-machine
-//!   command plus the cluster time the leader stamped on it (DESIGN.md "Time"
+//!   command plus the cluster time the leader stamped on it (docs/design.md "Time"
 //!   rule 2).
 //! - `R` = [`ApplyOutput`]: what applying one entry produced.
 //! - Everything else is openraft's default (tokio runtime, advanced leader

@@ -1,4 +1,4 @@
-//! The cluster-time anchor (DESIGN.md "Time" rule 1), the event
+//! The cluster-time anchor (docs/design.md "Time", rule 1), the event
 //! subscription and read access to the state.
 
 // A test fails by panicking; unwrap and expect say where and why.

@@ -10,7 +10,7 @@ use driftlock_proto::{ClockEstimate, Config, HealthSample, Rejection, Reply, Ses
 pub struct EntryMeta {
     /// Raft log index of the entry; strictly increasing across applies.
     pub index: u64,
-    /// Cluster time the leader stamped on the entry, µs (DESIGN.md "Time"
+    /// Cluster time the leader stamped on the entry, µs (docs/design.md "Time"
     /// rule 2). The state machine uses `max(previous, ts_us)`.
     pub ts_us: u64,
 }

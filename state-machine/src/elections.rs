@@ -7,6 +7,7 @@
 //! increase strictly over the life of the cluster, also across an election
 //! that is dropped when empty and later used again.
 
+use driftlock_proto::limits;
 use driftlock_proto::*;
 
 use crate::command::Response;
@@ -225,6 +226,13 @@ impl StateMachine {
         last: bool,
         ctx: &mut Ctx,
     ) -> Response {
+        // One chunk travels in one event: keep it within what a frame holds.
+        if data.len() > limits::MAX_VALUE_BYTES_CEILING {
+            return Err(Rejection::ValueTooLarge {
+                len: data.len(),
+                max: limits::MAX_VALUE_BYTES_CEILING,
+            });
+        }
         let max_bytes = self.config.limits.max_handover_bytes as u64;
         let h = self.handover_of(name, epoch)?;
         if h.from != session {

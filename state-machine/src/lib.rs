@@ -32,7 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 /// Version of the snapshot format produced by [`StateMachine::snapshot`].
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// 2: lock holders no longer carry a predicted release time.
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// One million, for ppm arithmetic.
 const PPM: u128 = 1_000_000;
@@ -110,7 +111,6 @@ pub(crate) struct Holder {
     pub(crate) granted_ts_us: u64,
     /// Client clock at send, if the grant was immediate and the client sent it.
     pub(crate) client_clock_us: Option<u64>,
-    pub(crate) predicted_release_client_us: Option<u64>,
 }
 
 /// A queued acquire.
@@ -427,16 +427,7 @@ impl StateMachine {
                 mode,
                 wait_us,
                 client_clock_us,
-                predicted_release_client_us,
-            } => self.acquire(
-                session,
-                name,
-                mode,
-                wait_us,
-                client_clock_us,
-                predicted_release_client_us,
-                ctx,
-            ),
+            } => self.acquire(session, name, mode, wait_us, client_clock_us, ctx),
             SessionOp::Release { name, client_clock_us } => self.release(session, &name, client_clock_us, ctx),
             SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence, ctx),
             SessionOp::KvCas {
@@ -524,7 +515,7 @@ impl StateMachine {
     /// The drift bound every replica uses for cluster margins, ppm: the
     /// largest `|drift| + k·σ` among committed node estimates, and the
     /// configured worst case for a node whose estimate is unusable or
-    /// missing (DESIGN.md "Time").
+    /// missing (docs/design.md "Time").
     pub fn cluster_rho_ppm(&self) -> u64 {
         let t = &self.config.time;
         let mut rho = 0u64;
@@ -574,7 +565,7 @@ impl StateMachine {
     }
 
     /// Cluster time until which a resource held by `s` must stay unavailable
-    /// after an expiry or revocation (DESIGN.md "Time" rule 6).
+    /// after an expiry or revocation (docs/design.md "Time", rule 6).
     pub(crate) fn lock_delay_until(&self, s: &Session) -> u64 {
         let rho = self.cluster_rho_ppm().saturating_add(self.client_rho_ppm(s));
         s.deadline_us

@@ -16,7 +16,6 @@ impl StateMachine {
         mode: LockMode,
         wait_us: u64,
         client_clock_us: Option<u64>,
-        predicted_release_client_us: Option<u64>,
         ctx: &mut Ctx,
     ) -> Response {
         self.check_name(&name)?;
@@ -43,7 +42,7 @@ impl StateMachine {
             }
         };
         if grantable {
-            let validity_us = self.grant(&name, session, mode, client_clock_us, predicted_release_client_us, ctx);
+            let validity_us = self.grant(&name, session, mode, client_clock_us, ctx);
             return Ok(Reply::Granted {
                 token: ctx.index,
                 validity_us,
@@ -87,7 +86,6 @@ impl StateMachine {
         session: SessionId,
         mode: LockMode,
         client_clock_us: Option<u64>,
-        predicted_release_client_us: Option<u64>,
         ctx: &mut Ctx,
     ) -> u64 {
         let token = ctx.index;
@@ -105,7 +103,6 @@ impl StateMachine {
                 token,
                 granted_ts_us: ctx.now_us,
                 client_clock_us,
-                predicted_release_client_us,
             },
         );
         let validity_us = match self.sessions.get_mut(&session) {
@@ -227,7 +224,7 @@ impl StateMachine {
             if let Some(s) = self.sessions.get_mut(&head.session) {
                 s.waiting.remove(name);
             }
-            self.grant(name, head.session, head.mode, None, None, ctx);
+            self.grant(name, head.session, head.mode, None, ctx);
         }
         self.gc_lock(name, ctx.now_us);
     }

@@ -3,6 +3,7 @@
 //! time, not the last applied entry's), and the full invariant check used by
 //! tests and snapshot restore.
 
+use driftlock_proto::limits;
 use driftlock_proto::*;
 
 use crate::{StateMachine, Timer};
@@ -63,14 +64,38 @@ impl StateMachine {
         })
     }
 
-    /// Keys with the given prefix, in order, at most `limit`.
-    pub fn kv_range(&self, prefix: &str, limit: usize) -> Vec<(String, KvView)> {
-        self.kv
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .filter_map(|(k, _)| self.kv_get(k).map(|v| (k.clone(), v)))
-            .collect()
+    /// One page of the keys starting with `prefix` and after `start_after`,
+    /// in key order: at most `limit` keys and, past the first, no more than
+    /// `max_bytes` of keys, values and [`limits::KV_ENTRY_OVERHEAD_BYTES`]
+    /// each. The flag says whether more keys match after the page.
+    pub fn kv_range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> (Vec<(String, KvView)>, bool) {
+        use std::ops::Bound;
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for (key, entry) in self.kv.range((lower, Bound::Unbounded)) {
+            if !key.starts_with(prefix) {
+                return (entries, false);
+            }
+            let size = key.len() + entry.value.len() + limits::KV_ENTRY_OVERHEAD_BYTES;
+            if entries.len() >= limit || (!entries.is_empty() && bytes + size > max_bytes) {
+                return (entries, true);
+            }
+            bytes += size;
+            if let Some(view) = self.kv_get(key) {
+                entries.push((key.clone(), view));
+            }
+        }
+        (entries, false)
     }
 
     /// An election's state at cluster time `now_us`.

@@ -99,7 +99,6 @@ fn retry_returns_cached_response_and_changes_nothing() {
             mode: LockMode::Exclusive,
             wait_us: 0,
             client_clock_us: None,
-            predicted_release_client_us: None,
         },
     };
     let first = h.apply(acquire.clone()).0;
@@ -621,6 +620,16 @@ fn warm_handover_transfers_after_ack_only() {
         last: true,
     };
     assert_eq!(h.op(a, bad).0, Err(Rejection::ChunkChecksum { chunk_seq: 1 }));
+    // A chunk travels in one event: one above the protocol's value ceiling
+    // is refused (and changes nothing: chunk 1 is still expected).
+    let huge = vec![0u8; driftlock_proto::limits::MAX_VALUE_BYTES_CEILING + 1];
+    assert_eq!(
+        h.op(a, chunk("svc", epoch, 1, &huge, true)).0,
+        Err(Rejection::ValueTooLarge {
+            len: huge.len(),
+            max: driftlock_proto::limits::MAX_VALUE_BYTES_CEILING
+        })
+    );
     h.op(a, chunk("svc", epoch, 1, b"world", true)).0.expect("chunk 1");
     let transfer = Command::LeaseTransfer {
         election: "svc".into(),
@@ -725,7 +734,6 @@ fn client_clock_skew_is_detected_and_widens_rho() {
         mode: LockMode::Exclusive,
         wait_us: 0,
         client_clock_us: Some(0),
-        predicted_release_client_us: Some(10 * SEC),
     };
     h.op(s, acquire).0.expect("grant");
     h.advance(10 * SEC);
@@ -764,7 +772,6 @@ fn client_clock_within_bounds_raises_nothing() {
         mode: LockMode::Exclusive,
         wait_us: 0,
         client_clock_us: Some(5),
-        predicted_release_client_us: None,
     };
     h.op(s, acquire).0.expect("grant");
     h.advance(10 * SEC);

@@ -362,7 +362,6 @@ impl Driver {
                     mode,
                     wait_us: wait_s * SEC,
                     client_clock_us: Some(self.h.ts_us),
-                    predicted_release_client_us: None,
                 };
                 self.session_op(slot, op)?;
             }

@@ -149,7 +149,14 @@ impl Core {
         let now = self.now_us();
         let result = match query {
             Query::KvGet { key } => QueryResult::Kv(sm.kv_get(key)),
-            Query::KvRange { prefix, limit } => QueryResult::KvRange(sm.kv_range(prefix, *limit as usize)),
+            Query::KvRange {
+                prefix,
+                start_after,
+                limit,
+            } => {
+                let (entries, more) = sm.kv_range(prefix, start_after.as_deref(), *limit as usize, usize::MAX);
+                QueryResult::KvRange { entries, more }
+            }
             Query::Lock { name } => QueryResult::Lock(sm.lock_view(name, now)),
             Query::Session { session } => QueryResult::Session(sm.session_view(*session, now)),
             Query::Election { name } => QueryResult::Election(sm.election_view(name, now)),

@@ -1,4 +1,4 @@
-//! Predictive failure analysis on the leader (DESIGN.md "Predictive failure
+//! Predictive failure analysis on the leader (docs/design.md "Predictive failure
 //! analysis").
 //!
 //! - [`profiler`]: each session's request profile in fixed-size rolling
@@ -22,7 +22,7 @@
 //! before the probe deadline, the state machine's probe timer revokes the
 //! session (a committed, deterministic `Revoke` with reason "no answer to
 //! renewal probe"); its locks then free under lock-delay, never before the
-//! validity already granted has ended (DESIGN.md "Time" rule 6).
+//! validity already granted has ended (docs/design.md "Time", rule 6).
 //!
 //! Nothing here decides safety: a wrong suspicion costs a shorter lease and
 //! one probe round trip; a wrong revocation of a live client still cannot
@@ -607,7 +607,6 @@ mod tests {
                     mode: driftlock_proto::LockMode::Exclusive,
                     wait_us: 0,
                     client_clock_us: None,
-                    predicted_release_client_us: None,
                 },
             ));
         }

@@ -92,7 +92,6 @@ impl Harness {
                 mode,
                 wait_us,
                 client_clock_us: None,
-                predicted_release_client_us: None,
             },
         )
         .0
