@@ -122,7 +122,7 @@ impl Client {
     /// this client applies to its local validity (docs/design.md "Time", rule 5)
     /// when it exceeds the cluster's.
     pub fn cluster_clock_estimate(&self) -> driftlock_proto::ClockEstimate {
-        crate::transport::lock(&self.inner.rate).estimate()
+        crate::sync::lock(&self.inner.rate).estimate()
     }
 
     /// The configured endpoints.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use driftlock_proto::{Event, SessionOp};
 
 use crate::session::SessionInner;
-use crate::transport::lock;
+use crate::sync::lock;
 use driftlock_proto::EventFilter;
 
 /// How long a candidate follows a handover before giving up (the cluster

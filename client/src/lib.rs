@@ -42,6 +42,7 @@ mod handover;
 mod lock;
 pub mod probe;
 mod session;
+mod sync;
 mod transport;
 
 /// The wire protocol, re-exported so an application needs one dependency:

@@ -1,20 +1,36 @@
-//! Lock options and the guard of a held lock.
+//! A lock from acquire to release: how to take it ([`LockOptions`]), the
+//! acquire itself, and the [`LockGuard`] of a held lock with its fencing
+//! token.
+//!
+//! An acquire is one deduplicated `Acquire` operation. Granted at once, it
+//! returns a guard. Queued, it waits in the lock's FIFO queue: the
+//! session's event stream wakes it, but only a linearizable read of the
+//! lock confirms the grant (and the read is repeated every
+//! `poll_interval_ms` anyway), so a missed or stale event can delay a grant
+//! but never forge one. An acquire that fails after it may have reached the
+//! cluster, or whose future is dropped, releases in the background (an
+//! [`Undo`]), under the lock's per-session operation lock so the release
+//! cannot overtake the session's next operation on the same name.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_proto::{Fence, LockMode, SessionId, SessionOp};
+use driftlock_proto::{Consistency, Query, QueryResult};
+use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
 
+use crate::client::unexpected;
 use crate::clock::client_clock_us;
-use crate::error::Result;
-use crate::session::{ResourceKey, SessionInner};
+use crate::error::{ClientError, Result};
+use crate::session::{Hint, ResourceKey, SessionInner, SessionState, Undo};
 
 /// How to take a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LockOptions {
     /// Exclusive (one holder) or shared (any number of shared holders).
     pub mode: LockMode,
-    /// How long to wait in the lock's FIFO queue; zero = try once.
+    /// How long to wait in the lock's FIFO queue; zero = try once. At most
+    /// one hour ([`MAX_WAIT_US`](driftlock_proto::limits::MAX_WAIT_US)):
+    /// a longer wait is refused as [`ClientError::InvalidRequest`].
     pub wait: Duration,
 }
 
@@ -26,6 +42,130 @@ impl Default for LockOptions {
             wait: Duration::from_secs(60),
         }
     }
+}
+
+/// Takes a lock for `session` (see [`Session::lock_with`](crate::Session::lock_with));
+/// `Ok(None)` only for a zero wait on a busy lock.
+pub(crate) async fn acquire(session: &Arc<SessionInner>, name: &str, opts: LockOptions) -> Result<Option<LockGuard>> {
+    session.check_usable()?;
+    let wait_us = u64::try_from(opts.wait.as_micros()).unwrap_or(u64::MAX);
+    if wait_us > driftlock_proto::limits::MAX_WAIT_US {
+        return Err(ClientError::InvalidRequest("lock wait above one hour".into()));
+    }
+    let key = ResourceKey::Lock(name.to_owned());
+    let permit = session.resource_lock(&key).lock_owned().await;
+    let mut hint = session.subscribe(key);
+    let undo = Undo::new(
+        session.clone(),
+        SessionOp::Release {
+            name: name.to_owned(),
+            client_clock_us: None,
+        },
+        permit,
+    );
+    let t_send = Instant::now();
+    let op = SessionOp::Acquire {
+        name: name.to_owned(),
+        mode: opts.mode,
+        wait_us,
+        client_clock_us: Some(client_clock_us()),
+    };
+    let reply = tokio::select! {
+        r = session.op(op, false) => r,
+        () = session.lost() => Err(ClientError::SessionExpired),
+    };
+    let token = match reply {
+        Ok(Reply::Granted { token, .. }) => token,
+        Ok(Reply::Queued { .. }) => {
+            let c = session.client.config();
+            let grace = Duration::from_millis(2 * c.poll_interval_ms + c.request_timeout_ms);
+            let give_up = t_send + opts.wait + grace;
+            let waited = tokio::select! {
+                r = await_grant(session, name, &mut hint) => r,
+                () = session.lost() => Err(ClientError::SessionExpired),
+                () = tokio::time::sleep_until(give_up.into()) => Err(ClientError::WaitTimedOut { name: name.to_owned() }),
+            };
+            match waited {
+                Ok(Some(token)) => token,
+                Ok(None) => {
+                    // The cluster already dropped the wait: nothing to undo.
+                    undo.disarm();
+                    return Err(if session.state() == SessionState::Expired {
+                        ClientError::SessionExpired
+                    } else {
+                        ClientError::WaitTimedOut { name: name.to_owned() }
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(other) => return Err(ClientError::UnexpectedReply(format!("{other:?} to an acquire"))),
+        Err(ClientError::Rejected(Rejection::LockBusy { .. })) if wait_us == 0 => {
+            undo.disarm();
+            return Ok(None);
+        }
+        Err(e @ (ClientError::Rejected(_) | ClientError::InvalidRequest(_))) => {
+            // Refused: nothing changed on the cluster.
+            undo.disarm();
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
+    // The grant is only handed out while the session is usable; the
+    // undo releases it otherwise.
+    session.check_usable()?;
+    undo.disarm();
+    Ok(Some(LockGuard::new(session.clone(), name.to_owned(), opts.mode, token)))
+}
+
+/// Waits for a queued acquire's outcome: `Some(token)` once the session
+/// holds the lock, `None` once it neither holds nor awaits it.
+async fn await_grant(session: &SessionInner, name: &str, hint: &mut Hint) -> Result<Option<u64>> {
+    let poll = Duration::from_millis(session.client.config().poll_interval_ms);
+    loop {
+        tokio::select! {
+            () = hint.changed() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+        match lock_status(session, name).await {
+            Ok(LockStatus::Holder(token)) => return Ok(Some(token)),
+            Ok(LockStatus::Neither) => return Ok(None),
+            Ok(LockStatus::Waiting) => {}
+            Err(e) => tracing::debug!(session = session.id, lock = name, error = %e, "lock poll failed"),
+        }
+    }
+}
+
+/// This session's standing on a lock, by linearizable read.
+async fn lock_status(session: &SessionInner, name: &str) -> Result<LockStatus> {
+    let reply = session
+        .client
+        .read(Query::Lock { name: name.to_owned() }, Consistency::Linearizable)
+        .await?;
+    let view = match reply.result {
+        QueryResult::Lock(v) => v,
+        other => return Err(unexpected("Lock", &other)),
+    };
+    let Some(view) = view else {
+        return Ok(LockStatus::Neither);
+    };
+    if let Some(h) = view.holders.iter().find(|h| h.session == session.id) {
+        return Ok(LockStatus::Holder(h.token));
+    }
+    if view.waiters.iter().any(|(s, _)| *s == session.id) {
+        return Ok(LockStatus::Waiting);
+    }
+    Ok(LockStatus::Neither)
+}
+
+/// A session's standing on one lock, as a linearizable read shows it.
+enum LockStatus {
+    /// The session holds the lock under this fencing token.
+    Holder(u64),
+    /// The session is in the lock's wait queue.
+    Waiting,
+    /// The session neither holds nor awaits the lock.
+    Neither,
 }
 
 /// A held lock. Valid as long as its session is; carries the grant's

@@ -23,13 +23,14 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tarpc::client::{NewClient, RpcError};
 
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
+use crate::sync::lock;
 use driftlock_proto::{ApiError, DriftlockApiClient};
 
 /// Shortest deadline an attempt gets, even at the very end of its budget.
@@ -45,12 +46,6 @@ const LOCAL_TIMER_SLACK: Duration = Duration::from_millis(250);
 /// after a failover is not held back by a long pause taken during the
 /// election.
 const LEADER_SEARCH_MAX_STEP: u32 = 3;
-
-/// Locks a std mutex, ignoring poisoning (the data stays consistent: every
-/// critical section here is a plain field update).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Where a call may be served.
 #[derive(Clone, Debug)]

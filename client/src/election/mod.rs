@@ -11,7 +11,7 @@ use futures::Stream;
 use crate::client::{unexpected, Client};
 use crate::error::{ClientError, Result};
 use crate::session::{ResourceKey, SessionInner, SessionState, Undo};
-use crate::transport::lock;
+use crate::sync::lock;
 use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
 
 /// An election seen by one session. Cheap to clone.

@@ -1,0 +1,179 @@
+//! A session's event stream and the wake-ups it gives to waiters.
+//!
+//! The event loop long-polls `observe` filtered on this session, served by
+//! any node. The session id is the log index of the entry that opened it,
+//! so no event about the session can precede it: the loop starts right
+//! before that index and needs no deduplication. It answers renewal probes
+//! on its own (`ProbeAnswer`, see [`probe`](crate::probe)), marks the
+//! session expired when the cluster reports its end, starts this session's
+//! side of a warm handover, and wakes waiting acquires and campaigns
+//! through their [`Hint`]s.
+//!
+//! Events only *wake* waiters; a waiter then confirms with a linearizable
+//! read (and reads every `poll_interval_ms` anyway), so a missed, stale or
+//! truncated event stream can delay a grant's discovery but never forge
+//! one. A truncated batch (the node's event buffer no longer holds
+//! everything after the loop's position) therefore wakes every waiter, so
+//! that each re-reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftlock_proto::{Event, EventFilter};
+use tokio::sync::watch;
+
+use super::{ResourceKey, SessionInner, SessionState};
+use crate::sync::lock;
+
+/// A subscription to wake-ups about one resource, taken by a waiting
+/// acquire or campaign before it sends the request whose outcome the
+/// events announce. Dropping the last subscription to a resource removes
+/// its channel.
+pub(crate) struct Hint {
+    session: Arc<SessionInner>,
+    key: ResourceKey,
+    rx: watch::Receiver<u64>,
+}
+
+impl Hint {
+    /// Resolves at the next wake-up (at once if one came since the last).
+    pub(crate) async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            // No sender: no wake-ups will come; the caller's poll remains.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Hint {
+    fn drop(&mut self) {
+        let mut hints = lock(&self.session.hints);
+        if hints.get(&self.key).is_some_and(|tx| tx.receiver_count() <= 1) {
+            hints.remove(&self.key);
+        }
+    }
+}
+
+impl SessionInner {
+    /// A wake-up channel for events about `key`; subscribe before sending
+    /// the request whose outcome the events announce.
+    pub(crate) fn subscribe(self: &Arc<Self>, key: ResourceKey) -> Hint {
+        let rx = lock(&self.hints)
+            .entry(key.clone())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        Hint {
+            session: self.clone(),
+            key,
+            rx,
+        }
+    }
+
+    /// Wakes the waiters on `key`, if any.
+    fn wake(&self, key: &ResourceKey) {
+        if let Some(tx) = lock(&self.hints).get(key) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Wakes every waiter of the session (its end, or a gap in the events).
+    fn wake_all(&self) {
+        for tx in lock(&self.hints).values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// Acts on one event of the entry at log index `index`.
+    fn handle_event(self: &Arc<Self>, index: u64, event: Event) {
+        let me = self.id;
+        match event {
+            Event::SessionEnded { session, cause } if session == me => {
+                tracing::info!(session, index, ?cause, "the cluster ended the session");
+                self.expire("ended by the cluster");
+                self.wake_all();
+            }
+            Event::Probe {
+                session,
+                deadline_us,
+                score_permille,
+            } if session == me => crate::probe::answer(self.clone(), session, index, score_permille, deadline_us),
+            Event::LockGranted { name, session, .. }
+            | Event::LockReleased { name, session, .. }
+            | Event::WaitTimedOut { name, session }
+                if session == me =>
+            {
+                self.wake(&ResourceKey::Lock(name));
+            }
+            Event::HandoverBegun {
+                election,
+                from,
+                to,
+                epoch,
+            } => {
+                if from == me {
+                    tokio::spawn(crate::handover::send_state(self.clone(), election.clone(), epoch));
+                } else if to == me {
+                    tokio::spawn(crate::handover::receive_state(
+                        self.clone(),
+                        election.clone(),
+                        epoch,
+                        index,
+                    ));
+                }
+                self.wake(&ResourceKey::Election(election));
+            }
+            Event::LeaseTransferred { election, from, .. } if from == me => {
+                tracing::info!(session = me, %election, "mastership handed over; this session is now passive");
+                self.wake(&ResourceKey::Election(election));
+            }
+            Event::MasterChanged { election, .. } | Event::LeaseTransferred { election, .. } => {
+                // The filter passes these only when they concern this session.
+                self.wake(&ResourceKey::Election(election));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Follows the session's events until it expires or is shut down; the task
+/// that runs this is one of the session's two background tasks.
+pub(super) async fn run(inner: Arc<SessionInner>) {
+    let mut state_rx = inner.state_tx.subscribe();
+    let wait = Duration::from_millis(inner.client.config().observe_wait_ms);
+    let filter = EventFilter {
+        session: Some(inner.id),
+        ..EventFilter::default()
+    };
+    // Nothing about the session precedes the entry that opened it.
+    let mut after = inner.id.saturating_sub(1);
+    let mut failures = 0u32;
+    loop {
+        let batch = tokio::select! {
+            r = inner.client.observe(after, filter.clone(), wait) => r,
+            _ = state_rx.wait_for(|s| *s == SessionState::Expired) => return,
+        };
+        match batch {
+            Ok(batch) => {
+                failures = 0;
+                if batch.truncated {
+                    tracing::debug!(session = inner.id, after, "event stream truncated; waiters re-read");
+                    inner.wake_all();
+                }
+                for (index, event) in batch.events {
+                    debug_assert!(index > after || batch.truncated, "event {index} not after {after}");
+                    inner.handle_event(index, event);
+                }
+                after = after.max(batch.next_after_index);
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(session = inner.id, error = %e, "observe failed");
+                let pause = inner.client.inner.transport.backoff(failures);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = state_rx.wait_for(|s| *s == SessionState::Expired) => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Sessions: a lease on the cluster that locks and candidacies hang off.
+//! This file holds the public [`Session`] API, the [`SessionState`] an
+//! application sees, and the state every handle of a session shares; the
+//! rest of a session lives beside it:
+//!
+//! - [`keepalive`]: renewals, local validity (docs/design.md "Time",
+//!   rule 5) and the move from `Valid` to `Jeopardy` to `Expired`;
+//! - [`events`]: the event loop, its wake-ups to waiting acquires and
+//!   campaigns, and the gap (truncation) handling;
+//! - [`op`]: one deduplicated `(session, seq)` operation;
+//! - [`resource`]: per-resource ordering of operations and the undo of an
+//!   abandoned acquire or campaign.
+//!
+//! Lock acquisition lives beside the lock guard in [`crate::lock`], the
+//! campaign beside [`Election`].
+//!
+//! Each session runs two background tasks, the keepalive and the event
+//! loop, until it is expired, closed or dropped.
+
+mod events;
+mod keepalive;
+mod op;
+mod resource;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{revision_of, Client};
+use crate::election::Election;
+use crate::error::{ClientError, Result};
+use crate::handover::StateProvider;
+use crate::lock::{LockGuard, LockOptions};
+use crate::sync::lock;
+use crate::transport::{Delivery, Route};
+pub(crate) use events::Hint;
+use keepalive::Lease;
+pub(crate) use resource::{ResourceKey, Undo};
+
+/// A session's state as the application sees it (Chubby's model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// The last keepalive succeeded and local validity is not over.
+    Valid,
+    /// The last keepalive failed; local validity is not over yet. Locks are
+    /// still held, but new critical work should wait.
+    Jeopardy,
+    /// Local validity is over, the cluster ended the session, or it was
+    /// closed. Terminal: every lock taken in it must be treated as lost.
+    Expired,
+}
+
+/// A session: a lease on the cluster that locks and candidacies hang off.
+/// Cheap to clone; the session lives until [`close`](Self::close) or until
+/// the last clone is dropped (then its background tasks stop and a
+/// best-effort close is sent).
+///
+/// ```no_run
+/// # async fn demo(client: driftlock_client::Client) -> Result<(), driftlock_client::ClientError> {
+/// use std::time::Duration;
+///
+/// let session = client.open_session(Duration::from_secs(10)).await?;
+/// let guard = session.lock("reports/daily").await?;
+/// tokio::select! {
+///     _ = async { /* critical work, fenced with guard.fencing_token() */ } => {}
+///     _ = session.lost() => eprintln!("session expired: stop working on the lock"),
+/// }
+/// guard.release().await?;
+/// session.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Session {
+    handle: Arc<SessionHandle>,
+}
+
+/// The owner of a session's background tasks: its drop ends them.
+struct SessionHandle {
+    inner: Arc<SessionInner>,
+}
+
+impl Drop for SessionHandle {
+    fn drop(&mut self) {
+        let was_live = self.inner.state() != SessionState::Expired;
+        self.inner.shutdown("session handle dropped");
+        if was_live {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let inner = self.inner.clone();
+                rt.spawn(async move {
+                    let _ = inner.op(SessionOp::Close, true).await;
+                });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// Shared state of a session, also held by its guards and elections.
+pub(crate) struct SessionInner {
+    /// The client whose transport carries the session's operations.
+    pub(crate) client: Client,
+    /// The session id: the log index of the entry that opened it.
+    pub(crate) id: SessionId,
+    /// The next operation's sequence number (see [`op`]).
+    next_seq: AtomicU64,
+    /// The session's state; every change is sent to the watchers.
+    state_tx: watch::Sender<SessionState>,
+    /// Local validity (see [`keepalive`]).
+    lease: Mutex<Lease>,
+    /// Wake-up channels of waiting acquires and campaigns (see [`events`]).
+    hints: Mutex<HashMap<ResourceKey, watch::Sender<u64>>>,
+    /// Serializes this session's operations on one lock or election, so a
+    /// cleanup release sent in the background cannot overtake a later
+    /// acquire of the same name (and release it).
+    resource_locks: Mutex<HashMap<ResourceKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// The keepalive and event tasks, aborted at shutdown.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// State providers for warm handover, by election.
+    pub(crate) handover_providers: Mutex<HashMap<String, StateProvider>>,
+    /// State received and acknowledged in a handover, by election, with the
+    /// epoch of the master that handed it over.
+    pub(crate) handover_received: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+}
+
+impl Session {
+    /// Opens a session on the cluster asking for `ttl` of validity per
+    /// keepalive (see [`Client::open_session`]) and starts its keepalive
+    /// and event tasks.
+    pub(crate) async fn open(client: Client, ttl: Duration) -> Result<Session> {
+        let ttl_us = u64::try_from(ttl.as_micros()).unwrap_or(u64::MAX);
+        if ttl_us == 0 {
+            return Err(ClientError::InvalidRequest("session TTL must be > 0".into()));
+        }
+        let config = client.config().clone();
+        // One nonce for every attempt: a retried open finds the session the
+        // first attempt may have opened.
+        let nonce: u128 = rand::random();
+        let name = config.client_name.clone();
+        let t_send = Instant::now();
+        let spec = client.spec("open_session", Route::Leader, Delivery::Idempotent);
+        let reply = client
+            .inner
+            .transport
+            .call(spec, |api, ctx| {
+                let name = name.clone();
+                async move { api.open_session(ctx, nonce, name, ttl_us).await }
+            })
+            .await?;
+        let Reply::SessionOpened {
+            session, validity_us, ..
+        } = reply
+        else {
+            return Err(ClientError::UnexpectedReply(format!("{reply:?} to open_session")));
+        };
+        let lease = Lease::opened(t_send, validity_us, config.default_drift_ppm, config.local_margin_us);
+        let expiry = lease.local_expiry();
+        let (state_tx, _) = watch::channel(SessionState::Valid);
+        let inner = Arc::new(SessionInner {
+            client,
+            id: session,
+            next_seq: AtomicU64::new(1),
+            state_tx,
+            lease: Mutex::new(lease),
+            hints: Mutex::new(HashMap::new()),
+            resource_locks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            handover_providers: Mutex::new(HashMap::new()),
+            handover_received: Mutex::new(HashMap::new()),
+        });
+        let handle = Arc::new(SessionHandle { inner: inner.clone() });
+        if Instant::now() >= expiry {
+            // Granted, but the answer took longer than the validity: the
+            // handle's drop closes it.
+            return Err(ClientError::SessionExpired);
+        }
+        tracing::debug!(session, validity_us, "session opened");
+        let keepalive = tokio::spawn(keepalive::run(inner.clone()));
+        let events = tokio::spawn(events::run(inner.clone()));
+        lock(&inner.tasks).extend([keepalive, events]);
+        Ok(Session { handle })
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<SessionInner> {
+        &self.handle.inner
+    }
+
+    /// The session id (the log index of the entry that opened it).
+    pub fn id(&self) -> SessionId {
+        self.inner().id
+    }
+
+    /// The client this session belongs to.
+    pub fn client(&self) -> &Client {
+        &self.inner().client
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SessionState {
+        self.inner().state()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.inner().state_tx.subscribe()
+    }
+
+    /// End of local validity on this host's monotonic clock. Moves forward
+    /// with each successful keepalive; never backwards.
+    pub fn valid_until(&self) -> Instant {
+        self.inner().valid_until()
+    }
+
+    /// Whether the session is not expired and its local validity not over.
+    pub fn is_valid(&self) -> bool {
+        self.inner().is_valid()
+    }
+
+    /// Resolves when the session is [`SessionState::Expired`] (at once if it
+    /// already is). Owns what it needs, so it can be moved into a task.
+    pub fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.inner().lost()
+    }
+
+    /// Ends the session: its locks are released at once (no lock-delay) and
+    /// its candidacies withdrawn. Stops the background tasks and puts the
+    /// session in [`SessionState::Expired`] whatever the outcome. Closing a
+    /// session the cluster has already ended is not an error.
+    pub async fn close(&self) -> Result<()> {
+        let result = self.inner().op(SessionOp::Close, true).await;
+        self.inner().shutdown("closed");
+        match result {
+            Ok(_) | Err(ClientError::SessionExpired) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes an exclusive lock, waiting up to 60 s (see
+    /// [`lock_with`](Self::lock_with)).
+    pub async fn lock(&self, name: &str) -> Result<LockGuard> {
+        self.lock_with(name, LockOptions::default()).await
+    }
+
+    /// Takes a lock in the given mode, waiting in the cluster's FIFO queue
+    /// up to `opts.wait`.
+    ///
+    /// # Errors
+    /// [`ClientError::WaitTimedOut`] when the wait ends without a grant;
+    /// [`ClientError::SessionExpired`] the moment the session expires while
+    /// waiting; `Rejected(LockBusy)` for a zero wait on a busy lock;
+    /// `Rejected(AlreadyHeld)` if this session holds or awaits it already.
+    /// When an acquire fails after it may have reached the cluster (or its
+    /// future is dropped), a release is sent in the background so that the
+    /// session does not hold or queue for a lock nobody knows about.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: driftlock_client::Session) -> Result<(), driftlock_client::ClientError> {
+    /// use std::time::Duration;
+    /// use driftlock_client::{LockMode, LockOptions};
+    ///
+    /// let opts = LockOptions { mode: LockMode::Shared, wait: Duration::from_secs(5) };
+    /// let guard = session.lock_with("catalog", opts).await?;
+    /// println!("reading catalog under token {}", guard.fencing_token());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn lock_with(&self, name: &str, opts: LockOptions) -> Result<LockGuard> {
+        match crate::lock::acquire(self.inner(), name, opts).await? {
+            Some(guard) => Ok(guard),
+            // Only a zero wait answers "busy" without an error.
+            None => Err(ClientError::Rejected(Rejection::LockBusy {
+                lock_delay_until_us: None,
+            })),
+        }
+    }
+
+    /// Takes an exclusive lock only if it is free now: `Ok(None)` if it is
+    /// held (or in lock-delay).
+    ///
+    /// ```no_run
+    /// # async fn demo(session: driftlock_client::Session) -> Result<(), driftlock_client::ClientError> {
+    /// match session.try_lock("compaction").await? {
+    ///     Some(guard) => {
+    ///         // ... compact ...
+    ///         guard.release().await?;
+    ///     }
+    ///     None => println!("someone else is compacting"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_lock(&self, name: &str) -> Result<Option<LockGuard>> {
+        self.try_lock_with(name, LockMode::Exclusive).await
+    }
+
+    /// [`try_lock`](Self::try_lock) in the given mode.
+    pub async fn try_lock_with(&self, name: &str, mode: LockMode) -> Result<Option<LockGuard>> {
+        let opts = LockOptions {
+            mode,
+            wait: Duration::ZERO,
+        };
+        crate::lock::acquire(self.inner(), name, opts).await
+    }
+
+    /// Puts a key, accepted only while `fence` (usually `&guard`) is the
+    /// newest grant of its lock and still held; returns the new revision.
+    /// Deduplicated: retries never write twice.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: driftlock_client::Session) -> Result<(), driftlock_client::ClientError> {
+    /// let guard = session.lock("ledger").await?;
+    /// let revision = session.kv_put_fenced("ledger/balance", b"42".to_vec(), &guard).await?;
+    /// println!("written at revision {revision} under token {}", guard.fencing_token());
+    /// guard.release().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn kv_put_fenced(&self, key: &str, value: Vec<u8>, fence: impl Into<Fence>) -> Result<u64> {
+        let op = SessionOp::KvPut {
+            key: key.to_owned(),
+            value,
+            fence: Some(fence.into()),
+        };
+        revision_of(self.inner().op(op, false).await?)
+    }
+
+    /// Fenced compare-and-set on the key's modification revision (0: the
+    /// key must not exist); returns the new revision.
+    pub async fn kv_cas_fenced(
+        &self,
+        key: &str,
+        expected_revision: u64,
+        value: Vec<u8>,
+        fence: impl Into<Fence>,
+    ) -> Result<u64> {
+        let op = SessionOp::KvCas {
+            key: key.to_owned(),
+            expected_revision,
+            value,
+            fence: Some(fence.into()),
+        };
+        revision_of(self.inner().op(op, false).await?)
+    }
+
+    /// Fenced delete; returns the revision of the delete.
+    pub async fn kv_delete_fenced(&self, key: &str, fence: impl Into<Fence>) -> Result<u64> {
+        let op = SessionOp::KvDelete {
+            key: key.to_owned(),
+            fence: Some(fence.into()),
+        };
+        revision_of(self.inner().op(op, false).await?)
+    }
+
+    /// Unfenced put inside the session: unlike [`Client::kv_put`] it is
+    /// deduplicated, so it is retried safely and applied exactly once.
+    pub async fn kv_put(&self, key: &str, value: Vec<u8>) -> Result<u64> {
+        let op = SessionOp::KvPut {
+            key: key.to_owned(),
+            value,
+            fence: None,
+        };
+        revision_of(self.inner().op(op, false).await?)
+    }
+
+    /// A handle on an election, to campaign in it as this session.
+    ///
+    /// ```no_run
+    /// # async fn demo(session: driftlock_client::Session) -> Result<(), driftlock_client::ClientError> {
+    /// let election = session.election("scheduler");
+    /// let leadership = election.campaign(b"node-a:8080".to_vec()).await?;
+    /// println!("master at epoch {}", leadership.epoch());
+    /// session.lost().await; // act as master until the session is lost
+    /// # Ok(()) }
+    /// ```
+    pub fn election(&self, name: &str) -> Election {
+        Election::new(self.inner().clone(), name.to_owned())
+    }
+}
+
+impl SessionInner {
+    /// See [`Session::state`].
+    pub(crate) fn state(&self) -> SessionState {
+        *self.state_tx.borrow()
+    }
+
+    /// See [`Session::valid_until`].
+    pub(crate) fn valid_until(&self) -> Instant {
+        lock(&self.lease).local_expiry()
+    }
+
+    /// See [`Session::is_valid`].
+    pub(crate) fn is_valid(&self) -> bool {
+        self.state() != SessionState::Expired && Instant::now() < self.valid_until()
+    }
+
+    /// See [`Session::lost`].
+    pub(crate) fn lost(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.state_tx.subscribe();
+        async move {
+            // An error means the session is gone altogether: lost as well.
+            let _ = rx.wait_for(|s| *s == SessionState::Expired).await;
+        }
+    }
+
+    /// Moves to `state`; `Expired` is terminal.
+    fn set_state(&self, state: SessionState) {
+        let changed = self.state_tx.send_if_modified(|cur| {
+            if *cur == SessionState::Expired || *cur == state {
+                return false;
+            }
+            *cur = state;
+            true
+        });
+        if changed {
+            tracing::debug!(session = self.id, ?state, "session state");
+        }
+    }
+
+    /// Moves to `Expired` for the reason `why` (logged once). The
+    /// background tasks see it and stop.
+    fn expire(&self, why: &str) {
+        if self.state() != SessionState::Expired {
+            tracing::info!(session = self.id, why, "session expired");
+        }
+        self.set_state(SessionState::Expired);
+    }
+
+    /// Expires the session and stops its background tasks.
+    fn shutdown(&self, why: &str) {
+        self.expire(why);
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+
+    /// `Err(SessionExpired)` if the session can no longer be used.
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        if self.state() == SessionState::Expired {
+            Err(ClientError::SessionExpired)
+        } else {
+            Ok(())
+        }
+    }
+}
