@@ -35,7 +35,10 @@ pub struct Client {
     pub(crate) inner: Arc<ClientInner>,
 }
 
+/// What every clone of a [`Client`] shares.
 pub(crate) struct ClientInner {
+    /// Connections, the leader found so far, and the retry loop of every
+    /// call.
     pub(crate) transport: Transport,
     /// This host's health, shared by all sessions of the client.
     pub(crate) health: std::sync::Mutex<HealthMonitor>,
@@ -76,13 +79,7 @@ impl Client {
     /// ```
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         config.validate()?;
-        let client = Client {
-            inner: Arc::new(ClientInner {
-                health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
-                rate: std::sync::Mutex::new(crate::clock::ClusterRate::new()),
-                transport: Transport::new(config),
-            }),
-        };
+        let client = Client::unconnected(config);
         // Start the clock epoch now, so clock values are small and the first
         // acquire does not pay for it.
         let _ = crate::clock::client_clock_us();
@@ -108,6 +105,17 @@ impl Client {
                 .backoff(failures)
                 .min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// A client for a validated `config` that has not dialled anything yet.
+    pub(crate) fn unconnected(config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
+                rate: std::sync::Mutex::new(crate::clock::ClusterRate::new()),
+                transport: Transport::new(config),
+            }),
         }
     }
 

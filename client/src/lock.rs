@@ -224,7 +224,7 @@ impl LockGuard {
         self.mode
     }
 
-    /// The session holding it.
+    /// The id of the session holding it; the lock ends with that session.
     pub fn session_id(&self) -> SessionId {
         self.session.id
     }

@@ -177,3 +177,121 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use driftlock_proto::{EndCause, LockMode};
+
+    use super::*;
+    use crate::session::keepalive::Lease;
+    use crate::{Client, ClientConfig};
+
+    const ME: u64 = 7;
+
+    /// A session that was never opened: no task runs and nothing is sent.
+    fn detached_session() -> Arc<SessionInner> {
+        let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        SessionInner::new(client, ME, Lease::opened(Instant::now(), 10_000_000, 0, 0))
+    }
+
+    fn lock_key(name: &str) -> ResourceKey {
+        ResourceKey::Lock(name.into())
+    }
+
+    fn woken(hint: &Hint) -> bool {
+        hint.rx.has_changed().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wake_reaches_the_waiters_of_its_resource_only() {
+        let s = detached_session();
+        let mut a = s.subscribe(lock_key("a"));
+        let b = s.subscribe(lock_key("b"));
+        let election_a = s.subscribe(ResourceKey::Election("a".into()));
+        s.wake(&lock_key("a"));
+        assert!(woken(&a));
+        assert!(!woken(&b));
+        assert!(!woken(&election_a));
+        // The wake-up came before the wait: it is not lost.
+        a.changed().await;
+        assert!(!woken(&a));
+    }
+
+    #[test]
+    fn the_last_subscription_to_go_removes_the_channel() {
+        let s = detached_session();
+        let first = s.subscribe(lock_key("a"));
+        let second = s.subscribe(lock_key("a"));
+        drop(first);
+        s.wake(&lock_key("a"));
+        assert!(woken(&second), "a remaining waiter is still woken");
+        drop(second);
+        assert!(lock(&s.hints).is_empty());
+    }
+
+    #[test]
+    fn events_about_this_session_wake_its_waiters_and_others_do_not() {
+        let s = detached_session();
+        let mine = s.subscribe(lock_key("a"));
+        let election = s.subscribe(ResourceKey::Election("e".into()));
+        s.handle_event(
+            10,
+            Event::LockGranted {
+                name: "a".into(),
+                session: ME + 1,
+                mode: LockMode::Exclusive,
+                token: 10,
+                validity_us: 1_000_000,
+            },
+        );
+        assert!(!woken(&mine), "another session's grant");
+        s.handle_event(
+            11,
+            Event::WaitTimedOut {
+                name: "a".into(),
+                session: ME,
+            },
+        );
+        assert!(woken(&mine));
+        assert!(!woken(&election));
+        s.handle_event(
+            12,
+            Event::MasterChanged {
+                election: "e".into(),
+                master: Some(ME),
+                epoch: 12,
+                value: Vec::new(),
+            },
+        );
+        assert!(woken(&election));
+        assert_eq!(s.state(), SessionState::Valid);
+    }
+
+    #[test]
+    fn the_sessions_end_expires_it_and_wakes_every_waiter() {
+        let s = detached_session();
+        let lock_a = s.subscribe(lock_key("a"));
+        let election = s.subscribe(ResourceKey::Election("e".into()));
+        s.handle_event(
+            20,
+            Event::SessionEnded {
+                session: ME + 1,
+                cause: EndCause::Expired,
+            },
+        );
+        assert_eq!(s.state(), SessionState::Valid, "another session's end");
+        assert!(!woken(&lock_a));
+        s.handle_event(
+            21,
+            Event::SessionEnded {
+                session: ME,
+                cause: EndCause::Expired,
+            },
+        );
+        assert_eq!(s.state(), SessionState::Expired);
+        assert!(woken(&lock_a));
+        assert!(woken(&election));
+    }
+}

@@ -168,19 +168,7 @@ impl Session {
         };
         let lease = Lease::opened(t_send, validity_us, config.default_drift_ppm, config.local_margin_us);
         let expiry = lease.local_expiry();
-        let (state_tx, _) = watch::channel(SessionState::Valid);
-        let inner = Arc::new(SessionInner {
-            client,
-            id: session,
-            next_seq: AtomicU64::new(1),
-            state_tx,
-            lease: Mutex::new(lease),
-            hints: Mutex::new(HashMap::new()),
-            resource_locks: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
-            handover_providers: Mutex::new(HashMap::new()),
-            handover_received: Mutex::new(HashMap::new()),
-        });
+        let inner = SessionInner::new(client, session, lease);
         let handle = Arc::new(SessionHandle { inner: inner.clone() });
         if Instant::now() >= expiry {
             // Granted, but the answer took longer than the validity: the
@@ -208,7 +196,9 @@ impl Session {
         &self.inner().client
     }
 
-    /// The current state.
+    /// The current state. It turns `Expired` when the keepalive task sees
+    /// local validity end, a moment after the fact;
+    /// [`is_valid`](Self::is_valid) also checks the clock.
     pub fn state(&self) -> SessionState {
         self.inner().state()
     }
@@ -389,6 +379,24 @@ impl Session {
 }
 
 impl SessionInner {
+    /// The shared state of the session `id`, opened with `lease`: `Valid`,
+    /// no background task yet.
+    fn new(client: Client, id: SessionId, lease: Lease) -> Arc<SessionInner> {
+        let (state_tx, _) = watch::channel(SessionState::Valid);
+        Arc::new(SessionInner {
+            client,
+            id,
+            next_seq: AtomicU64::new(1),
+            state_tx,
+            lease: Mutex::new(lease),
+            hints: Mutex::new(HashMap::new()),
+            resource_locks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            handover_providers: Mutex::new(HashMap::new()),
+            handover_received: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// See [`Session::state`].
     pub(crate) fn state(&self) -> SessionState {
         *self.state_tx.borrow()
