@@ -91,9 +91,12 @@ impl Lease {
 }
 
 /// Deadline of one keepalive attempt: a third of the current validity,
-/// at least [`MIN_KEEPALIVE_ATTEMPT`] and at most `request_timeout`.
+/// at least [`MIN_KEEPALIVE_ATTEMPT`] and at most `request_timeout` (which
+/// wins when it is the smaller: it is the user's bound on any one call).
 fn attempt_timeout(validity_us: u64, request_timeout: Duration) -> Duration {
-    (Duration::from_micros(validity_us) / 3).clamp(MIN_KEEPALIVE_ATTEMPT, request_timeout)
+    (Duration::from_micros(validity_us) / 3)
+        .max(MIN_KEEPALIVE_ATTEMPT)
+        .min(request_timeout)
 }
 
 /// Applies the outcome of one keepalive sent at `t_send` and puts the
@@ -248,6 +251,15 @@ mod tests {
         let request_timeout = 2_000 * MS;
         assert_eq!(attempt_timeout(3_000, request_timeout), MIN_KEEPALIVE_ATTEMPT);
         assert_eq!(attempt_timeout(3_000_000, request_timeout), 1_000 * MS);
+        assert_eq!(attempt_timeout(60_000_000, request_timeout), request_timeout);
+    }
+
+    #[test]
+    fn a_request_timeout_below_the_attempt_floor_bounds_the_attempt() {
+        // `ClientConfig::validate` accepts any request timeout above 0; one
+        // below the attempt floor must cap the attempt, not panic.
+        let request_timeout = 100 * MS;
+        assert_eq!(attempt_timeout(3_000, request_timeout), request_timeout);
         assert_eq!(attempt_timeout(60_000_000, request_timeout), request_timeout);
     }
 }
