@@ -13,8 +13,10 @@
 /// codec on both ends. A larger frame breaks the connection.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
-/// Largest Raft frame between nodes, bytes (1 GiB): an install-snapshot
-/// chunk or an append of many entries. Only nodes talk on the Raft port.
+/// Largest Raft frame between nodes, bytes (1 GiB): an append of many
+/// entries, or a whole snapshot (the node sends a snapshot in one
+/// `install_snapshot` message, so a state whose snapshot exceeds this cannot
+/// reach a lagging follower). Only nodes talk on the Raft port.
 pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
 
 /// Longest an acquire may ask to wait in the queue (`wait_us`), µs (one
