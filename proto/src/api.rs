@@ -8,33 +8,37 @@ use crate::reply::Rejection;
 use crate::types::{ClockEstimate, HealthSample, HealthTier, SessionId};
 use crate::views::{ElectionView, KvView, LockView, SessionView, Stats};
 
-/// A KV write without a session.
+/// A KV write without a session (`DriftlockApi::kv_write`): for operators
+/// and the CLI. It is not deduplicated, so a write whose outcome is unknown
+/// cannot be retried safely; it cannot be fenced either (fences need a
+/// session). Keys must be non-empty and at most `limits.max_name_bytes`,
+/// values at most `limits.max_value_bytes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvWrite {
-    /// Put.
+    /// Create or overwrite a key.
     Put {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
-        /// Value.
+        /// The value to store, at most `limits.max_value_bytes`.
         value: Vec<u8>,
     },
-    /// Delete.
+    /// Delete a key (`Rejection::KeyNotFound` if it does not exist).
     Delete {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
     },
-    /// Compare-and-set on the modification revision (0 = must not exist).
+    /// Compare-and-set on the key's modification revision.
     Cas {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
-        /// Expected revision.
+        /// Expected `mod_revision`; 0 means "the key must not exist".
         expected_revision: u64,
-        /// New value.
+        /// The value to store, at most `limits.max_value_bytes`.
         value: Vec<u8>,
     },
 }
 
-/// Read consistency.
+/// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Consistency {
     /// Served by the leader after confirming leadership (LeaseRead while the
@@ -45,12 +49,14 @@ pub enum Consistency {
     Serializable,
 }
 
-/// What to read.
+/// What to read. Reads that depend on expiry (locks, sessions, elections)
+/// are answered as of the serving node's current cluster time
+/// (docs/design.md "Time", rule 8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
     /// One key.
     KvGet {
-        /// Key.
+        /// The key to read.
         key: String,
     },
     /// Keys with a prefix, in key order, one page at a time.
@@ -64,40 +70,44 @@ pub enum Query {
         /// [`MAX_BATCH_BYTES`](crate::limits::MAX_BATCH_BYTES) of entries.
         limit: u32,
     },
-    /// A lock's holders and waiters.
+    /// A lock's holders, waiters, newest token and lock-delay.
     Lock {
-        /// Lock name.
+        /// The lock to read (any name; an unknown or free lock reads as `None`).
         name: String,
     },
-    /// A session.
+    /// A session's deadline, lease decision, suspicion, drift bound and
+    /// held locks.
     Session {
-        /// Session id.
+        /// The session's id.
         session: SessionId,
     },
-    /// An election.
+    /// An election's master, epoch, candidates and handover.
     Election {
-        /// Election name.
+        /// The election to read.
         name: String,
     },
-    /// Counts.
+    /// Counts of the state ([`Stats`]).
     Stats,
 }
 
 /// Answer to a [`Query`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryReply {
-    /// Applied index the answer reflects.
+    /// Log index of the last entry applied to the state the answer was read
+    /// from.
     pub applied_index: u64,
-    /// Cluster time the answer is as of, µs.
+    /// Cluster time the answer is as of, µs: the serving node's current
+    /// cluster time (rule 2's formula at the moment of the read), which can
+    /// be later than the last applied entry's.
     pub cluster_ts_us: u64,
     /// The answer.
     pub result: QueryResult,
 }
 
-/// The data of a [`QueryReply`].
+/// The data of a [`QueryReply`], one variant per [`Query`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueryResult {
-    /// A key (None = absent).
+    /// A key (`None` = absent).
     Kv(Option<KvView>),
     /// One page of a key range.
     KvRange {
@@ -107,118 +117,131 @@ pub enum QueryResult {
         /// `start_after` to read them.
         more: bool,
     },
-    /// A lock (None = free and not in lock-delay).
+    /// A lock (`None` = free: no holder, no waiter, no lock-delay).
     Lock(Option<LockView>),
-    /// A session (None = unknown or expired).
+    /// A session (`None` = unknown, closed, or past its deadline).
     Session(Option<SessionView>),
-    /// An election (None = nobody campaigns).
+    /// An election (`None` = no master, candidate, handover or succession
+    /// delay).
     Election(Option<ElectionView>),
-    /// Counts.
+    /// Counts of the node's applied state.
     Stats(Stats),
 }
 
-/// A node's role in Raft.
+/// A node's role in Raft, as openraft reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Role {
-    /// Leader.
+    /// The leader: serves mutations and linearizable reads.
     Leader,
-    /// Follower (voter).
+    /// A voter following a leader.
     Follower,
-    /// Candidate in an election.
+    /// A voter standing for election (no leader known to it).
     Candidate,
-    /// Non-voting learner.
+    /// A non-voting member that replicates the log.
     Learner,
-    /// Shutting down.
+    /// Raft on this node is shutting down.
     Shutdown,
 }
 
-/// A node's view of itself.
+/// A node's view of itself, answered locally by `DriftlockApi::status`
+/// without a Raft round trip (it may lag the leader).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
-    /// Node id.
+    /// This node's Raft id.
     pub id: u64,
-    /// Client API address.
+    /// Its client API address, `host:port`.
     pub client_addr: String,
-    /// Raft address.
+    /// Its Raft (node-to-node) address, `host:port`.
     pub raft_addr: String,
-    /// Role.
+    /// Its Raft role now.
     pub role: Role,
-    /// Current term.
+    /// Its current Raft term.
     pub term: u64,
-    /// The leader this node knows of, with its client address.
+    /// The leader this node knows of: Raft id and client address.
     pub leader: Option<(u64, String)>,
-    /// Last log index.
+    /// Index of the last entry in its log (0 = empty).
     pub last_log_index: u64,
-    /// Last applied index.
+    /// Index of the last entry applied to its state machine.
     pub applied_index: u64,
-    /// Voters of the current membership, with their client addresses.
+    /// Voters of the current membership: Raft id and client address.
     pub voters: Vec<(u64, String)>,
-    /// Learners, with their client addresses.
+    /// Learners of the current membership: Raft id and client address.
     pub learners: Vec<(u64, String)>,
-    /// Cluster time of the last applied entry, µs.
+    /// Effective cluster time of the last applied entry, µs.
     pub cluster_ts_us: u64,
     /// State-machine counts from this node's applied state.
     pub stats: Stats,
-    /// This node's committed health sample, if it reported one.
+    /// This node's committed health sample; `None` until the leader has
+    /// committed one.
     pub health: Option<HealthSample>,
-    /// Node Health Index of that sample under the replicated config, permille.
+    /// Node Health Index of that sample under the replicated config,
+    /// permille (1000 = perfectly healthy).
     pub nhi_permille: Option<u32>,
     /// Tier of that index.
     pub health_tier: Option<HealthTier>,
-    /// This node's committed clock estimate, if the leader committed one.
+    /// This node's committed clock estimate; `None` until the leader has
+    /// committed one.
     pub clock: Option<ClockEstimate>,
-    /// The drift bound this node stamps cluster time with when leading, ppm.
+    /// `ρ_hi`, the drift bound this node stamps cluster time with when it
+    /// leads, ppm (docs/design.md "Time", rule 2).
     pub rho_hi_ppm: u64,
     /// Locks with the highest acquire rates seen by this node as leader,
     /// hottest first (empty on followers).
     pub hot_locks: Vec<HotLock>,
 }
 
-/// A lock whose acquire rate is at or above the node's hot threshold.
+/// A lock whose acquire rate is at or above the node's hot threshold
+/// (the predictor's `hot_lock_rate_per_s` setting, default 2/s).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HotLock {
-    /// Lock name.
+    /// The lock's name (leader-side statistics only; nothing replicated).
     pub name: String,
-    /// Estimated acquire rate, thousandths per second.
+    /// Estimated acquire rate (an exponentially weighted moving average
+    /// with a 10 s time constant), thousandths per second.
     pub rate_milli_per_s: u64,
 }
 
-/// Cluster administration.
+/// Cluster administration (`DriftlockApi::admin`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminRequest {
-    /// Initialize a new cluster with these members (id, raft address,
-    /// client address). Only on a node that has never been initialized.
+    /// Initialize a new cluster with these members as its voters. Only on a
+    /// node that has never been initialized, and that is itself one of the
+    /// members.
     Init {
-        /// Members.
+        /// Every initial member with its addresses.
         members: Vec<MemberAddr>,
     },
     /// Add a non-voting learner and wait until it has caught up.
     AddLearner {
-        /// The new node.
+        /// The new node with its addresses.
         member: MemberAddr,
     },
-    /// Make these node ids the voters (joint consensus).
+    /// Make exactly these node ids the voters (openraft's joint consensus);
+    /// each must already be a member (add new nodes as learners first), and
+    /// at least one is needed.
     ChangeVoters {
-        /// Voter ids.
+        /// Raft ids of the new voter set.
         voters: Vec<u64>,
     },
-    /// A node's health sample for the leader to commit (rate-limited).
+    /// A node's own health sample, sent by a follower to the leader, which
+    /// commits it only when it changed enough or is due for a refresh.
     ReportHealth {
-        /// Reporting node.
+        /// The reporting node's Raft id (must be a member).
         node: u64,
-        /// The sample.
+        /// What it measured of its host.
         sample: HealthSample,
     },
     /// Start a warm handover of an election's master (operator trigger).
     Handover {
-        /// Election name.
+        /// The election whose master should hand over.
         election: String,
-        /// Candidate session; `None` = the healthiest candidate.
+        /// The candidate session to hand to; `None` = the best candidate by
+        /// committed health, load and RTT.
         to: Option<SessionId>,
     },
-    /// Hand Raft leadership to this node.
+    /// Hand Raft leadership to this node (openraft's `transfer_leader`).
     TransferLeader {
-        /// Target node id.
+        /// The target's Raft id; must be a voter.
         to: u64,
     },
 }
@@ -226,7 +249,7 @@ pub enum AdminRequest {
 /// A member's addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddr {
-    /// Node id.
+    /// The node's Raft id (non-zero, unique in the cluster).
     pub id: u64,
     /// Raft (node-to-node) address, `host:port`.
     pub raft_addr: String,
@@ -237,7 +260,8 @@ pub struct MemberAddr {
 /// Answer to an [`AdminRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminReply {
-    /// Done.
+    /// The request took effect (for `ReportHealth`: was accepted, whether
+    /// or not it was worth committing).
     Done,
 }
 
@@ -253,14 +277,16 @@ pub enum ApiError {
     /// The state machine refused the command; nothing changed.
     #[error("rejected: {0}")]
     Rejected(Rejection),
-    /// The request is malformed.
+    /// The request is malformed or names something that does not exist
+    /// (e.g. a node that is not a member); the message says what.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The outcome is unknown (e.g. leadership lost while it was in
     /// flight): retry with the same session sequence number.
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
-    /// The node cannot serve now (no leader, shutting down, not initialized).
+    /// The node cannot serve now (no leader, shutting down, not
+    /// initialized); nothing was done, so the request may go elsewhere.
     #[error("unavailable: {0}")]
     Unavailable(String),
 }

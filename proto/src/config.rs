@@ -6,69 +6,84 @@ use serde::{Deserialize, Serialize};
 
 use crate::limits;
 
-/// All replicated configuration.
+/// All replicated configuration. A cluster starts from the default (every
+/// replica must start from the same value) and changes it only by a
+/// committed `SetConfig` that passes [`Config::validate`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Config {
-    /// Adaptive lease formula.
+    /// Weights, thresholds and factors of the adaptive lease formula.
     pub lease: LeaseConfig,
-    /// Size and count limits.
+    /// Size and count limits, each below its protocol ceiling.
     pub limits: Limits,
-    /// Time and drift margins.
+    /// Drift bounds and margins of the time rules.
     pub time: TimeConfig,
 }
 
 /// Weights, thresholds and factors of the adaptive lease formula
 /// (docs/design.md "Adaptive leases"):
-/// `validity = clamp(base × (1 + nhi + stability + load), min, max)`.
+/// `validity = clamp(base × (1 + nhi + stability + load) × suspicion, min, max)`,
+/// where `base` is the session's requested TTL and the factors are in
+/// permille of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseConfig {
-    /// Smallest TTL a client may request, µs.
+    /// Smallest TTL a client may request, µs (default 1 s); must be > 0.
     pub min_ttl_us: u64,
-    /// Largest TTL a client may request, µs.
+    /// Largest TTL a client may request, µs (default 300 s).
     pub max_ttl_us: u64,
-    /// Lower clamp of the adjusted validity, µs.
+    /// Lower clamp of the adjusted validity, µs (default 1 s); must be > 0.
     pub min_validity_us: u64,
-    /// Upper clamp of the adjusted validity, µs.
+    /// Upper clamp of the adjusted validity, µs (default 300 s).
     pub max_validity_us: u64,
-    /// Weight of the CPU score in the NHI.
+    /// Weight of the CPU score in the NHI (default 3; each weight
+    /// 0 ..= 1000, at least one > 0).
     pub weight_cpu: u32,
-    /// Weight of the memory score.
+    /// Weight of the memory score (default 2).
     pub weight_mem: u32,
-    /// Weight of the disk I/O score.
+    /// Weight of the disk I/O-wait score (default 2).
     pub weight_io: u32,
-    /// Weight of the network latency score.
+    /// Weight of the network latency score (default 2).
     pub weight_latency: u32,
-    /// Weight of the failure-history score.
+    /// Weight of the failure-history score (default 1).
     pub weight_failures: u32,
-    /// Mean RTT at which the latency score reaches 0, µs.
+    /// Mean RTT at which the latency score reaches 0, µs (default 200 ms);
+    /// must be > 0.
     pub latency_worst_us: u64,
-    /// Score lost per recent failure, permille.
+    /// Failure score lost per recent failure, permille (default 200: five
+    /// failures in 5 minutes score 0).
     pub failure_penalty_permille: u32,
-    /// NHI at or above which the tier is Excellent, permille.
+    /// NHI at or above which the tier is Excellent, permille (default 850).
     pub excellent_min_permille: u32,
-    /// NHI at or above which the tier is Good.
+    /// NHI at or above which the tier is Good, permille (default 650).
     pub good_min_permille: u32,
-    /// NHI at or above which the tier is Warning (below: Critical).
+    /// NHI at or above which the tier is Warning, permille (default 400);
+    /// below it: Critical. Validation needs warning ≤ good ≤ excellent ≤ 1000.
     pub warning_min_permille: u32,
-    /// Factor for Excellent, permille (seed default −10 %).
+    /// Lease factor of the Excellent tier, permille of the base (default
+    /// −100: a healthy holder renews promptly, so a shorter lease frees its
+    /// locks sooner if it dies). Each tier factor must be in −900 ..= 10 000.
     pub factor_excellent_permille: i32,
-    /// Factor for Good (−5 %).
+    /// Lease factor of the Good tier, permille (default −50).
     pub factor_good_permille: i32,
-    /// Factor for Warning (+10 %).
+    /// Lease factor of the Warning tier, permille (default +100: slack for
+    /// slow keepalives).
     pub factor_warning_permille: i32,
-    /// Factor for Critical (+30 %).
+    /// Lease factor of the Critical tier, permille (default +300).
     pub factor_critical_permille: i32,
-    /// Stability factor gained per millisecond of RTT standard deviation,
-    /// permille.
+    /// Stability factor gained per millisecond of the holder's RTT standard
+    /// deviation, permille (default 10).
     pub stability_permille_per_ms: u32,
-    /// Upper bound of the stability factor, permille.
+    /// Upper bound of the stability factor, permille (default 200; at most
+    /// 10 000).
     pub stability_max_permille: u32,
-    /// Load above which the load factor starts, permille.
+    /// Holder load above which the load factor starts, permille (default
+    /// 700; at most 1000).
     pub load_knee_permille: u32,
-    /// Load factor at full load (1000 permille), permille; linear from the knee.
+    /// Load factor at full load (1000 permille), permille (default 200; at
+    /// most 10 000); linear from 0 at the knee.
     pub load_max_permille: u32,
-    /// Scale applied to a suspected session's validity, permille of the
-    /// adjusted value (500 = half).
+    /// Scale applied to a suspected session's next validities, permille of
+    /// the adjusted value (default 500 = half; 1 ..= 1000). Applied before
+    /// the clamp; it never shortens a deadline already granted.
     pub suspicion_scale_permille: u32,
 }
 
@@ -102,29 +117,38 @@ impl Default for LeaseConfig {
     }
 }
 
-/// Size and count limits. Exceeding one is a typed error that changes
-/// nothing.
+/// Size and count limits. Exceeding one is a typed error
+/// ([`Rejection`](crate::Rejection)) that changes nothing. The size limits
+/// may not exceed the protocol ceilings in [`limits`], so
+/// that whatever they admit fits in a frame.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
-    /// Longest lock, election or key name, bytes.
+    /// Longest lock, election or key name (and fence lock name), bytes
+    /// (default 512; 1 ..= 4 KiB).
     pub max_name_bytes: usize,
-    /// Largest KV value or proclaimed value, bytes.
+    /// Largest KV value or proclaimed value, bytes (default 64 KiB; at most
+    /// 1 MiB).
     pub max_value_bytes: usize,
-    /// Open sessions in the cluster.
+    /// Open sessions in the cluster (default 100 000; > 0).
     pub max_sessions: u64,
-    /// Locks one session holds or waits for.
+    /// Locks one session holds or waits for, plus the elections it joined
+    /// (default 10 000; > 0).
     pub max_locks_per_session: u64,
-    /// Waiters queued on one lock.
+    /// Waiters queued on one lock (default 10 000).
     pub max_waiters_per_lock: u64,
-    /// KV keys in the cluster.
+    /// KV keys in the cluster (default 1 000 000).
     pub max_keys: u64,
-    /// Candidates in one election.
+    /// Master plus waiting candidates of one election (default 1 000; > 0).
     pub max_candidates_per_election: u64,
-    /// Total bytes of one handover's state.
+    /// Total bytes of one handover's state chunks (default 4 MiB; at most
+    /// 64 MiB).
     pub max_handover_bytes: usize,
-    /// Responses a session remembers for deduplication of retries.
+    /// Replies each session remembers, by sequence number, to answer
+    /// retries (default 64; 1 ..= 4096). A retry of an older sequence
+    /// number gets `Rejection::StaleSequence`.
     pub dedupe_window: u64,
-    /// Longest client name, bytes.
+    /// Longest client name given at session open, bytes (default 128;
+    /// 1 ..= 4 KiB).
     pub max_client_name_bytes: usize,
 }
 
@@ -145,25 +169,33 @@ impl Default for Limits {
     }
 }
 
-/// Time and drift margins (docs/design.md "Time").
+/// Drift bounds and margins of the time rules (docs/design.md "Time" and
+/// "Clock drift"). Every replica computes `ρ_cluster` and `ρ_client` from
+/// these and the committed estimates, so margins agree everywhere.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeConfig {
-    /// Worst-case clock rate error assumed when no usable estimate exists, ppm.
+    /// Worst-case clock rate error assumed for a node or client without a
+    /// usable committed estimate, ppm (default 500; 1 ..= 100 000). The bound
+    /// a node stamps cluster time with before it has measured its own clock
+    /// is a node setting, not this one.
     pub max_drift_ppm: u64,
-    /// k in `ρ_hi = |drift| + k·σ`.
+    /// k in `|drift| + k·σ`, the bound taken from an estimate (default 3;
+    /// 1 ..= 10).
     pub drift_k_sigma: u32,
-    /// An estimate with drift σ above this is unusable, ppb.
+    /// An estimate with drift σ above this is unusable, ppb (default
+    /// 50 000 = 50 ppm).
     pub max_usable_drift_sigma_ppb: u64,
-    /// An estimate resting on fewer samples is unusable.
+    /// An estimate resting on fewer samples is unusable (default 8).
     pub min_estimate_samples: u32,
     /// Extra lock-delay after an expiry or revocation, on top of the end of
-    /// the old holder's validity and the drift margin, µs.
+    /// the old holder's validity and the drift margin, µs (default 0).
     pub lock_delay_extra_us: u64,
     /// Slack for network delay when comparing a client's measured hold time
-    /// with cluster time, µs.
+    /// with cluster time, µs (default 50 ms).
     pub clock_check_slack_us: u64,
-    /// A node whose committed drift estimate exceeds this raises
-    /// `NodeClockAlert` and is no candidate for leadership handover, ppm.
+    /// A node whose committed `|drift|` exceeds this raises
+    /// `NodeClockAlert`, never becomes a leader-transfer target and, while
+    /// leading, hands leadership away, ppm (default 1000; > 0).
     pub alert_drift_ppm: u64,
 }
 
@@ -182,7 +214,9 @@ impl Default for TimeConfig {
 }
 
 impl Config {
-    /// Checks internal consistency; the error names the offending field.
+    /// Checks internal consistency and the protocol ceilings; the error
+    /// names the offending field. The state machine refuses a `SetConfig`
+    /// that fails it (`Rejection::InvalidConfig`).
     pub fn validate(&self) -> Result<(), String> {
         if self.time.alert_drift_ppm == 0 {
             return Err("time.alert_drift_ppm must be > 0".into());

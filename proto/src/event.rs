@@ -6,151 +6,167 @@ use serde::{Deserialize, Serialize};
 use crate::types::{LockMode, SessionId};
 
 /// What happened while applying an entry. Observers (the client library's
-/// `observe` long-poll) see these; they are identical on every replica.
+/// `observe` long-poll) see these with the entry's log index; every replica
+/// produces the same events, so any node can serve them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A session was opened.
     SessionOpened {
-        /// Session.
+        /// The new session (the log index of this entry).
         session: SessionId,
     },
-    /// A session ended.
+    /// A session ended; its locks, waits and candidacies ended with it (each
+    /// with its own event).
     SessionEnded {
-        /// Session.
+        /// The session that ended.
         session: SessionId,
-        /// Why.
+        /// Closed by the client, expired, or revoked.
         cause: EndCause,
     },
-    /// A lock was granted (immediately or from the wait queue).
+    /// A lock was granted (immediately or from the wait queue, in the entry
+    /// that freed it).
     LockGranted {
-        /// Lock.
+        /// The lock granted.
         name: String,
-        /// Holder.
+        /// The new holder's session.
         session: SessionId,
-        /// Mode.
+        /// The mode granted: exclusive, or shared with any other shared holders.
         mode: LockMode,
-        /// Fencing token.
+        /// Fencing token: this entry's log index.
         token: u64,
-        /// Remaining validity of the holder's session, µs.
+        /// Remaining validity of the holder's session at this entry, µs.
         validity_us: u64,
     },
-    /// A lock was released or freed.
+    /// A holder let go of a lock or lost it.
     LockReleased {
-        /// Lock.
+        /// The lock let go.
         name: String,
-        /// Former holder.
+        /// The former holder's session.
         session: SessionId,
-        /// The grant's token.
+        /// The fencing token of the grant that ended.
         token: u64,
-        /// Why.
+        /// Released (by `Release` or `Close`), expired, or revoked.
         cause: EndCause,
         /// Cluster time until which the lock stays in lock-delay, µs
-        /// (`None` for an explicit release).
+        /// (docs/design.md "Time", rule 6); `None` for an explicit release
+        /// or when no delay is left.
         lock_delay_until_us: Option<u64>,
     },
-    /// A waiter gave up (its wait deadline passed or its session ended).
+    /// A waiter left the queue without the lock: its wait deadline passed,
+    /// it cancelled (`Release` while waiting), or its session ended.
     WaitTimedOut {
-        /// Lock.
+        /// The lock the waiter was queued on.
         name: String,
-        /// Waiter.
+        /// The waiter's session.
         session: SessionId,
     },
-    /// A KV key changed.
+    /// A KV key was written or deleted.
     KvChanged {
-        /// Key.
+        /// The key written or deleted.
         key: String,
-        /// New modification revision (0 = deleted).
+        /// Its new modification revision (this entry's log index); 0 = the
+        /// key was deleted.
         revision: u64,
     },
-    /// An election has a new master (or none).
+    /// An election's master or proclaimed value changed.
     MasterChanged {
-        /// Election.
+        /// The election whose master changed.
         election: String,
-        /// New master's session, if any.
+        /// The master's session; `None` = no master now (it left; a
+        /// successor may wait out a succession delay).
         master: Option<SessionId>,
-        /// New epoch.
+        /// The master's epoch (with `None`: the epoch that just ended).
         epoch: u64,
-        /// The master's proclaimed value.
+        /// The master's proclaimed value (empty with `None`).
         value: Vec<u8>,
     },
-    /// A warm handover started.
+    /// A warm handover started: the master should send its state.
     HandoverBegun {
-        /// Election.
+        /// The election being handed over.
         election: String,
-        /// Master.
+        /// The master handing over.
         from: SessionId,
-        /// Candidate.
+        /// The candidate taking over.
         to: SessionId,
-        /// Master's epoch.
+        /// The master's epoch, which names the handover.
         epoch: u64,
     },
-    /// A chunk of handover state was committed.
+    /// A chunk of handover state was committed; the candidate collects
+    /// them in order.
     HandoverChunk {
-        /// Election.
+        /// The election being handed over.
         election: String,
-        /// Master's epoch.
+        /// The master's epoch (the handover's).
         epoch: u64,
-        /// Chunk number.
+        /// 0-based chunk number.
         chunk_seq: u32,
-        /// Payload.
+        /// The chunk's bytes (checked against its crc32 before commit).
         data: Vec<u8>,
-        /// Whether it is the last one.
+        /// Whether this is the last chunk.
         last: bool,
     },
-    /// The candidate acknowledged the state.
+    /// The candidate acknowledged the whole state; the leader now commits
+    /// the lease transfer.
     HandoverAcked {
-        /// Election.
+        /// The election being handed over.
         election: String,
-        /// Master's epoch.
+        /// The master's epoch (the handover's).
         epoch: u64,
     },
-    /// Mastership moved by handover; the old master is now passive.
+    /// Mastership moved by handover; the old master is now a passive
+    /// candidate at the back of the queue.
     LeaseTransferred {
-        /// Election.
+        /// The election whose master moved.
         election: String,
-        /// Old master (now passive).
+        /// The old master, now passive.
         from: SessionId,
-        /// New master.
+        /// The new master.
         to: SessionId,
-        /// New epoch.
+        /// The new epoch: this entry's log index.
         epoch: u64,
     },
-    /// A handover was abandoned.
+    /// A handover was abandoned; the master keeps its role.
     HandoverAborted {
-        /// Election.
+        /// The election whose handover ended.
         election: String,
-        /// Master's epoch.
+        /// The master's epoch (the handover's).
         epoch: u64,
-        /// Why.
+        /// Why: the acknowledgement deadline passed, a party left, or an
+        /// operator's `HandoverAbort` reason.
         reason: String,
     },
-    /// A session is suspected; it must answer the probe before the deadline.
+    /// A session is suspected of failing (docs/design.md "Predictive failure
+    /// analysis"); it must answer with `ProbeAnswer` before the deadline or
+    /// be revoked.
     Probe {
-        /// Session.
+        /// The suspected session.
         session: SessionId,
-        /// Score, permille.
+        /// The failure predictor's combined score, permille.
         score_permille: u32,
-        /// Cluster time by which to answer, µs.
+        /// Cluster time by which the answer must be committed, µs.
         deadline_us: u64,
     },
     /// A client's measured hold time disagrees with cluster time beyond the
-    /// allowed deviation; its drift bound was widened.
+    /// allowed deviation (docs/design.md "Clock drift"); its drift bound was
+    /// widened.
     ClockSkewDetected {
-        /// Session.
+        /// The client's session.
         session: SessionId,
-        /// Lock whose hold was measured.
+        /// The lock whose hold was measured.
         name: String,
-        /// Hold measured by the client, µs.
+        /// Hold measured on the client's clock (release send − acquire
+        /// send), µs.
         client_hold_us: u64,
-        /// Hold measured in cluster time, µs.
+        /// Hold measured in cluster time (release entry − grant entry), µs.
         cluster_hold_us: u64,
-        /// The client's widened drift bound, ppm.
+        /// The widening now added to the client's own drift bound, ppm
+        /// (the largest excess rate observed so far).
         widened_rho_ppm: u64,
     },
     /// A node's committed drift estimate crossed `time.alert_drift_ppm`
     /// (raised once per crossing, upwards).
     NodeClockAlert {
-        /// Node.
+        /// The node's Raft id.
         node: u64,
         /// Its estimated drift, ppb (positive = fast).
         drift_ppb: i64,
@@ -159,20 +175,22 @@ pub enum Event {
         /// The threshold in force, ppm.
         alert_drift_ppm: u64,
     },
-    /// The replicated configuration changed.
+    /// A `SetConfig` replaced the replicated configuration.
     ConfigChanged,
 }
 
 /// Why a session, lock or candidacy ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EndCause {
-    /// The holder released or closed it.
+    /// The holder released it or closed its session: no lock-delay.
     Released,
-    /// Its validity ran out.
+    /// The session's validity ran out: lock-delay applies.
     Expired,
-    /// It was revoked for cause (failure prediction or an operator).
+    /// The session was revoked for cause (an unanswered renewal probe, or a
+    /// committed `Revoke`): lock-delay applies.
     Revoked {
-        /// Why.
+        /// Why, for logs and events ("no answer to renewal probe" for a
+        /// probe deadline).
         reason: String,
     },
 }
@@ -181,25 +199,37 @@ pub enum EndCause {
 /// matches; with none given, every event matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct EventFilter {
-    /// Events about this session (grants, releases, probes, its end,
-    /// handovers it takes part in).
+    /// Events naming this session: its opening and end, its grants,
+    /// releases and timed-out waits, probes, clock-skew findings,
+    /// masterships, and the begin and transfer of handovers it takes part
+    /// in (chunks and acknowledgements name no session: use `election`).
     pub session: Option<SessionId>,
-    /// KV changes under this prefix.
+    /// KV changes of keys starting with this prefix (empty: every key).
     pub key_prefix: Option<String>,
-    /// Events of this election.
+    /// Every event of this election (masters, handover steps).
     pub election: Option<String>,
 }
 
-/// Events returned by [`DriftlockApi::observe`].
+/// Events returned by `DriftlockApi::observe`. A batch never splits the
+/// events of one entry, and stops before
+/// [`MAX_BATCH_BYTES`](crate::limits::MAX_BATCH_BYTES) of encoded events or
+/// [`MAX_BATCH_EVENTS`](crate::limits::MAX_BATCH_EVENTS) events, except
+/// that its first entry is always included whole (by count) or as far as
+/// its events fit the byte budget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
     /// Matching events with the log index of the entry that produced them,
     /// in log order.
     pub events: Vec<(u64, Event)>,
-    /// Pass this as `after_index` next time.
+    /// Pass this as `after_index` next time: the last entry this batch
+    /// covered (all of whose matching events were considered), or the
+    /// newest entry the node knows when the batch is not full.
     pub next_after_index: u64,
-    /// Events after the requested index were dropped from this node's
-    /// buffer: the observer must re-read the state it cares about.
+    /// Some events after the requested index are missing from this batch:
+    /// the node's buffer dropped them (overflow, snapshot install, a lagging
+    /// pump), or one entry's events alone passed the byte budget and only
+    /// those that fit were kept. The observer must re-read the state it
+    /// cares about.
     pub truncated: bool,
 }
 

@@ -6,7 +6,7 @@
 use crate::config::LeaseConfig;
 use crate::types::{HealthSample, HealthTier};
 
-/// Permille scale.
+/// One whole in permille.
 const PERMILLE: u64 = 1000;
 
 fn score_from_fraction(permille: u32) -> u64 {
@@ -14,7 +14,11 @@ fn score_from_fraction(permille: u32) -> u64 {
 }
 
 /// Node Health Index of a sample, permille (1000 = perfectly healthy): the
-/// weighted mean of the CPU, memory, disk I/O, latency and failure scores.
+/// weighted mean (`cfg.weight_*`) of five scores, each 0 ..= 1000: CPU,
+/// memory and I/O wait score `1000 − fraction`; latency scores
+/// `1000 − 1000 × rtt_mean / latency_worst_us` (0 at or beyond the worst);
+/// failures score `1000 − recent_failures × failure_penalty_permille`
+/// (at least 0). Integer arithmetic, rounded down.
 pub fn health_index_permille(sample: &HealthSample, cfg: &LeaseConfig) -> u32 {
     let latency_score =
         PERMILLE - (sample.rtt_mean_us.saturating_mul(PERMILLE) / cfg.latency_worst_us.max(1)).min(PERMILLE);
@@ -40,7 +44,8 @@ pub fn health_index_permille(sample: &HealthSample, cfg: &LeaseConfig) -> u32 {
     nhi as u32
 }
 
-/// Tier of an NHI value.
+/// Tier of an NHI value under the thresholds of `cfg` (at or above
+/// `excellent_min_permille`: Excellent, and so on down to Critical).
 pub fn tier_of(nhi_permille: u32, cfg: &LeaseConfig) -> HealthTier {
     if nhi_permille >= cfg.excellent_min_permille {
         HealthTier::Excellent

@@ -11,7 +11,8 @@
 //! - `service` (feature `rpc`): the tarpc service and one-shot calls.
 //!
 //! The state machine depends on this crate without the `rpc` feature, so it
-//! links no network code.
+//! links no network code. Applications get it through the client library,
+//! which re-exports it as `driftlock_client::proto`.
 
 #![forbid(unsafe_code)]
 

@@ -8,68 +8,89 @@
 //! always fit in one frame. The `const` assertions at the end check that
 //! arithmetic at compile time.
 
-/// Largest frame (one request or one reply) a node or client accepts, bytes.
+/// Largest frame (one request or one reply) a node or client accepts on the
+/// client API, bytes (8 MiB): the length limit of the length-delimited
+/// codec on both ends. A larger frame breaks the connection.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
 
-/// Largest Raft frame between nodes, bytes: an install-snapshot chunk or an
-/// append of many entries.
+/// Largest Raft frame between nodes, bytes (1 GiB): an append of many
+/// entries, or a whole snapshot (the node sends a snapshot in one
+/// `install_snapshot` message, so a state whose snapshot exceeds this cannot
+/// reach a lagging follower). Only nodes talk on the Raft port.
 pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
 
-/// Longest a waiting acquire or campaign may ask to wait, µs (one hour).
+/// Longest an acquire may ask to wait in the queue (`wait_us`), µs (one
+/// hour). The client library refuses a longer wait before sending; a node
+/// answers `ApiError::InvalidRequest`.
 pub const MAX_WAIT_US: u64 = 3_600_000_000;
 
-/// Longest `observe` long-poll a node honours, ms; a longer request waits
-/// this long.
+/// Longest `observe` long-poll a node honours, ms (30 s); a request asking
+/// for longer waits this long and returns an empty batch if nothing
+/// happened.
 pub const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
 
-/// Most events in one `observe` batch.
+/// Events after which an `observe` batch stops. A batch never splits one
+/// entry's events, so a batch whose first entry produced more returns them
+/// all (its size is still bounded by [`MAX_BATCH_BYTES`]).
 pub const MAX_BATCH_EVENTS: usize = 1_000;
 
-/// Most keys in one range read; a larger `limit` is cut to this.
+/// Most keys in one page of a range read; a larger `limit` is cut to this.
+/// The reply's `more` flag and `start_after` page through the rest.
 pub const MAX_RANGE_KEYS: u32 = 10_000;
 
-/// Encoded bytes of events (or of range entries) a node puts in one reply.
-/// A batch never splits an entry's events: an entry whose events alone
-/// pass the budget keeps what fits and reports the rest as dropped.
+/// Encoded bytes of events (or of range entries) a node puts in one reply
+/// (4 MiB). A batch stops before the entry (or key) that would pass it, but
+/// always holds at least one: a range page its first key, an event batch its
+/// first entry. A batch never splits an entry's events: an entry whose
+/// events alone pass the budget keeps those that fit and reports the rest
+/// as dropped (`EventBatch::truncated`).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
 
-/// Ceiling of the replicated `limits.max_name_bytes`.
+/// Ceiling of the replicated `limits.max_name_bytes` and
+/// `limits.max_client_name_bytes`, bytes (4 KiB); `Config::validate`
+/// refuses more.
 pub const MAX_NAME_BYTES_CEILING: usize = 4 << 10;
 
-/// Ceiling of the replicated `limits.max_value_bytes`.
+/// Ceiling of the replicated `limits.max_value_bytes`, bytes (1 MiB), and
+/// the hard limit of one handover chunk; `Config::validate` refuses more.
 pub const MAX_VALUE_BYTES_CEILING: usize = 1 << 20;
 
 /// Ceiling of the replicated `limits.max_handover_bytes` (all chunks of one
-/// handover together).
+/// handover together), bytes (64 MiB). Chunks travel one per entry, so the
+/// total is bounded by the log, not by a frame.
 pub const MAX_HANDOVER_BYTES_CEILING: usize = 64 << 20;
 
-/// Bytes of state the client library puts in one handover chunk.
+/// Bytes of state the client library puts in one handover chunk (32 KiB).
 pub const HANDOVER_CHUNK_BYTES: usize = 32 << 10;
 
-/// Default of the replicated `limits.max_name_bytes`.
+/// Default of the replicated `limits.max_name_bytes`, bytes.
 pub const DEFAULT_MAX_NAME_BYTES: usize = 512;
 
-/// Default of the replicated `limits.max_value_bytes`.
+/// Default of the replicated `limits.max_value_bytes`, bytes (64 KiB).
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 << 10;
 
-/// Default of the replicated `limits.max_handover_bytes`.
+/// Default of the replicated `limits.max_handover_bytes`, bytes (4 MiB).
 pub const DEFAULT_MAX_HANDOVER_BYTES: usize = 4 << 20;
 
-/// Default of the replicated `limits.max_client_name_bytes`; the client
-/// library refuses a longer name before sending it.
+/// Default of the replicated `limits.max_client_name_bytes`, bytes; the
+/// client library refuses a longer name before sending it (it checks this
+/// default, not the cluster's configured value).
 pub const DEFAULT_MAX_CLIENT_NAME_BYTES: usize = 128;
 
 /// Bound on the encoded bytes of a range entry besides its key and value
-/// (two length prefixes and three revisions: 40 bytes in bincode).
+/// (two length prefixes and three revisions: 40 bytes in bincode); a node
+/// counts each entry as key + value + this against [`MAX_BATCH_BYTES`].
 pub const KV_ENTRY_OVERHEAD_BYTES: usize = 64;
 
 /// Generous bound on everything in an encoded message besides its names
-/// and values (enum tags, integers, length prefixes, tarpc's envelope).
+/// and values (enum tags, integers, length prefixes, tarpc's envelope),
+/// bytes (4 KiB).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 4 << 10;
 
-/// The largest single message a cluster at the ceilings can produce: a
-/// fenced KV write names a key and a lock and carries a value; an event
-/// names an election or lock and carries a value or a handover chunk.
+/// The largest single message a cluster at the ceilings can produce, bytes
+/// (1 MiB + 12 KiB): a fenced KV write names a key and a lock and carries a
+/// value; an event names an election or lock and carries a value or a
+/// handover chunk.
 pub const MAX_ITEM_BYTES: usize = 2 * MAX_NAME_BYTES_CEILING + MAX_VALUE_BYTES_CEILING + MESSAGE_OVERHEAD_BYTES;
 
 const _: () = {

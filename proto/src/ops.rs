@@ -4,111 +4,155 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Fence, HealthSample, LockMode};
 
-/// An operation a client performs inside its session. Carried in
-/// [`Command::Session`] with a sequence number for deduplication.
+/// An operation a client performs inside its session, sent with
+/// `DriftlockApi::session_op(session, seq, op)` and committed as the state
+/// machine's `Command::Session`. The session remembers the replies of its
+/// last `limits.dedupe_window` sequence numbers, so a retry with the same
+/// `seq` gets the first reply back and changes nothing.
+///
+/// Names (lock, key, election) must be non-empty and at most
+/// `limits.max_name_bytes`; values at most `limits.max_value_bytes`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionOp {
-    /// Renew the session's validity (and report health with it).
+    /// Renew the session's validity (and report health with it). The reply
+    /// is [`Reply::KeptAlive`](crate::Reply::KeptAlive).
     Keepalive {
-        /// Optional health sample of the client's host.
+        /// A health sample of the client's host, committed as the session's
+        /// health and used by this and later lease decisions; `None` keeps
+        /// the last one (the client library attaches one at most every
+        /// `health_report_interval_ms`).
         health: Option<HealthSample>,
     },
-    /// End the session: releases its locks at once (no lock-delay) and
-    /// withdraws its candidacies.
+    /// End the session: releases its locks at once (no lock-delay), leaves
+    /// its wait queues and withdraws its candidacies (a master's election
+    /// passes to the next candidate at once).
     Close,
-    /// Acquire a lock.
+    /// Acquire a lock: [`Reply::Granted`](crate::Reply::Granted) at once,
+    /// [`Reply::Queued`](crate::Reply::Queued) behind earlier waiters, or
+    /// `Rejection::LockBusy` for a try-lock.
     Acquire {
-        /// Lock name.
+        /// The lock's name: non-empty, at most `limits.max_name_bytes`.
         name: String,
-        /// Exclusive or shared.
+        /// Exclusive (one holder) or shared (any number of shared holders).
         mode: LockMode,
-        /// How long to wait in the queue, µs of cluster time; 0 = try-lock.
+        /// How long to wait in the FIFO queue, µs of cluster time from this
+        /// entry; 0 = try-lock (never queue). At most
+        /// [`MAX_WAIT_US`](crate::limits::MAX_WAIT_US): the client library
+        /// and the node refuse more.
         wait_us: u64,
-        /// The client's own clock when it sent the request, µs (for clock
-        /// validation, docs/design.md "Clock drift").
+        /// The client's monotonic clock when it first sent the request, µs
+        /// on its own epoch; `None` skips the clock check. Compared with
+        /// the release's to validate the client's clock against cluster
+        /// time (docs/design.md "Clock drift"); only an immediate grant is
+        /// checked.
         client_clock_us: Option<u64>,
     },
-    /// Release a held lock, or leave its wait queue.
+    /// Release a held lock at once (no lock-delay), or leave its wait
+    /// queue; `Rejection::NotHolder` if the session does neither.
     Release {
-        /// Lock name.
+        /// The lock to release or stop waiting for.
         name: String,
-        /// The client's own clock at release, µs.
+        /// The client's monotonic clock when it sent the release, µs on the
+        /// same epoch as the acquire's; `None` skips the clock check.
         client_clock_us: Option<u64>,
     },
     /// Put a key, optionally fenced.
     KvPut {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
-        /// Value.
+        /// The value to store, at most `limits.max_value_bytes`.
         value: Vec<u8>,
-        /// Fencing check.
+        /// `Some`: write only while this lock grant is the newest and held;
+        /// `None`: unconditional.
         fence: Option<Fence>,
     },
-    /// Compare-and-set on the key's modification revision (0 = must not exist).
+    /// Compare-and-set on the key's modification revision, optionally
+    /// fenced.
     KvCas {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
         /// Expected `mod_revision`; 0 means "the key must not exist".
+        /// A mismatch is `Rejection::RevisionMismatch`.
         expected_revision: u64,
-        /// New value.
+        /// The value to store, at most `limits.max_value_bytes`.
         value: Vec<u8>,
-        /// Fencing check.
+        /// `Some`: write only while this lock grant is the newest and held;
+        /// `None`: unconditional.
         fence: Option<Fence>,
     },
-    /// Delete a key, optionally fenced.
+    /// Delete a key, optionally fenced; `Rejection::KeyNotFound` if absent.
     KvDelete {
-        /// Key.
+        /// The key: non-empty, at most `limits.max_name_bytes`.
         key: String,
-        /// Fencing check.
+        /// `Some`: delete only while this lock grant is the newest and
+        /// held; `None`: unconditional.
         fence: Option<Fence>,
     },
-    /// Join an election's candidate queue.
+    /// Join an election's FIFO candidate queue:
+    /// [`Reply::Elected`](crate::Reply::Elected) if it becomes master at
+    /// once, else [`Reply::Candidate`](crate::Reply::Candidate).
     Campaign {
-        /// Election name.
+        /// The election's name (elections are created by their first
+        /// candidate).
         election: String,
-        /// The value this candidate proclaims when master.
+        /// The value this candidate proclaims when it is master (e.g. its
+        /// address).
         value: Vec<u8>,
     },
-    /// Leave an election (mastership passes to the next candidate).
+    /// Leave an election; a master that resigns hands over to the next
+    /// candidate at once (no succession delay).
     Resign {
-        /// Election name.
+        /// The election's name: non-empty, at most `limits.max_name_bytes`.
         election: String,
     },
-    /// As master, replace the proclaimed value.
+    /// As master, replace the proclaimed value; `Rejection::NotMaster`
+    /// unless the session is master at `epoch`.
     Proclaim {
-        /// Election name.
+        /// The election to leave.
         election: String,
         /// Epoch the master believes it holds.
         epoch: u64,
-        /// New value.
+        /// The new proclaimed value.
         value: Vec<u8>,
     },
-    /// As master, send one chunk of state to the handover candidate.
+    /// As master, send one chunk of state to the handover candidate; the
+    /// candidate receives it as [`Event::HandoverChunk`](crate::Event::HandoverChunk).
     HandoverState {
-        /// Election name.
+        /// The election the session is master of.
         election: String,
-        /// Epoch of the master handing over.
+        /// Epoch of the master handing over (the handover's epoch).
         epoch: u64,
         /// 0-based chunk number; chunks must arrive in order.
         chunk_seq: u32,
-        /// Chunk payload.
+        /// The chunk's bytes: at most
+        /// [`MAX_VALUE_BYTES_CEILING`](crate::limits::MAX_VALUE_BYTES_CEILING),
+        /// and all chunks together at most `limits.max_handover_bytes`
+        /// (the client library sends
+        /// [`HANDOVER_CHUNK_BYTES`](crate::limits::HANDOVER_CHUNK_BYTES)).
         data: Vec<u8>,
-        /// crc32 of `data`, computed by the sender.
+        /// crc32 of `data`, computed by the sender and checked by the
+        /// state machine (`Rejection::ChunkChecksum`).
         crc32: u32,
-        /// Whether this is the final chunk.
+        /// Whether this is the final chunk; the candidate may acknowledge
+        /// only after it.
         last: bool,
     },
     /// As handover candidate, acknowledge that every chunk was received.
+    /// The leader then commits the lease transfer.
     HandoverAck {
-        /// Election name.
+        /// The election being handed over.
         election: String,
-        /// Epoch of the master handing over.
+        /// Epoch of the master handing over (the handover's epoch).
         epoch: u64,
-        /// Number of chunks received.
+        /// Number of chunks the candidate received; must equal the number
+        /// committed.
         chunks: u32,
-        /// crc32 over all chunk payloads in order.
+        /// crc32 over all chunk payloads in order; must equal the state
+        /// machine's running crc32.
         total_crc32: u32,
     },
-    /// Answer a renewal probe (predictive failure analysis).
+    /// Answer a renewal probe (docs/design.md "Predictive failure
+    /// analysis"): clears the session's suspicion and cancels the probe's
+    /// revocation deadline. The client library sends it on its own.
     ProbeAnswer,
 }

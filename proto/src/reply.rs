@@ -13,38 +13,54 @@ use crate::types::{LeaseDecision, SessionId};
 /// (docs/design.md "Time", rule 5), never from a retry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    /// Nothing to report.
+    /// The command took effect and has nothing else to report (close,
+    /// release, resign, proclaim, handover steps, probe answers, reports,
+    /// ticks, configuration).
     Done,
-    /// A session was opened (or the retried open found it).
+    /// A session was opened (or a retried open with the same nonce found
+    /// it).
     SessionOpened {
-        /// Session id.
+        /// The new session's id: the log index of the entry that opened it.
         session: SessionId,
-        /// Granted validity, µs, counted from this entry's cluster time.
+        /// Granted validity, µs, counted from this entry's cluster time (for
+        /// a retried open: what is left of it). The client counts it from
+        /// when it first sent the open (docs/design.md "Time", rule 5).
         validity_us: u64,
-        /// How the validity was computed.
+        /// How the validity was computed (a new session has no health
+        /// report yet, so only the clamp applies).
         lease: LeaseDecision,
     },
-    /// The session was renewed.
+    /// The session was renewed by a keepalive.
     KeptAlive {
         /// Remaining validity, µs, counted from this entry's cluster time.
-        /// Never less than what an earlier grant promised.
+        /// Never less than what an earlier grant promised: a keepalive can
+        /// lengthen a session's deadline, never shorten it.
         validity_us: u64,
-        /// How the new validity was computed.
+        /// How this renewal's validity was computed (the deadline may rest
+        /// on an earlier, longer grant).
         lease: LeaseDecision,
-        /// Cluster time of this entry, µs (for client rate estimation).
+        /// Effective cluster time of this entry, µs. The entry was stamped
+        /// between the keepalive's send and its reply, so the client uses it
+        /// to estimate its own rate against cluster time.
         cluster_ts_us: u64,
-        /// Drift bound the client should apply to itself (docs/design.md "Time"
-        /// rule 5), ppm: widened after a detected clock skew.
+        /// Drift bound the client must apply to itself at least
+        /// (docs/design.md "Time", rule 5), ppm: its committed estimate's
+        /// bound or `time.max_drift_ppm`, plus any widening after a
+        /// detected clock skew.
         client_rho_ppm: u64,
     },
-    /// The lock is held.
+    /// The lock is held. A lock is held as long as the session is: there
+    /// is no separate lock lease.
     Granted {
-        /// Fencing token: the log index of the granting entry.
+        /// Fencing token: the log index of the granting entry, strictly
+        /// increasing per lock.
         token: u64,
         /// Remaining session validity at this entry, µs.
         validity_us: u64,
     },
-    /// The lock was busy; the request waits in the queue.
+    /// The lock was busy (or in lock-delay); the request waits in the FIFO
+    /// queue. The grant arrives later as `Event::LockGranted`, in the entry
+    /// that frees the lock; a timeout as `Event::WaitTimedOut`.
     Queued {
         /// 0-based position in the wait queue.
         position: u32,
@@ -53,15 +69,17 @@ pub enum Reply {
     },
     /// A KV write was applied.
     KvWritten {
-        /// The key's new modification revision (the entry's log index).
+        /// The key's new modification revision: the log index of the
+        /// writing entry (for a delete: the deleting entry's index).
         revision: u64,
     },
-    /// Campaign result: master now.
+    /// Campaign (or lease transfer) result: the session is master now.
     Elected {
-        /// The mastership epoch.
+        /// The mastership epoch: the log index of the entry that made this
+        /// master, strictly increasing per election.
         epoch: u64,
     },
-    /// Campaign result: waiting behind others.
+    /// Campaign result: waiting behind the master and earlier candidates.
     Candidate {
         /// 0-based position among the waiting candidates.
         position: u32,
@@ -77,48 +95,54 @@ pub enum Rejection {
         /// The session named.
         session: SessionId,
     },
-    /// The sequence number is older than the dedupe window still remembers.
+    /// The sequence number is older than the dedupe window still remembers:
+    /// its reply is gone, so a retry cannot be answered safely.
     StaleSequence {
-        /// Sequence sent.
+        /// The sequence number sent.
         seq: u64,
-        /// Highest sequence already forgotten.
+        /// Highest sequence number whose reply was already forgotten.
         forgotten_through: u64,
     },
     /// A name or key is empty.
     EmptyName,
-    /// A name or key is longer than the configured limit.
+    /// A name or key (or client name) is longer than the replicated limit.
     NameTooLong {
         /// Bytes given.
         len: usize,
-        /// Limit.
+        /// The limit in force, bytes (`limits.max_name_bytes` or
+        /// `limits.max_client_name_bytes`).
         max: usize,
     },
-    /// A value or chunk is larger than the configured limit.
+    /// A value or handover chunk is larger than allowed.
     ValueTooLarge {
         /// Bytes given.
         len: usize,
-        /// Limit.
+        /// The limit in force, bytes (`limits.max_value_bytes`, or
+        /// [`MAX_VALUE_BYTES_CEILING`](crate::limits::MAX_VALUE_BYTES_CEILING)
+        /// for a handover chunk).
         max: usize,
     },
-    /// A configured count limit is reached.
+    /// A replicated count or size limit is reached.
     LimitReached {
         /// Which limit.
         limit: LimitKind,
-        /// Its value.
+        /// Its configured value (a count, or bytes for
+        /// [`LimitKind::HandoverBytes`]).
         max: u64,
     },
-    /// A requested TTL outside the configured bounds.
+    /// A requested TTL outside `lease.min_ttl_us ..= lease.max_ttl_us`.
     TtlOutOfRange {
-        /// Requested, µs.
+        /// The TTL requested, µs.
         requested_us: u64,
-        /// Minimum, µs.
+        /// The smallest allowed, µs.
         min_us: u64,
-        /// Maximum, µs.
+        /// The largest allowed, µs.
         max_us: u64,
     },
     /// Try-lock found the lock busy (or in lock-delay).
     LockBusy {
-        /// When the lock-delay ends, if that is why, µs of cluster time.
+        /// When the lock-delay ends, µs of cluster time, if that is why;
+        /// `None` when the lock is held or has waiters.
         lock_delay_until_us: Option<u64>,
     },
     /// The session already holds or waits for this lock.
@@ -127,56 +151,60 @@ pub enum Rejection {
     NotHolder,
     /// The fencing token is older than the lock's newest grant.
     StaleFencingToken {
-        /// Token given.
+        /// The token given.
         token: u64,
-        /// Newest grant's token.
+        /// The newest grant's token.
         latest: u64,
     },
     /// The fencing token is not held by anyone now (released, expired, or
-    /// never issued).
+    /// never issued), or the lock does not exist.
     FenceNotHeld {
-        /// Token given.
+        /// The token given.
         token: u64,
     },
-    /// CAS revision mismatch.
+    /// A compare-and-set found another modification revision.
     RevisionMismatch {
-        /// Expected.
+        /// The revision the write expected (0 = key absent).
         expected: u64,
-        /// Actual (0 = key absent).
+        /// The key's actual `mod_revision` (0 = key absent).
         actual: u64,
     },
-    /// KV delete/get of a key that does not exist.
+    /// A KV delete of a key that does not exist.
     KeyNotFound,
-    /// The election does not exist.
+    /// The election does not exist (nobody campaigns in it).
     UnknownElection,
-    /// The session is not a candidate in this election.
+    /// The session is not a candidate in this election, or a handover names
+    /// a candidate that is not waiting in it.
     NotCandidate,
     /// The session already campaigns in this election.
     AlreadyCandidate,
-    /// The operation needs the master at the given epoch.
+    /// The operation needs the master at the given epoch, and the session
+    /// is not (or the epoch is old).
     NotMaster {
         /// The election's current epoch.
         epoch: u64,
     },
-    /// A handover command does not fit the handover state.
+    /// A handover command does not fit the handover in progress (none, a
+    /// different epoch, wrong sender, chunk out of order, acknowledgement
+    /// before the last chunk or with other counts).
     HandoverMismatch {
-        /// What was wrong.
+        /// What was wrong, for logs and error messages.
         detail: String,
     },
     /// A handover chunk's crc32 does not match its data.
     ChunkChecksum {
-        /// Chunk number.
+        /// The chunk's number.
         chunk_seq: u32,
     },
-    /// A configuration failed validation.
+    /// A `SetConfig` failed [`Config::validate`](crate::Config::validate).
     InvalidConfig {
-        /// What was wrong.
+        /// What was wrong, naming the field.
         detail: String,
     },
     /// A health or clock report about a session that does not exist, or
-    /// with values outside their ranges.
+    /// with values outside their ranges (a permille above 1000).
     InvalidReport {
-        /// What was wrong.
+        /// What was wrong, naming the field.
         detail: String,
     },
 }
@@ -230,19 +258,24 @@ impl std::fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Names of configured limits, for [`Rejection::LimitReached`].
+/// Which replicated limit (the fields of [`Limits`](crate::Limits)) a
+/// [`Rejection::LimitReached`] names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LimitKind {
-    /// Open sessions in the cluster.
+    /// Open sessions in the cluster (`limits.max_sessions`).
     Sessions,
-    /// Locks held or awaited by one session.
+    /// Locks held or awaited plus elections joined by one session
+    /// (`limits.max_locks_per_session`).
     LocksPerSession,
-    /// Waiters queued on one lock.
+    /// Waiters queued on one lock (`limits.max_waiters_per_lock`).
     WaitersPerLock,
-    /// KV keys in the cluster.
+    /// KV keys in the cluster (`limits.max_keys`); overwriting an existing
+    /// key is always allowed.
     Keys,
-    /// Candidates in one election.
+    /// Master plus waiting candidates of one election
+    /// (`limits.max_candidates_per_election`).
     CandidatesPerElection,
-    /// Total bytes of one handover's state.
+    /// Total bytes of one handover's state chunks
+    /// (`limits.max_handover_bytes`).
     HandoverBytes,
 }

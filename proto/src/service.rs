@@ -16,35 +16,48 @@ use crate::types::SessionId;
 /// The client API of a driftlock node.
 #[tarpc::service]
 pub trait DriftlockApi {
-    /// Opens a session. `nonce` is random per attempt-series: a retry with
-    /// the same nonce returns the same session.
+    /// Opens a session named `client_name` (at most
+    /// `limits.max_client_name_bytes`) that asks for `requested_ttl_us` of
+    /// validity (within `lease.min_ttl_us ..= lease.max_ttl_us`). `nonce` is
+    /// random per open, kept across its retries: a retry with the same nonce
+    /// returns the same session.
     async fn open_session(nonce: u128, client_name: String, requested_ttl_us: u64) -> Result<Reply, ApiError>;
 
     /// Runs one deduplicated operation in a session: keepalive, close,
     /// acquire, release, fenced KV writes, campaign, resign, proclaim,
-    /// handover state and acknowledgement, probe answers.
+    /// handover state and acknowledgement, probe answers. `seq` starts at 1
+    /// and increases with each new operation of the session; a retry reuses
+    /// it and gets the first reply (while it is within the session's dedupe
+    /// window).
     async fn session_op(session: SessionId, seq: u64, op: SessionOp) -> Result<Reply, ApiError>;
 
-    /// A KV write outside any session (not deduplicated: for operators and
-    /// the CLI).
+    /// A KV write outside any session (not deduplicated, not fenced: for
+    /// operators and the CLI).
     async fn kv_write(write: KvWrite) -> Result<Reply, ApiError>;
 
-    /// A read.
+    /// A read: linearizable by default (on the leader, after confirming
+    /// leadership and applying its log), or serializable from this node's
+    /// applied state. Expiry-dependent answers are as of the node's current
+    /// cluster time.
     async fn read(query: Query, consistency: Consistency) -> Result<QueryReply, ApiError>;
 
-    /// Long-poll for events of entries after `after_index`: returns at once
-    /// if there are some, else waits up to `timeout_ms` for them.
+    /// Long-poll for events of entries after `after_index` that match
+    /// `filter`: returns at once if there are some, else waits up to
+    /// `timeout_ms` (at most
+    /// [`MAX_OBSERVE_WAIT_MS`](crate::limits::MAX_OBSERVE_WAIT_MS)) for
+    /// them. Any node serves it from its own buffer of applied events.
     async fn observe(after_index: u64, filter: EventFilter, timeout_ms: u64) -> Result<EventBatch, ApiError>;
 
     /// This node's own view of itself and the cluster (no Raft round trip).
     async fn status() -> NodeStatus;
 
-    /// Cluster administration (leader only, except `Init`).
+    /// Cluster administration (leader only, except `Init`, which goes to
+    /// an uninitialized member).
     async fn admin(request: AdminRequest) -> Result<AdminReply, ApiError>;
 }
 
-/// A client connection that could not be made or a one-shot call that
-/// failed.
+/// Why a client connection could not be made or a one-shot call
+/// ([`status`], [`admin`]) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     /// The TCP connection could not be opened in time.

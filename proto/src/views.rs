@@ -10,49 +10,57 @@ use crate::types::{HealthSample, LeaseDecision, LockMode, SessionId};
 /// A lock holder as seen by a read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderView {
-    /// Holder session.
+    /// The holder's session.
     pub session: SessionId,
-    /// Mode.
+    /// The mode it was granted: exclusive or shared.
     pub mode: LockMode,
-    /// Fencing token of the grant.
+    /// Fencing token of the grant (the granting entry's log index).
     pub token: u64,
-    /// Cluster time of the grant, µs.
+    /// Cluster time of the granting entry, µs.
     pub granted_ts_us: u64,
-    /// Remaining validity of the holder's session at the read time, µs.
+    /// Remaining validity of the holder's session at the read's cluster
+    /// time, µs (always > 0: expired holders are left out).
     pub validity_us: u64,
 }
 
-/// A lock as seen by a read.
+/// A lock as seen by a read. A lock with no holder, no waiter and no
+/// lock-delay does not exist (the read answers `None`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockView {
-    /// Current holders (sessions past their deadline are left out).
+    /// Current holders, by session id; sessions past their deadline at the
+    /// read's cluster time are left out even before their expiry entry.
     pub holders: Vec<HolderView>,
-    /// Waiting sessions in queue order.
+    /// Waiting sessions and the mode they asked for, in FIFO order.
     pub waiters: Vec<(SessionId, LockMode)>,
-    /// Token of the newest grant.
+    /// Token of the newest grant (a fenced write must carry at least this).
     pub latest_token: u64,
-    /// End of the lock-delay, µs of cluster time (0 = none).
+    /// End of the lock-delay, µs of cluster time; 0 = none. A value at or
+    /// before the read's cluster time has ended; only the entry that
+    /// applies its timer has not come yet.
     pub lock_delay_until_us: u64,
 }
 
-/// A session as seen by a read.
+/// A session as seen by a read (`None` once its deadline has passed at the
+/// read's cluster time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {
-    /// Session id.
+    /// The session's id (the log index of the entry that opened it).
     pub session: SessionId,
-    /// Client name.
+    /// The name the client gave when it opened the session (for status).
     pub client_name: String,
-    /// Deadline, µs of cluster time.
+    /// End of the longest validity ever granted to it, µs of cluster time.
     pub deadline_us: u64,
-    /// Remaining validity at the read time, µs.
+    /// `deadline_us` minus the read's cluster time, µs (> 0).
     pub remaining_us: u64,
-    /// The last lease decision.
+    /// The last lease decision (open or keepalive), with its factors.
     pub lease: LeaseDecision,
-    /// Suspicion score, if suspected.
+    /// The failure predictor's score while the session is suspected (a
+    /// probe is pending); `None` otherwise.
     pub suspicion_permille: Option<u32>,
-    /// Drift bound the client should apply, ppm.
+    /// Drift bound the client must apply to itself at least, ppm
+    /// (docs/design.md "Time", rule 5).
     pub client_rho_ppm: u64,
-    /// Locks held.
+    /// Names of the locks it holds, in order.
     pub held: Vec<String>,
     /// The client's last committed health sample, if it reported one.
     pub health: Option<HealthSample>,
@@ -61,33 +69,39 @@ pub struct SessionView {
 /// A KV entry as seen by a read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvView {
-    /// Value.
+    /// The stored bytes.
     pub value: Vec<u8>,
-    /// Revision that created the key.
+    /// Revision (log index) of the write that created the key; a key
+    /// deleted and written again gets a new one.
     pub create_revision: u64,
-    /// Revision of the last write.
+    /// Revision (log index) of the last write: what a compare-and-set
+    /// compares against.
     pub mod_revision: u64,
-    /// Number of writes since creation.
+    /// Number of writes since creation (1 after the first).
     pub version: u64,
 }
 
 /// An election as seen by a read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ElectionView {
-    /// Master session and its value, if the master is alive at the read time.
+    /// Master session and its proclaimed value, if the master is alive at
+    /// the read's cluster time.
     pub master: Option<(SessionId, Vec<u8>)>,
-    /// Current epoch.
+    /// Epoch of the current (or last) master: the log index of the entry
+    /// that made it master.
     pub epoch: u64,
-    /// Waiting candidates in order.
+    /// Waiting candidates in FIFO order (a passive former master is among
+    /// them).
     pub candidates: Vec<SessionId>,
-    /// Handover in progress: (from, to, acknowledged).
+    /// Handover in progress: (from master, to candidate, acknowledged yet).
     pub handover: Option<(SessionId, SessionId, bool)>,
 }
 
-/// Counts for status and metrics.
+/// Counts for status and metrics, from one node's applied state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
-    /// Open sessions.
+    /// Open sessions (including any past their deadline whose expiry entry
+    /// has not been applied yet).
     pub sessions: u64,
     /// Locks with at least one holder.
     pub held_locks: u64,
@@ -95,14 +109,17 @@ pub struct Stats {
     pub waiters: u64,
     /// KV keys.
     pub keys: u64,
-    /// Elections.
+    /// Elections that exist (a master, candidates, a handover or a
+    /// succession delay).
     pub elections: u64,
-    /// Suspected sessions.
+    /// Sessions with a pending renewal probe.
     pub suspected_sessions: u64,
     /// Sessions whose drift bound was widened after a detected clock skew.
     pub skewed_sessions: u64,
-    /// Cluster drift bound in use, ppm.
+    /// `ρ_cluster`, the drift bound the state machine's margins use, ppm
+    /// (docs/design.md "Time", rule 6).
     pub cluster_rho_ppm: u64,
-    /// The node clock alert threshold in force, ppm.
+    /// The node clock alert threshold in force (`time.alert_drift_ppm`),
+    /// ppm.
     pub alert_drift_ppm: u64,
 }
