@@ -401,8 +401,11 @@ fn check_session_op(op: &SessionOp) -> Result<(), ApiError> {
     // Cheap sanity checks before anything reaches the log; the state machine
     // checks limits itself.
     if let SessionOp::Acquire { wait_us, .. } = op {
-        if *wait_us > 3_600_000_000 {
-            return Err(ApiError::InvalidRequest("wait_us above one hour".into()));
+        if *wait_us > limits::MAX_WAIT_US {
+            return Err(ApiError::InvalidRequest(format!(
+                "wait_us {wait_us} is above the protocol's longest wait ({} µs)",
+                limits::MAX_WAIT_US
+            )));
         }
     }
     Ok(())

@@ -81,13 +81,15 @@ pub enum Command {
         /// Time allowed for state transfer and acknowledgement, µs.
         ack_timeout_us: u64,
     },
-    /// Complete an acknowledged handover: `to` becomes master at `epoch + 1`.
+    /// Complete an acknowledged handover: `to` becomes master at a new
+    /// epoch, the index of this entry.
     LeaseTransfer {
         /// Election name.
         election: String,
         /// The candidate that acknowledged.
         to: SessionId,
-        /// The epoch being handed over (the new master gets `epoch + 1`).
+        /// The epoch being handed over; the new master's epoch is this
+        /// entry's index, so epochs still strictly increase.
         epoch: u64,
     },
     /// Abandon a handover; the standard election continues.
