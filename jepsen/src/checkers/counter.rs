@@ -1,6 +1,7 @@
-//! The fenced counter: its final value accounts for every acknowledged
-//! increment and for no more than the acknowledged plus the indeterminate
-//! ones, and no two acknowledged increments returned the same value.
+//! The fenced counter: its final value counts every acknowledged increment
+//! and at most the indeterminate ones besides, is not below any value an
+//! increment acknowledged, and no two acknowledged increments returned the
+//! same value.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,7 @@
-//! Durability: after every node restarted, final reads return a value some
-//! write that may have taken effect left there, and no acknowledged write
-//! is lost.
+//! Durability: nothing acknowledged is lost. Reads after the final phase
+//! began (every node restarted and healed) return a value that a write
+//! which may have taken effect left there and that no acknowledged write
+//! is known to have overwritten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -11,6 +11,7 @@ use crate::history::{Completion, Function, HistoryError, PairedOp, Value};
 /// The register state: the value, or `None` when absent.
 pub(super) type State = Option<u64>;
 
+/// What one op does to the register, with the result it returned.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Input {
     Read(Option<u64>),
@@ -38,6 +39,7 @@ pub(super) fn step(state: State, input: Input) -> Option<State> {
     }
 }
 
+/// One op as the search sees it.
 pub(super) struct Entry<'a> {
     pub(super) input: Input,
     pub(super) call_ns: u64,
