@@ -7,8 +7,9 @@
 //! - [`history`]: the operation history ([`Op`]: invoke, then `ok`, `fail`
 //!   or `info`), a [`History`] recorder shared by the workload tasks that
 //!   writes `history.jsonl` into a run directory, its loader (to re-check an
-//!   old run), the pairing of invocations with completions, and the export of
-//!   the register workload to Porcupine's format.
+//!   old run), and the pairing of invocations with completions.
+//! - [`porcupine`]: the export of the register workload to Porcupine's
+//!   format, for a cross-check with that Go checker.
 //! - [`linearizability`]: a Wing–Gong–Lowe linearizability checker for the
 //!   KV register, partitioned per key.
 //! - [`checkers`]: lock safety, fencing-token order, the fenced counter,
@@ -36,6 +37,7 @@ pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod porcupine;
 pub mod run;
 pub mod workload;
 

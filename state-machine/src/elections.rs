@@ -10,8 +10,11 @@
 use driftlock_proto::limits;
 use driftlock_proto::*;
 
+use crate::apply::Ctx;
 use crate::command::Response;
-use crate::{Candidate, Ctx, Handover, Master, StateMachine, Timer};
+use crate::entities::{Candidate, Handover, Master};
+use crate::timers::Timer;
+use crate::StateMachine;
 
 impl StateMachine {
     pub(crate) fn campaign(&mut self, session: SessionId, name: String, value: Vec<u8>, ctx: &mut Ctx) -> Response {

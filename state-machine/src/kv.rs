@@ -3,8 +3,10 @@
 
 use driftlock_proto::*;
 
+use crate::apply::Ctx;
 use crate::command::Response;
-use crate::{Ctx, KvEntry, StateMachine};
+use crate::entities::KvEntry;
+use crate::StateMachine;
 
 impl StateMachine {
     /// Accepts a fence only if its token is the lock's newest grant and that

@@ -1,11 +1,16 @@
-//! Locks: exclusive and shared grants with fencing tokens, FIFO waiters with
-//! direct handoff, lock-delay after expiry or revocation, and the clock check
-//! of a release against the client's own measurement.
+//! Locks: exclusive and shared grants with fencing tokens (docs/design.md
+//! "Time", rule 7), FIFO waiters with direct handoff, and lock-delay after
+//! expiry or revocation (its length is computed in `time.rs`). A release
+//! that carries the client's clock is checked against cluster time there
+//! too.
 
 use driftlock_proto::*;
 
+use crate::apply::Ctx;
 use crate::command::Response;
-use crate::{Ctx, Holder, Lock, StateMachine, Timer, Waiter};
+use crate::entities::{Holder, Lock, Waiter};
+use crate::timers::Timer;
+use crate::StateMachine;
 
 impl StateMachine {
     #[allow(clippy::too_many_arguments)]
@@ -261,46 +266,6 @@ impl StateMachine {
 
     pub(crate) fn waiter_timed_out(&mut self, name: &str, session: SessionId, ctx: &mut Ctx) {
         self.remove_waiter(name, session, ctx);
-    }
-
-    /// Compares the hold time the client measured on its own clock with the
-    /// hold time in cluster time; beyond the allowed deviation, widens the
-    /// client's drift bound and raises `ClockSkewDetected`.
-    fn check_client_clock(
-        &mut self,
-        session: SessionId,
-        name: &str,
-        acquire_clock_us: u64,
-        release_clock_us: u64,
-        granted_ts_us: u64,
-        ctx: &mut Ctx,
-    ) {
-        let Some(s) = self.sessions.get(&session) else { return };
-        let cluster_hold_us = ctx.now_us.saturating_sub(granted_ts_us);
-        let client_hold_us = release_clock_us.saturating_sub(acquire_clock_us);
-        let deviation_us = cluster_hold_us.abs_diff(client_hold_us);
-        let rho_ppm = self.cluster_rho_ppm().saturating_add(self.client_rho_ppm(s));
-        let allowed_us = self
-            .drift_margin_us(cluster_hold_us.max(client_hold_us), rho_ppm)
-            .saturating_add(self.config.time.clock_check_slack_us);
-        if deviation_us <= allowed_us {
-            return;
-        }
-        let excess_us = deviation_us - self.config.time.clock_check_slack_us.min(deviation_us);
-        let observed_ppm = (u128::from(excess_us) * 1_000_000).div_ceil(u128::from(cluster_hold_us.max(1)));
-        let observed_ppm = u64::try_from(observed_ppm).unwrap_or(u64::MAX);
-        let Some(s) = self.sessions.get_mut(&session) else {
-            return;
-        };
-        s.rho_extra_ppm = s.rho_extra_ppm.max(observed_ppm);
-        let widened_rho_ppm = s.rho_extra_ppm;
-        ctx.events.push(Event::ClockSkewDetected {
-            session,
-            name: name.to_owned(),
-            client_hold_us,
-            cluster_hold_us,
-            widened_rho_ppm,
-        });
     }
 }
 

@@ -6,8 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::lease;
 use driftlock_proto::*;
 
+use crate::apply::Ctx;
 use crate::command::Response;
-use crate::{Ctx, Session, StateMachine, Suspicion, Timer};
+use crate::entities::{Session, Suspicion};
+use crate::timers::Timer;
+use crate::validate::permille_out_of_range;
+use crate::StateMachine;
 
 impl StateMachine {
     pub(crate) fn open_session(
@@ -80,20 +84,10 @@ impl StateMachine {
     }
 
     pub(crate) fn keepalive(&mut self, id: SessionId, health: Option<HealthSample>, ctx: &mut Ctx) -> Response {
-        if let Some(sample) = &health {
-            if [
-                sample.cpu_load_permille,
-                sample.mem_used_permille,
-                sample.io_wait_permille,
-                sample.load_permille,
-            ]
-            .iter()
-            .any(|v| *v > 1000)
-            {
-                return Err(Rejection::InvalidReport {
-                    detail: "a permille field exceeds 1000".into(),
-                });
-            }
+        if health.as_ref().and_then(permille_out_of_range).is_some() {
+            return Err(Rejection::InvalidReport {
+                detail: "a permille field exceeds 1000".into(),
+            });
         }
         let cfg = self.config.lease.clone();
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -164,6 +158,11 @@ impl StateMachine {
             self.timers.remove(&(p.probe_deadline_us, Timer::Probe(id)));
         }
         Ok(Reply::Done)
+    }
+
+    /// Whether a session is alive at `now_us` (its deadline not reached).
+    pub(crate) fn session_alive_at(&self, session: SessionId, now_us: u64) -> bool {
+        self.sessions.get(&session).is_some_and(|s| s.deadline_us > now_us)
     }
 
     /// Ends a session: frees its locks (under lock-delay unless released),

@@ -1,0 +1,168 @@
+//! The entry point of every committed entry: [`StateMachine::apply`]
+//! advances cluster time (docs/design.md "Time", rule 3), fires the timers
+//! that are due, then dispatches the command to the file that handles it.
+//! Session operations pass through the per-session dedupe cache first
+//! (Raft thesis §6.3), so a retried sequence number returns the response it
+//! got the first time and changes nothing.
+
+use driftlock_proto::{EndCause, Event, Rejection, Reply, SessionId, SessionOp};
+
+use crate::command::{Command, EntryMeta, Response};
+use crate::StateMachine;
+
+/// Context of one apply: the entry's index and effective time, and the
+/// events it produced.
+pub(crate) struct Ctx {
+    pub(crate) index: u64,
+    pub(crate) now_us: u64,
+    pub(crate) events: Vec<Event>,
+}
+
+impl StateMachine {
+    /// Applies one committed entry: advances cluster time, runs every expiry
+    /// that is due, then the command.
+    ///
+    /// # Panics
+    /// If `meta.index` does not exceed the last applied index: replaying an
+    /// entry would corrupt the state, so it is refused loudly.
+    pub fn apply(&mut self, command: Command, meta: EntryMeta) -> (Response, Vec<Event>) {
+        assert!(
+            meta.index > self.last_index,
+            "entry {} applied after entry {}",
+            meta.index,
+            self.last_index
+        );
+        self.last_index = meta.index;
+        self.ts_eff_us = self.ts_eff_us.max(meta.ts_us);
+        let mut ctx = Ctx {
+            index: meta.index,
+            now_us: self.ts_eff_us,
+            events: Vec::new(),
+        };
+        self.run_timers(&mut ctx);
+        let response = self.dispatch(command, &mut ctx);
+        (response, ctx.events)
+    }
+
+    fn dispatch(&mut self, command: Command, ctx: &mut Ctx) -> Response {
+        match command {
+            Command::OpenSession {
+                nonce,
+                client_name,
+                requested_ttl_us,
+            } => self.open_session(nonce, client_name, requested_ttl_us, ctx),
+            Command::Session { session, seq, op } => self.session_command(session, seq, op, ctx),
+            Command::KvPut { key, value } => self.kv_put(key, value, None, ctx),
+            Command::KvDelete { key } => self.kv_delete(key, None, ctx),
+            Command::KvCas {
+                key,
+                expected_revision,
+                value,
+            } => self.kv_cas(key, expected_revision, value, None, ctx),
+            Command::HandoverBegin {
+                election,
+                from,
+                to,
+                epoch,
+                ack_timeout_us,
+            } => self.handover_begin(&election, from, to, epoch, ack_timeout_us, ctx),
+            Command::LeaseTransfer { election, to, epoch } => self.lease_transfer(&election, to, epoch, ctx),
+            Command::HandoverAbort {
+                election,
+                epoch,
+                reason,
+            } => self.handover_abort_cmd(&election, epoch, reason, ctx),
+            Command::HealthReport { subject, sample } => self.health_report(subject, sample),
+            Command::ClockReport { subject, estimate } => self.clock_report(subject, estimate, ctx),
+            Command::Suspect {
+                session,
+                score_permille,
+                probe_timeout_us,
+            } => self.suspect(session, score_permille, probe_timeout_us, ctx),
+            Command::Revoke { session, reason } => {
+                if !self.sessions.contains_key(&session) {
+                    return Err(Rejection::UnknownSession { session });
+                }
+                self.end_session(session, EndCause::Revoked { reason }, ctx);
+                Ok(Reply::Done)
+            }
+            Command::Tick => Ok(Reply::Done),
+            Command::SetConfig(config) => {
+                config
+                    .validate()
+                    .map_err(|detail| Rejection::InvalidConfig { detail })?;
+                let window = config.limits.dedupe_window;
+                self.config = config;
+                // A smaller dedupe window applies to every cache at once.
+                for s in self.sessions.values_mut() {
+                    s.trim_responses(window);
+                }
+                ctx.events.push(Event::ConfigChanged);
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// A deduplicated session operation (Raft thesis §6.3).
+    fn session_command(&mut self, session: SessionId, seq: u64, op: SessionOp, ctx: &mut Ctx) -> Response {
+        let Some(s) = self.sessions.get(&session) else {
+            return Err(Rejection::UnknownSession { session });
+        };
+        if seq <= s.forgotten_through {
+            return Err(Rejection::StaleSequence {
+                seq,
+                forgotten_through: s.forgotten_through,
+            });
+        }
+        if let Some(cached) = s.responses.get(&seq) {
+            return cached.clone();
+        }
+        let response = match op {
+            SessionOp::Keepalive { health } => self.keepalive(session, health, ctx),
+            SessionOp::Close => {
+                self.end_session(session, EndCause::Released, ctx);
+                Ok(Reply::Done)
+            }
+            SessionOp::Acquire {
+                name,
+                mode,
+                wait_us,
+                client_clock_us,
+            } => self.acquire(session, name, mode, wait_us, client_clock_us, ctx),
+            SessionOp::Release { name, client_clock_us } => self.release(session, &name, client_clock_us, ctx),
+            SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence, ctx),
+            SessionOp::KvCas {
+                key,
+                expected_revision,
+                value,
+                fence,
+            } => self.kv_cas(key, expected_revision, value, fence, ctx),
+            SessionOp::KvDelete { key, fence } => self.kv_delete(key, fence, ctx),
+            SessionOp::Campaign { election, value } => self.campaign(session, election, value, ctx),
+            SessionOp::Resign { election } => self.resign(session, &election, ctx),
+            SessionOp::Proclaim { election, epoch, value } => self.proclaim(session, &election, epoch, value, ctx),
+            SessionOp::HandoverState {
+                election,
+                epoch,
+                chunk_seq,
+                data,
+                crc32,
+                last,
+            } => self.handover_state(session, &election, epoch, chunk_seq, data, crc32, last, ctx),
+            SessionOp::HandoverAck {
+                election,
+                epoch,
+                chunks,
+                total_crc32,
+            } => self.handover_ack(session, &election, epoch, chunks, total_crc32, ctx),
+            SessionOp::ProbeAnswer => self.probe_answer(session),
+        };
+        let window = self.config.limits.dedupe_window;
+        // The session may have ended inside the operation (Close).
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.responses.insert(seq, response.clone());
+            s.trim_responses(window);
+        }
+        response
+    }
+}

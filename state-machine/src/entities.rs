@@ -1,0 +1,216 @@
+//! The records the state is made of: sessions, lock holders and waiters,
+//! locks, KV entries, elections with their masters, candidates and
+//! handovers, and the derived lock counts.
+//!
+//! Every serialized record here is part of the snapshot encoding
+//! ([`crate::Snapshot`]): the order of fields is the order of bytes, so a
+//! field is never reordered, renamed into another type or removed without
+//! bumping [`crate::SNAPSHOT_VERSION`]. Behaviour lives with the request
+//! that changes a record (`sessions.rs`, `locks.rs`, `kv.rs`,
+//! `elections.rs`); this file holds only the shapes and the few helpers
+//! that keep a record's own invariants.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use driftlock_proto::{ClockEstimate, HealthSample, LeaseDecision, LockMode, SessionId};
+use serde::{Deserialize, Serialize};
+
+use crate::command::Response;
+
+/// A suspected session's pending probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Suspicion {
+    pub(crate) score_permille: u32,
+    pub(crate) probe_deadline_us: u64,
+}
+
+/// An open session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) nonce: u128,
+    pub(crate) client_name: String,
+    pub(crate) requested_ttl_us: u64,
+    /// End of the longest validity ever granted to this session, cluster µs.
+    pub(crate) deadline_us: u64,
+    /// The validity granted by the last open/keepalive, µs.
+    pub(crate) validity_us: u64,
+    pub(crate) lease: LeaseDecision,
+    pub(crate) health: Option<HealthSample>,
+    pub(crate) clock: Option<ClockEstimate>,
+    /// Extra drift bound after a detected skew, ppm.
+    pub(crate) rho_extra_ppm: u64,
+    pub(crate) suspicion: Option<Suspicion>,
+    /// Locks this session holds: the reverse index of [`Lock::holders`].
+    pub(crate) held: BTreeSet<String>,
+    /// Locks this session waits for: the reverse index of [`Lock::waiters`].
+    pub(crate) waiting: BTreeSet<String>,
+    /// Elections this session is master of or a candidate in.
+    pub(crate) campaigns: BTreeSet<String>,
+    /// Cached responses by sequence number, for retries.
+    pub(crate) responses: BTreeMap<u64, Response>,
+    /// Highest sequence number whose response was evicted from the cache.
+    pub(crate) forgotten_through: u64,
+}
+
+impl Session {
+    /// Locks held or awaited plus elections joined: what
+    /// `limits.max_locks_per_session` bounds.
+    pub(crate) fn resource_count(&self) -> u64 {
+        (self.held.len() + self.waiting.len() + self.campaigns.len()) as u64
+    }
+
+    /// Forgets the oldest cached responses beyond `window`.
+    pub(crate) fn trim_responses(&mut self, window: u64) {
+        while self.responses.len() as u64 > window {
+            if let Some((evicted, _)) = self.responses.pop_first() {
+                self.forgotten_through = self.forgotten_through.max(evicted);
+            }
+        }
+        debug_assert!(self.responses.len() as u64 <= window);
+    }
+}
+
+/// A lock holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Holder {
+    pub(crate) mode: LockMode,
+    pub(crate) token: u64,
+    pub(crate) granted_ts_us: u64,
+    /// Client clock at send, if the grant was immediate and the client sent it.
+    pub(crate) client_clock_us: Option<u64>,
+}
+
+/// A queued acquire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Waiter {
+    pub(crate) session: SessionId,
+    pub(crate) mode: LockMode,
+    pub(crate) deadline_us: u64,
+}
+
+/// A lock's holders, sorted by session id. A vector rather than a map: a
+/// lock nearly always has one holder, and a map node would cost ~700 bytes
+/// for it (see the apply benchmark's bytes-per-held-lock figure).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Holders(Vec<(SessionId, Holder)>);
+
+impl Holders {
+    pub(crate) fn insert(&mut self, session: SessionId, holder: Holder) {
+        match self.0.binary_search_by_key(&session, |(s, _)| *s) {
+            Ok(i) => self.0[i].1 = holder,
+            Err(i) => self.0.insert(i, (session, holder)),
+        }
+        // Every lookup is a binary search: the order is what makes it right.
+        debug_assert!(self.0.windows(2).all(|w| w[0].0 < w[1].0), "holders out of order");
+    }
+
+    pub(crate) fn remove(&mut self, session: &SessionId) -> Option<Holder> {
+        let i = self.0.binary_search_by_key(session, |(s, _)| *s).ok()?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub(crate) fn contains_key(&self, session: &SessionId) -> bool {
+        self.0.binary_search_by_key(session, |(s, _)| *s).is_ok()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&SessionId, &Holder)> {
+        self.0.iter().map(|(s, h)| (s, h))
+    }
+
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &SessionId> {
+        self.0.iter().map(|(s, _)| s)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Holder> {
+        self.0.iter().map(|(_, h)| h)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A lock that is held, awaited or in lock-delay. Free locks are removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Lock {
+    pub(crate) holders: Holders,
+    pub(crate) waiters: VecDeque<Waiter>,
+    /// Token of the newest grant.
+    pub(crate) latest_token: u64,
+    /// Cluster time before which no grant may happen, µs (0 = none).
+    pub(crate) lock_delay_until_us: u64,
+}
+
+/// A KV entry. Revisions are log indexes; `version` counts writes since the
+/// key was (re)created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KvEntry {
+    pub(crate) value: Vec<u8>,
+    pub(crate) create_revision: u64,
+    pub(crate) mod_revision: u64,
+    pub(crate) version: u64,
+}
+
+/// An election's master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Master {
+    pub(crate) session: SessionId,
+    pub(crate) value: Vec<u8>,
+}
+
+/// A waiting candidate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Candidate {
+    pub(crate) session: SessionId,
+    pub(crate) value: Vec<u8>,
+}
+
+/// A warm handover in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Handover {
+    pub(crate) from: SessionId,
+    pub(crate) to: SessionId,
+    pub(crate) epoch: u64,
+    pub(crate) deadline_us: u64,
+    pub(crate) next_chunk_seq: u32,
+    pub(crate) bytes: u64,
+    /// crc32 of all chunk payloads so far, in order.
+    pub(crate) total_crc32: u32,
+    pub(crate) complete: bool,
+    pub(crate) acked: bool,
+}
+
+/// An election (kept while it has a master, candidates, a handover or a
+/// succession delay).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct Election {
+    pub(crate) master: Option<Master>,
+    /// Epoch of the current or last master: the log index of the entry that
+    /// made it master, so epochs increase across the cluster's life even if
+    /// the election is removed and created again.
+    pub(crate) epoch: u64,
+    pub(crate) candidates: VecDeque<Candidate>,
+    pub(crate) handover: Option<Handover>,
+    pub(crate) delay_until_us: u64,
+}
+
+/// Counts derived from the lock table (see [`crate::StateMachine::stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LockCounts {
+    pub(crate) held_locks: u64,
+    pub(crate) waiters: u64,
+}
+
+impl LockCounts {
+    /// Counts `locks` by walking them (restore and invariant checks only).
+    pub(crate) fn of(locks: &BTreeMap<String, Lock>) -> Self {
+        LockCounts {
+            held_locks: locks.values().filter(|l| !l.holders.is_empty()).count() as u64,
+            waiters: locks.values().map(|l| l.waiters.len() as u64).sum(),
+        }
+    }
+}

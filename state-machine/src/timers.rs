@@ -1,0 +1,93 @@
+//! The timer index and its firing: every deadline the state machine keeps
+//! (session expiry, probe deadlines, waiter timeouts, lock-delay ends,
+//! election succession delays, handover acknowledgement deadlines) is one
+//! `(deadline_us, Timer)` entry of [`crate::StateMachine`]'s ordered set.
+//!
+//! Before each command, [`crate::StateMachine::apply`] fires every entry
+//! whose deadline is at or before the entry's effective cluster time, in
+//! `(deadline, timer)` order, so replicas fire the same timers in the same
+//! order and nothing ever scans all sessions or locks. Whoever sets a
+//! deadline on a record inserts its timer and whoever clears it removes the
+//! timer, so each firing finds its record in the state the timer describes.
+
+use driftlock_proto::{EndCause, SessionId};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::Ctx;
+use crate::StateMachine;
+
+/// A pending deadline. Ordered, so the timer index pops in a deterministic
+/// order when deadlines tie. Part of the snapshot encoding: variants are
+/// never reordered.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum Timer {
+    /// A session's validity ends.
+    Session(SessionId),
+    /// A suspected session's probe deadline.
+    Probe(SessionId),
+    /// A waiter gives up.
+    Waiter(String, SessionId),
+    /// A lock's lock-delay ends.
+    LockDelay(String),
+    /// An election's succession delay ends.
+    ElectionDelay(String),
+    /// A handover's acknowledgement deadline.
+    Handover(String),
+}
+
+impl StateMachine {
+    /// Pops every timer due at `ctx.now_us`, in deadline order.
+    pub(crate) fn run_timers(&mut self, ctx: &mut Ctx) {
+        while let Some((deadline, _)) = self.timers.first() {
+            if *deadline > ctx.now_us {
+                break;
+            }
+            let Some((deadline, timer)) = self.timers.pop_first() else {
+                break;
+            };
+            debug_assert!(deadline <= ctx.now_us);
+            match timer {
+                Timer::Session(id) => {
+                    debug_assert_eq!(self.sessions.get(&id).map(|s| s.deadline_us), Some(deadline));
+                    self.end_session(id, EndCause::Expired, ctx);
+                }
+                Timer::Probe(id) => {
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        debug_assert_eq!(s.suspicion.as_ref().map(|p| p.probe_deadline_us), Some(deadline));
+                        s.suspicion = None;
+                    }
+                    self.end_session(
+                        id,
+                        EndCause::Revoked {
+                            reason: "no answer to renewal probe".into(),
+                        },
+                        ctx,
+                    );
+                }
+                Timer::Waiter(name, id) => self.waiter_timed_out(&name, id, ctx),
+                Timer::LockDelay(name) => {
+                    if let Some(lock) = self.locks.get_mut(&name) {
+                        lock.lock_delay_until_us = 0;
+                    }
+                    self.pump_lock(&name, ctx);
+                }
+                Timer::ElectionDelay(name) => {
+                    if let Some(e) = self.elections.get_mut(&name) {
+                        e.delay_until_us = 0;
+                    }
+                    self.succeed(&name, ctx);
+                }
+                Timer::Handover(name) => {
+                    debug_assert_eq!(
+                        self.elections
+                            .get(&name)
+                            .and_then(|e| e.handover.as_ref())
+                            .map(|h| h.deadline_us),
+                        Some(deadline)
+                    );
+                    self.abort_handover(&name, "candidate did not acknowledge in time".into(), ctx);
+                }
+            }
+        }
+    }
+}
