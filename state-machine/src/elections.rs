@@ -117,7 +117,9 @@ impl StateMachine {
             e.master = None;
             if let Some(until) = delay_until_us {
                 if until > ctx.now_us && until > e.delay_until_us {
-                    if e.delay_until_us > ctx.now_us {
+                    // As for lock-delay: a passed but unfired timer of the
+                    // old delay must not end the new one.
+                    if e.delay_until_us != 0 {
                         self.timers
                             .remove(&(e.delay_until_us, Timer::ElectionDelay(name.to_owned())));
                     }

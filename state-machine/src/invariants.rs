@@ -101,6 +101,33 @@ impl StateMachine {
             if *deadline <= self.ts_eff_us {
                 return Err(format!("timer {timer:?} at {deadline} is overdue"));
             }
+            // A delay timer belongs to the delay in force: a stale one would
+            // end a newer delay early when it fires (rule 6).
+            match timer {
+                Timer::LockDelay(name) if self.locks.get(name).map(|l| l.lock_delay_until_us) != Some(*deadline) => {
+                    return Err(format!(
+                        "lock {name}: lock-delay timer at {deadline} is not the delay in force"
+                    ));
+                }
+                Timer::ElectionDelay(name) if self.elections.get(name).map(|e| e.delay_until_us) != Some(*deadline) => {
+                    return Err(format!(
+                        "election {name}: succession-delay timer at {deadline} is not the delay in force"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (name, lock) in &self.locks {
+            let until = lock.lock_delay_until_us;
+            if until > self.ts_eff_us && !self.timers.contains(&(until, Timer::LockDelay(name.clone()))) {
+                return Err(format!("lock {name}: lock-delay until {until} has no timer"));
+            }
+        }
+        for (name, e) in &self.elections {
+            let until = e.delay_until_us;
+            if until > self.ts_eff_us && !self.timers.contains(&(until, Timer::ElectionDelay(name.clone()))) {
+                return Err(format!("election {name}: succession delay until {until} has no timer"));
+            }
         }
         Ok(())
     }

@@ -171,7 +171,10 @@ impl StateMachine {
         let mut lock_delay_until_us = None;
         if let Some(until) = delay_until_us {
             if until > ctx.now_us && until > lock.lock_delay_until_us {
-                if lock.lock_delay_until_us > ctx.now_us {
+                // Replace the old delay's timer even when its deadline has
+                // passed: it may not have fired yet in this entry, and if it
+                // fired later it would end the new, longer delay (rule 6).
+                if lock.lock_delay_until_us != 0 {
                     self.timers
                         .remove(&(lock.lock_delay_until_us, Timer::LockDelay(name.to_owned())));
                 }

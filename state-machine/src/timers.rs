@@ -67,12 +67,23 @@ impl StateMachine {
                 Timer::Waiter(name, id) => self.waiter_timed_out(&name, id, ctx),
                 Timer::LockDelay(name) => {
                     if let Some(lock) = self.locks.get_mut(&name) {
+                        // Only the timer of the delay in force ends it; a
+                        // stale one (never left behind since snapshot
+                        // format 2, but possible in older state) must not.
+                        debug_assert_eq!(lock.lock_delay_until_us, deadline, "stale lock-delay timer");
+                        if lock.lock_delay_until_us > deadline {
+                            continue;
+                        }
                         lock.lock_delay_until_us = 0;
                     }
                     self.pump_lock(&name, ctx);
                 }
                 Timer::ElectionDelay(name) => {
                     if let Some(e) = self.elections.get_mut(&name) {
+                        debug_assert_eq!(e.delay_until_us, deadline, "stale succession-delay timer");
+                        if e.delay_until_us > deadline {
+                            continue;
+                        }
                         e.delay_until_us = 0;
                     }
                     self.succeed(&name, ctx);

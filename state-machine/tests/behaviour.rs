@@ -932,3 +932,52 @@ fn cluster_time_never_goes_back() {
     let _ = sm.apply(Command::Tick, EntryMeta { index: 2, ts_us: 50 });
     assert_eq!(sm.ts_eff_us(), 100);
 }
+
+/// Rule 6 across two frees in one entry: a lock-delay that has run out but
+/// whose timer has not fired yet must not cancel a newer, longer delay set
+/// in the same entry. Here X's expiry leaves a short delay on `l`; a tick a
+/// second later first revokes Y (an unanswered probe), whose delay runs to
+/// the end of Y's validity, and only then would X's old timer fire. The
+/// waiter W must not be granted before Y's validity has ended.
+#[test]
+fn a_stale_lock_delay_timer_never_frees_a_lock_early() {
+    let mut h = h();
+    let x = h.open(10 * SEC);
+    let y = h.open(30 * SEC);
+    let w = h.open(60 * SEC);
+    h.acquire(x, "l", LockMode::Shared, 0).expect("x");
+    h.acquire(y, "l", LockMode::Shared, 0).expect("y");
+    assert!(matches!(
+        h.acquire(w, "l", LockMode::Exclusive, 100 * SEC),
+        Ok(Reply::Queued { .. })
+    ));
+    let x_deadline = h.sm.session_view(x, h.ts_us).expect("x").deadline_us;
+    let y_deadline = h.sm.session_view(y, h.ts_us).expect("y").deadline_us;
+    h.ts_us = x_deadline;
+    h.tick();
+    h.ok(Command::Suspect {
+        session: y,
+        score_permille: 900,
+        probe_timeout_us: 1_000,
+    });
+    h.ts_us = x_deadline + SEC;
+    assert!(h.ts_us < y_deadline);
+    let events = h.tick();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::LockGranted { session, .. } if *session == w)),
+        "W was granted at {} µs, before Y's validity ends at {y_deadline} µs: {events:#?}",
+        h.ts_us
+    );
+    let view = h.sm.lock_view("l", h.ts_us).expect("l is still in lock-delay");
+    assert!(view.holders.is_empty());
+    assert!(view.lock_delay_until_us >= y_deadline, "{view:?}");
+    assert_eq!(h.sm.check_invariants(), Ok(()));
+    // After Y's validity (plus the margin) has ended, W gets the lock.
+    h.ts_us = view.lock_delay_until_us;
+    let events = h.tick();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::LockGranted { session, .. } if *session == w)));
+}
