@@ -667,14 +667,21 @@ fn unknown_keys(table: &toml::Table) -> Vec<String> {
             }
             continue;
         }
+        // Every old flat key was also the name of its flag.
         let flag = key.replace('_', "-");
-        let moved = args
+        let grouped = args
             .iter()
             .find(|a| a.get_long() == Some(flag.as_str()))
-            .map(|a| a.get_id().as_str())
-            .or_else(|| RENAMED_KEYS.iter().find(|(old, _)| old == key).map(|(_, new)| *new));
-        unknown.push(match moved.and_then(|id| id.split_once('.')) {
-            Some((group, new)) => format!("unknown key `{key}` (settings are grouped: it is now `{new}` in [{group}])"),
+            .map(|a| ("settings are grouped", a.get_id().as_str()));
+        let renamed = RENAMED_KEYS
+            .iter()
+            .find(|(old, _)| old == key)
+            .map(|(_, new)| ("renamed and grouped", *new));
+        unknown.push(match grouped.or(renamed) {
+            Some((why, id)) => {
+                let (group, new) = id.split_once('.').unwrap_or(("?", id));
+                format!("unknown key `{key}` ({why}: it is now `{new}` in [{group}])")
+            }
             None => format!("unknown key `{key}`"),
         });
     }
@@ -962,6 +969,59 @@ mod tests {
         assert!(err.contains("unknown key `election_timeout`"), "{err}");
         let err = parse_toml("max_drift_ppm = 100\n").unwrap_err();
         assert!(err.contains("`local_drift_bound_ppm` in [clock]"), "{err}");
+    }
+
+    /// Every key of the old ungrouped file format, and where it went.
+    const OLD_KEYS: &[(&str, &str)] = &[
+        ("id", "node.id"),
+        ("raft_addr", "node.raft_addr"),
+        ("client_addr", "node.client_addr"),
+        ("data_dir", "node.data_dir"),
+        ("metrics_addr", "node.metrics_addr"),
+        ("heartbeat_ms", "raft.heartbeat_ms"),
+        ("election_timeout_min_ms", "raft.election_timeout_min_ms"),
+        ("election_timeout_max_ms", "raft.election_timeout_max_ms"),
+        ("snapshot_every_entries", "raft.snapshot_every_entries"),
+        ("raft_rpc_timeout_ms", "raft.rpc_timeout_ms"),
+        ("tick_interval_ms", "raft.tick_interval_ms"),
+        ("event_buffer_len", "events.buffer_len"),
+        ("ntp_servers", "clock.ntp_servers"),
+        ("clock_interval_ms", "clock.interval_ms"),
+        ("clock_rtt_percentile", "clock.rtt_percentile"),
+        ("clock_gossip_fanout", "clock.gossip_fanout"),
+        ("clock_q_drift_ppm2_per_s", "clock.q_drift_ppm2_per_s"),
+        ("clock_q_offset_us2_per_s", "clock.q_offset_us2_per_s"),
+        ("max_drift_ppm", "clock.local_drift_bound_ppm"),
+        ("health_interval_ms", "health.interval_ms"),
+        ("health_override", "health.override"),
+        ("auto_handover", "handover.auto"),
+        ("handover_ack_timeout_ms", "handover.ack_timeout_ms"),
+        ("handover_min_interval_ms", "handover.min_interval_ms"),
+        ("predict_enabled", "predict.enabled"),
+        ("predict_interval_ms", "predict.interval_ms"),
+        ("predict_phi_threshold", "predict.phi_threshold"),
+        ("predict_min_keepalives", "predict.min_keepalives"),
+        ("predict_min_stddev_ms", "predict.min_stddev_ms"),
+        ("predict_phi_weight_permille", "predict.phi_weight_permille"),
+        ("predict_forest_weight_permille", "predict.forest_weight_permille"),
+        (
+            "predict_suspect_threshold_permille",
+            "predict.suspect_threshold_permille",
+        ),
+        ("predict_probe_timeout_ms", "predict.probe_timeout_ms"),
+        ("predict_retrain_ms", "predict.retrain_ms"),
+        ("predict_hot_lock_rate_per_s", "predict.hot_lock_rate_per_s"),
+    ];
+
+    #[test]
+    fn every_old_flat_key_is_pointed_at_its_new_place() {
+        let ids = setting_ids();
+        for (old, id) in OLD_KEYS {
+            assert!(ids.iter().any(|i| i == id), "{id} is a setting");
+            let (group, key) = id.split_once('.').expect("group.key");
+            let err = parse_toml(&format!("{old} = 1\n")).unwrap_err();
+            assert!(err.contains(&format!("it is now `{key}` in [{group}]")), "{old}: {err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Node health (docs/design.md "Adaptive leases"): each node samples its host
-//! every `health_interval_ms` and reports to the leader; the leader commits
+//! every `[health] interval_ms` and reports to the leader; the leader commits
 //! `HealthReport`s at a bounded rate, so the Node Health Index every replica
 //! computes rests on the same committed inputs.
 //!
