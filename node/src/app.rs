@@ -1,6 +1,7 @@
-//! `driftlock serve`: opens the store, starts Raft, the Raft and client
-//! servers, the idle ticker, the event pump and metrics, and shuts down
-//! cleanly on SIGTERM or Ctrl-C.
+//! `driftlock serve`, one node's life: open the store, start Raft, start
+//! the servers and the background loops as supervised [`Tasks`], wait for
+//! a shutdown request (or for a task to end on its own), then drain and
+//! stop.
 
 use openraft::type_config::async_runtime::WatchReceiver;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_proto::Event;
-use driftlock_raft_store::{NodeAddr, SmNotice, StoreConfig};
+use driftlock_raft_store::{NodeAddr, SmNotice, Store, StoreConfig};
 use driftlock_state_machine::Command;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::clock::ClusterClock;
@@ -18,6 +20,7 @@ use crate::events::EventBuffer;
 use crate::metrics::Metrics;
 use crate::network::{Network, Raft};
 use crate::server::NodeContext;
+use crate::tasks::{Stop, TaskEnded, Tasks};
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -43,172 +46,246 @@ pub enum NodeError {
     /// openraft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
+    /// A server or background task ended on its own; the node shut down
+    /// rather than run without it.
+    #[error("{0}; the node shut down")]
+    TaskEnded(TaskEnded),
+}
+
+/// Flags of `driftlock serve` that change how the node runs but are not
+/// settings (never read from a file or the environment).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Stop when the process that started this one is gone (`dev`).
+    pub exit_with_parent: bool,
+    /// UNSAFE, jepsen's negative test only: cluster time runs
+    /// [`UNSAFE_CLUSTER_TIME_SPEEDUP`](crate::config::UNSAFE_CLUSTER_TIME_SPEEDUP)×
+    /// fast (`--unsafe-fast-cluster-time`).
+    pub unsafe_fast_cluster_time: bool,
 }
 
 /// Runs a node until SIGTERM / Ctrl-C (or, with `exit_with_parent`, until
-/// the parent process is gone).
-pub async fn run(config: NodeConfig, exit_with_parent: bool) -> Result<(), NodeError> {
+/// the parent process is gone): then it refuses new requests, lets the ones
+/// in flight finish for up to [`DRAIN_LIMIT`], shuts Raft down and returns
+/// `Ok`. If one of its tasks ends on its own (an error or a panic), the
+/// node shuts down the same way and returns [`NodeError::TaskEnded`].
+pub async fn run(config: NodeConfig, options: RunOptions) -> Result<(), NodeError> {
     let started = Instant::now();
-    let store_config = StoreConfig {
-        snapshot_every_entries: config.snapshot_every_entries,
-        ..StoreConfig::default()
+    let store = open_store(&config)?;
+    // Subscribed before Raft starts applying, so the pump misses no event.
+    let notices = store.state_machine.reader().subscribe();
+    let node = start_raft(&config, options, store, started).await?;
+    let mut tasks = Tasks::default();
+    tasks.spawn("event pump", Stop::AfterRaft, event_pump(notices, node.clone()));
+    if let Err(e) = start_servers(&config, &node, &mut tasks).await {
+        stop(&node, &mut tasks).await;
+        return Err(e);
+    }
+    start_loops(&config, &node, &mut tasks);
+    tracing::info!(id = config.node.id, raft = %config.node.raft_addr, client = %config.node.client_addr, "driftlock node serving");
+
+    let ended = tokio::select! {
+        () = shutdown_requested(options.exit_with_parent) => None,
+        ended = tasks.ended() => Some(ended),
     };
-    let dir = config.data_dir.display().to_string();
-    let store =
-        driftlock_raft_store::open_with(&config.data_dir, &store_config).map_err(|source| NodeError::Store {
-            dir: dir.clone(),
-            source,
-        })?;
+    match &ended {
+        None => tracing::info!("shutting down: refusing new requests, finishing in-flight ones"),
+        Some(e) => tracing::error!("{e}: shutting the node down"),
+    }
+    stop(&node, &mut tasks).await;
+    tracing::info!("stopped");
+    match ended {
+        None => Ok(()),
+        Some(e) => Err(NodeError::TaskEnded(e)),
+    }
+}
+
+/// Longest time a shutting-down node waits for requests in flight.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Opens the sled store in the data directory.
+fn open_store(config: &NodeConfig) -> Result<Store, NodeError> {
+    let store_config = store_config(config);
+    driftlock_raft_store::open_with(&config.node.data_dir, &store_config).map_err(|source| NodeError::Store {
+        dir: config.node.data_dir.display().to_string(),
+        source,
+    })
+}
+
+fn store_config(config: &NodeConfig) -> StoreConfig {
+    StoreConfig {
+        snapshot_every_entries: config.raft.snapshot_every_entries,
+        ..StoreConfig::default()
+    }
+}
+
+/// Starts Raft on the store and builds what the servers and loops share.
+async fn start_raft(
+    config: &NodeConfig,
+    options: RunOptions,
+    store: Store,
+    started: Instant,
+) -> Result<Arc<NodeContext>, NodeError> {
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
     // A node that had applied entries before is restarting: a failure for
     // its health history.
     let restarted = state.with_state(|sm| sm.last_index() > 0);
-    let mut notices = state.subscribe();
 
     let mut raft_config = openraft::Config {
         cluster_name: "driftlock".into(),
-        heartbeat_interval: config.heartbeat_ms,
-        election_timeout_min: config.election_timeout_min_ms,
-        election_timeout_max: config.election_timeout_max_ms,
+        heartbeat_interval: config.raft.heartbeat_ms,
+        election_timeout_min: config.raft.election_timeout_min_ms,
+        election_timeout_max: config.raft.election_timeout_max_ms,
         enable_tick: true,
         ..Default::default()
     };
-    store_config.apply_to(&mut raft_config);
+    store_config(config).apply_to(&mut raft_config);
     let raft_config = Arc::new(raft_config.validate().map_err(|e| NodeError::Raft(e.to_string()))?);
-    let raft: Raft = openraft::Raft::new(config.id, raft_config, Network, store.log_store, store.state_machine)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let raft: Raft = openraft::Raft::new(
+        config.node.id,
+        raft_config,
+        Network,
+        store.log_store,
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     let metrics = Arc::new(Metrics::new());
     let clock_sync = Arc::new(crate::clocksync::ClockSync::new(
-        crate::clocksync::ClockSyncConfig::from_node(&config),
+        crate::clocksync::ClockSyncConfig::from_node(config),
     ));
-    let events = Arc::new(EventBuffer::new(config.event_buffer_len));
-    let predict = Arc::new(crate::predict::Predictor::new(
-        crate::predict::PredictConfig::from_node(&config),
-        metrics.clone(),
-    ));
-    let ctx = Arc::new(NodeContext {
-        id: config.id,
+    let speedup = if options.unsafe_fast_cluster_time {
+        tracing::warn!("UNSAFE: --unsafe-fast-cluster-time: cluster time runs fast, locks are NOT safe");
+        crate::config::UNSAFE_CLUSTER_TIME_SPEEDUP
+    } else {
+        1
+    };
+    Ok(Arc::new(NodeContext {
+        id: config.node.id,
         addr: NodeAddr {
-            raft_addr: config.raft_addr.clone(),
-            client_addr: config.client_addr.clone(),
+            raft_addr: config.node.raft_addr.clone(),
+            client_addr: config.node.client_addr.clone(),
         },
-        raft: raft.clone(),
+        raft,
         stamps,
         state,
-        events: events.clone(),
-        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(
-            if config.unsafe_fast_cluster_time {
-                tracing::warn!("UNSAFE: --unsafe-fast-cluster-time: cluster time runs fast, locks are NOT safe");
-                crate::config::UNSAFE_CLUSTER_TIME_SPEEDUP
-            } else {
-                1
-            },
-        ),
+        events: Arc::new(EventBuffer::new(config.events.buffer_len)),
+        clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(speedup),
         started,
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         metrics: metrics.clone(),
-        health: crate::health::NodeHealth::new(&config, restarted),
-        clock_sync: clock_sync.clone(),
-        predict: predict.clone(),
-    });
+        health: crate::health::NodeHealth::new(config, restarted),
+        clock_sync,
+        predict: Arc::new(crate::predict::Predictor::new(
+            crate::predict::PredictConfig::from_node(config),
+            metrics,
+        )),
+    }))
+}
 
-    // Events: from the state machine's broadcast into the observe buffer.
-    let pump_metrics = metrics.clone();
-    let pump = tokio::spawn(async move {
-        loop {
-            match notices.recv().await {
-                Ok(SmNotice::Applied(applied)) => {
-                    for e in &applied.events {
-                        if let Event::LockGranted { validity_us, .. } = e {
-                            pump_metrics.grants.inc();
-                            pump_metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
-                        }
-                    }
-                    predict.on_events(&applied.events);
-                    events.push(applied.index, applied.events);
-                }
-                Ok(SmNotice::SnapshotInstalled { last_index }) => events.mark_gap(last_index),
-                Err(RecvError::Lagged(_)) => events.mark_gap(events.newest_index().saturating_add(1)),
-                Err(RecvError::Closed) => break,
-            }
-        }
-    });
-
-    let raft_addr = parse(&config.raft_addr, "raft")?;
-    let client_addr = parse(&config.client_addr, "client")?;
-    let raft_server = crate::network::serve(raft_addr, raft.clone(), clock_sync.clone())
+/// Binds the Raft, client and metrics ports and runs their accept loops.
+async fn start_servers(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) -> Result<(), NodeError> {
+    let n = &config.node;
+    let raft_server = crate::network::serve(parse(&n.raft_addr, "raft")?, ctx.raft.clone(), ctx.clock_sync.clone())
         .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.raft_addr.clone(),
-            what: "raft",
-            source,
-        })?;
-    let client_server = crate::server::serve(client_addr, ctx.clone())
+        .map_err(|source| bind_error(&n.raft_addr, "raft", source))?;
+    tasks.spawn("raft server", Stop::AfterRaft, raft_server);
+    let client_server = crate::server::serve(parse(&n.client_addr, "client")?, ctx.clone())
         .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.client_addr.clone(),
-            what: "client",
-            source,
-        })?;
-    let metrics_server = match &config.metrics_addr {
-        Some(a) => {
-            let addr = parse(a, "metrics")?;
-            Some(
-                crate::metrics::serve(addr, metrics.clone())
-                    .await
-                    .map_err(|source| NodeError::Bind {
-                        addr: a.clone(),
-                        what: "metrics",
-                        source,
-                    })?,
-            )
-        }
-        None => None,
-    };
-    let ticker = tokio::spawn(tick_loop(ctx.clone(), Duration::from_millis(config.tick_interval_ms)));
-    let gauges = tokio::spawn(gauge_loop(ctx.clone()));
-    let health_reports = tokio::spawn(crate::health::report_loop(ctx.clone()));
-    let handovers = tokio::spawn(crate::handover::controller_loop(ctx.clone()));
-    let clock_task = tokio::spawn(crate::clocksync::run(ctx.clone(), clock_sync.clone()));
-    let predict_task = tokio::spawn(crate::predict::run(ctx.clone()));
-    tracing::info!(id = config.id, raft = %config.raft_addr, client = %config.client_addr, "driftlock node serving");
-
-    wait_for_shutdown(exit_with_parent).await;
-    tracing::info!("shutting down: refusing new requests, finishing in-flight ones");
-    ctx.stopping.store(true, Ordering::SeqCst);
-    client_server.abort();
-    let drain_deadline = Instant::now() + Duration::from_secs(5);
-    while ctx.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        .map_err(|source| bind_error(&n.client_addr, "client", source))?;
+    tasks.spawn("client server", Stop::WithRequests, client_server);
+    if let Some(addr) = &n.metrics_addr {
+        let metrics_server = crate::metrics::serve(parse(addr, "metrics")?, ctx.metrics.clone())
+            .await
+            .map_err(|source| bind_error(addr, "metrics", source))?;
+        tasks.spawn("metrics server", Stop::BeforeRaft, metrics_server);
     }
-    ticker.abort();
-    gauges.abort();
-    health_reports.abort();
-    handovers.abort();
-    clock_task.abort();
-    predict_task.abort();
-    if let Some(m) = metrics_server {
-        m.abort();
-    }
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!("raft shutdown: {e}");
-    }
-    raft_server.abort();
-    pump.abort();
-    tracing::info!("stopped");
     Ok(())
 }
 
+/// Starts the background loops: idle ticks, gauges, health reports,
+/// handovers, clock sampling, failure prediction.
+fn start_loops(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) {
+    let tick_interval = Duration::from_millis(config.raft.tick_interval_ms);
+    tasks.spawn("idle ticker", Stop::BeforeRaft, tick_loop(ctx.clone(), tick_interval));
+    tasks.spawn("gauges", Stop::BeforeRaft, gauge_loop(ctx.clone()));
+    tasks.spawn(
+        "health reports",
+        Stop::BeforeRaft,
+        crate::health::report_loop(ctx.clone()),
+    );
+    tasks.spawn(
+        "handover controller",
+        Stop::BeforeRaft,
+        crate::handover::controller_loop(ctx.clone()),
+    );
+    tasks.spawn(
+        "clock sync",
+        Stop::BeforeRaft,
+        crate::clocksync::run(ctx.clone(), ctx.clock_sync.clone()),
+    );
+    tasks.spawn("failure prediction", Stop::BeforeRaft, crate::predict::run(ctx.clone()));
+}
+
+/// Shuts the node down: refuses new requests and stops the client port,
+/// waits up to [`DRAIN_LIMIT`] for requests in flight, stops the loops,
+/// shuts Raft down, then stops and joins every task left.
+async fn stop(ctx: &NodeContext, tasks: &mut Tasks) {
+    ctx.stopping.store(true, Ordering::SeqCst);
+    tasks.stop(Stop::WithRequests);
+    let drain_deadline = Instant::now() + DRAIN_LIMIT;
+    while ctx.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tasks.stop(Stop::BeforeRaft);
+    if let Err(e) = ctx.raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    tasks.shutdown().await;
+}
+
 fn parse(addr: &str, what: &'static str) -> Result<std::net::SocketAddr, NodeError> {
-    addr.parse().map_err(|_| NodeError::Bind {
+    addr.parse().map_err(|_| {
+        bind_error(
+            addr,
+            what,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an ip:port address"),
+        )
+    })
+}
+
+fn bind_error(addr: &str, what: &'static str, source: std::io::Error) -> NodeError {
+    NodeError::Bind {
         addr: addr.to_owned(),
         what,
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an ip:port address"),
-    })
+        source,
+    }
+}
+
+/// Moves applied events from the state machine's broadcast into the
+/// observe buffer, the predictor and the grant metrics.
+async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeContext>) {
+    let events = &ctx.events;
+    loop {
+        match notices.recv().await {
+            Ok(SmNotice::Applied(applied)) => {
+                for e in &applied.events {
+                    if let Event::LockGranted { validity_us, .. } = e {
+                        ctx.metrics.grants.inc();
+                        ctx.metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
+                    }
+                }
+                ctx.predict.on_events(&applied.events);
+                events.push(applied.index, applied.events);
+            }
+            Ok(SmNotice::SnapshotInstalled { last_index }) => events.mark_gap(last_index),
+            Err(RecvError::Lagged(_)) => events.mark_gap(events.newest_index().saturating_add(1)),
+            Err(RecvError::Closed) => break,
+        }
+    }
 }
 
 /// On the leader, commits a `Tick` whenever the log has been idle for
@@ -263,7 +340,9 @@ async fn gauge_loop(ctx: Arc<NodeContext>) {
     }
 }
 
-async fn wait_for_shutdown(exit_with_parent: bool) {
+/// Returns on SIGTERM or Ctrl-C, or, with `exit_with_parent`, when the
+/// parent process is gone.
+async fn shutdown_requested(exit_with_parent: bool) {
     let parent = std::os::unix::process::parent_id();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => Some(s),

@@ -21,10 +21,10 @@
 //! estimate from peers alone is the rate relative to the cluster's median
 //! clock: it finds the odd clock out but cannot see a drift all nodes share.
 //! Such an estimate is therefore *widened*: its σ is raised until
-//! `|drift| + k·σ ≥ max_drift_ppm`, so peers can only ever widen a margin
-//! beyond the configured worst case, never narrow it. With NTP, a usable
-//! estimate (enough samples, small σ) may narrow `ρ_hi` below the
-//! configured bound, as the design intends.
+//! `|drift| + k·σ ≥ local_drift_bound_ppm` (the `[clock]` setting), so
+//! peers can only ever widen a margin beyond the configured worst case,
+//! never narrow it. With NTP, a usable estimate (enough samples, small σ)
+//! may narrow `ρ_hi` below the configured bound, as the design intends.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,25 +78,27 @@ pub struct ClockSyncConfig {
     pub fanout: usize,
     /// Kalman filter tuning.
     pub filter: DriftFilterConfig,
-    /// The configured worst-case drift, ppm.
-    pub max_drift_ppm: u64,
+    /// The configured worst-case rate error of this node's clock, ppm
+    /// (`[clock] local_drift_bound_ppm`): `ρ_hi` until an NTP-anchored
+    /// estimate is usable, and the floor a peers-only estimate is widened to.
+    pub local_drift_bound_ppm: u64,
 }
 
 impl ClockSyncConfig {
     /// From the node configuration.
     pub fn from_node(config: &NodeConfig) -> Self {
         ClockSyncConfig {
-            node_id: config.id,
-            interval: Duration::from_millis(config.clock_interval_ms),
-            ntp_servers: config.ntp_servers.clone(),
-            rtt_percentile: config.clock_rtt_percentile,
-            fanout: config.clock_gossip_fanout,
+            node_id: config.node.id,
+            interval: Duration::from_millis(config.clock.interval_ms),
+            ntp_servers: config.clock.ntp_servers.clone(),
+            rtt_percentile: config.clock.rtt_percentile,
+            fanout: config.clock.gossip_fanout,
             filter: DriftFilterConfig {
-                q_drift_ppm2_per_s: config.clock_q_drift_ppm2_per_s,
-                q_offset_us2_per_s: config.clock_q_offset_us2_per_s,
+                q_drift_ppm2_per_s: config.clock.q_drift_ppm2_per_s,
+                q_offset_us2_per_s: config.clock.q_offset_us2_per_s,
                 ..DriftFilterConfig::default()
             },
-            max_drift_ppm: config.max_drift_ppm,
+            local_drift_bound_ppm: config.clock.local_drift_bound_ppm,
         }
     }
 }
@@ -207,7 +209,7 @@ impl ClockSync {
     /// A clock module that has measured nothing yet: `ρ_hi` is the
     /// configured worst case.
     pub fn new(cfg: ClockSyncConfig) -> Self {
-        let rho = cfg.max_drift_ppm;
+        let rho = cfg.local_drift_bound_ppm;
         ClockSync {
             cfg,
             anchor: Instant::now(),
@@ -370,16 +372,20 @@ impl ClockSync {
                 let sigma = peers.iter().map(|(_, s)| *s).fold(0.0, f64::max);
                 // Widen: relative measurements cannot narrow the margin.
                 let k = f64::from(t.drift_k_sigma.max(1));
-                let floor = (self.cfg.max_drift_ppm as f64 - drift.abs()).max(0.0) / k;
+                let floor = (self.cfg.local_drift_bound_ppm as f64 - drift.abs()).max(0.0) / k;
                 (Some(to_estimate(drift, sigma.max(floor), 0.0, 0.0, samples)), false)
             }
         };
         st.anchored = anchored;
         let rho = match &estimate {
             Some(e) if usable(e, t) => rho_of(e, t.drift_k_sigma).max(1),
-            _ => self.cfg.max_drift_ppm,
+            _ => self.cfg.local_drift_bound_ppm,
         };
-        let rho = if anchored { rho } else { rho.max(self.cfg.max_drift_ppm) };
+        let rho = if anchored {
+            rho
+        } else {
+            rho.max(self.cfg.local_drift_bound_ppm)
+        };
         if let Some(e) = estimate {
             st.view.insert(self.cfg.node_id, (e, Instant::now()));
         }
@@ -577,7 +583,7 @@ async fn commit_reports(
 mod tests {
     use super::*;
 
-    fn cfg(max_drift_ppm: u64) -> ClockSyncConfig {
+    fn cfg(local_drift_bound_ppm: u64) -> ClockSyncConfig {
         ClockSyncConfig {
             node_id: 1,
             interval: Duration::from_secs(1),
@@ -585,7 +591,7 @@ mod tests {
             rtt_percentile: 90,
             fanout: 2,
             filter: DriftFilterConfig::default(),
-            max_drift_ppm,
+            local_drift_bound_ppm,
         }
     }
 

@@ -6,11 +6,11 @@
 //! aborts a handover whose deadline passes. This module only decides *when*
 //! to start one and *whom* to pick, and completes acknowledged ones:
 //!
-//! - **Triggers** (leader only, with `auto_handover`): the master's committed
+//! - **Triggers** (leader only, with `[handover] auto`): the master's committed
 //!   health tier is Warning or Critical; or its session is suspected by the
 //!   failure predictor while less than a third of its validity is left.
 //!   At most one automatic handover per election per
-//!   `handover_min_interval_ms` (hysteresis after an abort). An operator can
+//!   `[handover] min_interval_ms` (hysteresis after an abort). An operator can
 //!   start one at any time (`driftlock elect handover`).
 //! - **Candidate selection** from committed inputs: highest health index,
 //!   then lowest load, then lowest RTT to the cluster, ties by campaign
@@ -25,7 +25,7 @@
 //!   Critical, or its committed clock drift beyond `time.alert_drift_ppm`,
 //!   for [`CRITICAL_STREAK`] consecutive scans, it moves Raft leadership to
 //!   the healthiest voter whose log has caught up (never a lagging one) and
-//!   whose clock is not flagged, at most once per `handover_min_interval_ms`.
+//!   whose clock is not flagged, at most once per `[handover] min_interval_ms`.
 //!
 //! The scan walks every election once per [`SCAN_INTERVAL`]; with very many
 //! elections it is the cost to watch (it reads, it never writes, unless a

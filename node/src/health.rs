@@ -1,5 +1,5 @@
 //! Node health (docs/design.md "Adaptive leases"): each node samples its host
-//! every `health_interval_ms` and reports to the leader; the leader commits
+//! every `[health] interval_ms` and reports to the leader; the leader commits
 //! `HealthReport`s at a bounded rate, so the Node Health Index every replica
 //! computes rests on the same committed inputs.
 //!
@@ -57,7 +57,7 @@ impl NodeHealth {
     /// as a recent failure (the node had state before).
     pub fn new(config: &NodeConfig, restarted: bool) -> Self {
         // `NodeConfig::validate` has checked the override already.
-        let forced = config.health_override.as_deref().and_then(|t| parse_tier(t).ok());
+        let forced = config.health.override_tier.as_deref().and_then(|t| parse_tier(t).ok());
         if let Some(t) = forced {
             tracing::warn!(tier = ?t, "health override in force: reported health is synthetic");
         }
@@ -68,10 +68,10 @@ impl NodeHealth {
         NodeHealth {
             monitor: Mutex::new(monitor),
             committed_at: Mutex::new(BTreeMap::new()),
-            interval: Duration::from_millis(config.health_interval_ms),
-            auto_handover: config.auto_handover,
-            handover_ack_timeout_us: config.handover_ack_timeout_ms.saturating_mul(1_000),
-            handover_min_interval: Duration::from_millis(config.handover_min_interval_ms),
+            interval: Duration::from_millis(config.health.interval_ms),
+            auto_handover: config.handover.auto,
+            handover_ack_timeout_us: config.handover.ack_timeout_ms.saturating_mul(1_000),
+            handover_min_interval: Duration::from_millis(config.handover.min_interval_ms),
         }
     }
 

@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod network;
 pub mod predict;
 pub mod server;
+pub mod tasks;

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Cmd::Serve(args) => match args.resolve() {
-                Ok(config) => match driftlock_node::app::run(config, args.exit_with_parent).await {
+                Ok(config) => match driftlock_node::app::run(config, args.run_options()).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("driftlock serve: {e}");

@@ -188,10 +188,14 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the task is aborted.
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Binds `addr` and returns the loop that serves `GET /metrics` on it,
+/// which the caller runs as a task until it aborts it.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
@@ -218,7 +222,7 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>) -> std::io
                 let _ = stream.shutdown().await;
             });
         }
-    }))
+    })
 }
 
 /// Label of a lease factor gauge.

@@ -134,18 +134,19 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<RaftRpcClient, Str
     Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
-/// Accepts Raft connections on `listener` until the task is dropped. A
+/// Binds the Raft port on `addr` and returns its accept loop, which the
+/// caller runs as a task (it ends only if the listener fails). A
 /// connection that sends garbage is closed by the transport; the node goes
 /// on serving.
 pub async fn serve(
     addr: std::net::SocketAddr,
     raft: Raft,
     clock: std::sync::Arc<crate::clocksync::ClockSync>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
     incoming.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
     let server = RaftRpcServer { raft, clock };
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         while let Some(conn) = incoming.next().await {
             let Ok(transport) = conn else { continue };
             let server = server.clone();
@@ -158,7 +159,7 @@ pub async fn serve(
                     .await;
             });
         }
-    }))
+    })
 }
 
 /// openraft's network factory: one [`PeerClient`] per replication stream.

@@ -497,12 +497,17 @@ impl DriftlockApi for ApiHandler {
     }
 }
 
-/// Accepts client connections until the returned task is aborted.
-pub async fn serve(addr: std::net::SocketAddr, ctx: Arc<NodeContext>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// Binds the client port on `addr` and returns its accept loop, which the
+/// caller runs as a task until it aborts it (it ends only if the listener
+/// fails).
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    ctx: Arc<NodeContext>,
+) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
     incoming.config_mut().max_frame_length(limits::MAX_FRAME_BYTES);
     let handler = ApiHandler { ctx };
-    Ok(tokio::spawn(async move {
+    Ok(async move {
         while let Some(conn) = incoming.next().await {
             let Ok(transport) = conn else { continue };
             let handler = handler.clone();
@@ -515,5 +520,5 @@ pub async fn serve(addr: std::net::SocketAddr, ctx: Arc<NodeContext>) -> std::io
                     .await;
             });
         }
-    }))
+    })
 }

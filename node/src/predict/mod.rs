@@ -86,19 +86,20 @@ pub struct PredictConfig {
 
 impl PredictConfig {
     /// The predictor's settings from a validated node configuration.
-    pub fn from_node(c: &NodeConfig) -> Self {
+    pub fn from_node(config: &NodeConfig) -> Self {
+        let c = &config.predict;
         PredictConfig {
-            enabled: c.predict_enabled,
-            interval: Duration::from_millis(c.predict_interval_ms),
-            phi_threshold: c.predict_phi_threshold,
-            min_keepalives: c.predict_min_keepalives as usize,
-            min_stddev_ms: c.predict_min_stddev_ms as f64,
-            phi_weight_permille: c.predict_phi_weight_permille,
-            forest_weight_permille: c.predict_forest_weight_permille,
-            suspect_threshold_permille: c.predict_suspect_threshold_permille,
-            probe_timeout_us: c.predict_probe_timeout_ms.saturating_mul(1000),
-            retrain_interval: Duration::from_millis(c.predict_retrain_ms),
-            hot_lock_rate_per_s: c.predict_hot_lock_rate_per_s,
+            enabled: c.enabled,
+            interval: Duration::from_millis(c.interval_ms),
+            phi_threshold: c.phi_threshold,
+            min_keepalives: c.min_keepalives as usize,
+            min_stddev_ms: c.min_stddev_ms as f64,
+            phi_weight_permille: c.phi_weight_permille,
+            forest_weight_permille: c.forest_weight_permille,
+            suspect_threshold_permille: c.suspect_threshold_permille,
+            probe_timeout_us: c.probe_timeout_ms.saturating_mul(1000),
+            retrain_interval: Duration::from_millis(c.retrain_ms),
+            hot_lock_rate_per_s: c.hot_lock_rate_per_s,
         }
     }
 }
