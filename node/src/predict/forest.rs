@@ -132,18 +132,30 @@ mod tests {
 
     #[test]
     fn forest_scores_separate_anomalies() {
-        let mut f = AnomalyForest::default();
-        for i in 0..512 {
-            f.remember(ordinary(i));
+        // The forest draws its trees from an unseeded generator (the crate
+        // offers no seed), so one forest's scores vary: the margin between
+        // an anomaly and the worst ordinary point fell to 0.03 in about one
+        // forest in twelve. Averaging over independently trained forests
+        // keeps the claim (anomalies score clearly higher) without making
+        // the test depend on luck.
+        const FORESTS: usize = 8;
+        let (mut silent_sum, mut worst_normal_sum) = (0.0, 0.0);
+        for _ in 0..FORESTS {
+            let mut f = AnomalyForest::default();
+            for i in 0..512 {
+                f.remember(ordinary(i));
+            }
+            assert!(f.train());
+            let normal: Vec<f64> = (1000..1020).filter_map(|i| f.score(&ordinary(i))).collect();
+            assert_eq!(normal.len(), 20);
+            // A session silent for 6 keepalive intervals with erratic gaps.
+            silent_sum += f.score(&[2.0, 2.0, 0.6, 0.7, 0.8]).expect("trained");
+            worst_normal_sum += normal.iter().cloned().fold(0.0, f64::max);
         }
-        assert!(f.train());
-        let normal: Vec<f64> = (1000..1020).filter_map(|i| f.score(&ordinary(i))).collect();
-        // A session silent for 6 keepalive intervals with erratic gaps.
-        let silent = f.score(&[2.0, 2.0, 0.6, 0.7, 0.8]).expect("trained");
-        let worst_normal = normal.iter().cloned().fold(0.0, f64::max);
+        let (silent, worst_normal) = (silent_sum / FORESTS as f64, worst_normal_sum / FORESTS as f64);
         assert!(
             silent > worst_normal + 0.05,
-            "anomaly {silent} vs worst ordinary {worst_normal}"
+            "mean anomaly score {silent} vs mean worst ordinary {worst_normal}"
         );
         assert!(AnomalyForest::excess(silent) > AnomalyForest::excess(worst_normal));
         assert!(AnomalyForest::excess(0.4) == 0.0 && AnomalyForest::excess(0.9) == 1.0);
