@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use driftlock_client::{Client, ClientConfig, ClientError, LockMode, LockOptions, Rejection, SessionState};
 use driftlock_proto::{AdminRequest, Consistency, DriftlockApiRequest, KvWrite, Query, QueryResult, SessionOp};
-use support::{client_config, eventually_async, quick_suspicion_args, rpc_count, DropMode, FaultProxy, Node, TestCluster};
+use support::{
+    client_config, eventually_async, quick_suspicion_args, rpc_count, DropMode, FaultProxy, Node, TestCluster,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
@@ -158,9 +160,7 @@ async fn grants_reach_waiters_by_event_by_gap_recovery_and_by_polling() {
     let s2c = s2.clone();
     let waiter = tokio::spawn(async move { s2c.lock("by-gap").await });
     assert!(node.wait_until_queued("by-gap", s2.id(), LONG).await);
-    let no_events = node
-        .proxy
-        .block(|r| matches!(r, DriftlockApiRequest::Observe { .. }));
+    let no_events = node.proxy.block(|r| matches!(r, DriftlockApiRequest::Observe { .. }));
     // Let the long-polls in flight run out (observe_wait_ms = 1 s).
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     g1.release().await.expect("release");
@@ -634,8 +634,7 @@ async fn sessionless_kv_and_the_indeterminate_write() {
     assert_eq!(serial.map(|v| v.value), Some(b"z".to_vec()));
 
     // A sessionless write whose reply is lost is reported, not repeated.
-    let is_put_b =
-        |r: &DriftlockApiRequest| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "b");
+    let is_put_b = |r: &DriftlockApiRequest| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "b");
     node.proxy.drop_reply_of(is_put_b, DropMode::Hang);
     let r = client.kv_put("b", b"1".to_vec()).await;
     assert!(matches!(r, Err(ClientError::Indeterminate(_))), "{r:?}");

@@ -287,11 +287,7 @@ impl Cluster {
             spec.serve_args.extend(opts.extra_args.iter().cloned());
             spec.env = vec![("RUST_LOG".into(), "info".into())];
             specs.push(spec);
-            nodes.push(Node {
-                id,
-                ip,
-                faketime: None,
-            });
+            nodes.push(Node { id, ip, faketime: None });
         }
         let procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
         // From here on, dropping `cluster` stops the nodes and removes the

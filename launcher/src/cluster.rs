@@ -230,14 +230,23 @@ mod tests {
     #[tokio::test]
     async fn an_empty_cluster_cannot_be_initialized() {
         let c = Cluster::new("/nonexistent/driftlock", Vec::new());
-        assert!(matches!(c.init(Duration::from_millis(10)).await, Err(LaunchError::Empty)));
+        assert!(matches!(
+            c.init(Duration::from_millis(10)).await,
+            Err(LaunchError::Empty)
+        ));
         assert_eq!(c.leader().await, None);
     }
 
     #[tokio::test]
     async fn a_leader_wait_without_nodes_times_out_with_a_reason() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = NodeSpec::new(1, "127.0.0.1:9", "127.0.0.1:9", dir.path().join("d"), dir.path().join("n1.log"));
+        let spec = NodeSpec::new(
+            1,
+            "127.0.0.1:9",
+            "127.0.0.1:9",
+            dir.path().join("d"),
+            dir.path().join("n1.log"),
+        );
         let c = Cluster::new("/nonexistent/driftlock", vec![spec]);
         let err = c.wait_leader(Duration::from_millis(100)).await.unwrap_err();
         assert!(matches!(err, LaunchError::NoLeader { .. }));

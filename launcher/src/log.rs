@@ -54,7 +54,11 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         assert_eq!(tail(&path, 2), "line 19998\nline 19999");
         let many = tail(&path, 100_000);
-        assert!(many.starts_with("line "), "a partial first line was kept: {:?}", &many[..20]);
+        assert!(
+            many.starts_with("line "),
+            "a partial first line was kept: {:?}",
+            &many[..20]
+        );
         assert!(many.ends_with("line 19999"));
     }
 

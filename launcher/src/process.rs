@@ -252,7 +252,11 @@ impl NodeProcess {
         self.wait_up_until(Instant::now() + timeout, timeout).await
     }
 
-    pub(crate) async fn wait_up_until(&mut self, deadline: Instant, timeout: Duration) -> Result<NodeStatus, LaunchError> {
+    pub(crate) async fn wait_up_until(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<NodeStatus, LaunchError> {
         let id = self.spec.id;
         loop {
             if let Some(status) = self.poll_exit()? {
@@ -262,7 +266,8 @@ impl NodeProcess {
                 return Err(LaunchError::NotRunning { id });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let last_error = match driftlock_proto::status(&self.spec.client_addr, left.min(STATUS_CALL_TIMEOUT)).await {
+            let last_error = match driftlock_proto::status(&self.spec.client_addr, left.min(STATUS_CALL_TIMEOUT)).await
+            {
                 Ok(status) => return Ok(status),
                 Err(e) => e.to_string(),
             };
@@ -325,7 +330,13 @@ mod tests {
     fn node(dir: &Path, body: &str) -> NodeProcess {
         let exe = script(dir, body);
         // Port 9 on loopback: nothing answers there.
-        let spec = NodeSpec::new(7, "127.0.0.1:9", "127.0.0.1:9", dir.join("data"), dir.join("logs/n7.log"));
+        let spec = NodeSpec::new(
+            7,
+            "127.0.0.1:9",
+            "127.0.0.1:9",
+            dir.join("data"),
+            dir.join("logs/n7.log"),
+        );
         NodeProcess::new(exe, spec)
     }
 
@@ -414,7 +425,13 @@ mod tests {
     #[test]
     fn a_missing_binary_is_a_spawn_error_with_the_command_line() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = NodeSpec::new(1, "127.0.0.1:9", "127.0.0.1:9", dir.path().join("d"), dir.path().join("n.log"));
+        let spec = NodeSpec::new(
+            1,
+            "127.0.0.1:9",
+            "127.0.0.1:9",
+            dir.path().join("d"),
+            dir.path().join("n.log"),
+        );
         let mut n = NodeProcess::new(dir.path().join("no-such-binary"), spec);
         match n.spawn() {
             Err(LaunchError::Spawn { id: 1, command, .. }) => assert!(command.contains("no-such-binary serve --id 1")),

@@ -244,11 +244,15 @@ mod tests {
     #[test]
     fn a_wrapper_prefix_runs_the_binary_as_its_argument() {
         let mut s = spec();
-        s.wrapper = Wrapper::command(["faketime", "-f", "+0 x1.002"]).within(Wrapper::command(["ip", "netns", "exec", "ns2"]));
+        s.wrapper =
+            Wrapper::command(["faketime", "-f", "+0 x1.002"]).within(Wrapper::command(["ip", "netns", "exec", "ns2"]));
         let cmd = s.command(Path::new("/bin/driftlock"));
         assert_eq!(cmd.get_program(), "ip");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args[..7], ["netns", "exec", "ns2", "faketime", "-f", "+0 x1.002", "/bin/driftlock"]);
+        assert_eq!(
+            args[..7],
+            ["netns", "exec", "ns2", "faketime", "-f", "+0 x1.002", "/bin/driftlock"]
+        );
         assert_eq!(args[7], "serve");
     }
 
@@ -291,6 +295,9 @@ mod tests {
     #[test]
     fn the_member_record_has_the_specs_addresses() {
         let m = spec().member();
-        assert_eq!((m.id, m.raft_addr.as_str(), m.client_addr.as_str()), (2, "127.0.0.1:2", "127.0.0.1:1"));
+        assert_eq!(
+            (m.id, m.raft_addr.as_str(), m.client_addr.as_str()),
+            (2, "127.0.0.1:2", "127.0.0.1:1")
+        );
     }
 }

@@ -111,10 +111,9 @@ fn bring_up_error(e: LaunchError) -> DevError {
             "node {id} exited while starting ({status}); the end of node{id}.log:\n{tail}"
         )),
         LaunchError::Init { source, .. } => DevError::Io(format!("cluster init failed: {source}")),
-        LaunchError::NoLeader { timeout, .. } => DevError::Timeout(format!(
-            "no leader was elected within {} s",
-            timeout.as_secs()
-        )),
+        LaunchError::NoLeader { timeout, .. } => {
+            DevError::Timeout(format!("no leader was elected within {} s", timeout.as_secs()))
+        }
         other => DevError::Launch(other),
     }
 }

@@ -313,7 +313,11 @@ async fn requests_in(
 }
 
 /// Writes queued requests to the node when due and not paused.
-async fn requests_out(mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>, mut wr: OwnedWriteHalf, shared: Arc<Shared>) {
+async fn requests_out(
+    mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
+    mut wr: OwnedWriteHalf,
+    shared: Arc<Shared>,
+) {
     while let Some((due, frame)) = rx.recv().await {
         tokio::time::sleep_until(due).await;
         shared.wait_unpaused().await;

@@ -70,12 +70,7 @@ async fn a_node_that_cannot_start_is_reported_with_its_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrapper_prefix_runs_the_node() {
     // `env` as the wrapper: it execs the node with one more variable.
-    let c = TestCluster::start_wrapped(
-        1,
-        |_| Vec::new(),
-        |_| Wrapper::command(["env", "DRIFTLOCK_WRAPPED=1"]),
-    )
-    .await;
+    let c = TestCluster::start_wrapped(1, |_| Vec::new(), |_| Wrapper::command(["env", "DRIFTLOCK_WRAPPED=1"])).await;
     let pid = c.launcher().nodes[0].pid().unwrap();
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     assert!(
@@ -108,7 +103,8 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
     assert!(api.kv_write(short(), put("b")).await.unwrap().is_ok());
 
     // Blocked requests never reach the node.
-    let rule = proxy.block(|r| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "c"));
+    let rule =
+        proxy.block(|r| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "c"));
     assert!(api.kv_write(short(), put("c")).await.is_err());
     assert_eq!(read_key(c.client_addr(0), "c").await, None);
     assert!(api.status(short()).await.is_ok(), "other requests still pass");
@@ -129,7 +125,10 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
     // A disconnecting drop closes the connection.
     proxy.drop_reply_of(|r| matches!(r, DriftlockApiRequest::Status {}), DropMode::Disconnect);
     assert!(api.status(driftlock_proto::context(T)).await.is_err());
-    assert!(api.status(driftlock_proto::context(T)).await.is_err(), "the connection survived");
+    assert!(
+        api.status(driftlock_proto::context(T)).await.is_err(),
+        "the connection survived"
+    );
 
     // Stopped: no connection gets through until it serves again.
     proxy.stop();

@@ -280,7 +280,11 @@ async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) ->
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if Instant::now() > deadline {
-            return Err(format!("cluster did not serve sessions within 60 s; logs:\n{}", nodes.log_tails(8)).into());
+            return Err(format!(
+                "cluster did not serve sessions within 60 s; logs:\n{}",
+                nodes.log_tails(8)
+            )
+            .into());
         }
         if let Ok(client) = Client::connect(endpoints.clone()).await {
             if let Ok(s) = client.open_session(Duration::from_secs(5)).await {

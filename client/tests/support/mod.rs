@@ -55,7 +55,9 @@ impl Node {
     /// A new single-node cluster with these extra `serve` flags.
     pub async fn start_with(args: Vec<String>) -> Node {
         let cluster = TestCluster::start_with(1, move |_| args.clone()).await;
-        let proxy = FaultProxy::start(cluster.client_addr(0)).await.expect("start the proxy");
+        let proxy = FaultProxy::start(cluster.client_addr(0))
+            .await
+            .expect("start the proxy");
         let api = driftlock_proto::connect(cluster.client_addr(0), CALL_TIMEOUT)
             .await
             .expect("connect to the node");
