@@ -371,10 +371,10 @@ mod tests {
             }
             other => panic!("expected NotUp, got {other}"),
         }
-        assert_eq!(n.kill().map(|s| s.signal()), Some(Some(libc_sigkill())));
+        assert_eq!(n.kill().map(|s| s.signal()), Some(Some(sigkill())));
     }
 
-    fn libc_sigkill() -> i32 {
+    fn sigkill() -> i32 {
         Signal::SIGKILL as i32
     }
 
@@ -411,7 +411,7 @@ mod tests {
         n.spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         let status = n.terminate(Duration::from_millis(300)).await.unwrap().unwrap();
-        assert_eq!(status.signal(), Some(libc_sigkill()));
+        assert_eq!(status.signal(), Some(sigkill()));
     }
 
     #[test]

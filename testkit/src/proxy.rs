@@ -221,6 +221,8 @@ impl Drop for FaultProxy {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((client, _)) = listener.accept().await else {
+            // Out of descriptors or similar: try again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         };
         if lock(&shared.rules).refusing {
