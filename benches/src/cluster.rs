@@ -1,13 +1,15 @@
 //! The two clusters under test, as child processes on loopback with their
 //! data in a temporary directory: three `driftlock serve` nodes and three
-//! `etcd` members, each with its default timing and fsync settings.
+//! `etcd` members, each with its default timing and fsync settings. The
+//! driftlock nodes are started and found through `driftlock-testkit` (its
+//! launcher and binary locator), like every other harness's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use driftlock_client::{Client, ClientConfig};
-use driftlock_proto::{AdminRequest, MemberAddr, Role};
+use driftlock_testkit::{ExeError, LaunchError, NodeSpec};
 
 use crate::etcd::EtcdConn;
 
@@ -23,6 +25,12 @@ pub enum ClusterError {
     /// A client call failed.
     #[error("{0}")]
     Client(String),
+    /// A driftlock node process failed.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+    /// The driftlock binary could not be found or built.
+    #[error(transparent)]
+    Exe(#[from] ExeError),
 }
 
 /// A free loopback port (bound, then released).
@@ -106,164 +114,68 @@ impl Proc {
 
 /// A 3-node driftlock cluster.
 pub struct DriftlockCluster {
-    exe: PathBuf,
-    procs: Vec<Proc>,
+    nodes: driftlock_testkit::Cluster,
     /// Client API addresses, node 1 first.
     pub endpoints: Vec<String>,
+    // Declared last: the nodes die before their directory goes.
     _dir: tempfile::TempDir,
 }
 
-/// Finds the `driftlock` binary next to this one, building it with cargo
-/// when it is missing.
-pub fn driftlock_exe() -> Result<PathBuf, ClusterError> {
-    let me = std::env::current_exe().map_err(|e| ClusterError::Io(format!("own path: {e}")))?;
-    let dir = me
-        .parent()
-        .ok_or_else(|| ClusterError::Io("own path has no parent".into()))?;
-    let exe = dir.join("driftlock");
-    // Under `cargo run` the node is (re)built so that it speaks the same
-    // protocol as this client; run directly, an existing binary is used.
-    let under_cargo = std::env::var_os("CARGO").is_some();
-    if exe.exists() && !under_cargo {
-        return Ok(exe);
-    }
-    let release = dir.file_name().is_some_and(|n| n == "release");
-    eprintln!(
-        "{} {}: running `cargo build {}-p driftlock-node --bin driftlock`",
-        if exe.exists() {
-            "checking that it is up to date:"
-        } else {
-            "driftlock binary not found:"
-        },
-        exe.display(),
-        if release { "--release " } else { "" }
-    );
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "driftlock-node", "--bin", "driftlock"]);
-    if release {
-        cmd.arg("--release");
-    }
-    if let Some(target) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", target);
-    }
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
-    let status = cmd
-        .status()
-        .map_err(|e| ClusterError::Io(format!("cannot run cargo: {e}")))?;
-    if !status.success() || !exe.exists() {
-        return Err(ClusterError::Io(format!("building driftlock failed ({status})")));
-    }
-    Ok(exe)
-}
+/// How long the driftlock cluster has to come up and elect a leader.
+const DRIFTLOCK_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl DriftlockCluster {
-    /// Starts three nodes with default settings and initializes them.
+    /// Starts three nodes with default settings plus `extra_args` and
+    /// initializes them.
     pub async fn start(extra_args: &[String]) -> Result<DriftlockCluster, ClusterError> {
-        let exe = driftlock_exe()?;
+        let exe = driftlock_testkit::driftlock_exe()?;
         let dir = tempfile::tempdir().map_err(|e| ClusterError::Io(format!("tempdir: {e}")))?;
-        let mut procs = Vec::new();
-        let mut members = Vec::new();
+        let mut specs = Vec::new();
         for id in 1..=3u64 {
-            let raft_addr = format!("127.0.0.1:{}", free_port()?);
-            let client_addr = format!("127.0.0.1:{}", free_port()?);
-            let data_dir = dir.path().join(format!("node{id}"));
-            let mut args: Vec<String> = vec![
-                "serve".into(),
-                "--id".into(),
-                id.to_string(),
-                "--raft-addr".into(),
-                raft_addr.clone(),
-                "--client-addr".into(),
-                client_addr.clone(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--exit-with-parent".into(),
-            ];
-            args.extend(extra_args.iter().cloned());
-            members.push(MemberAddr {
+            let addr = || driftlock_testkit::try_free_addr().map_err(|e| ClusterError::Io(format!("bind: {e}")));
+            let mut spec = NodeSpec::new(
                 id,
-                raft_addr,
-                client_addr,
-            });
-            procs.push(Proc {
-                args,
-                log: dir.path().join(format!("node{id}.log")),
-                child: None,
-            });
+                addr()?,
+                addr()?,
+                dir.path().join(format!("node{id}")),
+                dir.path().join(format!("node{id}.log")),
+            );
+            spec.serve_args = extra_args.to_vec();
+            specs.push(spec);
         }
-        let endpoints: Vec<String> = members.iter().map(|m| m.client_addr.clone()).collect();
-        let mut cluster = DriftlockCluster {
-            exe,
-            procs,
-            endpoints,
+        let mut nodes = driftlock_testkit::Cluster::new(exe, specs);
+        nodes.bring_up(DRIFTLOCK_START_TIMEOUT).await?;
+        Ok(DriftlockCluster {
+            endpoints: nodes.endpoints(),
+            nodes,
             _dir: dir,
-        };
-        for i in 0..3 {
-            cluster.spawn(i)?;
-        }
-        match cluster.init(members).await {
-            Ok(()) => Ok(cluster),
-            Err(e) => Err(ClusterError::Timeout(format!(
-                "{e}; node logs:\n{}",
-                cluster.log_tails()
-            ))),
-        }
-    }
-
-    async fn init(&self, members: Vec<MemberAddr>) -> Result<(), ClusterError> {
-        let admin = self.admin_client().await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match admin
-                .admin_at(
-                    &self.endpoints[0],
-                    AdminRequest::Init {
-                        members: members.clone(),
-                    },
-                )
-                .await
-            {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => return Err(ClusterError::Timeout(format!("init: {e}"))),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-        self.wait_leader(Duration::from_secs(30)).await.map(|_| ())
+        })
     }
 
     /// The last lines of every node's log.
     pub fn log_tails(&self) -> String {
-        let mut out = String::new();
-        for p in &self.procs {
-            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("== {}\n", p.log.display()));
-            for l in &lines[lines.len().saturating_sub(8)..] {
-                out.push_str(l);
-                out.push('\n');
-            }
-        }
-        out
+        self.nodes.log_tails(8)
     }
 
     /// (Re)starts node `i` (0-based) on its data directory.
     pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
-        self.procs[i].spawn(&self.exe)
+        self.nodes.nodes[i].spawn()?;
+        Ok(())
     }
 
     /// SIGKILLs node `i`.
     pub fn kill(&mut self, i: usize) {
-        self.procs[i].kill();
+        self.nodes.nodes[i].kill();
     }
 
     /// Process id of node `i`, if running.
     pub fn pid(&self, i: usize) -> Option<u32> {
-        self.procs[i].pid()
+        self.nodes.nodes[i].pid()
     }
 
     /// Whether node `i` runs.
     pub fn is_running(&self, i: usize) -> bool {
-        self.procs[i].child.is_some()
+        self.nodes.nodes[i].is_running()
     }
 
     /// A client for administration and status.
@@ -275,44 +187,21 @@ impl DriftlockCluster {
 
     /// Index of the node that says it leads, waiting up to `timeout`.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
-        let admin = self.admin_client().await?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            for (i, ep) in self.endpoints.iter().enumerate() {
-                if !self.is_running(i) {
-                    continue;
-                }
-                if let Ok(s) = admin.status_of(ep).await {
-                    if s.role == Role::Leader {
-                        return Ok(i);
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout("no driftlock leader".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        Ok(self.nodes.wait_leader(timeout).await?)
     }
 
     /// Waits until every running node has applied what the leader has.
     pub async fn wait_caught_up(&self, timeout: Duration) -> Result<(), ClusterError> {
-        let admin = self.admin_client().await?;
         let deadline = Instant::now() + timeout;
+        let status_timeout = Duration::from_secs(2);
         loop {
             let leader = self.wait_leader(timeout).await?;
-            let target = admin
-                .status_of(&self.endpoints[leader])
-                .await
-                .map_err(|e| ClusterError::Client(e.to_string()))?
-                .applied_index;
+            let target = self.nodes.nodes[leader].status(status_timeout).await?.applied_index;
             let mut all = true;
-            for (i, ep) in self.endpoints.iter().enumerate() {
-                if self.is_running(i) {
-                    match admin.status_of(ep).await {
-                        Ok(s) if s.applied_index >= target => {}
-                        _ => all = false,
-                    }
+            for n in self.nodes.nodes.iter().filter(|n| n.is_running()) {
+                match n.status(status_timeout).await {
+                    Ok(s) if s.applied_index >= target => {}
+                    _ => all = false,
                 }
             }
             if all {
@@ -327,15 +216,7 @@ impl DriftlockCluster {
 
     /// Raft id of node `i`.
     pub fn node_id(&self, i: usize) -> u64 {
-        i as u64 + 1
-    }
-}
-
-impl Drop for DriftlockCluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.kill();
-        }
+        self.nodes.nodes[i].id()
     }
 }
 

@@ -1,4 +1,9 @@
-//! The client library against an in-process test server over real TCP.
+//! The client library against real nodes: one `driftlock serve` process
+//! (three where Raft roles matter), reached through a fault-injecting
+//! proxy. Faults are real: stalled or cut connections, dropped replies,
+//! a follower's `NotLeader`, a revocation the leader decides itself. What
+//! the cluster holds is read from the node (linearizable reads); what the
+//! client sent is what the proxy saw.
 //!
 //! Timing: bounds are generous and assertions are about order and cause
 //! (who got the lock first, which token is larger, that local expiry came
@@ -12,33 +17,32 @@ mod support;
 use std::time::{Duration, Instant};
 
 use driftlock_client::{Client, ClientConfig, ClientError, LockMode, LockOptions, Rejection, SessionState};
-use driftlock_proto::SessionOp;
-use driftlock_proto::{AdminRequest, Consistency, Query, QueryResult};
-use driftlock_state_machine::Command;
-use support::{client_config, eventually, DropMode, TestServer};
+use driftlock_proto::{AdminRequest, Consistency, DriftlockApiRequest, KvWrite, Query, QueryResult, SessionOp};
+use support::{
+    client_config, eventually_async, quick_suspicion_args, rpc_count, DropMode, FaultProxy, Node, TestCluster,
+};
 
 const LONG: Duration = Duration::from_secs(20);
 
-async fn connect(server: &TestServer) -> Client {
-    Client::connect_with(client_config(vec![server.addr()]))
+async fn connect(node: &Node) -> Client {
+    Client::connect_with(client_config(vec![node.addr()]))
         .await
         .expect("connect")
 }
 
-fn is_acquire(c: &Command) -> bool {
-    matches!(
-        c,
-        Command::Session {
-            op: SessionOp::Acquire { .. },
-            ..
-        }
-    )
+/// A session operation matching `op`.
+fn is_session_op(r: &DriftlockApiRequest, op: impl Fn(&SessionOp) -> bool) -> bool {
+    matches!(r, DriftlockApiRequest::SessionOp { op: o, .. } if op(o))
+}
+
+fn is_acquire(r: &DriftlockApiRequest) -> bool {
+    is_session_op(r, |o| matches!(o, SessionOp::Acquire { .. }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_keep_a_short_session_alive() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let session = client.open_session(Duration::from_secs(2)).await.expect("open");
     let first_expiry = session.valid_until();
     assert!(first_expiry > Instant::now());
@@ -49,22 +53,16 @@ async fn keepalives_keep_a_short_session_alive() {
     assert_ne!(session.state(), SessionState::Expired);
     assert!(session.is_valid());
     assert!(
-        server.core.session_view(session.id()).is_some(),
+        node.session_view(session.id()).await.is_some(),
         "the cluster lost the session"
     );
     assert!(
         session.valid_until() > first_expiry + Duration::from_secs(2),
         "local validity did not move forward"
     );
-    let keepalives = server.core.count_applied(|c| {
-        matches!(
-            c,
-            Command::Session {
-                op: SessionOp::Keepalive { .. },
-                ..
-            }
-        )
-    });
+    let keepalives = node
+        .proxy
+        .count(|r| is_session_op(r, |o| matches!(o, SessionOp::Keepalive { .. })));
     assert!(keepalives >= 3, "only {keepalives} keepalives in 5 s for a 2 s session");
     assert!(
         tokio::time::timeout(Duration::ZERO, session.lost()).await.is_err(),
@@ -72,13 +70,13 @@ async fn keepalives_keep_a_short_session_alive() {
     );
     session.close().await.expect("close");
     assert_eq!(session.state(), SessionState::Expired);
-    assert!(server.core.session_view(session.id()).is_none());
+    assert!(node.session_view(session.id()).await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contended_lock_goes_to_the_waiter_with_a_larger_token() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open s1");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open s2");
 
@@ -98,15 +96,7 @@ async fn contended_lock_goes_to_the_waiter_with_a_larger_token() {
         )
         .await
     });
-    let s2_id = s2.id();
-    assert!(
-        eventually(LONG, || server
-            .core
-            .lock_view("orders")
-            .is_some_and(|v| v.waiters.iter().any(|(s, _)| *s == s2_id)))
-        .await,
-        "s2 never queued"
-    );
+    assert!(node.wait_until_queued("orders", s2.id(), LONG).await, "s2 never queued");
     assert!(!waiter.is_finished(), "s2 got the lock while s1 held it");
 
     g1.release().await.expect("release");
@@ -117,7 +107,7 @@ async fn contended_lock_goes_to_the_waiter_with_a_larger_token() {
         .expect("s2 locks");
     assert!(g2.fencing_token() > t1, "token {} not above {t1}", g2.fencing_token());
     assert_eq!(g2.session_id(), s2.id());
-    let view = server.core.lock_view("orders").expect("held");
+    let view = node.lock_view("orders").await.expect("held");
     assert_eq!(view.holders.len(), 1);
     assert_eq!(view.holders[0].session, s2.id());
     assert_eq!(view.holders[0].token, g2.fencing_token());
@@ -126,21 +116,14 @@ async fn contended_lock_goes_to_the_waiter_with_a_larger_token() {
 
 /// Hands a lock from one session to a waiting one and returns the waiter's
 /// guard token (panics if the handover does not complete within `LONG`).
-async fn handover(server: &TestServer, client: &Client, name: &str) -> u64 {
+async fn handover(node: &Node, client: &Client, name: &str) -> u64 {
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let g1 = s1.lock(name).await.expect("lock");
     let s2c = s2.clone();
     let owned = name.to_owned();
     let waiter = tokio::spawn(async move { s2c.lock(&owned).await });
-    let s2_id = s2.id();
-    assert!(
-        eventually(LONG, || server
-            .core
-            .lock_view(name)
-            .is_some_and(|v| v.waiters.iter().any(|(s, _)| *s == s2_id)))
-        .await
-    );
+    assert!(node.wait_until_queued(name, s2.id(), LONG).await);
     g1.release().await.expect("release");
     let g2 = tokio::time::timeout(LONG, waiter)
         .await
@@ -153,20 +136,20 @@ async fn handover(server: &TestServer, client: &Client, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grants_reach_waiters_by_event_by_gap_recovery_and_by_polling() {
     // Events alone: the backup poll is slower than the test's patience.
-    let server = TestServer::start().await;
+    let node = Node::start().await;
     let no_poll = ClientConfig {
         poll_interval_ms: 600_000,
-        ..client_config(vec![server.addr()])
+        ..client_config(vec![node.addr()])
     };
     let client = Client::connect_with(no_poll.clone()).await.expect("connect");
-    handover(&server, &client, "by-event").await;
+    handover(&node, &client, "by-event").await;
 
-    // A gap in the event buffer: the grant's event is pushed out before the
-    // waiter's next long-poll, whose truncated batch makes it re-read.
-    let server = TestServer::start().await;
-    server.core.set_event_capacity(1);
+    // A gap in the event buffer: the node keeps one event, so the grant's
+    // event is pushed out before the waiter's next long-poll, whose
+    // truncated batch makes it re-read.
+    let node = Node::start_with(["--event-buffer-len", "1"].map(String::from).to_vec()).await;
     let client = Client::connect_with(ClientConfig {
-        endpoints: vec![server.addr()],
+        endpoints: vec![node.addr()],
         ..no_poll
     })
     .await
@@ -176,41 +159,34 @@ async fn grants_reach_waiters_by_event_by_gap_recovery_and_by_polling() {
     let g1 = s1.lock("by-gap").await.expect("lock");
     let s2c = s2.clone();
     let waiter = tokio::spawn(async move { s2c.lock("by-gap").await });
-    let s2_id = s2.id();
-    assert!(
-        eventually(LONG, || server
-            .core
-            .lock_view("by-gap")
-            .is_some_and(|v| v.waiters.iter().any(|(s, _)| *s == s2_id)))
-        .await
-    );
-    server.set_observe_blocked(true);
+    assert!(node.wait_until_queued("by-gap", s2.id(), LONG).await);
+    let no_events = node.proxy.block(|r| matches!(r, DriftlockApiRequest::Observe { .. }));
     // Let the long-polls in flight run out (observe_wait_ms = 1 s).
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     g1.release().await.expect("release");
     client.kv_put("noise", b"x".to_vec()).await.expect("put");
-    server.set_observe_blocked(false);
+    node.proxy.unblock(no_events);
     let g2 = tokio::time::timeout(LONG, waiter)
         .await
         .expect("the gap did not make the waiter re-read")
         .expect("task")
         .expect("lock");
     assert_eq!(
-        server.core.lock_view("by-gap").map(|v| v.holders[0].token),
+        node.lock_view("by-gap").await.map(|v| v.holders[0].token),
         Some(g2.fencing_token())
     );
 
     // No events at all: the poll finds the grant.
-    let server = TestServer::start().await;
-    server.set_observe_blocked(true);
-    let client = connect(&server).await;
-    handover(&server, &client, "by-poll").await;
+    let node = Node::start().await;
+    node.proxy.block(|r| matches!(r, DriftlockApiRequest::Observe { .. }));
+    let client = connect(&node).await;
+    handover(&node, &client, "by-poll").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn try_lock_on_a_held_lock_returns_none() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
 
@@ -244,8 +220,8 @@ async fn try_lock_on_a_held_lock_returns_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_released_guards_token_no_longer_fences() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
 
@@ -282,15 +258,15 @@ async fn a_released_guards_token_no_longer_fences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_guard_releases_the_lock() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
 
     let g = s1.lock("tmp").await.expect("lock");
     drop(g);
     assert!(
-        eventually(LONG, || server.core.lock_view("tmp").is_none()).await,
+        eventually_async(LONG, || async { node.lock_view("tmp").await.is_none() }).await,
         "the dropped guard's lock stayed held"
     );
     assert!(s2.try_lock("tmp").await.expect("try").is_some());
@@ -300,11 +276,14 @@ async fn dropping_a_guard_releases_the_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_leader_hints_are_followed() {
-    let leader = TestServer::start().await;
-    let follower = leader.replica(2).await;
-    follower.set_not_leader(Some((leader.id(), leader.addr())));
-
-    // Only the follower is configured.
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.wait_leader(LONG).await;
+    let leader_addr = cluster.client_addr(leader).to_owned();
+    let opens_at_leader = rpc_count(cluster.metrics_addr(leader), "open_session");
+    // Only a follower is configured, behind a proxy that counts.
+    let follower = FaultProxy::start(cluster.client_addr((leader + 1) % 3))
+        .await
+        .expect("proxy");
     let client = Client::connect_with(client_config(vec![follower.addr()]))
         .await
         .expect("connect");
@@ -316,45 +295,48 @@ async fn not_leader_hints_are_followed() {
     let rev = client.kv_put("k", b"v".to_vec()).await.expect("put via hint");
     assert!(rev > 0);
     assert!(
-        follower.requests("open_session") >= 1,
+        follower.count_method("open_session") >= 1,
         "the follower was not asked first"
     );
-    assert!(leader.requests("open_session") >= 1);
-    assert_eq!(client.leader_hint(), Some(leader.addr()));
+    assert!(rpc_count(cluster.metrics_addr(leader), "open_session") > opens_at_leader);
+    assert_eq!(client.leader_hint(), Some(leader_addr.clone()));
     g.release().await.expect("release");
 
-    // Without a hint the client moves on to the next endpoint.
-    let silent = leader.replica(3).await;
-    silent.set_not_leader(None);
-    let client = Client::connect_with(client_config(vec![silent.addr(), leader.addr()]))
+    // Without a hint the client moves on to the next endpoint: a node that
+    // was never initialized knows no leader.
+    let mut lone = TestCluster::new(1).expect("node slot");
+    lone.spawn(0);
+    lone.wait_up(0).await;
+    let silent = FaultProxy::start(lone.client_addr(0)).await.expect("proxy");
+    let client = Client::connect_with(client_config(vec![silent.addr(), leader_addr.clone()]))
         .await
         .expect("connect");
     assert!(client.kv_put("k2", b"v".to_vec()).await.expect("put") > rev);
-    assert!(silent.requests("kv_write") >= 1);
+    assert!(silent.count_method("kv_write") >= 1);
 
     // A dead endpoint first in the list is skipped as well.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").to_string()
     };
-    let client = Client::connect_with(client_config(vec![dead, leader.addr()]))
+    let client = Client::connect_with(client_config(vec![dead, leader_addr.clone()]))
         .await
         .expect("connect");
     assert_eq!(
         client.kv_get("k").await.expect("get").map(|v| v.value),
         Some(b"v".to_vec())
     );
-    let status = client.status_of(&leader.addr()).await.expect("status");
-    assert_eq!(status.id, leader.id());
+    let status = client.status_of(&leader_addr).await.expect("status");
+    assert_eq!(status.id, cluster.id(leader));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_server_puts_the_session_in_jeopardy_then_expires_it_before_the_server_does() {
-    let server = TestServer::start().await;
+    let node = Node::start().await;
     // A wide ε so that the ordering below survives a slow scheduler.
     let config = ClientConfig {
         local_margin_us: 500_000,
-        ..client_config(vec![server.addr()])
+        ..client_config(vec![node.addr()])
     };
     let client = Client::connect_with(config).await.expect("connect");
     let session = client.open_session(Duration::from_secs(2)).await.expect("open");
@@ -372,24 +354,24 @@ async fn a_stopped_server_puts_the_session_in_jeopardy_then_expires_it_before_th
         }
         seen
     });
-    server.stop();
+    // The client's way to the node is cut; the node itself runs on.
+    node.proxy.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let deadline_us = server
-        .core
-        .session_view(session.id())
-        .expect("the cluster still has the session")
-        .deadline_us;
+    let (_, cluster_deadline) = node
+        .session_deadline(session.id())
+        .await
+        .expect("the cluster still has the session");
 
     tokio::time::timeout(LONG, session.lost())
         .await
         .expect("lost() never resolved");
     let lost_at = Instant::now();
     assert!(
-        lost_at < server.core.instant_of(deadline_us),
+        lost_at < cluster_deadline,
         "the client thought it held the session after the cluster's deadline"
     );
     assert!(
-        server.core.session_view(session.id()).is_some(),
+        node.session_view(session.id()).await.is_some(),
         "the cluster expired the session before the client did"
     );
     let seen = tokio::time::timeout(LONG, recorder)
@@ -404,63 +386,66 @@ async fn a_stopped_server_puts_the_session_in_jeopardy_then_expires_it_before_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_reconnects() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let session = client.open_session(Duration::from_secs(2)).await.expect("open");
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        server.kill_connections();
+        node.proxy.kill_connections();
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_ne!(session.state(), SessionState::Expired);
-    assert!(server.core.session_view(session.id()).is_some());
+    assert!(node.session_view(session.id()).await.is_some());
     let g = session.lock("after-reconnect").await.expect("lock");
     g.release().await.expect("release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_are_answered_automatically() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start_with(quick_suspicion_args()).await;
+    let client = connect(&node).await;
     let session = client.open_session(Duration::from_secs(3)).await.expect("open");
     let id = session.id();
+    // The leader learns the session's keepalive rhythm (a few gaps).
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let (_, response) = server.core.apply(Command::Suspect {
-        session: id,
-        score_permille: 900,
-        probe_timeout_us: 1_000_000,
-    });
-    response.expect("suspect");
+    // Stall the client's traffic until the leader suspects the session:
+    // long enough to look dead, well within its validity.
+    node.proxy.pause();
+    let suspected = eventually_async(Duration::from_secs(2), || async {
+        node.session_view(id)
+            .await
+            .is_some_and(|v| v.suspicion_permille.is_some())
+    })
+    .await;
     let suspected_at = Instant::now();
+    node.proxy.resume();
+    assert!(suspected, "the stalled session was not suspected");
+
     assert!(
-        eventually(LONG, || server
-            .core
-            .session_view(id)
-            .is_some_and(|v| v.suspicion_permille.is_none()))
+        eventually_async(LONG, || async {
+            node.session_view(id)
+                .await
+                .is_some_and(|v| v.suspicion_permille.is_none())
+        })
         .await,
         "the probe was not answered"
     );
-    let answers = server.core.count_applied(|c| {
-        matches!(
-            c,
-            Command::Session {
-                op: SessionOp::ProbeAnswer,
-                ..
-            }
-        )
-    });
+    let answers = node
+        .proxy
+        .count(|r| is_session_op(r, |o| matches!(o, SessionOp::ProbeAnswer)));
     assert!(answers >= 1);
-    // Past the probe deadline: an unanswered probe would have revoked it.
-    let past_deadline = suspected_at + Duration::from_millis(1_500);
+    // Past the probe deadline (3 s): an unanswered probe would have revoked it.
+    let past_deadline = suspected_at + Duration::from_millis(3_500);
     tokio::time::sleep_until(past_deadline.into()).await;
-    assert!(server.core.session_view(id).is_some(), "the session was revoked");
+    assert!(node.session_view(id).await.is_some(), "the session was revoked");
     assert_ne!(session.state(), SessionState::Expired);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resigning_master_hands_over_to_the_next_candidate_at_a_higher_epoch() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
 
@@ -478,14 +463,7 @@ async fn resigning_master_hands_over_to_the_next_candidate_at_a_higher_epoch() {
     let e2 = s2.election("scheduler");
     let e2c = e2.clone();
     let campaign = tokio::spawn(async move { e2c.campaign(b"two".to_vec()).await });
-    let s2_id = s2.id();
-    let queued = eventually(LONG, || {
-        server.core.count_applied(
-            |c| matches!(c, Command::Session { session, op: SessionOp::Campaign { .. }, .. } if *session == s2_id),
-        ) > 0
-    })
-    .await;
-    assert!(queued);
+    assert!(node.wait_until_candidate("scheduler", s2.id(), LONG).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!campaign.is_finished(), "s2 became master while s1 was");
 
@@ -522,29 +500,22 @@ async fn resigning_master_hands_over_to_the_next_candidate_at_a_higher_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_ends_when_its_session_ends() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start_with(quick_suspicion_args()).await;
+    let client = connect(&node).await;
+    // s2's client has a way to the node of its own, to be stalled alone.
+    let p2 = node.another_proxy().await;
+    let client2 = Client::connect_with(client_config(vec![p2.addr()]))
+        .await
+        .expect("connect");
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
-    let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
+    let s2 = client2.open_session(Duration::from_secs(3)).await.expect("open");
     let _l1 = s1.election("db").campaign(b"a".to_vec()).await.expect("campaign");
     let e2 = s2.election("db");
     let campaign = tokio::spawn(async move { e2.campaign(b"b".to_vec()).await });
-    let s2_id = s2.id();
-    assert!(
-        eventually(LONG, || server.core.count_applied(|c| matches!(
-            c,
-            Command::Session { session, op: SessionOp::Campaign { .. }, .. } if *session == s2_id
-        )) > 0)
-        .await
-    );
-    server
-        .core
-        .apply(Command::Revoke {
-            session: s2_id,
-            reason: "test".into(),
-        })
-        .1
-        .expect("revoke");
+    assert!(node.wait_until_candidate("db", s2.id(), LONG).await);
+    // The leader learns s2's keepalive rhythm, then revokes it on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node.revoke_by_unanswered_probe(&p2, s2.id()).await;
     let result = tokio::time::timeout(LONG, campaign)
         .await
         .expect("campaign hung")
@@ -556,10 +527,15 @@ async fn a_campaign_ends_when_its_session_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_acquire_ends_when_its_session_ends_or_its_wait_runs_out() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start_with(quick_suspicion_args()).await;
+    let client = connect(&node).await;
+    // s2's client has a way to the node of its own, to be stalled alone.
+    let p2 = node.another_proxy().await;
+    let client2 = Client::connect_with(client_config(vec![p2.addr()]))
+        .await
+        .expect("connect");
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
-    let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
+    let s2 = client2.open_session(Duration::from_secs(3)).await.expect("open");
     let _g = s1.lock("busy").await.expect("lock");
 
     let short = LockOptions {
@@ -573,22 +549,10 @@ async fn a_waiting_acquire_ends_when_its_session_ends_or_its_wait_runs_out() {
 
     let s2c = s2.clone();
     let waiter = tokio::spawn(async move { s2c.lock("busy").await });
-    let s2_id = s2.id();
-    assert!(
-        eventually(LONG, || server
-            .core
-            .lock_view("busy")
-            .is_some_and(|v| v.waiters.iter().any(|(s, _)| *s == s2_id)))
-        .await
-    );
-    server
-        .core
-        .apply(Command::Revoke {
-            session: s2_id,
-            reason: "test".into(),
-        })
-        .1
-        .expect("revoke");
+    assert!(node.wait_until_queued("busy", s2.id(), LONG).await);
+    // The leader learns s2's keepalive rhythm, then revokes it on its own.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    node.revoke_by_unanswered_probe(&p2, s2.id()).await;
     let r = tokio::time::timeout(LONG, waiter)
         .await
         .expect("waiter hung")
@@ -599,17 +563,17 @@ async fn a_waiting_acquire_ends_when_its_session_ends_or_its_wait_runs_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_a_dropped_reply_does_not_acquire_twice() {
     for mode in [DropMode::Disconnect, DropMode::Hang] {
-        let server = TestServer::start().await;
-        let client = connect(&server).await;
+        let node = Node::start().await;
+        let client = connect(&node).await;
         let session = client.open_session(Duration::from_secs(3)).await.expect("open");
-        server.drop_reply_of(is_acquire, mode);
+        node.proxy.drop_reply_of(is_acquire, mode);
 
         let g = session.lock("once").await.expect("lock despite the lost reply");
         assert!(
-            server.core.count_applied(is_acquire) >= 2,
+            node.proxy.count(is_acquire) >= 2,
             "{mode:?}: the acquire was not retried"
         );
-        let view = server.core.lock_view("once").expect("held");
+        let view = node.lock_view("once").await.expect("held");
         assert_eq!(view.holders.len(), 1, "{mode:?}");
         assert_eq!(view.holders[0].session, session.id());
         assert_eq!(
@@ -624,11 +588,12 @@ async fn a_retry_after_a_dropped_reply_does_not_acquire_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_session_retries_keep_their_nonce() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
-    server.drop_reply_of(|c| matches!(c, Command::OpenSession { .. }), DropMode::Disconnect);
+    let node = Node::start().await;
+    let client = connect(&node).await;
+    let is_open = |r: &DriftlockApiRequest| matches!(r, DriftlockApiRequest::OpenSession { .. });
+    node.proxy.drop_reply_of(is_open, DropMode::Disconnect);
     let session = client.open_session(Duration::from_secs(3)).await.expect("open");
-    let opens = server.core.count_applied(|c| matches!(c, Command::OpenSession { .. }));
+    let opens = node.proxy.count(is_open);
     assert!(opens >= 2, "the open was not retried");
     let stats = client
         .read(Query::Stats, Consistency::Linearizable)
@@ -638,13 +603,13 @@ async fn open_session_retries_keep_their_nonce() {
         matches!(stats.result, QueryResult::Stats(s) if s.sessions == 1),
         "a retry opened a second session"
     );
-    assert!(server.core.session_view(session.id()).is_some());
+    assert!(node.session_view(session.id()).await.is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessionless_kv_and_the_indeterminate_write() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let r1 = client.kv_put("a/1", b"x".to_vec()).await.expect("put");
     let r2 = client.kv_put("a/2", b"y".to_vec()).await.expect("put");
     assert!(r2 > r1);
@@ -669,17 +634,15 @@ async fn sessionless_kv_and_the_indeterminate_write() {
     assert_eq!(serial.map(|v| v.value), Some(b"z".to_vec()));
 
     // A sessionless write whose reply is lost is reported, not repeated.
-    server.drop_reply_of(
-        |c| matches!(c, Command::KvPut { key, .. } if key == "b"),
-        DropMode::Hang,
-    );
+    let is_put_b = |r: &DriftlockApiRequest| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "b");
+    node.proxy.drop_reply_of(is_put_b, DropMode::Hang);
     let r = client.kv_put("b", b"1".to_vec()).await;
     assert!(matches!(r, Err(ClientError::Indeterminate(_))), "{r:?}");
+    assert_eq!(node.proxy.count(is_put_b), 1);
     assert_eq!(
-        server
-            .core
-            .count_applied(|c| matches!(c, Command::KvPut { key, .. } if key == "b")),
-        1
+        client.kv_get("b").await.expect("get").map(|v| v.value),
+        Some(b"1".to_vec()),
+        "the node applied the write whose reply was lost"
     );
     assert!(r.is_err_and(|e| e.is_indeterminate()));
 
@@ -692,8 +655,8 @@ async fn sessionless_kv_and_the_indeterminate_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closing_a_session_frees_its_locks_at_once() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let s2 = client.open_session(Duration::from_secs(3)).await.expect("open");
     let g = s1.lock("held").await.expect("lock");
@@ -711,14 +674,14 @@ async fn closing_a_session_frees_its_locks_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_session_closes_it() {
-    let server = TestServer::start().await;
-    let client = connect(&server).await;
+    let node = Node::start().await;
+    let client = connect(&node).await;
     let session = client.open_session(Duration::from_secs(3)).await.expect("open");
     let id = session.id();
     let _g = session.lock("l").await.expect("lock");
     drop(session);
     assert!(
-        eventually(LONG, || server.core.session_view(id).is_none()).await,
+        eventually_async(LONG, || async { node.session_view(id).await.is_none() }).await,
         "the dropped session stayed open"
     );
 }

@@ -8,15 +8,20 @@
 //! faults are skipped (the nemesis says why).
 //!
 //! Every node logs to `<run dir>/n<N>.log` and keeps its data in
-//! `<run dir>/n<N>-data`.
+//! `<run dir>/n<N>-data`. The processes are started and signalled through
+//! `driftlock-launcher`; a node's namespace and libfaketime are the
+//! [`Wrapper`] it runs under. Setting up namespaces, partitions and netem
+//! stays here: that is the nemesis' business.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use driftlock_client::{Client, ClientConfig};
-use driftlock_proto::{AdminRequest, MemberAddr, Role};
+use driftlock_launcher::{LaunchError, NodeSpec, Wrapper};
+use driftlock_proto::{AdminRequest, MemberAddr};
+
+pub use driftlock_launcher::libfaketime;
 
 /// Bridge joining the namespaces.
 const BRIDGE: &str = "dljbr0";
@@ -48,20 +53,20 @@ pub enum ClusterError {
         /// Its stderr or exit status.
         detail: String,
     },
-    /// The cluster did not reach the expected state in time.
-    #[error("timed out: {0}")]
-    Timeout(String),
     /// A client request failed.
     #[error("client: {0}")]
     Client(String),
-    /// A file could not be created.
+    /// A file could not be created or a port bound.
     #[error("{path}: {source}")]
     Io {
-        /// File.
+        /// File or address.
         path: PathBuf,
         /// Cause.
         source: std::io::Error,
     },
+    /// A node process failed (start, signal, readiness, leader).
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
 }
 
 /// Runs a command and fails on a non-zero exit.
@@ -117,56 +122,15 @@ pub fn netem_available() -> Result<(), String> {
     r.map_err(|e| format!("tc netem does not work (no sch_netem in this kernel?): {e}"))
 }
 
-/// Path of libfaketime's preload library, if installed.
-pub fn libfaketime() -> Option<PathBuf> {
-    [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-        "/usr/local/lib/faketime/libfaketime.so.1",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-}
-
-/// One node process slot.
+/// What the harness knows of a node besides its process.
 #[derive(Debug)]
 pub struct Node {
     /// Raft id (1-based).
     pub id: u64,
-    /// Its address.
+    /// Its IP address (partitions drop by it).
     pub ip: String,
-    /// Raft address.
-    pub raft_addr: String,
-    /// Client API address.
-    pub client_addr: String,
-    /// Data directory.
-    pub data_dir: PathBuf,
-    /// Log file.
-    pub log: PathBuf,
-    /// The running process.
-    pub child: Option<Child>,
-    /// SIGSTOPped by the nemesis.
-    pub paused: bool,
-    /// `FAKETIME` spec it runs under, if any.
+    /// `FAKETIME` spec it runs under from its next start, if any.
     pub faketime: Option<String>,
-}
-
-impl Node {
-    /// The member record of this node.
-    pub fn member(&self) -> MemberAddr {
-        MemberAddr {
-            id: self.id,
-            raft_addr: self.raft_addr.clone(),
-            client_addr: self.client_addr.clone(),
-        }
-    }
-
-    fn pid(&self) -> Option<nix::unistd::Pid> {
-        let id = self.child.as_ref()?.id();
-        i32::try_from(id).ok().map(nix::unistd::Pid::from_raw)
-    }
 }
 
 /// How to start the cluster.
@@ -188,10 +152,13 @@ pub struct ClusterOptions {
 pub struct Cluster {
     /// Node slots, index = id - 1.
     pub nodes: Vec<Node>,
+    /// Their processes, same indexes.
+    pub procs: driftlock_launcher::Cluster,
     /// Whether the nodes live in namespaces.
     pub netns: bool,
     opts: ClusterOptions,
-    admin: Client,
+    /// Set once the cluster is up.
+    admin: Option<Client>,
 }
 
 fn ns_name(id: u64) -> String {
@@ -250,15 +217,30 @@ fn setup_netns(nodes: u64) -> Result<(), ClusterError> {
 
 /// A free port on `ip` (bound and released).
 fn free_port(ip: &str) -> Result<u16, ClusterError> {
-    let l = std::net::TcpListener::bind((ip, 0)).map_err(|source| ClusterError::Io {
-        path: PathBuf::from(format!("{ip}:0")),
-        source,
-    })?;
-    l.local_addr().map(|a| a.port()).map_err(|source| ClusterError::Io {
+    driftlock_testkit::free_port_on(ip).map_err(|source| ClusterError::Io {
         path: PathBuf::from(format!("{ip}:0")),
         source,
     })
 }
+
+/// `serve` flags of every node before the run's own: fast Raft timing and
+/// health samples every second.
+const NODE_ARGS: [&str; 8] = [
+    "--heartbeat-ms",
+    "50",
+    "--election-timeout-min-ms",
+    "300",
+    "--election-timeout-max-ms",
+    "600",
+    "--health-interval-ms",
+    "1000",
+];
+
+/// How long one status call of the harness may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long the cluster has to come up, initialize and elect a leader.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client for the harness with short timeouts.
 pub async fn harness_client(endpoints: Vec<String>, name: &str) -> Result<Client, ClusterError> {
@@ -274,52 +256,6 @@ pub async fn harness_client(endpoints: Vec<String>, name: &str) -> Result<Client
         .map_err(|e| ClusterError::Client(e.to_string()))
 }
 
-/// Starts one node process.
-fn spawn_node(opts: &ClusterOptions, node: &Node) -> Result<Child, ClusterError> {
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&node.log)
-        .map_err(|source| ClusterError::Io {
-            path: node.log.clone(),
-            source,
-        })?;
-    let log_err = log.try_clone().map_err(|source| ClusterError::Io {
-        path: node.log.clone(),
-        source,
-    })?;
-    let mut cmd = if opts.netns {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &ns_name(node.id)]).arg(&opts.binary);
-        c
-    } else {
-        Command::new(&opts.binary)
-    };
-    cmd.args(["serve", "--id", &node.id.to_string()])
-        .args(["--raft-addr", &node.raft_addr, "--client-addr", &node.client_addr])
-        .arg("--data-dir")
-        .arg(&node.data_dir)
-        .args(["--heartbeat-ms", "50", "--election-timeout-min-ms", "300"])
-        .args(["--election-timeout-max-ms", "600", "--health-interval-ms", "1000"])
-        .args(&opts.extra_args)
-        .arg("--exit-with-parent")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    if let Some(spec) = &node.faketime {
-        if let Some(lib) = libfaketime() {
-            cmd.env("LD_PRELOAD", lib)
-                .env("FAKETIME", spec)
-                .env("FAKETIME_NO_CACHE", "1");
-        }
-    }
-    cmd.spawn().map_err(|source| ClusterError::Spawn {
-        what: format!("{} serve", opts.binary.display()),
-        source,
-    })
-}
-
 impl Cluster {
     /// Creates the namespaces (if asked), starts every node and initializes
     /// the cluster; returns once a leader is elected.
@@ -329,6 +265,7 @@ impl Cluster {
             setup_netns(n)?;
         }
         let mut nodes = Vec::new();
+        let mut specs = Vec::new();
         for id in 1..=n {
             let (ip, raft_addr, client_addr) = if opts.netns {
                 let ip = format!("10.77.0.{}", 10 + id);
@@ -339,72 +276,59 @@ impl Cluster {
                 let client = format!("{ip}:{}", free_port(&ip)?);
                 (ip, raft, client)
             };
-            nodes.push(Node {
+            let mut spec = NodeSpec::new(
                 id,
-                ip,
                 raft_addr,
                 client_addr,
-                data_dir: opts.run_dir.join(format!("n{id}-data")),
-                log: opts.run_dir.join(format!("n{id}.log")),
-                child: None,
-                paused: false,
-                faketime: None,
-            });
+                opts.run_dir.join(format!("n{id}-data")),
+                opts.run_dir.join(format!("n{id}.log")),
+            );
+            spec.serve_args = NODE_ARGS.iter().map(|a| a.to_string()).collect();
+            spec.serve_args.extend(opts.extra_args.iter().cloned());
+            spec.env = vec![("RUST_LOG".into(), "info".into())];
+            specs.push(spec);
+            nodes.push(Node { id, ip, faketime: None });
         }
-        for node in &mut nodes {
-            node.child = Some(spawn_node(&opts, node)?);
-        }
-        let kill_all = |nodes: &mut Vec<Node>| {
-            for n in nodes.iter_mut() {
-                if let Some(mut c) = n.child.take() {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-            }
-            if opts.netns {
-                cleanup_netns(opts.nodes as u64);
-            }
-        };
-        // The client library needs a reachable endpoint to connect.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for node in &nodes {
-            while tokio::net::TcpStream::connect(&node.client_addr).await.is_err() {
-                if Instant::now() > deadline {
-                    let msg = format!("node {} did not listen (see {})", node.id, node.log.display());
-                    kill_all(&mut nodes);
-                    return Err(ClusterError::Timeout(msg));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        let endpoints = nodes.iter().map(|n| n.client_addr.clone()).collect();
-        let admin = match harness_client(endpoints, "jepsen-admin").await {
-            Ok(a) => a,
-            Err(e) => {
-                kill_all(&mut nodes);
-                return Err(e);
-            }
-        };
-        let cluster = Cluster {
+        let procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
+        // From here on, dropping `cluster` stops the nodes and removes the
+        // namespaces, whatever fails.
+        let mut cluster = Cluster {
             nodes,
+            procs,
             netns: opts.netns,
             opts,
-            admin,
+            admin: None,
         };
-        let members = cluster.nodes.iter().map(Node::member).collect();
-        let first = cluster.nodes[0].client_addr.clone();
-        cluster
-            .admin
-            .admin_at(&first, AdminRequest::Init { members })
-            .await
-            .map_err(|e| ClusterError::Client(format!("init: {e}")))?;
-        cluster.wait_leader(Duration::from_secs(30)).await?;
+        for i in 0..cluster.nodes.len() {
+            cluster.procs.nodes[i].spec.wrapper = cluster.wrapper(i)?;
+        }
+        cluster.procs.bring_up(START_TIMEOUT).await?;
+        cluster.admin = Some(harness_client(cluster.endpoints(), "jepsen-admin").await?);
         Ok(cluster)
+    }
+
+    /// What node `i` runs under: its namespace and its `faketime` spec.
+    fn wrapper(&self, i: usize) -> Result<Wrapper, ClusterError> {
+        let mut wrapper = match &self.nodes[i].faketime {
+            Some(spec) => Wrapper::libfaketime(spec)?,
+            None => Wrapper::none(),
+        };
+        if self.netns {
+            let ns = ns_name(self.nodes[i].id);
+            wrapper = wrapper.within(Wrapper::command(["ip", "netns", "exec", ns.as_str()]));
+        }
+        Ok(wrapper)
+    }
+
+    fn admin(&self) -> Result<&Client, ClusterError> {
+        self.admin
+            .as_ref()
+            .ok_or_else(|| ClusterError::Client("the cluster is not up".into()))
     }
 
     /// Client API addresses of all nodes.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.client_addr.clone()).collect()
+        self.procs.endpoints()
     }
 
     /// The run directory.
@@ -412,84 +336,61 @@ impl Cluster {
         &self.opts.run_dir
     }
 
+    /// The member record of node `i`.
+    pub fn member(&self, i: usize) -> MemberAddr {
+        self.procs.nodes[i].spec.member()
+    }
+
+    /// Whether node `i`'s process runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.procs.nodes[i].is_running()
+    }
+
+    /// Whether node `i` is SIGSTOPped.
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.procs.nodes[i].is_paused()
+    }
+
     /// Starts (or restarts) node `i` on its data directory, under its
     /// `faketime` spec if it has one.
     pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
-        let child = spawn_node(&self.opts, &self.nodes[i])?;
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
+        let wrapper = self.wrapper(i)?;
+        let node = &mut self.procs.nodes[i];
+        node.spec.wrapper = wrapper;
+        node.spawn()?;
         Ok(())
     }
 
     /// Waits until node `i` answers status.
-    pub async fn wait_up(&self, i: usize, timeout: Duration) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.admin.status_of(&self.nodes[i].client_addr).await.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(format!(
-                    "node {} did not come up (see {})",
-                    self.nodes[i].id,
-                    self.nodes[i].log.display()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    pub async fn wait_up(&mut self, i: usize, timeout: Duration) -> Result<(), ClusterError> {
+        self.procs.nodes[i].wait_up(timeout).await?;
+        Ok(())
     }
 
     /// The leader's index as some running node reports it.
     pub async fn leader(&self) -> Option<usize> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if n.child.is_none() || n.paused {
-                continue;
-            }
-            if let Ok(s) = self.admin.status_of(&n.client_addr).await {
-                if s.role == Role::Leader {
-                    return Some(i);
-                }
-            }
-        }
-        None
+        self.procs.leader().await
     }
 
     /// Waits for a leader; returns its index.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<usize, ClusterError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(i) = self.leader().await {
-                return Ok(i);
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Timeout(format!("no leader within {timeout:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        Ok(self.procs.wait_leader(timeout).await?)
     }
 
-    /// SIGKILLs node `i` (resuming it first if paused, so it dies at once).
+    /// SIGKILLs node `i` (a paused one too, at once).
     pub fn kill(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if let Some(mut c) = node.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        node.paused = false;
+        self.procs.nodes[i].kill();
     }
 
     /// SIGSTOP (`stop = true`) or SIGCONT node `i`.
-    pub fn pause(&mut self, i: usize, stop: bool) {
-        let node = &mut self.nodes[i];
-        if let Some(pid) = node.pid() {
-            let sig = if stop {
-                nix::sys::signal::Signal::SIGSTOP
-            } else {
-                nix::sys::signal::Signal::SIGCONT
-            };
-            let _ = nix::sys::signal::kill(pid, sig);
-            node.paused = stop;
+    pub fn pause(&mut self, i: usize, stop: bool) -> Result<(), ClusterError> {
+        let node = &mut self.procs.nodes[i];
+        if stop {
+            node.pause()?;
+        } else {
+            node.resume()?;
         }
+        Ok(())
     }
 
     /// Commands `iptables` in node `i`'s namespace.
@@ -557,7 +458,7 @@ impl Cluster {
 
     /// Hands Raft leadership to node index `to`.
     pub async fn transfer_leader(&self, to: usize) -> Result<(), ClusterError> {
-        self.admin
+        self.admin()?
             .admin(AdminRequest::TransferLeader { to: self.nodes[to].id })
             .await
             .map(|_| ())
@@ -567,7 +468,7 @@ impl Cluster {
     /// Makes these node indexes the voters.
     pub async fn set_voters(&self, voters: &[usize]) -> Result<(), ClusterError> {
         let voters = voters.iter().map(|&i| self.nodes[i].id).collect();
-        self.admin
+        self.admin()?
             .admin(AdminRequest::ChangeVoters { voters })
             .await
             .map(|_| ())
@@ -576,10 +477,8 @@ impl Cluster {
 
     /// Adds node index `i` as a learner (waits for it to catch up).
     pub async fn add_learner(&self, i: usize) -> Result<(), ClusterError> {
-        self.admin
-            .admin(AdminRequest::AddLearner {
-                member: self.nodes[i].member(),
-            })
+        self.admin()?
+            .admin(AdminRequest::AddLearner { member: self.member(i) })
             .await
             .map(|_| ())
             .map_err(|e| ClusterError::Client(e.to_string()))
@@ -587,11 +486,11 @@ impl Cluster {
 
     /// The voter ids some node reports.
     pub async fn voters(&self) -> Option<Vec<u64>> {
-        for n in &self.nodes {
-            if n.child.is_none() || n.paused {
+        for n in &self.procs.nodes {
+            if !n.is_running() || n.is_paused() {
                 continue;
             }
-            if let Ok(s) = self.admin.status_of(&n.client_addr).await {
+            if let Ok(s) = n.status(STATUS_TIMEOUT).await {
                 return Some(s.voters.iter().map(|(id, _)| *id).collect());
             }
         }
@@ -600,9 +499,7 @@ impl Cluster {
 
     /// Stops every node and removes the namespaces.
     pub fn shutdown(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill(i);
-        }
+        self.procs.kill_all();
         if self.netns {
             cleanup_netns(self.nodes.len() as u64);
         }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use driftlock_jepsen::nemesis::parse_list;
-use driftlock_jepsen::run::{locate_driftlock, nemesis_table, run, RunOptions, Workloads};
+use driftlock_jepsen::run::{nemesis_table, run, RunOptions, Workloads};
 use driftlock_jepsen::workload::{worker_main, WorkerArgs};
 
 /// Jepsen-style fault-injection run against real driftlock nodes.
@@ -53,7 +53,9 @@ struct Cli {
     /// Never use network namespaces (loopback addresses only).
     #[arg(long)]
     no_netns: bool,
-    /// The driftlock binary (default: next to this one, else built).
+    /// The driftlock binary (default: the one of this build's cargo
+    /// profile, built when missing or when run under cargo; see
+    /// `driftlock_testkit::driftlock_exe`).
     #[arg(long)]
     driftlock: Option<PathBuf>,
     /// Session TTL of lock and election clients, ms.
@@ -134,7 +136,7 @@ async fn main_run(cli: Cli) -> Result<ExitCode, String> {
     });
     let driftlock = match cli.driftlock {
         Some(p) => p,
-        None => locate_driftlock(&exe, !cfg!(debug_assertions))?,
+        None => driftlock_testkit::driftlock_exe().map_err(|e| e.to_string())?,
     };
     let store = cli
         .store

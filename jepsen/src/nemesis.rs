@@ -267,7 +267,7 @@ impl NemesisCtx {
     async fn start(&self, n: Nemesis, rng: &mut StdRng) -> Result<(String, Undo), String> {
         let mut c = self.cluster.lock().await;
         let count = c.nodes.len();
-        let live: Vec<usize> = (0..count).filter(|&i| c.nodes[i].child.is_some()).collect();
+        let live: Vec<usize> = (0..count).filter(|&i| c.is_running(i)).collect();
         let pick = |rng: &mut StdRng| live.choose(rng).copied().ok_or_else(|| "no live node".to_string());
         match n {
             Nemesis::Kill => {
@@ -284,7 +284,7 @@ impl NemesisCtx {
                     Ok((format!("SIGSTOP lock client pid {pid}"), Undo::ResumeWorker(pid)))
                 } else {
                     let i = pick(rng)?;
-                    c.pause(i, true);
+                    c.pause(i, true).map_err(|e| e.to_string())?;
                     Ok((format!("SIGSTOP n{}", c.nodes[i].id), Undo::Resume(i)))
                 }
             }
@@ -408,10 +408,10 @@ impl NemesisCtx {
                 .spawn(i)
                 .map(|_| format!("restart n{}", c.nodes[i].id))
                 .map_err(|e| e.to_string()),
-            Undo::Resume(i) => {
-                c.pause(i, false);
-                Ok(format!("SIGCONT n{}", c.nodes[i].id))
-            }
+            Undo::Resume(i) => c
+                .pause(i, false)
+                .map(|_| format!("SIGCONT n{}", c.nodes[i].id))
+                .map_err(|e| e.to_string()),
             Undo::ResumeWorker(pid) => {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
                 Ok(format!("SIGCONT lock client pid {pid}"))
@@ -469,14 +469,16 @@ impl NemesisCtx {
         c.heal_partitions();
         c.heal_netem();
         for i in 0..c.nodes.len() {
-            if c.nodes[i].paused {
-                c.pause(i, false);
+            if c.is_paused(i) {
+                if let Err(e) = c.pause(i, false) {
+                    println!("heal: cannot resume n{}: {e}", c.nodes[i].id);
+                }
             }
             if c.nodes[i].faketime.is_some() {
                 c.kill(i);
                 c.nodes[i].faketime = None;
             }
-            if c.nodes[i].child.is_none() {
+            if !c.is_running(i) {
                 if let Err(e) = c.spawn(i) {
                     println!("heal: cannot restart n{}: {e}", c.nodes[i].id);
                 }

@@ -2,7 +2,7 @@
 //! heal, restart every node, read back, check.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,49 +368,4 @@ fn write_report(outcome: &RunOutcome, opts: &RunOptions) -> std::io::Result<()> 
     std::fs::write(outcome.run_dir.join("verdict.txt"), text)?;
     let json = serde_json::to_string_pretty(&outcome.table).unwrap_or_default();
     std::fs::write(outcome.run_dir.join("verdict.json"), json)
-}
-
-/// The `driftlock` binary: next to `exe` (the same target directory, or
-/// its parent for test binaries in `deps/`), else built with cargo.
-pub fn locate_driftlock(exe: &Path, profile_release: bool) -> Result<PathBuf, String> {
-    let mut dirs = Vec::new();
-    if let Some(dir) = exe.parent() {
-        dirs.push(dir.to_path_buf());
-        if let Some(up) = dir.parent() {
-            dirs.push(up.to_path_buf());
-        }
-    }
-    for d in &dirs {
-        let candidate = d.join("driftlock");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    let mut args = vec!["build", "-p", "driftlock-node", "--bin", "driftlock"];
-    if profile_release {
-        args.insert(1, "--release");
-    }
-    println!(
-        "driftlock binary not found next to {}: building it with `cargo {}`",
-        exe.display(),
-        args.join(" ")
-    );
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(&args)
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo {} failed: {status}", args.join(" ")));
-    }
-    for d in &dirs {
-        let candidate = d.join("driftlock");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err("built driftlock but cannot find it next to the runner (is CARGO_TARGET_DIR the same?)".into())
 }

@@ -14,16 +14,7 @@ use driftlock_jepsen::run::{run, RunOptions, Workloads};
 use driftlock_jepsen::Status;
 
 fn driftlock_binary() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_driftlock-jepsen"));
-    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let bin = dir.join("driftlock");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build it first with `cargo build -p driftlock-node --bin driftlock` \
-         (`cargo test --workspace` builds it)",
-        bin.display()
-    );
-    bin
+    driftlock_testkit::driftlock_exe().expect("the driftlock binary")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,14 +1,14 @@
 //! `driftlock dev`: a local cluster of child `driftlock serve` processes on
 //! loopback, data under one directory, initialized on first start, stopped
-//! cleanly on Ctrl-C.
+//! cleanly on Ctrl-C. The processes are started and watched through
+//! `driftlock-launcher`, as the tests and the jepsen suite start theirs.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use clap::Args;
-use driftlock_proto::{AdminRequest, ApiError, MemberAddr, Role};
-use tokio::process::{Child, Command};
+use driftlock_launcher::{Cluster, LaunchError, NodeSpec};
+use driftlock_proto::ApiError;
 
 /// `driftlock dev` flags.
 #[derive(Args, Debug, Clone)]
@@ -34,14 +34,16 @@ pub enum DevError {
     /// The cluster did not come up in time.
     #[error("{0}")]
     Timeout(String),
+    /// A node process failed in a way the messages above do not cover.
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
 }
 
-struct DevNode {
-    id: u64,
-    client_addr: String,
-    raft_addr: String,
-    child: Child,
-}
+/// How long the nodes have to answer, initialize and elect a leader.
+const BRING_UP_TIMEOUT: Duration = Duration::from_secs(45);
+
+/// How long the nodes have to exit after SIGTERM before they are killed.
+const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Runs the dev cluster until Ctrl-C or SIGTERM.
 pub async fn run(args: DevArgs) -> Result<(), DevError> {
@@ -60,34 +62,36 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| DevError::Io(format!("cannot create {}: {e}", args.data_dir.display())))?;
     let exe = std::env::current_exe().map_err(|e| DevError::Io(format!("cannot find own executable: {e}")))?;
-    let mut nodes = Vec::new();
+    let mut specs = Vec::new();
     for id in 1..=args.nodes {
         let client_addr = format!("127.0.0.1:{}", args.base_port + id as u16 - 1);
         let raft_addr = format!("127.0.0.1:{}", args.base_port + 100 + id as u16 - 1);
         for addr in [&client_addr, &raft_addr] {
             if std::net::TcpListener::bind(addr).is_err() {
-                stop_all(&mut nodes).await;
                 return Err(DevError::Io(format!(
                     "{addr} is in use: is another driftlock dev running? Stop it, or pass --base-port"
                 )));
             }
         }
-        let child = spawn_node(&exe, &args.data_dir, id, &client_addr, &raft_addr)?;
-        nodes.push(DevNode {
+        let mut spec = NodeSpec::new(
             id,
-            client_addr,
             raft_addr,
-            child,
-        });
+            client_addr,
+            args.data_dir.join(format!("node{id}")),
+            args.data_dir.join(format!("node{id}.log")),
+        );
+        // The nodes take their settings from these flags only.
+        spec.env_remove.push("DRIFTLOCK_CONFIG".into());
+        specs.push(spec);
     }
-    let result = bring_up(&nodes).await;
-    if let Err(e) = result {
-        stop_all(&mut nodes).await;
-        return Err(e);
+    let mut cluster = Cluster::new(exe, specs);
+    if let Err(e) = cluster.bring_up(BRING_UP_TIMEOUT).await {
+        cluster.terminate_all(STOP_GRACE).await;
+        return Err(bring_up_error(e));
     }
-    print_banner(&nodes, &args.data_dir);
-    wait_for_stop(&mut nodes).await;
-    stop_all(&mut nodes).await;
+    print_banner(&cluster, &args.data_dir);
+    wait_for_stop(&mut cluster).await;
+    cluster.terminate_all(STOP_GRACE).await;
     println!(
         "driftlock dev: all nodes stopped; data kept in {}",
         args.data_dir.display()
@@ -95,104 +99,30 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
     Ok(())
 }
 
-fn spawn_node(exe: &Path, data_dir: &Path, id: u64, client_addr: &str, raft_addr: &str) -> Result<Child, DevError> {
-    let log_path = data_dir.join(format!("node{id}.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| DevError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| DevError::Io(format!("cannot open {}: {e}", log_path.display())))?;
-    Command::new(exe)
-        .arg("serve")
-        .arg("--id")
-        .arg(id.to_string())
-        .arg("--client-addr")
-        .arg(client_addr)
-        .arg("--raft-addr")
-        .arg(raft_addr)
-        .arg("--data-dir")
-        .arg(data_dir.join(format!("node{id}")))
-        .arg("--exit-with-parent")
-        .env_remove("DRIFTLOCK_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| DevError::Io(format!("cannot start node {id}: {e}")))
-}
-
-/// Waits for every node to answer, initializes the cluster if it is new,
-/// and waits for a leader.
-async fn bring_up(nodes: &[DevNode]) -> Result<(), DevError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
-    let mut initialized = false;
-    for n in nodes {
-        loop {
-            match driftlock_proto::status(&n.client_addr, Duration::from_millis(500)).await {
-                Ok(s) => {
-                    initialized |= !s.voters.is_empty();
-                    break;
-                }
-                Err(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => {
-                    return Err(DevError::Timeout(format!(
-                        "node {} at {} did not start: {e} (see its log in the data directory)",
-                        n.id, n.client_addr
-                    )))
-                }
-            }
+/// The message of a failed bring-up, in dev's words.
+fn bring_up_error(e: LaunchError) -> DevError {
+    match e {
+        LaunchError::NotUp {
+            id, addr, last_error, ..
+        } => DevError::Timeout(format!(
+            "node {id} at {addr} did not start: {last_error} (see its log in the data directory)"
+        )),
+        LaunchError::Exited { id, status, tail, .. } => DevError::Io(format!(
+            "node {id} exited while starting ({status}); the end of node{id}.log:\n{tail}"
+        )),
+        LaunchError::Init { source, .. } => DevError::Io(format!("cluster init failed: {source}")),
+        LaunchError::NoLeader { timeout, .. } => {
+            DevError::Timeout(format!("no leader was elected within {} s", timeout.as_secs()))
         }
-    }
-    if !initialized {
-        let members = nodes
-            .iter()
-            .map(|n| MemberAddr {
-                id: n.id,
-                raft_addr: n.raft_addr.clone(),
-                client_addr: n.client_addr.clone(),
-            })
-            .collect();
-        match driftlock_proto::admin(
-            &nodes[0].client_addr,
-            AdminRequest::Init { members },
-            Duration::from_secs(10),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) => return Err(DevError::Io(format!("cluster init failed: {e}"))),
-        }
-    }
-    loop {
-        for n in nodes {
-            if let Ok(s) = driftlock_proto::status(&n.client_addr, Duration::from_millis(500)).await {
-                if s.role == Role::Leader && s.applied_index > 0 {
-                    return Ok(());
-                }
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(DevError::Timeout("no leader was elected within 45 s".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        other => DevError::Launch(other),
     }
 }
 
-fn print_banner(nodes: &[DevNode], data_dir: &Path) {
-    let endpoints = nodes
-        .iter()
-        .map(|n| n.client_addr.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+fn print_banner(cluster: &Cluster, data_dir: &Path) {
+    let endpoints = cluster.endpoints().join(",");
     println!(
         "driftlock dev: {} nodes up, data in {}",
-        nodes.len(),
+        cluster.nodes.len(),
         data_dir.display()
     );
     println!("DRIFTLOCK_ENDPOINTS={endpoints}");
@@ -225,7 +155,8 @@ fn invocation() -> String {
     }
 }
 
-async fn wait_for_stop(nodes: &mut [DevNode]) {
+/// Waits for Ctrl-C or SIGTERM, saying so when a node exits meanwhile.
+async fn wait_for_stop(cluster: &mut Cluster) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
@@ -240,29 +171,14 @@ async fn wait_for_stop(nodes: &mut [DevNode]) {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
             _ = poll.tick() => {
-                for n in nodes.iter_mut() {
-                    if let Ok(Some(status)) = n.child.try_wait() {
-                        eprintln!("driftlock dev: node {} exited ({status}); see node{}.log", n.id, n.id);
+                for n in cluster.nodes.iter_mut() {
+                    let id = n.id();
+                    match n.poll_exit() {
+                        Ok(Some(status)) => eprintln!("driftlock dev: node {id} exited ({status}); see node{id}.log"),
+                        Ok(None) => {}
+                        Err(e) => eprintln!("driftlock dev: {e}"),
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Sends SIGTERM to every child, waits up to 8 s, then kills what is left.
-async fn stop_all(nodes: &mut [DevNode]) {
-    for n in nodes.iter_mut() {
-        if let Some(pid) = n.child.id().and_then(|p| i32::try_from(p).ok()) {
-            // SIGTERM lets the node flush and exit cleanly.
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-    }
-    for n in nodes.iter_mut() {
-        match tokio::time::timeout(Duration::from_secs(8), n.child.wait()).await {
-            Ok(_) => {}
-            Err(_) => {
-                let _ = n.child.kill().await;
             }
         }
     }

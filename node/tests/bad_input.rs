@@ -3,21 +3,19 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::io::Write;
 use std::time::Duration;
 
 use driftlock_proto::{ApiError, Consistency, KvWrite, Query, QueryResult};
 
 use driftlock_proto::{LockMode, Rejection, Reply, SessionOp};
-use support::Cluster;
+use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(5);
 
-async fn leader_client(c: &Cluster) -> driftlock_proto::DriftlockApiClient {
+async fn leader_client(c: &TestCluster) -> driftlock_proto::DriftlockApiClient {
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+    driftlock_proto::connect(c.client_addr(leader), T)
         .await
         .expect("connect")
 }
@@ -33,7 +31,7 @@ fn acquire(name: &str) -> SessionOp {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
-    let c = Cluster::start(3).await;
+    let c = TestCluster::start(3).await;
     let api = leader_client(&c).await;
     let ctx = || driftlock_proto::context(T);
 
@@ -94,8 +92,8 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
 
     // Garbage on the client and Raft ports of every node: the connection is
     // closed, the node keeps serving.
-    for p in &c.nodes {
-        for addr in [&p.client_addr, &p.raft_addr] {
+    for i in 0..c.len() {
+        for addr in [c.client_addr(i), c.raft_addr(i)] {
             let mut s = std::net::TcpStream::connect(addr).expect("connect");
             s.set_write_timeout(Some(T)).expect("timeout");
             let mut junk = vec![0u8; 4096];
@@ -139,17 +137,17 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
         },
         Err(e) => panic!("read: {e}"),
     }
-    for i in 0..c.nodes.len() {
+    for i in 0..c.len() {
         assert!(c.status(i).await.is_some(), "node {} stopped serving", i + 1);
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_point_to_the_leader() {
-    let c = Cluster::start(3).await;
+    let c = TestCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
-    let api = driftlock_proto::connect(&c.nodes[follower].client_addr, T)
+    let api = driftlock_proto::connect(c.client_addr(follower), T)
         .await
         .expect("connect");
     let r = api
@@ -166,8 +164,8 @@ async fn followers_point_to_the_leader() {
         Err(ApiError::NotLeader {
             leader_hint: Some((id, addr)),
         }) => {
-            assert_eq!(id, c.nodes[leader].id);
-            assert_eq!(addr, c.nodes[leader].client_addr);
+            assert_eq!(id, c.id(leader));
+            assert_eq!(addr, c.client_addr(leader));
         }
         other => panic!("expected NotLeader with a hint, got {other:?}"),
     }
@@ -178,7 +176,7 @@ fn unknown_config_key_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("node.toml");
     std::fs::write(&path, "id = 1\nelection_timeout = 5\n").expect("write");
-    let out = std::process::Command::new(support::exe())
+    let out = std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["serve", "--config"])
         .arg(&path)
         .output()
@@ -201,11 +199,11 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
         tree.insert(b"probe", vec![1, 0, 0, 0, 0, 0, 0, 0, 9]).expect("insert");
         db.flush().expect("flush");
     }
-    let out = std::process::Command::new(support::exe())
+    let out = std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["serve", "--data-dir"])
         .arg(&data)
-        .args(["--client-addr", &support::free_addr()])
-        .args(["--raft-addr", &support::free_addr()])
+        .args(["--client-addr", &driftlock_testkit::free_addr()])
+        .args(["--raft-addr", &driftlock_testkit::free_addr()])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -218,7 +216,7 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
 /// observer and a range reader, in several replies, none over the frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_values_that_exceed_a_frame_together_are_read_in_bounded_batches() {
-    let c = Cluster::start(1).await;
+    let c = TestCluster::start(1).await;
     let api = leader_client(&c).await;
     let ctx = || driftlock_proto::context(Duration::from_secs(20));
     // 200 values of 60 KiB: 12 MiB in all, above the 8 MiB frame.

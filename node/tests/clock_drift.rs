@@ -13,8 +13,6 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +22,8 @@ use std::time::{Duration, Instant};
 use driftlock_client::Client;
 use driftlock_proto::Event;
 use driftlock_proto::EventFilter;
-use support::counter::{run_worker, COUNTER};
-use support::Cluster;
+use driftlock_testkit::counter::{run_worker, COUNTER};
+use driftlock_testkit::{TestCluster, Wrapper};
 
 /// The node that runs fast.
 const FAST_NODE: u64 = 3;
@@ -122,7 +120,7 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
     let ntp = Chronyd::start(&chronyd, chrony_dir.path());
     let ntp_addr = format!("127.0.0.1:{}", ntp.port);
 
-    let cluster = Cluster::start_wrapped(
+    let cluster = TestCluster::start_wrapped(
         3,
         |_| {
             ["--ntp-servers", ntp_addr.as_str(), "--clock-interval-ms", "500"]
@@ -131,9 +129,9 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
         },
         |id| {
             if id == FAST_NODE {
-                ["faketime", "-f", "+0 x1.002"].map(String::from).to_vec()
+                Wrapper::command(["faketime", "-f", "+0 x1.002"])
             } else {
-                Vec::new()
+                Wrapper::none()
             }
         },
     )
@@ -216,7 +214,7 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
     }
 
     // `driftlock status` shows it.
-    let out = Command::new(support::exe())
+    let out = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["status", "--endpoints", &endpoints.join(",")])
         .output()
         .expect("run status");
@@ -231,7 +229,7 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-        if cluster.nodes[leader].id != FAST_NODE {
+        if cluster.id(leader) != FAST_NODE {
             break;
         }
         assert!(Instant::now() < deadline, "the flagged node keeps leading");

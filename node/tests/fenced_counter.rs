@@ -7,21 +7,19 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_client::Client;
-use support::counter::{run_worker, COUNTER};
-use support::Cluster;
+use driftlock_testkit::counter::{run_worker, COUNTER};
+use driftlock_testkit::TestCluster;
 
 const CLIENTS: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fenced_counter_survives_a_leader_kill() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = TestCluster::start(3).await;
     let endpoints = cluster.endpoints();
     let acked = Arc::new(AtomicU64::new(0));
     let indeterminate = Arc::new(AtomicU64::new(0));

@@ -5,8 +5,6 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -17,7 +15,7 @@ use std::time::{Duration, Instant};
 use driftlock_client::{Client, ClientConfig, LeaderChange, LeaderWatch};
 use driftlock_proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
 use driftlock_proto::{Event, HealthTier};
-use support::Cluster;
+use driftlock_testkit::TestCluster;
 
 fn fast_health(_: u64) -> Vec<String> {
     ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
@@ -61,7 +59,7 @@ fn assert_one_master_per_epoch(changes: &[LeaderChange]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state() {
-    let cluster = Cluster::start_with(3, fast_health).await;
+    let cluster = TestCluster::start_with(3, fast_health).await;
     let endpoints = cluster.endpoints();
     let observer = Client::connect(endpoints.clone()).await.expect("observer");
     let mut watch = observer.watch_election("scheduler");
@@ -125,7 +123,7 @@ fn scrape(addr: &str) -> String {
 
 /// Starts `driftlock elect` as a child process and returns it with its session id.
 fn spawn_elect(endpoints: &[String], election: &str, value: &str) -> (std::process::Child, u64) {
-    let mut child = Command::new(support::exe())
+    let mut child = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["elect", election, "--value", value, "--ttl", "2s"])
         .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
         .env("DRIFTLOCK_HEALTH_OVERRIDE", "excellent")
@@ -149,7 +147,7 @@ fn spawn_elect(endpoints: &[String], election: &str, value: &str) -> (std::proce
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
-    let cluster = Cluster::start_with(3, |id| {
+    let cluster = TestCluster::start_with(3, |id| {
         let mut a = fast_health(id);
         a.extend(["--auto-handover", "false"].map(String::from));
         a
@@ -257,7 +255,7 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_clients_lock() {
-    let cluster = Cluster::start_with(3, |id| {
+    let cluster = TestCluster::start_with(3, |id| {
         let mut a = fast_health(id);
         a.extend(["--handover-min-interval-ms", "60000"].map(String::from));
         if id == 2 {
@@ -326,7 +324,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     };
     assert_ne!(new_leader, sick);
     // It moved because of health, not by chance.
-    let metrics = scrape(&cluster.nodes[sick].metrics_addr);
+    let metrics = scrape(cluster.metrics_addr(sick));
     assert!(
         metrics
             .lines()

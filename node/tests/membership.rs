@@ -4,22 +4,20 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use driftlock_proto::{AdminRequest, KvWrite, MemberAddr, Role};
+use driftlock_proto::{AdminRequest, KvWrite, Role};
 
 use driftlock_proto::Reply;
-use support::Cluster;
+use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_learner_promote_and_remove() {
-    let mut c = Cluster::start(3).await;
+    let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T)
         .await
         .expect("connect");
     for i in 0..20 {
@@ -36,12 +34,8 @@ async fn add_learner_promote_and_remove() {
     let slot = c.add_slot();
     c.spawn(slot);
     c.wait_up(slot).await;
-    let member = MemberAddr {
-        id: c.nodes[slot].id,
-        raft_addr: c.nodes[slot].raft_addr.clone(),
-        client_addr: c.nodes[slot].client_addr.clone(),
-    };
-    driftlock_proto::admin(&c.nodes[leader].client_addr, AdminRequest::AddLearner { member }, T)
+    let member = c.spec(slot).member();
+    driftlock_proto::admin(c.client_addr(leader), AdminRequest::AddLearner { member }, T)
         .await
         .expect("add learner");
     let s = c.status(slot).await.expect("status of the learner");
@@ -61,7 +55,7 @@ async fn add_learner_promote_and_remove() {
     }
 
     driftlock_proto::admin(
-        &c.nodes[leader].client_addr,
+        c.client_addr(leader),
         AdminRequest::ChangeVoters {
             voters: vec![1, 2, 3, 4],
         },
@@ -83,7 +77,7 @@ async fn add_learner_promote_and_remove() {
     ));
 
     driftlock_proto::admin(
-        &c.nodes[leader].client_addr,
+        c.client_addr(leader),
         AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
         T,
     )
@@ -98,19 +92,19 @@ async fn add_learner_promote_and_remove() {
     );
 
     // A bad admin request is refused with a reason.
-    let r = driftlock_proto::admin(&c.nodes[leader].client_addr, AdminRequest::TransferLeader { to: 9 }, T).await;
+    let r = driftlock_proto::admin(c.client_addr(leader), AdminRequest::TransferLeader { to: 9 }, T).await;
     assert!(r.is_err());
     c.kill(slot);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_leader_moves_leadership() {
-    let c = Cluster::start(3).await;
+    let c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
     let target = (leader + 1) % 3;
     driftlock_proto::admin(
-        &c.nodes[leader].client_addr,
-        AdminRequest::TransferLeader { to: c.nodes[target].id },
+        c.client_addr(leader),
+        AdminRequest::TransferLeader { to: c.id(target) },
         T,
     )
     .await
@@ -123,7 +117,7 @@ async fn transfer_leader_moves_leadership() {
         assert!(
             Instant::now() < deadline,
             "leadership did not move to node {}",
-            c.nodes[target].id
+            c.id(target)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -131,9 +125,9 @@ async fn transfer_leader_moves_leadership() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
-    let mut c = Cluster::start(3).await;
+    let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T)
         .await
         .expect("connect");
     let put = KvWrite::Put {
@@ -145,7 +139,7 @@ async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
         Ok(Reply::KvWritten { .. })
     ));
     let victim = (leader + 1) % 3;
-    let status = c.terminate(victim).expect("exit status");
+    let status = c.terminate(victim).await.expect("exit status");
     assert!(
         status.success(),
         "SIGTERM should exit 0, got {status:?}; log:\n{}",
@@ -169,9 +163,9 @@ async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_endpoint_serves_the_metrics() {
     use std::io::{Read, Write};
-    let c = Cluster::start(1).await;
+    let c = TestCluster::start(1).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(&c.nodes[leader].client_addr, T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T)
         .await
         .expect("connect");
     let put = KvWrite::Put {
@@ -184,7 +178,7 @@ async fn prometheus_endpoint_serves_the_metrics() {
     ));
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut s = std::net::TcpStream::connect(&c.nodes[leader].metrics_addr).expect("connect metrics");
+    let mut s = std::net::TcpStream::connect(c.metrics_addr(leader)).expect("connect metrics");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
     let mut body = String::new();
     s.read_to_string(&mut body).expect("read");

@@ -1,6 +1,6 @@
 //! `predict-eval`: evaluates predictive failure analysis against a real
-//! three-node cluster (`driftlock dev`, the `driftlock` binary from the same
-//! target directory, built if missing). Not a timed test: it prints a
+//! three-node cluster (laid out as `driftlock dev` does, started through
+//! `driftlock-testkit`'s launcher, the `driftlock` binary from its locator). Not a timed test: it prints a
 //! Markdown table for BENCHMARKS.md.
 //!
 //! Each run starts a lock holder as a separate process (this program's
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use driftlock_client::{Client, ClientError, Fence, LockOptions, Session};
 use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
 use driftlock_proto::{EndCause, Event, SessionId};
+use driftlock_testkit::NodeSpec;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -249,42 +250,46 @@ async fn stale_write_attempt(client: &Client, ttl: Duration, counter: &str, fenc
 // ---------------------------------------------------------------- cluster
 
 struct Cluster {
-    dev: Child,
+    nodes: driftlock_testkit::Cluster,
     endpoints: Vec<String>,
 }
 
+/// Three nodes on 127.0.0.1 as `driftlock dev` lays them out (client ports
+/// from `base_port`, Raft ports 100 above), data and logs under `dir`.
 async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) -> Result<Cluster, BoxError> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
     std::fs::create_dir_all(dir)?;
-    let log = std::fs::File::create(dir.join("dev.log"))?;
-    let dev = Command::new(bin)
-        .args([
-            "dev",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base_port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("DRIFTLOCK_PREDICT_ENABLED", predict.to_string())
-        .env("RUST_LOG", "info")
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()?;
-    let endpoints: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", base_port + i)).collect();
+    let specs = (1..=3u16).map(|id| {
+        let mut spec = NodeSpec::new(
+            u64::from(id),
+            format!("127.0.0.1:{}", base_port + 100 + id - 1),
+            format!("127.0.0.1:{}", base_port + id - 1),
+            dir.join(format!("node{id}")),
+            dir.join(format!("node{id}.log")),
+        );
+        spec.serve_args = vec!["--predict-enabled".into(), predict.to_string()];
+        spec.env = vec![("RUST_LOG".into(), "info".into())];
+        spec.env_remove = vec!["DRIFTLOCK_CONFIG".into()];
+        spec
+    });
+    let mut nodes = driftlock_testkit::Cluster::new(bin, specs);
+    nodes.bring_up(Duration::from_secs(60)).await?;
+    let endpoints = nodes.endpoints();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if Instant::now() > deadline {
-            return Err("cluster did not come up within 60 s".into());
+            return Err(format!(
+                "cluster did not serve sessions within 60 s; logs:\n{}",
+                nodes.log_tails(8)
+            )
+            .into());
         }
         if let Ok(client) = Client::connect(endpoints.clone()).await {
             if let Ok(s) = client.open_session(Duration::from_secs(5)).await {
                 let _ = s.close().await;
-                return Ok(Cluster { dev, endpoints });
+                return Ok(Cluster { nodes, endpoints });
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,11 +297,11 @@ async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) ->
 }
 
 async fn stop_cluster(mut c: Cluster) {
-    if let Some(pid) = c.dev.id() {
-        signal(pid, nix::sys::signal::Signal::SIGTERM);
+    for outcome in c.nodes.terminate_all(Duration::from_secs(10)).await {
+        if let Err(e) = outcome {
+            eprintln!("stopping the cluster: {e}");
+        }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), c.dev.wait()).await;
-    let _ = c.dev.kill().await;
 }
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
@@ -634,7 +639,7 @@ async fn eval_main(args: &[String]) -> Result<(), BoxError> {
         base_port: parse_num(args, "--base-port", 7600u16)?,
     };
     let only: Option<Vec<String>> = arg_value(args, "--only").map(|s| s.split(',').map(str::to_owned).collect());
-    let bin = driftlock_benches::cluster::driftlock_exe()?;
+    let bin = driftlock_testkit::driftlock_exe()?;
     let scenarios = [
         Scenario::Killed,
         Scenario::Stopped,

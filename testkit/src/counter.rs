@@ -1,17 +1,22 @@
 //! The fenced-counter workload: lock, read, fenced write of value + 1,
-//! release.
+//! release. Exact when the service is safe: the final counter is at least
+//! the acknowledged increments and at most those plus the indeterminate
+//! ones.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientConfig, ClientError, LockOptions};
+use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Session};
 use driftlock_proto::{LockMode, Rejection};
 
+/// KV key of the counter (a little-endian `u64`).
 pub const COUNTER: &str = "counter";
+/// Lock every increment holds.
 pub const LOCK: &str = "counter-lock";
 
 /// What one increment attempt did to the counter.
+#[derive(Debug)]
 pub enum Outcome {
     /// The fenced write was acknowledged.
     Acked,
@@ -22,8 +27,13 @@ pub enum Outcome {
     Unknown,
 }
 
+/// The counter's value in a KV value (0 for a missing or malformed one).
+pub fn decode(value: &[u8]) -> u64 {
+    value.try_into().map_or(0, u64::from_le_bytes)
+}
+
 /// One increment: lock, read, fenced write of value + 1, release.
-pub async fn increment(client: &Client, session: &driftlock_client::Session) -> Outcome {
+pub async fn increment(client: &Client, session: &Session) -> Outcome {
     let opts = LockOptions {
         mode: LockMode::Exclusive,
         wait: Duration::from_secs(20),
@@ -33,7 +43,7 @@ pub async fn increment(client: &Client, session: &driftlock_client::Session) -> 
         Err(e) => return Outcome::NotWritten(Some(e)),
     };
     let n = match client.kv_get(COUNTER).await {
-        Ok(current) => current.map_or(0, |v| u64::from_le_bytes(v.value.try_into().unwrap_or([0; 8]))),
+        Ok(current) => current.map_or(0, |v| decode(&v.value)),
         Err(e) => return Outcome::NotWritten(Some(e)),
     };
     let written = session
@@ -52,7 +62,7 @@ pub async fn increment(client: &Client, session: &driftlock_client::Session) -> 
 
 /// One counter client until `stop_at`: its own connection and session
 /// (reopened when it expires), counting acknowledged and indeterminate
-/// increments.
+/// increments. Panics if it cannot connect or open its first session.
 pub async fn run_worker(
     endpoints: Vec<String>,
     name: String,
@@ -61,11 +71,16 @@ pub async fn run_worker(
     indeterminate: Arc<AtomicU64>,
 ) {
     let config = ClientConfig {
-        client_name: name,
+        client_name: name.clone(),
         ..ClientConfig::new(endpoints)
     };
-    let client = Client::connect_with(config).await.expect("connect");
-    let mut session = client.open_session(Duration::from_secs(5)).await.expect("session");
+    let client = Client::connect_with(config)
+        .await
+        .unwrap_or_else(|e| panic!("counter worker {name}: connect: {e}"));
+    let mut session = client
+        .open_session(Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("counter worker {name}: open session: {e}"));
     while Instant::now() < stop_at {
         match increment(&client, &session).await {
             Outcome::Acked => {
@@ -83,4 +98,16 @@ pub async fn run_worker(
         }
     }
     let _ = session.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counter_is_a_little_endian_u64_and_garbage_reads_as_zero() {
+        assert_eq!(decode(&41u64.to_le_bytes()), 41);
+        assert_eq!(decode(b""), 0);
+        assert_eq!(decode(b"abc"), 0);
+    }
 }
