@@ -62,7 +62,8 @@ pub struct PredictConfig {
     /// Whether the leader suspects sessions at all (profiling and hot-lock
     /// estimates run either way).
     pub enabled: bool,
-    /// Scoring interval.
+    /// How often the leader scores every profiled session
+    /// (`[predict] interval_ms`).
     pub interval: Duration,
     /// Phi at which the phi term of the score is full.
     pub phi_threshold: f64,
@@ -182,7 +183,8 @@ struct Inner {
 /// A suspicion the leader should commit.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Suspicion {
-    /// Session.
+    /// The suspected session, which the leader names in the `Suspect` command
+    /// it commits.
     pub session: SessionId,
     /// The scores behind it.
     pub scores: Scores,
