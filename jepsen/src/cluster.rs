@@ -40,15 +40,15 @@ pub enum ClusterError {
     /// A process could not be started.
     #[error("cannot run {what}: {source}")]
     Spawn {
-        /// The command.
+        /// The program and its arguments, as one string.
         what: String,
-        /// Cause.
+        /// Why it could not start (e.g. the program is not installed).
         source: std::io::Error,
     },
     /// A setup command failed.
     #[error("{what} failed: {detail}")]
     Command {
-        /// The command.
+        /// The program and its arguments, as one string.
         what: String,
         /// Its stderr or exit status.
         detail: String,
@@ -61,7 +61,7 @@ pub enum ClusterError {
     Io {
         /// File or address.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// A node process failed (start, signal, readiness, leader).
