@@ -13,7 +13,7 @@ use crate::workload::{percentile, Measured, System};
 /// One row of `latest.json`: the median over the runs of a workload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
-    /// Workload name.
+    /// Workload name, as `compare-etcd --only` takes it (e.g. `contended`).
     pub workload: String,
     /// Concurrent clients (sessions for the keepalive load).
     pub clients: usize,
