@@ -36,7 +36,7 @@ pub struct ResponseHeader {
     pub raft_term: u64,
 }
 
-/// `LeaseGrantRequest`.
+/// etcd's `LeaseGrantRequest`, sent to `etcdserverpb.Lease/LeaseGrant`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantRequest {
     /// etcd's `TTL`: the time to live asked for, seconds.
@@ -47,7 +47,7 @@ pub struct LeaseGrantRequest {
     pub id: i64,
 }
 
-/// `LeaseGrantResponse`.
+/// etcd's `LeaseGrantResponse`, the answer of `Lease/LeaseGrant`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantResponse {
     /// etcd's `header` (unused here).
@@ -64,7 +64,8 @@ pub struct LeaseGrantResponse {
     pub error: String,
 }
 
-/// `LeaseKeepAliveRequest`.
+/// etcd's `LeaseKeepAliveRequest`, one message on the
+/// `etcdserverpb.Lease/LeaseKeepAlive` stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseKeepAliveRequest {
     /// etcd's `ID`: the lease to renew.
@@ -72,7 +73,8 @@ pub struct LeaseKeepAliveRequest {
     pub id: i64,
 }
 
-/// `LeaseKeepAliveResponse`.
+/// etcd's `LeaseKeepAliveResponse`, one answer on the `Lease/LeaseKeepAlive`
+/// stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseKeepAliveResponse {
     /// etcd's `header` (unused here).
@@ -87,7 +89,8 @@ pub struct LeaseKeepAliveResponse {
     pub ttl_s: i64,
 }
 
-/// `LockRequest` (v3lock).
+/// v3lock's `LockRequest`, sent to `v3lockpb.Lock/Lock`; the call returns once
+/// the lock is held.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LockRequest {
     /// v3lock's `name`: the lock every contender names; etcd creates a key
@@ -100,7 +103,7 @@ pub struct LockRequest {
     pub lease: i64,
 }
 
-/// `LockResponse` (v3lock).
+/// v3lock's `LockResponse`, the answer of `Lock/Lock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LockResponse {
     /// etcd's `header` (unused here).
@@ -111,7 +114,7 @@ pub struct LockResponse {
     pub key: Vec<u8>,
 }
 
-/// `UnlockRequest` (v3lock).
+/// v3lock's `UnlockRequest`, sent to `v3lockpb.Lock/Unlock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UnlockRequest {
     /// v3lock's `key`: the key `Lock` returned.
@@ -119,7 +122,7 @@ pub struct UnlockRequest {
     pub key: Vec<u8>,
 }
 
-/// `UnlockResponse` (v3lock).
+/// v3lock's `UnlockResponse`, the answer of `Lock/Unlock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UnlockResponse {
     /// etcd's `header` (unused here).
@@ -127,11 +130,13 @@ pub struct UnlockResponse {
     pub header: Option<ResponseHeader>,
 }
 
-/// `StatusRequest` (maintenance).
+/// etcd's `StatusRequest` (no fields), sent to
+/// `etcdserverpb.Maintenance/Status`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusRequest {}
 
-/// `StatusResponse` (maintenance), the fields used here.
+/// etcd's `StatusResponse`, the answer of `Maintenance/Status`: its first four
+/// fields only (prost skips the others).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusResponse {
     /// etcd's `header`; its `member_id` is the member that answered.
@@ -149,7 +154,8 @@ pub struct StatusResponse {
     pub leader: u64,
 }
 
-/// `MoveLeaderRequest` (maintenance).
+/// etcd's `MoveLeaderRequest`, sent to `etcdserverpb.Maintenance/MoveLeader` on
+/// the current leader.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MoveLeaderRequest {
     /// etcd's `targetID`: the member id of the new leader.
@@ -157,7 +163,7 @@ pub struct MoveLeaderRequest {
     pub target_id: u64,
 }
 
-/// `MoveLeaderResponse` (maintenance).
+/// etcd's `MoveLeaderResponse`, the answer of `Maintenance/MoveLeader`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MoveLeaderResponse {
     /// etcd's `header` (unused here).

@@ -85,7 +85,8 @@ pub struct Machine {
     pub fdatasync_p50_us: u64,
     /// 99th percentile of the same, µs.
     pub fdatasync_p99_us: u64,
-    /// etcd version string.
+    /// First line of `etcd --version` of the etcd binary the comparison ran
+    /// (`etcd version unknown` if it could not be run).
     pub etcd_version: String,
 }
 

@@ -1,4 +1,8 @@
-//! The workloads, each run the same way against either system.
+//! The workloads, each run the same way against either system through a
+//! [`Target`] and [`Worker`]s: [`uncontended`] and [`contended`] lock
+//! throughput, [`failover`] (the leader killed or asked to hand over midway),
+//! [`keepalive`] (the leader's CPU for many idle sessions) and [`regrant`]
+//! (from a holder's death to the next grant).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -44,7 +44,7 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    /// All of them.
+    /// Every nemesis: what `--nemesis all` selects.
     pub const ALL: [Nemesis; 7] = [
         Nemesis::Kill,
         Nemesis::Pause,

@@ -64,7 +64,8 @@ pub struct RunOptions {
     pub workloads: Workloads,
     /// Seed of every random choice.
     pub seed: u64,
-    /// The `driftlock` binary.
+    /// The `driftlock` binary the nodes run (`--driftlock`, or the one of this
+    /// build's cargo profile).
     pub driftlock: PathBuf,
     /// The runner binary (spawned as `worker`).
     pub worker_exe: PathBuf,

@@ -418,7 +418,7 @@ pub struct WorkerEvent {
 pub struct WorkerArgs {
     /// Client API endpoints.
     pub endpoints: Vec<String>,
-    /// Session TTL, ms.
+    /// TTL of the worker's sessions, ms (`--session-ttl-ms` of the run).
     pub session_ttl_ms: u64,
     /// Seed of its random hold times.
     pub seed: u64,

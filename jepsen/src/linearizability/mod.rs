@@ -174,7 +174,7 @@ impl fmt::Display for Witness {
 pub enum KeyOutcome {
     /// The key's history is linearizable.
     Linearizable,
-    /// It is not.
+    /// It is not; the witness shows where the search got stuck.
     NotLinearizable(Witness),
     /// The budget ran out; the reason says which limit.
     Unknown(String),

@@ -112,7 +112,8 @@ pub struct Scores {
     pub phi: Option<f64>,
     /// Isolation-forest score, `None` before the first training.
     pub forest: Option<f64>,
-    /// Combined score, permille.
+    /// Combined score, permille (see [`combine`]); at or above
+    /// `suspect_threshold_permille` the session is suspected.
     pub combined_permille: u32,
 }
 
@@ -148,7 +149,8 @@ pub enum Decision {
     Keep,
     /// Commit `Suspect` with this score.
     Suspect {
-        /// Combined score, permille.
+        /// The combined score that reached the threshold, committed with the
+        /// `Suspect`.
         score_permille: u32,
     },
 }
