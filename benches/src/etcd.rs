@@ -20,141 +20,153 @@ use tonic_prost::ProstCodec;
 /// Header of every etcd response.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResponseHeader {
-    /// Cluster id.
+    /// etcd's `cluster_id`: the cluster that answered (unused here).
     #[prost(uint64, tag = "1")]
     pub cluster_id: u64,
-    /// Id of the member that answered.
+    /// etcd's `member_id`: the member that answered; the leader lookups compare
+    /// it with `StatusResponse::leader`.
     #[prost(uint64, tag = "2")]
     pub member_id: u64,
-    /// Store revision.
+    /// etcd's `revision`: the KV store's revision when the request was applied
+    /// (unused here).
     #[prost(int64, tag = "3")]
     pub revision: i64,
-    /// Raft term.
+    /// etcd's `raft_term`: the answering member's Raft term (unused here).
     #[prost(uint64, tag = "4")]
     pub raft_term: u64,
 }
 
-/// `LeaseGrantRequest`.
+/// etcd's `LeaseGrantRequest`, sent to `etcdserverpb.Lease/LeaseGrant`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantRequest {
-    /// TTL, seconds.
+    /// etcd's `TTL`: the time to live asked for, seconds.
     #[prost(int64, tag = "1")]
     pub ttl_s: i64,
-    /// Requested id (0 = chosen by the server).
+    /// etcd's `ID`: the lease id asked for; 0 lets the server choose.
     #[prost(int64, tag = "2")]
     pub id: i64,
 }
 
-/// `LeaseGrantResponse`.
+/// etcd's `LeaseGrantResponse`, the answer of `Lease/LeaseGrant`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseGrantResponse {
-    /// Header.
+    /// etcd's `header` (unused here).
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
-    /// Lease id.
+    /// etcd's `ID`: the granted lease, which keepalives and locks name.
     #[prost(int64, tag = "2")]
     pub id: i64,
-    /// Granted TTL, seconds.
+    /// etcd's `TTL`: the granted time to live, seconds.
     #[prost(int64, tag = "3")]
     pub ttl_s: i64,
-    /// Error text, if any.
+    /// etcd's `error`: why the grant failed; empty on success.
     #[prost(string, tag = "4")]
     pub error: String,
 }
 
-/// `LeaseKeepAliveRequest`.
+/// etcd's `LeaseKeepAliveRequest`, one message on the
+/// `etcdserverpb.Lease/LeaseKeepAlive` stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseKeepAliveRequest {
-    /// Lease id.
+    /// etcd's `ID`: the lease to renew.
     #[prost(int64, tag = "1")]
     pub id: i64,
 }
 
-/// `LeaseKeepAliveResponse`.
+/// etcd's `LeaseKeepAliveResponse`, one answer on the `Lease/LeaseKeepAlive`
+/// stream.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LeaseKeepAliveResponse {
-    /// Header.
+    /// etcd's `header` (unused here).
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
-    /// Lease id.
+    /// etcd's `ID`: the lease renewed.
     #[prost(int64, tag = "2")]
     pub id: i64,
-    /// Remaining TTL, seconds (≤ 0: the lease is gone).
+    /// etcd's `TTL`: the lease's remaining time to live, seconds (≤ 0: the
+    /// lease is gone).
     #[prost(int64, tag = "3")]
     pub ttl_s: i64,
 }
 
-/// `LockRequest` (v3lock).
+/// v3lock's `LockRequest`, sent to `v3lockpb.Lock/Lock`; the call returns once
+/// the lock is held.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LockRequest {
-    /// Lock name.
+    /// v3lock's `name`: the lock every contender names; etcd creates a key
+    /// under it for each waiter.
     #[prost(bytes = "vec", tag = "1")]
     pub name: Vec<u8>,
-    /// Lease the lock is attached to.
+    /// v3lock's `lease`: the lease the lock's key is attached to; the lock is
+    /// freed when the lease expires.
     #[prost(int64, tag = "2")]
     pub lease: i64,
 }
 
-/// `LockResponse` (v3lock).
+/// v3lock's `LockResponse`, the answer of `Lock/Lock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct LockResponse {
-    /// Header.
+    /// etcd's `header` (unused here).
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
-    /// Key of the held lock, for `Unlock`.
+    /// v3lock's `key`: the key that holds the lock, to pass to `Unlock`.
     #[prost(bytes = "vec", tag = "2")]
     pub key: Vec<u8>,
 }
 
-/// `UnlockRequest` (v3lock).
+/// v3lock's `UnlockRequest`, sent to `v3lockpb.Lock/Unlock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UnlockRequest {
-    /// Key returned by `Lock`.
+    /// v3lock's `key`: the key `Lock` returned.
     #[prost(bytes = "vec", tag = "1")]
     pub key: Vec<u8>,
 }
 
-/// `UnlockResponse` (v3lock).
+/// v3lock's `UnlockResponse`, the answer of `Lock/Unlock`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct UnlockResponse {
-    /// Header.
+    /// etcd's `header` (unused here).
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
 
-/// `StatusRequest` (maintenance).
+/// etcd's `StatusRequest` (no fields), sent to
+/// `etcdserverpb.Maintenance/Status`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusRequest {}
 
-/// `StatusResponse` (maintenance), the fields used here.
+/// etcd's `StatusResponse`, the answer of `Maintenance/Status`: its first four
+/// fields only (prost skips the others).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct StatusResponse {
-    /// Header (its `member_id` is the answering member).
+    /// etcd's `header`; its `member_id` is the member that answered.
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
-    /// Server version.
+    /// etcd's `version`: the answering server's version (unused here; the
+    /// report takes `etcd --version`).
     #[prost(string, tag = "2")]
     pub version: String,
-    /// Database size, bytes.
+    /// etcd's `dbSize`: the backend database's size, bytes (unused here).
     #[prost(int64, tag = "3")]
     pub db_size: i64,
-    /// Member id of the leader (0 = none known).
+    /// etcd's `leader`: the member id of the leader, 0 when none is known.
     #[prost(uint64, tag = "4")]
     pub leader: u64,
 }
 
-/// `MoveLeaderRequest` (maintenance).
+/// etcd's `MoveLeaderRequest`, sent to `etcdserverpb.Maintenance/MoveLeader` on
+/// the current leader.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MoveLeaderRequest {
-    /// Member id of the new leader.
+    /// etcd's `targetID`: the member id of the new leader.
     #[prost(uint64, tag = "1")]
     pub target_id: u64,
 }
 
-/// `MoveLeaderResponse` (maintenance).
+/// etcd's `MoveLeaderResponse`, the answer of `Maintenance/MoveLeader`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct MoveLeaderResponse {
-    /// Header.
+    /// etcd's `header` (unused here).
     #[prost(message, optional, tag = "1")]
     pub header: Option<ResponseHeader>,
 }
@@ -214,7 +226,8 @@ impl EtcdConn {
         })
     }
 
-    /// The endpoint in use.
+    /// The endpoint (`host:port`) calls go to now; a connection error moves the
+    /// connection on to the next one.
     pub fn endpoint(&self) -> &str {
         &self.endpoints[self.current]
     }

@@ -1,8 +1,11 @@
 //! driftlock's benchmarks. Criterion micro-benchmarks live in `benches/`
-//! (`cargo bench -p driftlock-benches`); the `driftlock-bench` binary runs
-//! the same workloads against a 3-node driftlock cluster and a 3-node etcd
-//! cluster and writes `benches/results/latest.json`, the table in
-//! BENCHMARKS.md and PNG plots.
+//! (`cargo bench -p driftlock-benches`); the `driftlock-bench` binary runs the
+//! same workloads against a 3-node driftlock cluster and a 3-node etcd cluster
+//! and writes `benches/results/latest.json`, the table in BENCHMARKS.md and PNG
+//! plots; the `predict-eval` binary measures the predictive failure analysis on
+//! a real cluster for BENCHMARKS.md. This library holds what the
+//! `driftlock-bench` binary runs: the clusters, the etcd client, the workloads,
+//! the held-locks memory measurement and the report.
 
 #![warn(missing_docs)]
 

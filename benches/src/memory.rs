@@ -24,7 +24,8 @@ pub struct MemoryResult {
     pub rss_after: Vec<u64>,
     /// (after − before) / locks per node, bytes.
     pub bytes_per_lock: Vec<f64>,
-    /// Index of the leader.
+    /// Index, in the per-node lists above, of the leader found before the
+    /// locks were taken.
     pub leader: usize,
     /// Acquires per second while filling.
     pub acquires_per_sec: f64,

@@ -13,7 +13,7 @@ use crate::workload::{percentile, Measured, System};
 /// One row of `latest.json`: the median over the runs of a workload.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
-    /// Workload name.
+    /// Workload name, as `compare-etcd --only` takes it (e.g. `contended`).
     pub workload: String,
     /// Concurrent clients (sessions for the keepalive load).
     pub clients: usize,
@@ -85,7 +85,8 @@ pub struct Machine {
     pub fdatasync_p50_us: u64,
     /// 99th percentile of the same, µs.
     pub fdatasync_p99_us: u64,
-    /// etcd version string.
+    /// First line of `etcd --version` of the etcd binary the comparison ran
+    /// (`etcd version unknown` if it could not be run).
     pub etcd_version: String,
 }
 

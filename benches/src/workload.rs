@@ -1,4 +1,8 @@
-//! The workloads, each run the same way against either system.
+//! The workloads, each run the same way against either system through a
+//! [`Target`] and [`Worker`]s: [`uncontended`] and [`contended`] lock
+//! throughput, [`failover`] (the leader killed or asked to hand over midway),
+//! [`keepalive`] (the leader's CPU for many idle sessions) and [`regrant`]
+//! (from a holder's death to the next grant).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,7 +79,8 @@ pub struct Measured {
     pub lock_latencies_us: Vec<u64>,
 }
 
-/// Run lengths.
+/// How long each workload runs, and the keepalive workload's size;
+/// `compare-etcd --quick` uses shorter ones.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
     /// Measured window of the throughput workloads.
@@ -105,21 +110,22 @@ fn client_err(e: impl std::fmt::Display) -> ClusterError {
 pub enum Worker {
     /// A driftlock client with one session.
     Driftlock {
-        /// The session.
+        /// The session every lock of this worker is taken in; the client keeps
+        /// it alive in the background.
         session: Session,
     },
     /// An etcd connection with a lease kept alive in the background.
     Etcd {
-        /// The connection.
+        /// The connection locks and unlocks go through.
         conn: EtcdConn,
-        /// The lease.
+        /// The lease id every lock of this worker is attached to.
         lease: i64,
-        /// The keepalive task.
+        /// Renews the lease every TTL/3 until [`Worker::close`] aborts it.
         keepalive: tokio::task::JoinHandle<()>,
     },
 }
 
-/// A held lock.
+/// A lock a [`Worker`] holds, to hand back to [`Worker::unlock`].
 pub enum Held {
     /// driftlock's guard.
     Driftlock(LockGuard),
@@ -324,7 +330,7 @@ pub enum Target<'a> {
 }
 
 impl Target<'_> {
-    /// Which system.
+    /// The system the cluster runs.
     pub fn system(&self) -> System {
         match self {
             Target::Driftlock(_) => System::Driftlock,
@@ -332,7 +338,7 @@ impl Target<'_> {
         }
     }
 
-    /// Client endpoints.
+    /// The nodes' client addresses (`host:port`), in node order.
     pub fn endpoints(&self) -> Vec<String> {
         match self {
             Target::Driftlock(c) => c.endpoints.clone(),

@@ -9,7 +9,8 @@ use driftlock_proto::{AdminRequest, MemberAddr, Role};
 
 use crate::{connect, CmdResult, Endpoints};
 
-/// `driftlock cluster …`.
+/// The `driftlock cluster` subcommands: initialization, membership changes and
+/// leader transfer, each an admin request to the cluster.
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Initialize a new cluster. Run once, against one of the members.
@@ -35,7 +36,7 @@ pub enum ClusterCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Node id.
+        /// Id of the learner to make a voter (as given to add-learner).
         id: u64,
     },
     /// Remove a node from the voters and the cluster.
@@ -43,7 +44,7 @@ pub enum ClusterCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Node id.
+        /// Id of the node to remove from the voters and the cluster.
         id: u64,
     },
     /// Hand Raft leadership to a voter.
@@ -51,7 +52,7 @@ pub enum ClusterCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Node id.
+        /// Id of the voter that should lead.
         id: u64,
     },
 }
@@ -67,7 +68,8 @@ fn parse_member(spec: &str) -> Result<MemberAddr, String> {
     })
 }
 
-/// `driftlock cluster …`.
+/// Runs one `driftlock cluster` subcommand and prints what changed; `init`
+/// gives up after 30 s.
 pub(crate) async fn cluster(cmd: ClusterCmd) -> CmdResult {
     let timeout = Duration::from_secs(30);
     match cmd {

@@ -17,13 +17,15 @@ pub struct ElectArgs {
     /// The cluster to talk to.
     #[command(flatten)]
     endpoints: Endpoints,
-    /// Election name.
+    /// Election name, e.g. jobs/scheduler: every candidate for the role uses
+    /// the same one.
     #[arg(required = true)]
     election: Option<String>,
     /// Value to proclaim as master.
     #[arg(long, required = true)]
     value: Option<String>,
-    /// Session TTL.
+    /// Session TTL (e.g. 10s, 500ms): mastership ends about this long after
+    /// this process stops renewing.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ttl: Duration,
     /// State handed to the next master if the cluster moves mastership away
@@ -41,15 +43,17 @@ pub enum ElectCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Election name.
+        /// Name of the election whose mastership to move.
         election: String,
-        /// Candidate session id.
+        /// Session id of the candidate to hand over to (printed by its
+        /// driftlock elect); default: the healthiest candidate.
         #[arg(long)]
         to: Option<u64>,
     },
 }
 
-/// `driftlock elect`.
+/// Campaigns and reports changes of mastership until Ctrl-C, then resigns; or,
+/// with `handover`, asks the cluster to start a warm handover.
 pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
     if let Some(ElectCmd::Handover {
         endpoints,

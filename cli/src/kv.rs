@@ -4,7 +4,9 @@ use clap::Subcommand;
 
 use crate::{connect, CmdResult, Endpoints};
 
-/// `driftlock kv …`.
+/// The `driftlock kv` subcommands: linearizable reads, and writes outside any
+/// session, which are not deduplicated and so are retried only when they
+/// surely did not arrive.
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
     /// Print a key's value.
@@ -12,7 +14,7 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Key.
+        /// Key whose value to print (as text); a missing key is an error.
         key: String,
     },
     /// Set a key.
@@ -20,9 +22,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Key.
+        /// Key to set, e.g. config/mode.
         key: String,
-        /// Value.
+        /// Value to store (the bytes of this text), e.g. active.
         value: String,
     },
     /// Set a key if its revision is EXPECTED (0: only if absent).
@@ -30,11 +32,12 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Key.
+        /// Key to set.
         key: String,
-        /// Expected modification revision.
+        /// The key's current revision, as printed by put, cas or list; 0 = the
+        /// key must not exist yet.
         expected: u64,
-        /// New value.
+        /// Value to store if the revision matches.
         value: String,
     },
     /// Delete a key.
@@ -42,7 +45,7 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Key.
+        /// Key to delete; a missing key is an error.
         key: String,
     },
     /// List keys under a prefix.
@@ -50,13 +53,14 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
-        /// Prefix.
+        /// List keys starting with this (empty = all), at most 10000, one per
+        /// line: KEY, VALUE, (revision N), tab-separated.
         #[arg(default_value = "")]
         prefix: String,
     },
 }
 
-/// `driftlock kv …`.
+/// Runs one `driftlock kv` subcommand and prints its result on stdout.
 pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
     match cmd {
         KvCmd::Get { endpoints, key } => {

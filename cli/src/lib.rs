@@ -26,10 +26,11 @@ pub use lock::LockArgs;
 pub use status::StatusArgs;
 pub use watch::WatchArgs;
 
-/// The user and operator commands.
+/// The user and operator commands; the node crate's `main` flattens them into
+/// the `driftlock` binary beside `serve` and `dev`.
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
-    /// Cluster administration.
+    /// Initialize a cluster, change its membership, move Raft leadership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
     /// Run a command while holding a lock.

@@ -16,7 +16,8 @@ pub struct LockArgs {
     /// The cluster to talk to.
     #[command(flatten)]
     endpoints: Endpoints,
-    /// Lock name.
+    /// Lock name, e.g. jobs/nightly: processes that must not overlap use the
+    /// same one.
     name: String,
     /// Session TTL (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]

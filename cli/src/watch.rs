@@ -13,7 +13,7 @@ pub struct WatchArgs {
     /// The cluster to talk to.
     #[command(flatten)]
     endpoints: Endpoints,
-    /// Key prefix.
+    /// Print changes of keys starting with this (empty = every key).
     #[arg(default_value = "")]
     prefix: String,
 }

@@ -40,15 +40,15 @@ pub enum ClusterError {
     /// A process could not be started.
     #[error("cannot run {what}: {source}")]
     Spawn {
-        /// The command.
+        /// The program and its arguments, as one string.
         what: String,
-        /// Cause.
+        /// Why it could not start (e.g. the program is not installed).
         source: std::io::Error,
     },
     /// A setup command failed.
     #[error("{what} failed: {detail}")]
     Command {
-        /// The command.
+        /// The program and its arguments, as one string.
         what: String,
         /// Its stderr or exit status.
         detail: String,
@@ -61,7 +61,7 @@ pub enum ClusterError {
     Io {
         /// File or address.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error.
         source: std::io::Error,
     },
     /// A node process failed (start, signal, readiness, leader).
@@ -148,7 +148,8 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
 }
 
-/// The running cluster.
+/// The nodes of a run: their processes, and what the nemeses act on besides
+/// (each node's IP and faketime spec, whether namespaces are used).
 pub struct Cluster {
     /// Node slots, index = id - 1.
     pub nodes: Vec<Node>,
@@ -331,7 +332,8 @@ impl Cluster {
         self.procs.endpoints()
     }
 
-    /// The run directory.
+    /// The run directory: each node's data directory (`n<id>-data`) and log
+    /// (`n<id>.log`), beside the history and reports of the run.
     pub fn run_dir(&self) -> &Path {
         &self.opts.run_dir
     }

@@ -80,12 +80,14 @@ pub enum Function {
     /// Register workload: linearizable read of `key`. Result:
     /// [`Value::Register`].
     Read {
-        /// Register key.
+        /// The KV key read, one of
+        /// [`REGISTER_KEYS`](crate::workload::REGISTER_KEYS).
         key: String,
     },
     /// Register workload: set `key` to `value`. Result: [`Value::None`].
     Write {
-        /// Register key.
+        /// The KV key written, one of
+        /// [`REGISTER_KEYS`](crate::workload::REGISTER_KEYS).
         key: String,
         /// Value written; the workload writes each value at most once per key.
         value: u64,
@@ -93,18 +95,21 @@ pub enum Function {
     /// Register workload: set `key` to `to` iff it holds `from`. `Ok` means
     /// it did; a failed comparison is `Fail`. Result: [`Value::None`].
     Cas {
-        /// Register key.
+        /// The KV key, one of
+        /// [`REGISTER_KEYS`](crate::workload::REGISTER_KEYS).
         key: String,
-        /// Expected current value.
+        /// The value the key must hold (the workload reads it first and cases
+        /// on that read's revision).
         from: u64,
-        /// New value.
+        /// The value written if it does; like `Write`'s, unique per key.
         to: u64,
     },
     /// Lock workload: acquire `lock` exclusively. Result: [`Value::Lock`]
     /// with the fencing token and the interval the client believes it holds
     /// the lock at grant time.
     Acquire {
-        /// Lock name.
+        /// The lock taken ([`LOCK_NAME`](crate::workload::LOCK_NAME) in the
+        /// lock workload).
         lock: String,
     },
     /// Lock workload: release `lock`. Its completion (of any kind) carries
@@ -112,7 +117,7 @@ pub enum Function {
     /// the one recorded at acquisition (the hold may have ended early by
     /// release, or been extended by keepalives).
     Release {
-        /// Lock name.
+        /// The lock released, the one the matching `Acquire` took.
         lock: String,
     },
     /// Fenced counter: under `lock`, read the counter, write it plus one with
@@ -130,20 +135,22 @@ pub enum Function {
     /// Election workload: campaign until master. Result:
     /// [`Value::Mastership`] (epoch, session and believed interval).
     Campaign {
-        /// Election name.
+        /// The election joined
+        /// ([`ELECTION_NAME`](crate::workload::ELECTION_NAME) in the election
+        /// workload).
         election: String,
     },
     /// Election workload: resign. Like [`Function::Release`], its completion
     /// carries the final believed interval as [`Value::Mastership`].
     Resign {
-        /// Election name.
+        /// The election left, the one the matching `Campaign` joined.
         election: String,
     },
     /// Election workload: an observer saw who is master. Result:
     /// [`Value::Master`]. Recorded as an invoke immediately followed by its
     /// `Ok` ([`History::observe`]).
     Master {
-        /// Election name.
+        /// The election observed.
         election: String,
     },
     /// A fault the nemesis starts or stops (`"kill n2"`, `"heal"`); ignored
@@ -154,7 +161,8 @@ pub enum Function {
     },
     /// A phase marker, such as [`FINAL_PHASE`].
     Phase {
-        /// Phase name.
+        /// The phase that starts here, e.g. [`FINAL_PHASE`]; the checkers read
+        /// only that one.
         name: String,
     },
 }
@@ -201,7 +209,8 @@ pub struct Mastership {
 /// A master as an observer sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MasterView {
-    /// Election epoch.
+    /// Epoch the observer saw (the log index of the entry that made that
+    /// master); for one observer it must never decrease.
     pub epoch: u64,
     /// The master's session id.
     pub session: u64,
@@ -249,7 +258,7 @@ pub enum HistoryError {
     /// A file could not be created, written or read.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The history file (or run directory) being written or read.
         path: PathBuf,
         /// The I/O error.
         #[source]
@@ -258,7 +267,7 @@ pub enum HistoryError {
     /// A line of a JSONL history is not an [`Op`].
     #[error("{path}:{line}: not a history op: {source}")]
     Parse {
-        /// The file.
+        /// The JSONL history being loaded.
         path: PathBuf,
         /// Line number, from 1.
         line: usize,
@@ -599,9 +608,9 @@ pub fn validate(ops: &[Op]) -> Result<(), HistoryError> {
 /// How a paired operation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Completion {
-    /// Took effect.
+    /// Took effect: the completion was [`OpKind::Ok`].
     Ok,
-    /// Did not take effect.
+    /// Certainly did not take effect: the completion was [`OpKind::Fail`].
     Fail,
     /// Unknown (including never completed).
     Info,
@@ -610,9 +619,11 @@ pub enum Completion {
 /// An invocation together with its completion: what the checkers work on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PairedOp {
-    /// The process.
+    /// The workload process that invoked the operation (one outstanding
+    /// operation per process).
     pub process: u64,
-    /// The operation.
+    /// The operation and its inputs, as on both the invocation and the
+    /// completion.
     pub f: Function,
     /// How it ended.
     pub completion: Completion,

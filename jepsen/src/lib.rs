@@ -2,7 +2,7 @@
 //! (kill, pause, partition, clock skew), records operation histories and
 //! checks them for linearizability and lock safety.
 //!
-//! Built so far is the pure half, which needs no process and no network:
+//! The pure half needs no process and no network:
 //!
 //! - [`history`]: the operation history ([`Op`]: invoke, then `ok`, `fail`
 //!   or `info`), a [`History`] recorder shared by the workload tasks that

@@ -61,7 +61,8 @@ struct Cli {
     /// Session TTL of lock and election clients, ms.
     #[arg(long, default_value_t = 2_000)]
     session_ttl_ms: u64,
-    /// Lock worker processes.
+    /// Number of lock workload client processes (separate processes, so the
+    /// pause nemesis can stop one that holds the lock).
     #[arg(long, default_value_t = 3)]
     lock_workers: u64,
     /// Start the nodes in the deliberately broken mode

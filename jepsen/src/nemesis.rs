@@ -44,7 +44,7 @@ pub enum Nemesis {
 }
 
 impl Nemesis {
-    /// All of them.
+    /// Every nemesis: what `--nemesis all` selects.
     pub const ALL: [Nemesis; 7] = [
         Nemesis::Kill,
         Nemesis::Pause,
@@ -104,11 +104,13 @@ pub fn parse_list(s: &str) -> Result<Vec<Nemesis>, String> {
 /// What one nemesis did over a run.
 #[derive(Clone, Debug, Default)]
 pub struct NemesisStats {
-    /// Faults started.
+    /// Faults of this kind applied; one that could not be applied counts in
+    /// `errors` instead.
     pub started: u64,
     /// Faults that could not be applied (with the last reason).
     pub errors: u64,
-    /// Last error.
+    /// The most recent of those errors, for the nemesis table; `None` when
+    /// there were none.
     pub last_error: Option<String>,
     /// Leader changes seen while it was active.
     pub leader_changes: u64,
@@ -118,9 +120,11 @@ pub struct NemesisStats {
 
 /// The shared state of a run's faults.
 pub struct NemesisCtx {
-    /// The cluster.
+    /// The cluster the faults act on; the run locks it too, to restart and
+    /// heal every node for the final phase.
     pub cluster: Arc<Mutex<Cluster>>,
-    /// The history.
+    /// The run's history, where each fault is recorded as a
+    /// [`Function::Nemesis`] op.
     pub history: History,
     /// Pids of the lock worker processes (for client pauses).
     pub workers: Vec<nix::unistd::Pid>,

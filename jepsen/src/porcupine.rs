@@ -17,7 +17,7 @@ use crate::history::{Completion, Function, HistoryError, PairedOp, Value};
 /// `ClientId`, `Input`, `Call`, `Output`, `Return`; times in nanoseconds).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PorcupineOperation {
-    /// The process.
+    /// The history's process id of the operation.
     #[serde(rename = "ClientId")]
     pub client_id: u64,
     /// What was asked.
@@ -41,10 +41,10 @@ pub struct PorcupineOperation {
 pub struct PorcupineInput {
     /// `"read"`, `"write"` or `"cas"`.
     pub op: String,
-    /// Value written.
+    /// Value written (writes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<u64>,
-    /// Cas expected value.
+    /// Value the cas expected (cas only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
     /// Cas new value.

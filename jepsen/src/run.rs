@@ -54,17 +54,18 @@ impl Workloads {
 /// Settings of a run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Node count.
+    /// Number of nodes started (3 or 5 normally).
     pub nodes: usize,
     /// Length of the faulty phase.
     pub duration: Duration,
     /// Faults to schedule.
     pub nemeses: Vec<Nemesis>,
-    /// Workloads.
+    /// Which workloads run alongside the faults.
     pub workloads: Workloads,
     /// Seed of every random choice.
     pub seed: u64,
-    /// The `driftlock` binary.
+    /// The `driftlock` binary the nodes run (`--driftlock`, or the one of this
+    /// build's cargo profile).
     pub driftlock: PathBuf,
     /// The runner binary (spawned as `worker`).
     pub worker_exe: PathBuf,
@@ -76,7 +77,8 @@ pub struct RunOptions {
     pub node_args: Vec<String>,
     /// Session TTL of the lock and election clients, ms.
     pub session_ttl_ms: u64,
-    /// Lock worker processes.
+    /// Number of lock workload processes; each is a separate client the pause
+    /// nemesis can SIGSTOP.
     pub lock_workers: u64,
 }
 
@@ -85,7 +87,7 @@ pub struct RunOptions {
 pub struct RunOutcome {
     /// The run directory (kept).
     pub run_dir: PathBuf,
-    /// The verdicts.
+    /// One verdict per checker; [`VerdictTable::passed`] decides the exit code.
     pub table: VerdictTable,
     /// What each nemesis did.
     pub nemesis_stats: BTreeMap<Nemesis, NemesisStats>,

@@ -406,9 +406,10 @@ pub struct WorkerEvent {
     pub process: u64,
     /// Invocation or completion.
     pub kind: OpKind,
-    /// The operation.
+    /// The operation and its inputs, as [`Op::f`].
     pub f: Function,
-    /// Its value.
+    /// Its result, as [`Op::value`]; lock intervals in `CLOCK_MONOTONIC` ns
+    /// here, which the harness maps to history time.
     pub value: Value,
 }
 
@@ -417,7 +418,7 @@ pub struct WorkerEvent {
 pub struct WorkerArgs {
     /// Client API endpoints.
     pub endpoints: Vec<String>,
-    /// Session TTL, ms.
+    /// TTL of the worker's sessions, ms (`--session-ttl-ms` of the run).
     pub session_ttl_ms: u64,
     /// Seed of its random hold times.
     pub seed: u64,
@@ -579,9 +580,11 @@ async fn flush(stdout: &mut tokio::io::Stdout, out: &mut String) -> Result<(), S
 
 /// A running lock worker process, as the harness sees it.
 pub struct Worker {
-    /// Worker number.
+    /// Worker number from 0; its history process ids start at
+    /// `first_process + 1000·index`.
     pub index: u64,
-    /// The process.
+    /// The worker's child process (the runner binary's hidden `worker`
+    /// subcommand).
     pub child: tokio::process::Child,
     /// Its pid (for SIGSTOP/SIGCONT).
     pub pid: Option<nix::unistd::Pid>,

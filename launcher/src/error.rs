@@ -15,7 +15,7 @@ pub enum LaunchError {
     File {
         /// What was attempted ("create directory", "open log file").
         action: &'static str,
-        /// The path.
+        /// The node's data directory, its log file or the log's directory.
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
@@ -52,7 +52,8 @@ pub enum LaunchError {
         id: u64,
         /// Its process id.
         pid: u32,
-        /// The signal.
+        /// The signal sent: SIGKILL, SIGTERM, SIGSTOP, SIGCONT, or one given to
+        /// [`NodeProcess::signal`](crate::NodeProcess::signal).
         signal: Signal,
         /// What the OS said.
         source: nix::Error,
@@ -72,7 +73,8 @@ pub enum LaunchError {
         id: u64,
         /// How it ended.
         status: ExitStatus,
-        /// Its log file.
+        /// Its log file ([`NodeSpec::log_file`](crate::NodeSpec::log_file)),
+        /// which holds the rest of its output.
         log: PathBuf,
         /// The last lines of that log.
         tail: String,
@@ -82,13 +84,14 @@ pub enum LaunchError {
     NotUp {
         /// Raft id of the node.
         id: u64,
-        /// Its client address.
+        /// The client address the status calls went to.
         addr: String,
         /// How long it was given.
         timeout: Duration,
         /// The last status call's error.
         last_error: String,
-        /// Its log file.
+        /// Its log file ([`NodeSpec::log_file`](crate::NodeSpec::log_file)),
+        /// which holds the rest of its output.
         log: PathBuf,
         /// The last lines of that log.
         tail: String,
@@ -98,7 +101,7 @@ pub enum LaunchError {
     Status {
         /// Raft id of the node.
         id: u64,
-        /// Its client address.
+        /// The client address the status call went to.
         addr: String,
         /// The call's error.
         source: RpcError,
@@ -108,7 +111,7 @@ pub enum LaunchError {
     Init {
         /// Raft id of the node asked.
         id: u64,
-        /// Its client address.
+        /// The client address the `Init` request went to.
         addr: String,
         /// The call's error.
         source: RpcError,

@@ -28,19 +28,21 @@ pub enum NodeError {
     /// The store refused to open (corruption names the tree and key).
     #[error("cannot open the store in {dir}: {source}")]
     Store {
-        /// Data directory.
+        /// The data directory (`[node] data_dir`) the store was opened in.
         dir: String,
-        /// Cause.
+        /// What the store reported; a corruption names the sled tree and key.
         source: driftlock_raft_store::StoreError,
     },
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
-        /// Address.
+        /// The address as configured; also reported when it is not an
+        /// `ip:port`.
         addr: String,
-        /// Which listener.
+        /// `raft`, `client` or `metrics`.
         what: &'static str,
-        /// Cause.
+        /// Why binding failed (e.g. the address is in use), or `InvalidInput`
+        /// for an address that does not parse.
         source: std::io::Error,
     },
     /// openraft refused the configuration or failed to start.

@@ -55,7 +55,8 @@ const COMMIT_STEP_PPM: f64 = 5.0;
 /// One node's clock estimate as gossiped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipEntry {
-    /// Node id.
+    /// The node the estimate is of, not necessarily the sender: a node gossips
+    /// every fresh estimate it knows.
     pub node: u64,
     /// Its estimate (relative-only estimates already widened).
     pub estimate: ClockEstimate,
@@ -66,15 +67,18 @@ pub struct GossipEntry {
 /// Settings of the clock module.
 #[derive(Clone, Debug)]
 pub struct ClockSyncConfig {
-    /// This node.
+    /// This node's id (`[node] id`): its own estimate is gossiped under it, and
+    /// what peers say about it never replaces that estimate.
     pub node_id: u64,
-    /// Sampling and gossip interval.
+    /// Time between sampling rounds (NTP and every peer) and gossip rounds
+    /// (`[clock] interval_ms`); also the timeout of each exchange.
     pub interval: Duration,
     /// NTP servers, `host:port`.
     pub ntp_servers: Vec<String>,
     /// RTT percentile above which samples are dropped.
     pub rtt_percentile: u8,
-    /// Gossip fanout.
+    /// Random peers this node exchanges views with per interval
+    /// (`[clock] gossip_fanout`).
     pub fanout: usize,
     /// Kalman filter tuning.
     pub filter: DriftFilterConfig,
@@ -85,7 +89,9 @@ pub struct ClockSyncConfig {
 }
 
 impl ClockSyncConfig {
-    /// From the node configuration.
+    /// The `[node] id` and `[clock]` settings of a validated node
+    /// configuration; the filter takes the two process noises from `[clock]`
+    /// and its defaults for the rest.
     pub fn from_node(config: &NodeConfig) -> Self {
         ClockSyncConfig {
             node_id: config.node.id,

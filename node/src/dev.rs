@@ -25,7 +25,8 @@ pub struct DevArgs {
     pub base_port: u16,
 }
 
-/// Errors of the dev launcher.
+/// Why `driftlock dev` stopped with an error; the binary prints it after
+/// `driftlock dev: ` and exits with status 1.
 #[derive(Debug, thiserror::Error)]
 pub enum DevError {
     /// Something outside went wrong (I/O, spawn, ports).

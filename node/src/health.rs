@@ -35,7 +35,8 @@ pub struct NodeHealth {
     /// Leader side: when each node's report was last committed (by this
     /// node while leader), for the rate limit.
     committed_at: Mutex<BTreeMap<u64, Instant>>,
-    /// Sampling interval.
+    /// How often this node samples its host and reports to the leader
+    /// (`[health] interval_ms`).
     pub interval: Duration,
     /// Automatic handover and leader transfer enabled.
     pub auto_handover: bool,

@@ -18,7 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Label of per-method RPC metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MethodLabel {
-    /// RPC method.
+    /// The client API method: `open_session`, `session_op`, `kv_write`, `read`
+    /// or `admin`.
     pub method: String,
 }
 
@@ -29,17 +30,20 @@ pub struct Metrics {
     pub term: Gauge,
     /// Leader changes seen by this node.
     pub leader_changes: Counter,
-    /// Last log index.
+    /// Index of the newest entry in this node's log, committed or not
+    /// (`driftlock_raft_last_log_index`).
     pub last_log_index: Gauge,
     /// Commit index as far as this node knows.
     pub committed_index: Gauge,
-    /// Applied index.
+    /// Index of the newest entry applied to this node's state machine, blank
+    /// and membership entries included (`driftlock_raft_applied_index`).
     pub applied_index: Gauge,
     /// Last log index minus applied index.
     pub apply_lag: Gauge,
     /// Whether this node is the leader (1) or not (0).
     pub is_leader: Gauge,
-    /// Open sessions.
+    /// Sessions in this node's applied state (`driftlock_sessions`); one past
+    /// its deadline counts until the entry that expires it is applied.
     pub sessions: Gauge,
     /// Locks with a holder.
     pub held_locks: Gauge,
@@ -47,7 +51,8 @@ pub struct Metrics {
     pub waiters: Gauge,
     /// Lock grants applied.
     pub grants: Counter,
-    /// Validity of grants, seconds.
+    /// The holder's remaining session validity at each applied lock grant,
+    /// seconds (`driftlock_grant_validity_seconds`).
     pub grant_validity_seconds: Histogram,
     /// Client RPC latency by method, seconds.
     pub rpc_latency_seconds: Family<MethodLabel, Histogram>,
@@ -338,7 +343,7 @@ impl HealthMetrics {
 /// Label naming a node.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabel {
-    /// Node id.
+    /// The node's id, in decimal.
     pub node: String,
 }
 
@@ -410,7 +415,7 @@ impl ClockMetrics {
 /// Label of a per-lock metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LockLabel {
-    /// Lock name.
+    /// The lock's name as clients gave it (only hot locks get a series).
     pub lock: String,
 }
 
@@ -431,7 +436,8 @@ pub struct PredictMetrics {
     pub max_score_permille: Gauge,
     /// Highest phi among profiled sessions at the last scoring.
     pub max_phi: FloatGauge,
-    /// Isolation forest trainings.
+    /// Times the leader rebuilt the isolation forest (every
+    /// `[predict] retrain_ms`, once enough training vectors are held).
     pub forest_trainings: Counter,
     /// Vectors in the forest's training ring.
     pub forest_training_vectors: Gauge,

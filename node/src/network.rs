@@ -27,9 +27,12 @@ pub trait RaftRpc {
     /// AppendEntries (also heartbeats).
     async fn append_entries(req: AppendEntriesRequest<TypeConfig>)
         -> Result<AppendEntriesResponse<TypeConfig>, String>;
-    /// RequestVote.
+    /// openraft's RequestVote: a candidate asks for this node's vote in its
+    /// term.
     async fn vote(req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String>;
-    /// PreVote.
+    /// openraft's PreVote: a would-be candidate asks whether it would win
+    /// before it raises its term, so a node cut off for a while does not unseat
+    /// a healthy leader when it returns.
     async fn pre_vote(req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String>;
     /// Install a whole snapshot (metadata and the store's framed bytes).
     async fn install_snapshot(
@@ -52,7 +55,7 @@ pub trait RaftRpc {
 /// Server side: forwards each RPC to the local Raft.
 #[derive(Clone)]
 pub struct RaftRpcServer {
-    /// The local Raft.
+    /// The Raft instance every Raft RPC is handed to.
     pub raft: Raft,
     /// The local clock module.
     pub clock: std::sync::Arc<crate::clocksync::ClockSync>,

@@ -44,7 +44,8 @@ pub struct NodeContext {
     pub id: u64,
     /// This node's addresses.
     pub addr: NodeAddr,
-    /// The local Raft.
+    /// This node's openraft instance: proposals, leadership checks for reads,
+    /// membership changes and the metrics behind status and gauges.
     pub raft: Raft,
     /// The cluster-time anchor of the local log.
     pub stamps: StampHandle,
@@ -58,9 +59,11 @@ pub struct NodeContext {
     pub started: Instant,
     /// Set when the node is shutting down: new requests are refused.
     pub stopping: AtomicBool,
-    /// Requests being handled.
+    /// Client requests being handled now; shutdown waits up to
+    /// [`DRAIN_LIMIT`](crate::app::DRAIN_LIMIT) for it to reach 0.
     pub in_flight: AtomicU64,
-    /// Prometheus metrics.
+    /// Every metric the node exports on `[node] metrics_addr`; updated from the
+    /// request path, the event pump and the background loops.
     pub metrics: Arc<Metrics>,
     /// Health sampling and handover settings.
     pub health: crate::health::NodeHealth,
@@ -174,7 +177,10 @@ impl NodeContext {
         Ok(self.cluster_now_us())
     }
 
-    /// Answers a query.
+    /// Answers a read. A linearizable one confirms leadership first (and fails
+    /// with `NotLeader` on a follower); a serializable one reads this node's
+    /// applied state as it is. Either way expiry is judged at this node's
+    /// cluster time now, which the reply carries with the applied index.
     pub async fn query(&self, query: Query, consistency: Consistency) -> Result<QueryReply, ApiError> {
         let now_us = self.read_barrier(consistency).await?;
         let (applied_index, result) = self

@@ -57,7 +57,8 @@ pub enum StoreError {
         /// The payload's size.
         bytes: usize,
     },
-    /// sled failed.
+    /// sled itself failed (I/O, or its own corruption check), opening, reading,
+    /// writing or flushing.
     #[error("sled: {0}")]
     Sled(#[from] sled::Error),
     /// An entry could not be applied (e.g. its index does not follow the

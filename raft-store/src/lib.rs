@@ -41,7 +41,11 @@ pub use type_config::{
     TypeConfig, Vote,
 };
 
-/// Storage settings.
+/// Settings of [`open_with`]: sled's cache, the event channel, the initial
+/// replicated configuration, and the snapshot and log-retention policy that
+/// [`StoreConfig::apply_to`] copies into openraft's config. The node sets only
+/// the snapshot interval (from its `[raft]` settings) and keeps the defaults
+/// for the rest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
     /// Build a snapshot every this many applied entries (openraft's
@@ -93,7 +97,8 @@ impl StoreConfig {
 pub struct Store {
     /// The log, vote and committed id.
     pub log_store: LogStore,
-    /// The state machine and its snapshots.
+    /// The in-memory state machine, restored from the stored snapshot, and the
+    /// snapshot slot on disk.
     pub state_machine: SledStateMachine,
 }
 

@@ -99,11 +99,13 @@ pub struct ApplyOutput {
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A log entry of [`TypeConfig`].
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
-/// The vote of [`TypeConfig`].
+/// A vote (leader id and whether it is committed) of [`TypeConfig`]; the log
+/// store flushes it before `save_vote` returns.
 pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
 /// A membership config with the log id that introduced it.
 pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
-/// Metadata of a snapshot.
+/// Metadata of a snapshot: the last log id it covers, the membership as of that
+/// entry, and the snapshot's id.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 /// The snapshot data the state machine produces and installs: the framed
 /// (`[len][crc32][bincode]`) encoding of a state-machine

@@ -11,7 +11,8 @@
 
 use driftlock_proto::ClockEstimate;
 
-/// Filter tuning.
+/// Tuning of a [`DriftFilter`]. The client uses [`Default`]; the node takes the
+/// two process noises from its `[clock]` settings and the default for the rest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DriftFilterConfig {
     /// Process noise of the offset, µs² per second (white frequency noise).
@@ -51,7 +52,8 @@ pub enum SampleOutcome {
     Accepted,
     /// Dropped as a single outlier.
     Outlier {
-        /// Innovation, µs.
+        /// Measured offset minus the offset the filter predicted for that time,
+        /// µs; beyond `step_k_sigma` standard deviations.
         innovation_us: f64,
     },
     /// Several outliers in a row: the clock stepped; the filter restarted
@@ -155,12 +157,14 @@ impl DriftFilter {
         self.x[1]
     }
 
-    /// σ of the offset, µs.
+    /// Standard deviation of the offset estimate, µs; it widens between samples
+    /// by the process noise and narrows with each accepted one.
     pub fn offset_sigma_us(&self) -> f64 {
         self.p[0][0].max(0.0).sqrt()
     }
 
-    /// σ of the drift, ppm.
+    /// Standard deviation of the drift estimate, ppm. The state machine bounds
+    /// this clock's drift by `|drift| + k·σ` once σ is small enough to use.
     pub fn drift_sigma_ppm(&self) -> f64 {
         self.p[1][1].max(0.0).sqrt()
     }

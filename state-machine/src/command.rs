@@ -40,37 +40,42 @@ pub enum Command {
     },
     /// A deduplicated operation inside a session.
     Session {
-        /// Session.
+        /// The session the operation runs in; an unknown or ended session is
+        /// rejected with `UnknownSession`.
         session: SessionId,
         /// Client sequence number, strictly increasing per session.
         seq: u64,
-        /// The operation.
+        /// What to do; applied once per `(session, seq)`, a retry gets the
+        /// cached response while `seq` is within `limits.dedupe_window`.
         op: SessionOp,
     },
     /// A KV write outside any session (not deduplicated; for operators).
     KvPut {
-        /// Key.
+        /// Non-empty, at most `limits.max_name_bytes`; a new key counts against
+        /// `limits.max_keys`.
         key: String,
-        /// Value.
+        /// Replaces the whole value; at most `limits.max_value_bytes`.
         value: Vec<u8>,
     },
     /// A KV delete outside any session.
     KvDelete {
-        /// Key.
+        /// Key to remove; rejected with `KeyNotFound` if it does not exist.
         key: String,
     },
     /// A KV compare-and-set outside any session.
     KvCas {
-        /// Key.
+        /// Non-empty, at most `limits.max_name_bytes`.
         key: String,
         /// Expected `mod_revision`; 0 means "must not exist".
         expected_revision: u64,
-        /// New value.
+        /// Written only if the key's `mod_revision` equals `expected_revision`;
+        /// at most `limits.max_value_bytes`.
         value: Vec<u8>,
     },
     /// Start a warm handover of `election` from its master to `to`.
     HandoverBegin {
-        /// Election name.
+        /// Election whose master hands over; it must have no handover in
+        /// progress and `to` must be one of its candidates.
         election: String,
         /// The current master's session.
         from: SessionId,
@@ -84,7 +89,7 @@ pub enum Command {
     /// Complete an acknowledged handover: `to` becomes master at a new
     /// epoch, the index of this entry.
     LeaseTransfer {
-        /// Election name.
+        /// Election whose handover to `to` was acknowledged (`HandoverAck`).
         election: String,
         /// The candidate that acknowledged.
         to: SessionId,
@@ -94,9 +99,10 @@ pub enum Command {
     },
     /// Abandon a handover; the standard election continues.
     HandoverAbort {
-        /// Election name.
+        /// Election whose handover is abandoned; its master keeps the role.
         election: String,
-        /// Epoch of the handover.
+        /// The master epoch the handover began at; any other is rejected with
+        /// `HandoverMismatch`.
         epoch: u64,
         /// Why, for events and logs.
         reason: String,
@@ -104,22 +110,28 @@ pub enum Command {
     /// A health sample of a node or client, measured outside the state
     /// machine.
     HealthReport {
-        /// Whose health.
+        /// A node (kept per node id) or a session (kept on the session, where
+        /// the next keepalive's lease decision uses it; an unknown session is
+        /// rejected).
         subject: Subject,
-        /// The sample.
+        /// Every permille field must be at most 1000, else `InvalidReport`.
         sample: HealthSample,
     },
     /// A clock estimate of a node or client.
     ClockReport {
-        /// Whose clock.
+        /// A node (its estimate feeds ρ_cluster) or a session (its estimate
+        /// feeds that session's ρ_client); an unknown session is rejected.
         subject: Subject,
-        /// The estimate.
+        /// Usable only with at least `time.min_estimate_samples` samples and σ
+        /// at most `time.max_usable_drift_sigma_ppb`; otherwise the subject
+        /// counts at `time.max_drift_ppm`.
         estimate: ClockEstimate,
     },
     /// The failure predictor suspects this session: its next grants are
     /// shorter and it must answer a renewal probe.
     Suspect {
-        /// Session.
+        /// Session to suspect. Suspecting it again while a probe is pending
+        /// keeps that probe's deadline.
         session: SessionId,
         /// Combined anomaly score, permille.
         score_permille: u32,
@@ -128,7 +140,8 @@ pub enum Command {
     },
     /// End a session for cause; its locks free under lock-delay.
     Revoke {
-        /// Session.
+        /// Session to end. Its locks stay unavailable under lock-delay and an
+        /// election it was master of waits out a succession delay.
         session: SessionId,
         /// Why, for events and logs.
         reason: String,

@@ -24,7 +24,9 @@ pub(crate) struct Suspicion {
     pub(crate) probe_deadline_us: u64,
 }
 
-/// An open session.
+/// An open session, keyed by its id (the log index of its `OpenSession` entry).
+/// It ends on close, at `deadline_us`, on an unanswered probe or on
+/// revocation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) nonce: u128,
@@ -70,7 +72,7 @@ impl Session {
     }
 }
 
-/// A lock holder.
+/// One session's grant of a lock, kept in [`Holders`] under its session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Holder {
     pub(crate) mode: LockMode,
@@ -162,7 +164,8 @@ pub(crate) struct Master {
     pub(crate) value: Vec<u8>,
 }
 
-/// A waiting candidate.
+/// A session queued in an election behind its master, in campaign order; the
+/// front one becomes master once there is none and no succession delay runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Candidate {
     pub(crate) session: SessionId,

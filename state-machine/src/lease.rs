@@ -6,10 +6,11 @@
 use driftlock_proto::health::{health_index_permille, tier_of};
 use driftlock_proto::{HealthSample, HealthTier, LeaseConfig, LeaseDecision};
 
-/// Permille scale.
 const PERMILLE: u64 = 1000;
 
-/// Lease factor of a tier, permille.
+/// The configured lease factor of a health tier (`factor_*_permille` of
+/// [`LeaseConfig`]), permille added to the 1000 of the multiplier: negative
+/// shortens the lease, positive lengthens it.
 pub fn tier_factor_permille(tier: HealthTier, cfg: &LeaseConfig) -> i32 {
     match tier {
         HealthTier::Excellent => cfg.factor_excellent_permille,

@@ -54,7 +54,9 @@ impl StateMachine {
         })
     }
 
-    /// A KV entry.
+    /// The value and revisions of `key`, or `None` if it does not exist. KV
+    /// entries never expire, so unlike the other views this needs no cluster
+    /// time.
     pub fn kv_get(&self, key: &str) -> Option<KvView> {
         self.kv.get(key).map(|e| KvView {
             value: e.value.clone(),

@@ -21,7 +21,9 @@ pub const SNAPSHOT_VERSION: u32 = 2;
 pub struct Snapshot {
     /// Format version; [`SNAPSHOT_VERSION`] when produced by this build.
     pub version: u32,
-    /// The state.
+    /// The whole replicated state: configuration, cluster time, records, timers
+    /// and dedupe caches. The derived lock counts are not in it; restore
+    /// recounts them.
     pub state: StateMachine,
 }
 

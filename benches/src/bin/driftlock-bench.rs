@@ -58,7 +58,7 @@ enum Cmd {
         /// Sessions holding them.
         #[arg(long, default_value_t = 100)]
         sessions: usize,
-        /// Concurrent acquires.
+        /// Acquires in flight at once while taking the locks.
         #[arg(long, default_value_t = 256)]
         in_flight: usize,
         /// Extra `driftlock serve` flags (after `--`).
@@ -73,7 +73,7 @@ enum Cmd {
         /// Comma-separated endpoints.
         #[arg(long, value_delimiter = ',')]
         endpoints: Vec<String>,
-        /// Lock name.
+        /// Lock to take and hold until this process is killed.
         #[arg(long)]
         name: String,
         /// Session / lease TTL, ms.

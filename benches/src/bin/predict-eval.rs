@@ -1,7 +1,7 @@
 //! `predict-eval`: evaluates predictive failure analysis against a real
 //! three-node cluster (laid out as `driftlock dev` does, started through
-//! `driftlock-testkit`'s launcher, the `driftlock` binary from its locator). Not a timed test: it prints a
-//! Markdown table for BENCHMARKS.md.
+//! `driftlock-testkit`'s launcher, the `driftlock` binary from its locator).
+//! Not a timed test: it prints a Markdown table for BENCHMARKS.md.
 //!
 //! Each run starts a lock holder as a separate process (this program's
 //! `holder` mode: a session, one lock, fenced compare-and-set increments of

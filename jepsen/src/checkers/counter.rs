@@ -14,7 +14,7 @@ use crate::history::{Completion, Function, HistoryError, PairedOp, Value};
 /// The increments of one counter.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CounterSummary {
-    /// Acknowledged increments.
+    /// Increments that completed `Ok` (each must have counted).
     pub ok_increments: u64,
     /// Indeterminate increments (may or may not have counted).
     pub info_increments: u64,
@@ -34,7 +34,7 @@ pub enum CounterViolation {
     DuplicateValue {
         /// Counter (lock) name.
         lock: String,
-        /// The value.
+        /// The new value both returned.
         value: u64,
         /// Index of the first increment's `Ok`.
         first_index: u64,
@@ -47,9 +47,10 @@ pub enum CounterViolation {
         lock: String,
         /// The final value read.
         final_value: u64,
-        /// Acknowledged increments.
+        /// Acknowledged increments: the least the final value may be.
         min: u64,
-        /// Acknowledged plus indeterminate increments.
+        /// Acknowledged plus indeterminate increments: the most the final value
+        /// may be.
         max: u64,
     },
     /// The final value is below a value an acknowledged increment returned:
@@ -108,7 +109,7 @@ pub struct CounterReport {
     pub counters: BTreeMap<String, CounterSummary>,
     /// Counters with increments but no successful final read.
     pub unread: Vec<String>,
-    /// Violations.
+    /// Every violation found; empty when the counters pass.
     pub violations: Vec<CounterViolation>,
 }
 

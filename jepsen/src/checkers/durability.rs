@@ -14,7 +14,7 @@ use crate::history::{Completion, Function, HistoryError, PairedOp, Value};
 /// A final read that shows an acknowledged write lost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LostWrite {
-    /// Register key.
+    /// The register key whose final read lost a write.
     pub key: String,
     /// Completion index of the final read.
     pub read_index: u64,

@@ -13,13 +13,14 @@ use crate::history::{Function, HistoryError, PairedOp, Value};
 /// One mastership as the master believed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MastershipHold {
-    /// Election name.
+    /// The election the mastership is of.
     pub election: String,
     /// The master process.
     pub process: u64,
-    /// Epoch.
+    /// Epoch of the mastership (the log index of the entry that made this
+    /// master), from the campaign's or the resign's value.
     pub epoch: u64,
-    /// Session.
+    /// The master's session id.
     pub session: u64,
     /// Start of the believed mastership, harness ns.
     pub held_from_ns: u64,
@@ -50,18 +51,18 @@ impl fmt::Display for MastershipHold {
 pub enum ElectionViolation {
     /// More than one session claimed or was seen as master of one epoch.
     TwoMasters {
-        /// Election name.
+        /// The election with two masters.
         election: String,
-        /// Epoch.
+        /// The epoch they share.
         epoch: u64,
-        /// The sessions.
+        /// The distinct sessions that claimed or were seen as its master.
         sessions: Vec<u64>,
         /// Indices of ops that show them.
         indices: Vec<u64>,
     },
     /// An observer saw the epoch go backwards.
     EpochRegressed {
-        /// Election name.
+        /// The election observed.
         election: String,
         /// The observing process.
         observer: u64,
@@ -74,13 +75,13 @@ pub enum ElectionViolation {
     },
     /// Masterships of different epochs overlapped by more than ε.
     Overlap {
-        /// Election name.
+        /// The election whose masterships overlapped.
         election: String,
         /// The one that started first.
         first: MastershipHold,
-        /// The other.
+        /// One of a different epoch that started at the same time or later.
         second: MastershipHold,
-        /// By how much.
+        /// Length of the overlap, harness ns (more than ε).
         overlap_ns: u64,
     },
 }

@@ -12,11 +12,11 @@ use crate::history::{Function, HistoryError, PairedOp, Value};
 /// An acknowledged grant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Grant {
-    /// Lock name.
+    /// The lock granted.
     pub lock: String,
-    /// The process.
+    /// The history's process id of the acquire.
     pub process: u64,
-    /// Its token.
+    /// The fencing token the acquire returned.
     pub fencing_token: u64,
     /// When the acquire was invoked.
     pub invoke_ns: u64,
@@ -51,7 +51,7 @@ pub enum FencingViolation {
     Duplicate {
         /// The first (by completion).
         first: Grant,
-        /// Another.
+        /// A later one (by completion) with the same token.
         second: Grant,
     },
 }
@@ -74,7 +74,7 @@ impl fmt::Display for FencingViolation {
 pub struct FencingReport {
     /// Acknowledged grants checked.
     pub grants: usize,
-    /// Violations.
+    /// Every violation found; empty when the check passes.
     pub violations: Vec<FencingViolation>,
 }
 

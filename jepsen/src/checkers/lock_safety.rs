@@ -14,11 +14,11 @@ use crate::history::{Function, HistoryError, PairedOp, Value};
 /// One lock hold as the client believed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HeldLock {
-    /// Lock name.
+    /// The lock held.
     pub lock: String,
     /// The holding process.
     pub process: u64,
-    /// Its session.
+    /// The session the lock was granted to.
     pub session: u64,
     /// Fencing token of the grant.
     pub fencing_token: u64,
@@ -52,13 +52,13 @@ impl fmt::Display for HeldLock {
 /// Two believed holds of one lock that overlap by more than ε.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LockOverlap {
-    /// Lock name.
+    /// The lock both holds are of.
     pub lock: String,
     /// The hold that started first.
     pub first: HeldLock,
-    /// The other.
+    /// A hold that started at the same time or later.
     pub second: HeldLock,
-    /// By how much they overlap.
+    /// Length of the overlap, harness ns (more than ε).
     pub overlap_ns: u64,
 }
 

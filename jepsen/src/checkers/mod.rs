@@ -77,7 +77,8 @@ impl fmt::Display for Status {
 pub struct Verdict {
     /// Checker name, such as `lock-safety`.
     pub checker: String,
-    /// Its result.
+    /// Its result; `Violation` fails the run, `Unknown` does when unknowns are
+    /// to fail it.
     pub status: Status,
     /// How many things it checked (ops, holds, grants, reads).
     pub checked: u64,

@@ -111,7 +111,7 @@ impl Default for Budget {
 /// One op as named in a witness.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WitnessOp {
-    /// The process.
+    /// The history's process id of the operation.
     pub process: u64,
     /// Index of the invocation.
     pub invoke_index: u64,
@@ -174,7 +174,7 @@ impl fmt::Display for Witness {
 pub enum KeyOutcome {
     /// The key's history is linearizable.
     Linearizable,
-    /// It is not.
+    /// It is not; the witness shows where the search got stuck.
     NotLinearizable(Witness),
     /// The budget ran out; the reason says which limit.
     Unknown(String),
@@ -189,11 +189,12 @@ pub struct KeyReport {
     pub info_ops: usize,
     /// Search steps spent.
     pub steps: u64,
-    /// The result.
+    /// Whether the key's history is linearizable, with a witness if not.
     pub outcome: KeyOutcome,
 }
 
-/// Overall result.
+/// Overall result over every key: not linearizable if any key is not, else
+/// unknown if any key could not be decided.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Linearizability {
     /// Every key is linearizable.
@@ -201,9 +202,10 @@ pub enum Linearizability {
     /// A key is not (the first such key in key order; see
     /// [`LinearizabilityReport::keys`] for all of them).
     NotLinearizable {
-        /// The key.
+        /// The first non-linearizable key, in key order.
         key: String,
-        /// Why.
+        /// That key's witness: the longest linearizable prefix and the ops
+        /// that could not follow it.
         witness: Witness,
     },
     /// No key is known to be wrong, but some could not be decided.
@@ -218,9 +220,9 @@ pub enum Linearizability {
 /// The linearizability check of a register history.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LinearizabilityReport {
-    /// Overall result.
+    /// Overall result (see [`Linearizability`]).
     pub outcome: Linearizability,
-    /// Per key.
+    /// Every key's report, by key; keys are checked independently.
     pub keys: BTreeMap<String, KeyReport>,
 }
 

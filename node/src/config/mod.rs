@@ -46,7 +46,8 @@ pub struct NodeConfig {
     /// Clock drift measurement.
     #[command(flatten)]
     pub clock: ClockSettings,
-    /// Health sampling.
+    /// How often this node samples and reports its health, and the drill
+    /// override of its tier.
     #[command(flatten)]
     pub health: HealthSettings,
     /// Automatic warm handover and leader transfer.
@@ -470,7 +471,7 @@ pub enum ConfigError {
     Read {
         /// The `--config` path.
         path: PathBuf,
-        /// Cause.
+        /// The I/O error (e.g. the file does not exist or is not readable).
         source: std::io::Error,
     },
     /// The file is not valid TOML, has unknown keys or a mistyped value.
@@ -491,7 +492,7 @@ pub enum ConfigError {
         field: &'static str,
         /// Its command-line flag, without the dashes.
         flag: String,
-        /// What is wrong.
+        /// What is wrong with the value, e.g. `must be > 0`.
         message: String,
     },
 }

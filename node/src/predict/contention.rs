@@ -88,7 +88,8 @@ impl LockRates {
         self.rates.retain(|_, r| r.at(now) >= floor_per_s);
     }
 
-    /// Locks tracked.
+    /// Locks with a rate estimate, at most [`MAX_TRACKED_LOCKS`]; shrinks as
+    /// [`LockRates::prune`] drops decayed estimates.
     pub fn len(&self) -> usize {
         self.rates.len()
     }

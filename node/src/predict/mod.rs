@@ -62,7 +62,8 @@ pub struct PredictConfig {
     /// Whether the leader suspects sessions at all (profiling and hot-lock
     /// estimates run either way).
     pub enabled: bool,
-    /// Scoring interval.
+    /// How often the leader scores every profiled session
+    /// (`[predict] interval_ms`).
     pub interval: Duration,
     /// Phi at which the phi term of the score is full.
     pub phi_threshold: f64,
@@ -111,7 +112,8 @@ pub struct Scores {
     pub phi: Option<f64>,
     /// Isolation-forest score, `None` before the first training.
     pub forest: Option<f64>,
-    /// Combined score, permille.
+    /// Combined score, permille (see [`combine`]); at or above
+    /// `suspect_threshold_permille` the session is suspected.
     pub combined_permille: u32,
 }
 
@@ -147,7 +149,8 @@ pub enum Decision {
     Keep,
     /// Commit `Suspect` with this score.
     Suspect {
-        /// Combined score, permille.
+        /// The combined score that reached the threshold, committed with the
+        /// `Suspect`.
         score_permille: u32,
     },
 }
@@ -182,7 +185,8 @@ struct Inner {
 /// A suspicion the leader should commit.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Suspicion {
-    /// Session.
+    /// The suspected session, which the leader names in the `Suspect` command
+    /// it commits.
     pub session: SessionId,
     /// The scores behind it.
     pub scores: Scores,

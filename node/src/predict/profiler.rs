@@ -22,17 +22,17 @@ pub const PROFILE_BYTES: usize = 680;
 /// Kinds of requests counted in the request-type mix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestKind {
-    /// Keepalive.
+    /// `Keepalive`; its arrivals also fill the keepalive-gap window phi reads.
     Keepalive,
-    /// Acquire.
+    /// `Acquire`; also counted in the lock's request rate.
     Acquire,
-    /// Release.
+    /// `Release`.
     Release,
     /// KV write (fenced or not).
     KvWrite,
-    /// Election operation.
+    /// `Campaign`, `Resign` or `Proclaim`.
     Election,
-    /// Probe answer.
+    /// `ProbeAnswer`; it also clears the session's pending suspicion.
     ProbeAnswer,
     /// Anything else (close, handover state).
     Other,
@@ -74,7 +74,7 @@ impl Window {
         self.len = (usize::from(self.len) + 1).min(WINDOW_LEN) as u16;
     }
 
-    /// Samples held.
+    /// Samples held, at most [`WINDOW_LEN`].
     pub fn len(&self) -> usize {
         usize::from(self.len)
     }
