@@ -7,8 +7,6 @@
 //! `driftlock-bench` binary runs: the clusters, the etcd client, the workloads,
 //! the held-locks memory measurement and the report.
 
-#![warn(missing_docs)]
-
 pub mod cluster;
 pub mod etcd;
 pub mod memory;

@@ -102,9 +102,10 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
         KvCmd::List { endpoints, prefix } => {
             let entries = connect(&endpoints)
                 .await?
-                .kv_range(&prefix, 10_000)
+                .kv_range(&prefix, LIST_MAX_KEYS)
                 .await
                 .map_err(|e| e.to_string())?;
+            let cut = entries.len() >= LIST_MAX_KEYS as usize;
             for (k, v) in entries {
                 println!(
                     "{k}\t{}\t(revision {})",
@@ -112,7 +113,13 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
                     v.mod_revision
                 );
             }
+            if cut {
+                eprintln!("driftlock kv list: stopped after {LIST_MAX_KEYS} keys; narrow the prefix to see the rest");
+            }
         }
     }
     Ok(())
 }
+
+/// Most keys `kv list` prints.
+const LIST_MAX_KEYS: u32 = 10_000;

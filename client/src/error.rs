@@ -42,7 +42,7 @@ pub enum ClientError {
     /// cancelled).
     #[error("timed out waiting for lock '{name}'")]
     WaitTimedOut {
-        /// Lock name.
+        /// The lock that was not granted in time.
         name: String,
     },
     /// The node answered something this version of the library does not

@@ -74,7 +74,8 @@ pub(crate) struct CallSpec {
     pub what: &'static str,
     /// Where it may go.
     pub route: Route,
-    /// Retry class.
+    /// Whether the call may be resent after a transient failure
+    /// (idempotent) or only when it surely never arrived (at most once).
     pub delivery: Delivery,
     /// End of the retry budget. At least one attempt is always made.
     pub deadline: Instant,

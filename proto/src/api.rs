@@ -54,7 +54,7 @@ pub enum Consistency {
 /// (docs/design.md "Time", rule 8).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
-    /// One key.
+    /// One key's value and revisions, or `None` when it does not exist.
     KvGet {
         /// The key to read.
         key: String,
@@ -100,7 +100,7 @@ pub struct QueryReply {
     /// cluster time (rule 2's formula at the moment of the read), which can
     /// be later than the last applied entry's.
     pub cluster_ts_us: u64,
-    /// The answer.
+    /// The data read, of the variant matching the [`Query`] asked.
     pub result: QueryResult,
 }
 

@@ -107,7 +107,7 @@ pub enum Rejection {
     EmptyName,
     /// A name or key (or client name) is longer than the replicated limit.
     NameTooLong {
-        /// Bytes given.
+        /// Length of the refused name, bytes (UTF-8).
         len: usize,
         /// The limit in force, bytes (`limits.max_name_bytes` or
         /// `limits.max_client_name_bytes`).
@@ -115,7 +115,7 @@ pub enum Rejection {
     },
     /// A value or handover chunk is larger than allowed.
     ValueTooLarge {
-        /// Bytes given.
+        /// Size of the refused value or chunk, bytes.
         len: usize,
         /// The limit in force, bytes (`limits.max_value_bytes`, or
         /// [`MAX_VALUE_BYTES_CEILING`](crate::limits::MAX_VALUE_BYTES_CEILING)
@@ -124,7 +124,8 @@ pub enum Rejection {
     },
     /// A replicated count or size limit is reached.
     LimitReached {
-        /// Which limit.
+        /// The limit that is full: which count or size of
+        /// `limits.*` stopped the command.
         limit: LimitKind,
         /// Its configured value (a count, or bytes for
         /// [`LimitKind::HandoverBytes`]).

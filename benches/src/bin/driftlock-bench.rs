@@ -6,6 +6,8 @@
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;

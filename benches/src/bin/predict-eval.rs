@@ -25,6 +25,8 @@
 //!
 //! Usage: `predict-eval [--ttl-ms 6000] [--reps 3] [--dir /tmp/predict-eval] [--base-port 7600]`
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
