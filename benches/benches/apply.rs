@@ -78,7 +78,6 @@ fn acquire(session: u64, seq: u64, name: String) -> Command {
             name,
             mode: LockMode::Exclusive,
             wait_us: 0,
-            client_clock_us: None,
         },
     }
 }
@@ -137,10 +136,7 @@ fn bench_apply(c: &mut Criterion) {
             leader.apply(Command::Session {
                 session,
                 seq,
-                op: SessionOp::Release {
-                    name,
-                    client_clock_us: None,
-                },
+                op: SessionOp::Release { name },
             });
         })
     });

@@ -19,7 +19,6 @@ fn acquire_request() -> DriftlockApiRequest {
             name: "jobs/nightly-compaction/shard-0017".into(),
             mode: LockMode::Exclusive,
             wait_us: 60_000_000,
-            client_clock_us: Some(1_234_567_890),
         },
     }
 }

@@ -80,9 +80,6 @@ impl Client {
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         config.validate()?;
         let client = Client::unconnected(config);
-        // Start the clock epoch now, so clock values are small and the first
-        // acquire does not pay for it.
-        let _ = crate::clock::client_clock_us();
         let t = &client.inner.transport;
         let deadline = Instant::now() + Duration::from_millis(t.config().op_deadline_ms);
         let endpoints = t.config().endpoints.clone();

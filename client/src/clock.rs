@@ -1,31 +1,56 @@
-//! The client's clock: a process-wide monotonic epoch for the clock values
-//! sent with acquires and releases, the local-validity formula of
-//! docs/design.md "Time", rule 5, and the estimate of this host's rate against
-//! cluster time that rule 5 uses once it is trustworthy.
+//! The client's clock: the local-validity formula of docs/design.md
+//! "Time", rule 5, measured on the raw monotonic clock (unslewed by NTP),
+//! the estimate of this host's rate against cluster time that rule 5 uses
+//! once it is trustworthy, and the conversions between raw deadlines and
+//! the ordinary clock that timers and callers use.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use driftlock_sensors::clock::RawInstant;
 use driftlock_sensors::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
-
-static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// One million, for ppm arithmetic.
 const PPM: u128 = 1_000_000;
 
-/// This process's monotonic clock, µs since a process-wide epoch (the first
-/// call). Sent as `client_clock_us` with acquires and releases so the
-/// cluster can compare the hold time this host measures with cluster time.
-pub fn client_clock_us() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+/// The `std::time::Instant` that is `deadline` away from now, as the raw
+/// clock counts it: exact at the moment of the call. `Instant` runs on the
+/// ordinary monotonic clock, which NTP may slew; callers that must not act
+/// late use [`sleep_until_raw`] or compare [`RawInstant`]s instead.
+pub(crate) fn to_instant(deadline: RawInstant) -> Instant {
+    let (now_raw, now) = (RawInstant::now(), Instant::now());
+    if deadline >= now_raw {
+        now + deadline.saturating_duration_since(now_raw)
+    } else {
+        now.checked_sub(now_raw.saturating_duration_since(deadline))
+            .unwrap_or(now)
+    }
+}
+
+/// Sleeps until the raw clock reaches `deadline`. Tokio's timers run on the
+/// ordinary monotonic clock, which an NTP daemon may slew by up to 8 % (its
+/// `maxslewrate`); sleeping nine tenths of what is left and reading the raw
+/// clock again reaches the deadline without overshooting it by more than a
+/// slew's share of the last short step.
+pub(crate) async fn sleep_until_raw(deadline: RawInstant) {
+    loop {
+        let left = deadline.saturating_duration_since(RawInstant::now());
+        if left.is_zero() {
+            return;
+        }
+        let step = if left <= Duration::from_millis(2) {
+            left
+        } else {
+            left.mul_f64(0.9)
+        };
+        tokio::time::sleep(step).await;
+    }
 }
 
 /// End of a grant's validity on this host's clock (rule 5):
 /// `t_send + V × (1 − ρ/10⁶) − ε`, with the drift term rounded up so the
 /// result is never later than the exact value. `t_send` must be taken
 /// before the *first* attempt of the request that produced the grant.
-pub(crate) fn local_expiry(t_send: Instant, validity_us: u64, rho_ppm: u64, margin_us: u64) -> Instant {
+pub(crate) fn local_expiry(t_send: RawInstant, validity_us: u64, rho_ppm: u64, margin_us: u64) -> RawInstant {
     let v = u128::from(validity_us);
     let drift = (v * u128::from(rho_ppm).min(PPM)).div_ceil(PPM);
     let usable = v.saturating_sub(drift).saturating_sub(u128::from(margin_us));
@@ -53,6 +78,8 @@ const RATE_K_SIGMA: f64 = 3.0;
 pub(crate) struct ClusterRate {
     filter: DriftFilter,
     steps: u64,
+    /// The raw instant the filter's time axis starts at (the first sample).
+    epoch: Option<RawInstant>,
 }
 
 impl ClusterRate {
@@ -61,18 +88,14 @@ impl ClusterRate {
         ClusterRate {
             filter: DriftFilter::new(DriftFilterConfig::default()),
             steps: 0,
+            epoch: None,
         }
     }
 
     /// Folds in one keepalive: sent at `t_send`, answered at `t_recv`, its
     /// entry stamped with `cluster_ts_us`.
-    pub(crate) fn observe(&mut self, t_send: Instant, t_recv: Instant, cluster_ts_us: u64) {
-        let Some(epoch) = EPOCH.get().copied() else {
-            // client_clock_us() initializes the epoch; without it the
-            // instants cannot be placed. Initialize and skip this sample.
-            let _ = client_clock_us();
-            return;
-        };
+    pub(crate) fn observe(&mut self, t_send: RawInstant, t_recv: RawInstant, cluster_ts_us: u64) {
+        let epoch = *self.epoch.get_or_insert(t_send);
         let send_s = t_send.saturating_duration_since(epoch).as_secs_f64();
         let recv_s = t_recv.saturating_duration_since(epoch).as_secs_f64();
         if recv_s < send_s {
@@ -117,7 +140,7 @@ mod tests {
 
     #[test]
     fn rule_five_shortens_by_drift_and_margin() {
-        let t = Instant::now();
+        let t = RawInstant::from_nanos(1_000_000_000);
         // 2 s at 500 ppm loses 1 ms; ε = 5 ms.
         assert_eq!(
             local_expiry(t, 2_000_000, 500, 5_000),
@@ -131,18 +154,30 @@ mod tests {
     }
 
     #[test]
-    fn client_clock_is_monotonic() {
-        let a = client_clock_us();
-        let b = client_clock_us();
-        assert!(b >= a);
+    fn raw_deadlines_convert_to_instants_both_ways() {
+        let now = RawInstant::now();
+        let later = to_instant(now + Duration::from_secs(5));
+        let left = later.saturating_duration_since(Instant::now());
+        assert!(
+            left > Duration::from_millis(4_900) && left <= Duration::from_secs(5),
+            "{left:?}"
+        );
+        let earlier = to_instant(now.checked_sub(Duration::from_secs(1)).expect("after boot"));
+        assert!(earlier < Instant::now());
+    }
+
+    #[tokio::test]
+    async fn sleeping_until_a_raw_deadline_never_wakes_early() {
+        let deadline = RawInstant::now() + Duration::from_millis(60);
+        sleep_until_raw(deadline).await;
+        assert!(RawInstant::now() >= deadline);
     }
 
     /// Keepalives from a host whose clock runs 2000 ppm fast: cluster time
     /// advances 1 s while the host measures 1.002 s.
     #[test]
     fn a_fast_host_widens_its_own_bound_and_a_true_one_does_not() {
-        let _ = client_clock_us();
-        let epoch = *EPOCH.get().expect("initialized");
+        let epoch = RawInstant::from_nanos(1_000_000_000);
         for (rate, expect_wide) in [(1.002_f64, true), (1.0, false)] {
             let mut r = ClusterRate::new();
             for i in 0..60u64 {
@@ -166,8 +201,7 @@ mod tests {
 
     #[test]
     fn an_unsettled_estimate_keeps_the_clusters_bound() {
-        let _ = client_clock_us();
-        let epoch = *EPOCH.get().expect("initialized");
+        let epoch = RawInstant::from_nanos(1_000_000_000);
         let mut r = ClusterRate::new();
         r.observe(epoch, epoch + Duration::from_millis(4), 1_000);
         r.observe(

@@ -50,7 +50,6 @@ mod transport;
 pub use driftlock_proto as proto;
 
 pub use client::Client;
-pub use clock::client_clock_us;
 pub use config::{endpoints_from_env, ClientConfig, ENDPOINTS_ENV};
 pub use election::{Election, LeaderChange, LeaderWatch, Leadership};
 pub use error::{ClientError, Result};

@@ -19,7 +19,6 @@ use driftlock_proto::{Consistency, Query, QueryResult};
 use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
 
 use crate::client::unexpected;
-use crate::clock::client_clock_us;
 use crate::error::{ClientError, Result};
 use crate::session::{Hint, ResourceKey, SessionInner, SessionState, Undo};
 
@@ -55,20 +54,12 @@ pub(crate) async fn acquire(session: &Arc<SessionInner>, name: &str, opts: LockO
     let key = ResourceKey::Lock(name.to_owned());
     let permit = session.resource_lock(&key).lock_owned().await;
     let mut hint = session.subscribe(key);
-    let undo = Undo::new(
-        session.clone(),
-        SessionOp::Release {
-            name: name.to_owned(),
-            client_clock_us: None,
-        },
-        permit,
-    );
+    let undo = Undo::new(session.clone(), SessionOp::Release { name: name.to_owned() }, permit);
     let t_send = Instant::now();
     let op = SessionOp::Acquire {
         name: name.to_owned(),
         mode: opts.mode,
         wait_us,
-        client_clock_us: Some(client_clock_us()),
     };
     let reply = tokio::select! {
         r = session.op(op, false) => r,
@@ -258,7 +249,6 @@ impl LockGuard {
         let _permit = self.session.resource_lock(&key).lock_owned().await;
         let op = SessionOp::Release {
             name: self.name.clone(),
-            client_clock_us: Some(client_clock_us()),
         };
         self.session.op(op, true).await.map(|_| ())
     }
@@ -285,16 +275,12 @@ impl Drop for LockGuard {
         // Taking the resource lock here, when possible, orders this release
         // before any later operation of the session on the same lock.
         let permit = resource.clone().try_lock_owned().ok();
-        let client_clock = client_clock_us();
         rt.spawn(async move {
             let _permit = match permit {
                 Some(p) => p,
                 None => resource.lock_owned().await,
             };
-            let op = SessionOp::Release {
-                name: name.clone(),
-                client_clock_us: Some(client_clock),
-            };
+            let op = SessionOp::Release { name: name.clone() };
             if let Err(e) = session.op(op, true).await {
                 tracing::debug!(lock = %name, error = %e, "background release failed");
             }

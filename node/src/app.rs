@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use driftlock_proto::Event;
 use driftlock_raft_store::{NodeAddr, SmNotice, Store, StoreConfig};
+use driftlock_sensors::clock::RawInstant;
 use driftlock_state_machine::Command;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -72,7 +73,7 @@ pub struct RunOptions {
 /// `Ok`. If one of its tasks ends on its own (an error or a panic), the
 /// node shuts down the same way and returns [`NodeError::TaskEnded`].
 pub async fn run(config: NodeConfig, options: RunOptions) -> Result<(), NodeError> {
-    let started = Instant::now();
+    let started = RawInstant::now();
     let store = open_store(&config)?;
     // Subscribed before Raft starts applying, so the pump misses no event.
     let notices = store.state_machine.reader().subscribe();
@@ -126,7 +127,7 @@ async fn start_raft(
     config: &NodeConfig,
     options: RunOptions,
     store: Store,
-    started: Instant,
+    started: RawInstant,
 ) -> Result<Arc<NodeContext>, NodeError> {
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();

@@ -1,11 +1,12 @@
 //! Cluster time (docs/design.md "Time", rules 1–2): the leader stamps each entry
-//! with the newest stamped entry's time plus the local monotonic time
-//! elapsed since it was appended, slowed by this node's drift upper bound,
-//! so cluster time never runs faster than real time.
+//! with the newest stamped entry's time plus the time elapsed since it was
+//! appended, on the raw monotonic clock (never slewed by NTP), slowed by
+//! this node's drift upper bound, so cluster time never runs faster than
+//! real time.
 
+use driftlock_sensors::clock::RawInstant;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Stamps cluster time from the log store's newest stamp.
 #[derive(Clone, Debug)]
@@ -48,7 +49,7 @@ impl ClusterClock {
     /// `ts = T_last + elapsed × (1 − ρ_hi)`, µs, where `last` is the newest
     /// stamped entry's time and the local instant it was appended at (or,
     /// for an empty log, cluster time 0 at the instant the store opened).
-    pub fn stamp(&self, last: (u64, Instant), now: Instant) -> u64 {
+    pub fn stamp(&self, last: (u64, RawInstant), now: RawInstant) -> u64 {
         let (ts_last_us, appended_at) = last;
         let elapsed_us = now.saturating_duration_since(appended_at).as_micros() * u128::from(self.speedup);
         let rho = self.rho_hi_ppm().min(999_999);
@@ -65,7 +66,7 @@ mod tests {
     #[test]
     fn stamps_are_slower_than_real_time() {
         let c = ClusterClock::new(500);
-        let t0 = Instant::now();
+        let t0 = RawInstant::now();
         let ts = c.stamp((1_000, t0), t0 + Duration::from_secs(10));
         assert_eq!(ts, 1_000 + 10_000_000 - 5_000);
     }
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn a_clock_behind_the_append_instant_adds_nothing() {
         let c = ClusterClock::new(500);
-        let t0 = Instant::now();
+        let t0 = RawInstant::now();
         assert_eq!(c.stamp((7, t0 + Duration::from_secs(1)), t0), 7);
     }
 }

@@ -9,13 +9,21 @@
 //!   margins (lock-delay, succession delay) on every replica.
 //!
 //! Sources:
-//! - **NTP** (`rsntp`): the offset of this host's wall clock from the
-//!   server; on Linux the wall and monotonic clocks share one rate, so its
-//!   drift is the rate error of the clock that stamps cluster time.
+//! Every local reading is on the raw monotonic clock
+//! ([`RawInstant`]), the clock that stamps cluster time: NTP daemons slew
+//! the wall and ordinary monotonic clocks, so their rate is not the rate
+//! that matters.
+//!
+//! - **NTP** (`rsntp`): the server's time against the raw clock. rsntp
+//!   measures the wall clock's offset; adding the raw clock's distance from
+//!   the wall clock, read at the same moment, turns it into the raw clock's
+//!   offset (less a constant taken at start), whose drift is the rate error
+//!   of the clock that stamps cluster time, whatever the NTP daemon does to
+//!   the wall clock.
 //! - **Peers** (Cristian's method over the Raft port): `t1`, the peer's
-//!   monotonic reading `T`, `t4`; offset `(t1 + t4)/2 − T`, standard
-//!   deviation `rtt/2`. Samples with a round trip above the configured
-//!   percentile of recent ones are dropped.
+//!   raw reading `T`, `t4`; offset `(t1 + t4)/2 − T`, standard deviation
+//!   `rtt/2`. Samples with a round trip above the configured percentile of
+//!   recent ones are dropped.
 //!
 //! **Absolute vs relative.** Only NTP measures a rate against true time. An
 //! estimate from peers alone is the rate relative to the cluster's median
@@ -32,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use driftlock_proto::{ClockEstimate, Subject, TimeConfig};
+use driftlock_sensors::clock::RawInstant;
 use driftlock_sensors::drift::{DriftFilter, DriftFilterConfig, SampleOutcome};
 use driftlock_state_machine::Command;
 use openraft::type_config::async_runtime::WatchReceiver;
@@ -156,7 +165,12 @@ struct State {
 /// server (probes and gossip) and the cluster clock.
 pub struct ClockSync {
     cfg: ClockSyncConfig,
-    anchor: Instant,
+    /// The raw-clock origin of this module's readings ([`ClockSync::now_us`]).
+    anchor: RawInstant,
+    /// Wall clock minus raw clock at start, µs: removes the (arbitrary)
+    /// distance between the two clocks from NTP offsets, leaving numbers
+    /// the size of the true offset.
+    wall_minus_raw_at_start_us: i128,
     rho_hi_ppm: Arc<AtomicU64>,
     state: Mutex<State>,
 }
@@ -218,7 +232,8 @@ impl ClockSync {
         let rho = cfg.local_drift_bound_ppm;
         ClockSync {
             cfg,
-            anchor: Instant::now(),
+            anchor: RawInstant::now(),
+            wall_minus_raw_at_start_us: wall_minus_raw_us(),
             rho_hi_ppm: Arc::new(AtomicU64::new(rho)),
             state: Mutex::new(State::default()),
         }
@@ -234,7 +249,7 @@ impl ClockSync {
         self.rho_hi_ppm.load(Ordering::Relaxed)
     }
 
-    /// This node's monotonic clock, µs since the module started.
+    /// This node's raw monotonic clock, µs since the module started.
     pub fn now_us(&self) -> u64 {
         u64::try_from(self.anchor.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
@@ -483,8 +498,12 @@ pub async fn run(ctx: Arc<NodeContext>, clock: Arc<ClockSync>) {
         for server in &clock.cfg.ntp_servers {
             match ntp.synchronize(server.as_str()).await {
                 Ok(r) => {
-                    // rsntp's offset is server − local; ours is local − server.
-                    let offset_us = -r.clock_offset().as_secs_f64() * 1e6;
+                    // rsntp's offset is server − wall clock; ours is raw
+                    // clock − server: wall − server, less (wall − raw) now,
+                    // plus the same at start to keep the numbers small.
+                    let wall_offset_us = -r.clock_offset().as_secs_f64() * 1e6;
+                    let raw_shift_us = (clock.wall_minus_raw_at_start_us - wall_minus_raw_us()) as f64;
+                    let offset_us = wall_offset_us + raw_shift_us;
                     let rtt_us = (r.round_trip_delay().as_secs_f64().max(0.0) * 1e6) as u64;
                     clock.record_ntp(server, offset_us, rtt_us);
                 }
@@ -583,6 +602,15 @@ async fn commit_reports(
             }
         }
     }
+}
+
+/// Wall clock minus raw clock, µs, read back to back.
+fn wall_minus_raw_us() -> i128 {
+    let raw_us = i128::from(RawInstant::now().as_micros());
+    let wall_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_micros()).unwrap_or(i128::MAX));
+    wall_us - raw_us
 }
 
 #[cfg(test)]

@@ -237,13 +237,25 @@ fn count_outcome(ctx: &NodeContext, e: &Event) {
     match e {
         Event::ClockSkewDetected {
             session,
-            name,
-            client_hold_us,
-            cluster_hold_us,
-            widened_rho_ppm,
+            slow_ppm,
+            client_rho_ppm,
+            alert,
         } => {
-            tracing::warn!(session, lock = %name, client_hold_us, cluster_hold_us, widened_rho_ppm,
-                "client clock skew detected: its drift bound is widened");
+            if *alert {
+                tracing::warn!(
+                    session,
+                    slow_ppm,
+                    client_rho_ppm,
+                    "a client's clock runs slow beyond the alert threshold: its drift bound is widened (capped)"
+                );
+            } else {
+                tracing::warn!(
+                    session,
+                    slow_ppm,
+                    client_rho_ppm,
+                    "a client's clock runs slow: its drift bound is widened"
+                );
+            }
             ctx.metrics.clock.skew_detected.inc();
             return;
         }

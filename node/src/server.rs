@@ -23,6 +23,7 @@ use driftlock_proto::{
 };
 use driftlock_proto::{Reply, SessionId, SessionOp};
 use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
+use driftlock_sensors::clock::RawInstant;
 use driftlock_state_machine::{Command, StampedCommand, StateMachine};
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
@@ -55,8 +56,9 @@ pub struct NodeContext {
     pub events: Arc<EventBuffer>,
     /// Stamps cluster time.
     pub clock: ClusterClock,
-    /// When the process started (cluster-time anchor of an empty log).
-    pub started: Instant,
+    /// When the process started, on the raw clock (cluster-time anchor of
+    /// an empty log).
+    pub started: RawInstant,
     /// Set when the node is shutting down: new requests are refused.
     pub stopping: AtomicBool,
     /// Client requests being handled now; shutdown waits up to
@@ -80,7 +82,7 @@ impl NodeContext {
             .stamps
             .last_stamp()
             .unwrap_or((self.state.with_state(|sm| sm.ts_eff_us()), self.started));
-        self.clock.stamp(anchor, Instant::now())
+        self.clock.stamp(anchor, RawInstant::now())
     }
 
     /// The leader's id and client address, as far as this node knows.

@@ -25,7 +25,6 @@ fn acquire(name: &str) -> SessionOp {
         name: name.into(),
         mode: LockMode::Exclusive,
         wait_us: 0,
-        client_clock_us: None,
     }
 }
 
@@ -73,15 +72,7 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
         Ok(Reply::Granted { .. })
     ));
     let r = api
-        .session_op(
-            ctx(),
-            other,
-            1,
-            SessionOp::Release {
-                name: "x".into(),
-                client_clock_us: None,
-            },
-        )
+        .session_op(ctx(), other, 1, SessionOp::Release { name: "x".into() })
         .await
         .expect("rpc");
     assert_eq!(r, Err(ApiError::Rejected(Rejection::NotHolder)));

@@ -190,13 +190,21 @@ pub struct TimeConfig {
     /// Extra lock-delay after an expiry or revocation, on top of the end of
     /// the old holder's validity and the drift margin, µs (default 0).
     pub lock_delay_extra_us: u64,
-    /// Slack for network delay when comparing a client's measured hold time
-    /// with cluster time, µs (default 50 ms).
-    pub clock_check_slack_us: u64,
     /// A node whose committed `|drift|` exceeds this raises
     /// `NodeClockAlert`, never becomes a leader-transfer target and, while
-    /// leading, hands leadership away, ppm (default 1000; > 0).
+    /// leading, hands leadership away; a client whose clock is shown to run
+    /// slow by more raises `ClockSkewDetected` with `alert` set, ppm
+    /// (default 1000; > 0).
     pub alert_drift_ppm: u64,
+    /// The most a client's drift bound is widened to after its clock was
+    /// shown to run slow, ppm (default 100 000 = 10 %; at most 500 000).
+    /// It keeps a broken client's local validity (`V × (1 − ρ)`) above
+    /// the keepalive interval `V/3`, so the client can still renew, and
+    /// bounds the lock-delay its locks get after it ends to
+    /// `V × (ρ_cluster + this)`. A client slower than this is flagged
+    /// (`alert`), and rule 5 no longer fully covers it: fencing tokens
+    /// still protect the data.
+    pub max_client_rho_ppm: u64,
 }
 
 impl Default for TimeConfig {
@@ -207,8 +215,8 @@ impl Default for TimeConfig {
             max_usable_drift_sigma_ppb: 50_000,
             min_estimate_samples: 8,
             lock_delay_extra_us: 0,
-            clock_check_slack_us: 50_000,
             alert_drift_ppm: 1_000,
+            max_client_rho_ppm: 100_000,
         }
     }
 }
@@ -304,6 +312,9 @@ impl Config {
         let t = &self.time;
         if t.max_drift_ppm == 0 || t.max_drift_ppm > 100_000 {
             return Err("time.max_drift_ppm must be in [1, 100000]".into());
+        }
+        if t.max_client_rho_ppm < t.max_drift_ppm || t.max_client_rho_ppm > 500_000 {
+            return Err("time.max_client_rho_ppm must be in [time.max_drift_ppm, 500000]".into());
         }
         if t.drift_k_sigma == 0 || t.drift_k_sigma > 10 {
             return Err("time.drift_k_sigma must be in [1, 10]".into());

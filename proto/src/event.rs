@@ -146,22 +146,25 @@ pub enum Event {
         /// Cluster time by which the answer must be committed, µs.
         deadline_us: u64,
     },
-    /// A client's measured hold time disagrees with cluster time beyond the
-    /// allowed deviation (docs/design.md "Clock drift"); its drift bound was
-    /// widened.
+    /// A client's clock was shown, by several renewals in a row, to run
+    /// slower than cluster time by more than the drift bound it was
+    /// applying (docs/design.md "Clock drift"): its bound was widened.
+    /// Raised when the widening grows and when it crosses the alert
+    /// threshold, not on every renewal.
     ClockSkewDetected {
         /// The client's session.
         session: SessionId,
-        /// The lock whose hold was measured.
-        name: String,
-        /// Hold measured on the client's clock (release send − acquire
-        /// send), µs.
-        client_hold_us: u64,
-        /// Hold measured in cluster time (release entry − grant entry), µs.
-        cluster_hold_us: u64,
-        /// The widening now added to the client's own drift bound, ppm
-        /// (the largest excess rate observed so far).
-        widened_rho_ppm: u64,
+        /// How much slower than cluster time the client's clock was shown
+        /// to run, ppm: the smallest lower bound of its last renewals (each
+        /// a bound that delay cannot inflate).
+        slow_ppm: u64,
+        /// The drift bound the session's client must now apply (rule 5)
+        /// and its lock-delay uses (rule 6), ppm: `slow_ppm`, capped at
+        /// `time.max_client_rho_ppm`.
+        client_rho_ppm: u64,
+        /// `slow_ppm` is beyond `time.alert_drift_ppm`: the client's clock
+        /// is flagged as broken (raised once per upward crossing).
+        alert: bool,
     },
     /// A node's committed drift estimate crossed `time.alert_drift_ppm`
     /// (raised once per crossing, upwards).

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Fence, HealthSample, LockMode};
+use crate::types::{ClockSample, Fence, HealthSample, LockMode};
 
 /// An operation a client performs inside its session, sent with
 /// `DriftlockApi::session_op(session, seq, op)` and committed as the state
@@ -22,6 +22,10 @@ pub enum SessionOp {
         /// the last one (the client library attaches one at most every
         /// `health_report_interval_ms`).
         health: Option<HealthSample>,
+        /// The client's clock around its previous successful renewal (or
+        /// none yet): the state machine compares the client's clock with
+        /// cluster time between renewals (docs/design.md "Clock drift").
+        clock: Option<ClockSample>,
     },
     /// End the session: releases its locks at once (no lock-delay), leaves
     /// its wait queues and withdraws its candidacies (a master's election
@@ -40,21 +44,12 @@ pub enum SessionOp {
         /// [`MAX_WAIT_US`](crate::limits::MAX_WAIT_US): the client library
         /// and the node refuse more.
         wait_us: u64,
-        /// The client's monotonic clock when it first sent the request, µs
-        /// on its own epoch; `None` skips the clock check. Compared with
-        /// the release's to validate the client's clock against cluster
-        /// time (docs/design.md "Clock drift"); only an immediate grant is
-        /// checked.
-        client_clock_us: Option<u64>,
     },
     /// Release a held lock at once (no lock-delay), or leave its wait
     /// queue; `Rejection::NotHolder` if the session does neither.
     Release {
         /// The lock to release or stop waiting for.
         name: String,
-        /// The client's monotonic clock when it sent the release, µs on the
-        /// same epoch as the acquire's; `None` skips the clock check.
-        client_clock_us: Option<u64>,
     },
     /// Put a key, optionally fenced.
     KvPut {

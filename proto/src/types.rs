@@ -144,3 +144,21 @@ pub struct LeaseDecision {
     /// deadline already granted, so the session may hold more than this.
     pub validity_us: u64,
 }
+
+/// A client's clock around one of its renewals: when it sent the keepalive
+/// and when the reply arrived, on its raw monotonic clock (µs since an
+/// origin of its own), and the cluster time of the entry that renewed it
+/// (the reply's `cluster_ts_us`). That entry was stamped between the two
+/// readings, so two samples bound, on the client's clock, the cluster time
+/// that passed between their entries; network delay only widens the
+/// bounds, never moves them (docs/design.md "Clock drift").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSample {
+    /// The client's raw clock when it sent the keepalive, µs.
+    pub sent_us: u64,
+    /// The client's raw clock when the reply arrived, µs; not before
+    /// `sent_us`.
+    pub received_us: u64,
+    /// Cluster time of the entry that answered it, µs (from the reply).
+    pub cluster_ts_us: u64,
+}

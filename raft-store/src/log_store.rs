@@ -17,12 +17,12 @@
 //!   state. `purge` records the purged id before it deletes entries; an
 //!   interrupted purge is finished when the store is opened.
 
+use driftlock_sensors::clock::RawInstant;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -79,7 +79,7 @@ pub fn key_display(tree: &str, key: &[u8]) -> String {
 ///
 /// The store keeps it up to date: whenever the log changes — an append once
 /// it is flushed, a truncation, the store's opening — the instant becomes
-/// `Instant::now()` taken after the change, and the time becomes the
+/// `RawInstant::now()` taken after the change, and the time becomes the
 /// `ts_us` of the newest *stamped* entry (highest index carrying a
 /// [`StampedRequest`](crate::StampedRequest); blank and membership entries
 /// carry none) still in the log. If no stamped entry is left, the last known
@@ -98,14 +98,14 @@ struct StampState {
     /// the log changes, `None` if the log holds none.
     newest_in_log: Option<(u64, u64)>,
     /// What [`StampHandle::last_stamp`] returns.
-    published: Option<(u64, Instant)>,
+    published: Option<(u64, RawInstant)>,
 }
 
 impl StampHandle {
     /// `(ts_us, instant)`: the cluster time of the newest stamped entry in
-    /// this node's log and a local monotonic instant no earlier than its
+    /// this node's log and a raw monotonic instant no earlier than its
     /// append. `None` while no stamped entry was ever known (a new cluster).
-    pub fn last_stamp(&self) -> Option<(u64, Instant)> {
+    pub fn last_stamp(&self) -> Option<(u64, RawInstant)> {
         self.lock().published
     }
 
@@ -125,7 +125,7 @@ impl StampState {
             (None, Some((ts_us, _))) => ts_us,
             (None, None) => return,
         };
-        self.published = Some((ts_us, Instant::now()));
+        self.published = Some((ts_us, RawInstant::now()));
     }
 }
 
@@ -257,7 +257,7 @@ impl LogStore {
     pub(crate) fn seed_stamp(&self, ts_us: u64) {
         let mut stamp = self.shared.stamp.lock();
         if stamp.published.is_none() && ts_us > 0 {
-            stamp.published = Some((ts_us, Instant::now()));
+            stamp.published = Some((ts_us, RawInstant::now()));
         }
     }
 

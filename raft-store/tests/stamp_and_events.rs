@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::Instant;
+use driftlock_sensors::clock::RawInstant;
 
 use common::{apply, blank, lid, stamped, ts_of};
 use driftlock_proto::Event;
@@ -33,9 +33,9 @@ async fn last_stamp_follows_the_newest_stamped_entry() {
         log.blocking_append([blank(1), membership(2)]).await.unwrap();
         assert_eq!(stamps.last_stamp(), None);
 
-        let before = Instant::now();
+        let before = RawInstant::now();
         log.blocking_append([stamped(3), stamped(4), blank(5)]).await.unwrap();
-        let after = Instant::now();
+        let after = RawInstant::now();
         let (ts, at_append) = stamps.last_stamp().unwrap();
         assert_eq!(ts, ts_of(4), "newest stamped entry by index, skipping the blank one");
         assert!(before <= at_append && at_append <= after, "instant taken at the append");
@@ -89,7 +89,7 @@ async fn last_stamp_follows_the_newest_stamped_entry() {
         .unwrap();
     }
     {
-        let before = Instant::now();
+        let before = RawInstant::now();
         let store = driftlock_raft_store::open(dir.path()).unwrap();
         let (ts, at) = store.log_store.stamp_handle().last_stamp().unwrap();
         assert_eq!(ts, ts_of(4), "the snapshot's cluster time");
@@ -97,7 +97,7 @@ async fn last_stamp_follows_the_newest_stamped_entry() {
         let mut log = store.log_store;
         log.blocking_append([stamped(5), blank(6)]).await.unwrap();
     }
-    let before = Instant::now();
+    let before = RawInstant::now();
     let store = driftlock_raft_store::open(dir.path()).unwrap();
     let (ts, at) = store.log_store.stamp_handle().last_stamp().unwrap();
     assert_eq!(ts, ts_of(5));

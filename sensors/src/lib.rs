@@ -1,6 +1,8 @@
 //! What a driftlock node or client measures of its own host, shared by both
 //! so neither links the other:
 //!
+//! - [`clock`]: the raw monotonic clock ([`clock::RawInstant`]) every
+//!   safety margin measures elapsed time with, unslewed by NTP;
 //! - [`drift`]: the two-state Kalman filter that turns clock-offset samples
 //!   (NTP, peers, keepalive replies) into an offset and drift estimate;
 //! - [`health`]: the health sampler behind the adaptive lease (CPU, memory,
@@ -12,5 +14,6 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod drift;
 pub mod health;

@@ -118,18 +118,13 @@ impl StateMachine {
             return cached.clone();
         }
         let response = match op {
-            SessionOp::Keepalive { health } => self.keepalive(session, health, ctx),
+            SessionOp::Keepalive { health, clock } => self.keepalive(session, health, clock, ctx),
             SessionOp::Close => {
                 self.end_session(session, EndCause::Released, ctx);
                 Ok(Reply::Done)
             }
-            SessionOp::Acquire {
-                name,
-                mode,
-                wait_us,
-                client_clock_us,
-            } => self.acquire(session, name, mode, wait_us, client_clock_us, ctx),
-            SessionOp::Release { name, client_clock_us } => self.release(session, &name, client_clock_us, ctx),
+            SessionOp::Acquire { name, mode, wait_us } => self.acquire(session, name, mode, wait_us, ctx),
+            SessionOp::Release { name } => self.release(session, &name, ctx),
             SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence, ctx),
             SessionOp::KvCas {
                 key,

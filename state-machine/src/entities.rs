@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use driftlock_proto::{ClockEstimate, HealthSample, LeaseDecision, LockMode, SessionId};
+use driftlock_proto::{ClockEstimate, ClockSample, HealthSample, LeaseDecision, LockMode, SessionId};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
@@ -39,8 +39,8 @@ pub(crate) struct Session {
     pub(crate) lease: LeaseDecision,
     pub(crate) health: Option<HealthSample>,
     pub(crate) clock: Option<ClockEstimate>,
-    /// Extra drift bound after a detected skew, ppm.
-    pub(crate) rho_extra_ppm: u64,
+    /// What its renewals have shown of the client's clock.
+    pub(crate) client_clock: ClientClock,
     pub(crate) suspicion: Option<Suspicion>,
     /// Locks this session holds: the reverse index of [`Lock::holders`].
     pub(crate) held: BTreeSet<String>,
@@ -72,14 +72,36 @@ impl Session {
     }
 }
 
+/// Pairs of renewals whose evidence must agree before a client's drift
+/// bound is widened: the widening is the smallest of their lower bounds.
+pub(crate) const CLOCK_EVIDENCE_PAIRS: usize = 3;
+
+/// What a session's renewals have shown of its client's clock
+/// (docs/design.md "Clock drift", checking a client's clock).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ClientClock {
+    /// The newest accepted sample: the next one pairs with it.
+    pub(crate) last: Option<ClockSample>,
+    /// Lower bounds on the client's slowness from the latest pairs of
+    /// samples, ppm, oldest first; at most [`CLOCK_EVIDENCE_PAIRS`].
+    pub(crate) evidence_ppm: [u64; CLOCK_EVIDENCE_PAIRS],
+    /// How many of `evidence_ppm` are filled.
+    pub(crate) evidence_len: u8,
+    /// The widening in force, ppm (0 = none): the largest filtered
+    /// evidence seen, capped at `time.max_client_rho_ppm`. It never
+    /// shrinks during the session: every piece of evidence is a sound
+    /// lower bound, so the largest is too.
+    pub(crate) widened_ppm: u64,
+    /// The filtered evidence is beyond `time.alert_drift_ppm`.
+    pub(crate) alerted: bool,
+}
+
 /// One session's grant of a lock, kept in [`Holders`] under its session.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Holder {
     pub(crate) mode: LockMode,
     pub(crate) token: u64,
     pub(crate) granted_ts_us: u64,
-    /// Client clock at send, if the grant was immediate and the client sent it.
-    pub(crate) client_clock_us: Option<u64>,
 }
 
 /// A queued acquire.

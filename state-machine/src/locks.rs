@@ -13,14 +13,12 @@ use crate::timers::Timer;
 use crate::StateMachine;
 
 impl StateMachine {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn acquire(
         &mut self,
         session: SessionId,
         name: String,
         mode: LockMode,
         wait_us: u64,
-        client_clock_us: Option<u64>,
         ctx: &mut Ctx,
     ) -> Response {
         self.check_name(&name)?;
@@ -47,7 +45,7 @@ impl StateMachine {
             }
         };
         if grantable {
-            let validity_us = self.grant(&name, session, mode, client_clock_us, ctx);
+            let validity_us = self.grant(&name, session, mode, ctx);
             return Ok(Reply::Granted {
                 token: ctx.index,
                 validity_us,
@@ -85,14 +83,7 @@ impl StateMachine {
     }
 
     /// Records a grant at this entry; returns the holder's remaining validity.
-    fn grant(
-        &mut self,
-        name: &str,
-        session: SessionId,
-        mode: LockMode,
-        client_clock_us: Option<u64>,
-        ctx: &mut Ctx,
-    ) -> u64 {
+    fn grant(&mut self, name: &str, session: SessionId, mode: LockMode, ctx: &mut Ctx) -> u64 {
         let token = ctx.index;
         let lock = self.locks.entry(name.to_owned()).or_default();
         assert!(token >= lock.latest_token, "fencing token went backwards on {name}");
@@ -107,7 +98,6 @@ impl StateMachine {
                 mode,
                 token,
                 granted_ts_us: ctx.now_us,
-                client_clock_us,
             },
         );
         let validity_us = match self.sessions.get_mut(&session) {
@@ -128,18 +118,12 @@ impl StateMachine {
         validity_us
     }
 
-    pub(crate) fn release(
-        &mut self,
-        session: SessionId,
-        name: &str,
-        client_clock_us: Option<u64>,
-        ctx: &mut Ctx,
-    ) -> Response {
+    pub(crate) fn release(&mut self, session: SessionId, name: &str, ctx: &mut Ctx) -> Response {
         let Some(s) = self.sessions.get(&session) else {
             return Err(Rejection::UnknownSession { session });
         };
         if s.held.contains(name) {
-            self.free_holder(name, session, EndCause::Released, None, client_clock_us, ctx);
+            self.free_holder(name, session, EndCause::Released, None, ctx);
             Ok(Reply::Done)
         } else if s.waiting.contains(name) {
             self.remove_waiter(name, session, ctx);
@@ -157,7 +141,6 @@ impl StateMachine {
         session: SessionId,
         cause: EndCause,
         delay_until_us: Option<u64>,
-        client_clock_us: Option<u64>,
         ctx: &mut Ctx,
     ) {
         let Some(lock) = self.locks.get_mut(name) else { return };
@@ -187,9 +170,6 @@ impl StateMachine {
         }
         if let Some(s) = self.sessions.get_mut(&session) {
             s.held.remove(name);
-        }
-        if let (Some(release_clock), Some(acquire_clock)) = (client_clock_us, holder.client_clock_us) {
-            self.check_client_clock(session, name, acquire_clock, release_clock, holder.granted_ts_us, ctx);
         }
         ctx.events.push(Event::LockReleased {
             name: name.to_owned(),
@@ -232,7 +212,7 @@ impl StateMachine {
             if let Some(s) = self.sessions.get_mut(&head.session) {
                 s.waiting.remove(name);
             }
-            self.grant(name, head.session, head.mode, None, ctx);
+            self.grant(name, head.session, head.mode, ctx);
         }
         self.gc_lock(name, ctx.now_us);
     }

@@ -151,7 +151,11 @@ impl StateMachine {
             keys: self.kv.len() as u64,
             elections: self.elections.len() as u64,
             suspected_sessions: self.sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
-            skewed_sessions: self.sessions.values().filter(|s| s.rho_extra_ppm > 0).count() as u64,
+            skewed_sessions: self
+                .sessions
+                .values()
+                .filter(|s| s.client_clock.widened_ppm > 0)
+                .count() as u64,
             cluster_rho_ppm: self.cluster_rho_ppm(),
             alert_drift_ppm: self.config.time.alert_drift_ppm,
         }

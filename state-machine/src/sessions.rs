@@ -8,7 +8,7 @@ use driftlock_proto::*;
 
 use crate::apply::Ctx;
 use crate::command::Response;
-use crate::entities::{Session, Suspicion};
+use crate::entities::{ClientClock, Session, Suspicion};
 use crate::timers::Timer;
 use crate::validate::permille_out_of_range;
 use crate::StateMachine;
@@ -64,7 +64,7 @@ impl StateMachine {
             lease: decision.clone(),
             health: None,
             clock: None,
-            rho_extra_ppm: 0,
+            client_clock: ClientClock::default(),
             suspicion: None,
             held: BTreeSet::new(),
             waiting: BTreeSet::new(),
@@ -83,11 +83,20 @@ impl StateMachine {
         })
     }
 
-    pub(crate) fn keepalive(&mut self, id: SessionId, health: Option<HealthSample>, ctx: &mut Ctx) -> Response {
+    pub(crate) fn keepalive(
+        &mut self,
+        id: SessionId,
+        health: Option<HealthSample>,
+        clock: Option<ClockSample>,
+        ctx: &mut Ctx,
+    ) -> Response {
         if health.as_ref().and_then(permille_out_of_range).is_some() {
             return Err(Rejection::InvalidReport {
                 detail: "a permille field exceeds 1000".into(),
             });
+        }
+        if let Some(sample) = &clock {
+            check_clock_sample(sample, ctx.now_us)?;
         }
         let cfg = self.config.lease.clone();
         let Some(s) = self.sessions.get_mut(&id) else {
@@ -107,6 +116,9 @@ impl StateMachine {
             let removed = self.timers.remove(&(old_deadline, Timer::Session(id)));
             assert!(removed, "session {id} had no expiry timer");
             self.timers.insert((new_deadline, Timer::Session(id)));
+        }
+        if let Some(sample) = clock {
+            self.observe_client_clock(id, sample, ctx);
         }
         let Some(s) = self.sessions.get(&id) else {
             return Err(Rejection::UnknownSession { session: id });
@@ -183,11 +195,34 @@ impl StateMachine {
             self.remove_waiter(name, id, ctx);
         }
         for name in &s.held {
-            self.free_holder(name, id, cause.clone(), delay_until, None, ctx);
+            self.free_holder(name, id, cause.clone(), delay_until, ctx);
         }
         for name in &s.campaigns {
             self.withdraw_candidate(name, id, delay_until, ctx);
         }
         ctx.events.push(Event::SessionEnded { session: id, cause });
     }
+}
+
+/// Refuses a clock sample that cannot be true whatever the client's clock:
+/// a reply received before its request was sent, or a renewing entry later
+/// than the entry being applied.
+fn check_clock_sample(sample: &ClockSample, now_us: u64) -> Result<(), Rejection> {
+    if sample.received_us < sample.sent_us {
+        return Err(Rejection::InvalidReport {
+            detail: format!(
+                "clock sample received at {} µs, before it was sent at {} µs",
+                sample.received_us, sample.sent_us
+            ),
+        });
+    }
+    if sample.cluster_ts_us > now_us {
+        return Err(Rejection::InvalidReport {
+            detail: format!(
+                "clock sample names cluster time {} µs, after this entry's {now_us} µs",
+                sample.cluster_ts_us
+            ),
+        });
+    }
+    Ok(())
 }

@@ -14,7 +14,9 @@ use crate::StateMachine;
 
 /// Version of the snapshot format produced by [`StateMachine::snapshot`].
 /// 2: lock holders no longer carry a predicted release time.
-pub const SNAPSHOT_VERSION: u32 = 2;
+/// 3: the client clock check moved from lock holds to renewals (holders
+/// carry no client clock; sessions carry `ClientClock`).
+pub const SNAPSHOT_VERSION: u32 = 3;
 
 /// A versioned, serializable image of the whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

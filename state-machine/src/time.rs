@@ -1,6 +1,6 @@
 //! The safety arithmetic of time: the drift bounds ρ_cluster and ρ_client,
 //! the drift margin of a validity, the lock-delay of docs/design.md "Time"
-//! rule 6, and the client clock check of "Client clock validation".
+//! rule 6, and the check of a client's clock ("Clock drift").
 //!
 //! # Where each rule lives
 //!
@@ -41,10 +41,10 @@
 //!   counts at `time.max_drift_ppm`, as does a cluster with no estimate at
 //!   all. The result is never below 1 ppm, so the margin does not vanish on
 //!   estimates that round to zero.
-//! - **ρ_client** is the client's own usable estimate (or the worst case)
-//!   plus `rho_extra_ppm`, the widening left by a detected skew: a client
-//!   whose measured hold disagreed with cluster time is trusted only at
-//!   the rate it was seen to drift.
+//! - **ρ_client** is the client's own usable estimate (or the worst case),
+//!   or the widening its renewals proved necessary when larger: a client
+//!   whose clock was shown to run slow is trusted only at the rate it was
+//!   seen to drift, up to `time.max_client_rho_ppm`.
 //! - **`time.lock_delay_extra_us`**: a fixed allowance an operator may add
 //!   for what does not scale with `V` (0 by default).
 //!
@@ -52,10 +52,10 @@
 //! are rounded up, and sums saturate (an overflow means "never", not a
 //! wrap into the past).
 
-use driftlock_proto::{ClockEstimate, Event, SessionId};
+use driftlock_proto::{ClockEstimate, ClockSample, Event, SessionId};
 
 use crate::apply::Ctx;
-use crate::entities::Session;
+use crate::entities::{Session, CLOCK_EVIDENCE_PAIRS};
 use crate::StateMachine;
 
 /// One million, for ppm arithmetic.
@@ -97,14 +97,15 @@ impl StateMachine {
     }
 
     /// Drift bound for a session's client, ppm: its own usable estimate (or
-    /// the configured worst case) plus any widening after a detected skew.
+    /// the configured worst case), or the widening its renewals proved
+    /// necessary when that is larger.
     pub(crate) fn client_rho_ppm(&self, s: &Session) -> u64 {
         let own = s
             .clock
             .as_ref()
             .and_then(|e| self.estimate_rho_ppm(e))
             .unwrap_or(self.config.time.max_drift_ppm);
-        own.saturating_add(s.rho_extra_ppm)
+        own.max(s.client_clock.widened_ppm)
     }
 
     /// Margin to add after `duration_us` of validity so that it has surely
@@ -127,46 +128,82 @@ impl StateMachine {
         until
     }
 
-    /// Compares the hold time the client measured on its own clock with the
-    /// hold time in cluster time; beyond the allowed deviation
-    /// (`hold × (ρ_cluster + ρ_client) + time.clock_check_slack_us`, the
-    /// drift margin of rule 6 plus network slack), widens the client's drift
-    /// bound to the observed excess rate and raises `ClockSkewDetected`
-    /// (docs/design.md "Client clock validation").
-    pub(crate) fn check_client_clock(
-        &mut self,
-        session: SessionId,
-        name: &str,
-        acquire_clock_us: u64,
-        release_clock_us: u64,
-        granted_ts_us: u64,
-        ctx: &mut Ctx,
-    ) {
-        let Some(s) = self.sessions.get(&session) else { return };
-        let cluster_hold_us = ctx.now_us.saturating_sub(granted_ts_us);
-        let client_hold_us = release_clock_us.saturating_sub(acquire_clock_us);
-        let deviation_us = cluster_hold_us.abs_diff(client_hold_us);
-        let rho_ppm = self.cluster_rho_ppm().saturating_add(self.client_rho_ppm(s));
-        let allowed_us = self
-            .drift_margin_us(cluster_hold_us.max(client_hold_us), rho_ppm)
-            .saturating_add(self.config.time.clock_check_slack_us);
-        if deviation_us <= allowed_us {
+    /// Folds one clock sample of a session's client into what the
+    /// cluster knows of that clock, and widens the client's drift bound
+    /// when several renewals in a row show it runs slow (docs/design.md
+    /// "Clock drift", checking a client's clock).
+    ///
+    /// Two samples `a` (older) and `b` bound the client-clock time between
+    /// their renewing entries: each entry was stamped between its sample's
+    /// send and receipt, so on the client's clock at most
+    /// `hi = b.received − a.sent` passed between the stampings. Cluster
+    /// time never runs ahead of real time (rule 2), so at least
+    /// `Δc = b.cluster_ts − a.cluster_ts` of real time passed. A client
+    /// whose clock runs at rate `1 − r` measured that as `(1 − r)·D ≤ hi`
+    /// with `D ≥ Δc`, hence `r ≥ (Δc − hi)/Δc`: a lower bound on its
+    /// slowness that network delay, queueing and retries can only loosen
+    /// (they widen `[send, receipt]`), never inflate. Only slowness is
+    /// looked for: a fast client expires early, which is safe.
+    pub(crate) fn observe_client_clock(&mut self, id: SessionId, sample: ClockSample, ctx: &mut Ctx) {
+        let base_ppm = self.config.time.max_drift_ppm;
+        let cap_ppm = self.config.time.max_client_rho_ppm;
+        let alert_ppm = self.config.time.alert_drift_ppm;
+        let Some(s) = self.sessions.get_mut(&id) else { return };
+        let c = &mut s.client_clock;
+        let previous = c.last.replace(sample);
+        let Some(a) = previous else { return };
+        if sample.cluster_ts_us <= a.cluster_ts_us {
+            // The same renewal reported again (its successor's reply was
+            // lost), or an older one: nothing new to compare; keep the
+            // newer sample.
+            c.last = Some(a);
             return;
         }
-        let excess_us = deviation_us - self.config.time.clock_check_slack_us.min(deviation_us);
-        let observed_ppm = (u128::from(excess_us) * 1_000_000).div_ceil(u128::from(cluster_hold_us.max(1)));
-        let observed_ppm = u64::try_from(observed_ppm).unwrap_or(u64::MAX);
-        let Some(s) = self.sessions.get_mut(&session) else {
+        if sample.sent_us < a.sent_us {
+            // Not one monotonic clock: drop what was gathered and start
+            // again from this sample.
+            c.evidence_len = 0;
             return;
+        }
+        let delta_c_us = sample.cluster_ts_us - a.cluster_ts_us;
+        let hi_us = sample.received_us - a.sent_us;
+        let slow_ppm = if delta_c_us > hi_us {
+            // Rounded down: a lower bound stays one.
+            let p = u128::from(delta_c_us - hi_us) * PPM / u128::from(delta_c_us);
+            u64::try_from(p).unwrap_or(u64::MAX)
+        } else {
+            0
         };
-        s.rho_extra_ppm = s.rho_extra_ppm.max(observed_ppm);
-        let widened_rho_ppm = s.rho_extra_ppm;
-        ctx.events.push(Event::ClockSkewDetected {
-            session,
-            name: name.to_owned(),
-            client_hold_us,
-            cluster_hold_us,
-            widened_rho_ppm,
-        });
+        let len = usize::from(c.evidence_len);
+        if len < CLOCK_EVIDENCE_PAIRS {
+            c.evidence_ppm[len] = slow_ppm;
+            c.evidence_len += 1;
+        } else {
+            c.evidence_ppm.rotate_left(1);
+            c.evidence_ppm[CLOCK_EVIDENCE_PAIRS - 1] = slow_ppm;
+        }
+        if usize::from(c.evidence_len) < CLOCK_EVIDENCE_PAIRS {
+            return;
+        }
+        // Act only on what every recent pair agrees on.
+        let filtered_ppm = c.evidence_ppm.iter().copied().min().unwrap_or(0);
+        let alert = filtered_ppm > alert_ppm;
+        let old_widened = c.widened_ppm;
+        if filtered_ppm > base_ppm {
+            c.widened_ppm = c.widened_ppm.max(filtered_ppm.min(cap_ppm));
+        }
+        let grew = c.widened_ppm > old_widened;
+        let alert_raised = alert && !c.alerted;
+        c.alerted = alert;
+        debug_assert!(c.widened_ppm <= cap_ppm.max(old_widened));
+        if grew || alert_raised {
+            let client_rho_ppm = self.sessions.get(&id).map_or(base_ppm, |s| self.client_rho_ppm(s));
+            ctx.events.push(Event::ClockSkewDetected {
+                session: id,
+                slow_ppm: filtered_ppm,
+                client_rho_ppm,
+                alert,
+            });
+        }
     }
 }

@@ -98,7 +98,6 @@ fn retry_returns_cached_response_and_changes_nothing() {
             name: "l".into(),
             mode: LockMode::Exclusive,
             wait_us: 0,
-            client_clock_us: None,
         },
     };
     let first = h.apply(acquire.clone()).0;
@@ -126,7 +125,10 @@ fn sequence_older_than_the_window_is_refused() {
         .apply(Command::Session {
             session: s,
             seq: 1,
-            op: SessionOp::Keepalive { health: None },
+            op: SessionOp::Keepalive {
+                health: None,
+                clock: None,
+            },
         })
         .0;
     assert_eq!(
@@ -216,13 +218,7 @@ fn fifo_waiters_get_the_lock_inside_the_release_entry() {
         h.acquire(c, "x", LockMode::Exclusive, 10 * SEC),
         Ok(Reply::Queued { position: 1, .. })
     ));
-    let (r, events) = h.op(
-        a,
-        SessionOp::Release {
-            name: "x".into(),
-            client_clock_us: None,
-        },
-    );
+    let (r, events) = h.op(a, SessionOp::Release { name: "x".into() });
     assert_eq!(r, Ok(Reply::Done));
     let granted: Vec<_> = events
         .iter()
@@ -725,67 +721,257 @@ fn candidate_death_mid_handover_aborts() {
     assert!(h.sm.check_invariants().is_ok());
 }
 
-#[test]
-fn client_clock_skew_is_detected_and_widens_rho() {
-    let mut h = h();
-    let s = h.open(60 * SEC);
-    let acquire = SessionOp::Acquire {
-        name: "x".into(),
-        mode: LockMode::Exclusive,
-        wait_us: 0,
-        client_clock_us: Some(0),
-    };
-    h.op(s, acquire).0.expect("grant");
-    h.advance(10 * SEC);
-    // The client claims it held for 10.2 s: +20 000 ppm.
-    let (_, events) = h.op(
-        s,
-        SessionOp::Release {
-            name: "x".into(),
-            client_clock_us: Some(10_200_000),
-        },
-    );
-    let widened = events.iter().find_map(|e| match e {
-        Event::ClockSkewDetected {
-            widened_rho_ppm,
-            cluster_hold_us,
-            client_hold_us,
-            ..
-        } => {
-            assert_eq!((*cluster_hold_us, *client_hold_us), (10 * SEC, 10_200_000));
-            Some(*widened_rho_ppm)
+/// A client that renews every 3 s. Its clock runs at `rate` (1.0 =
+/// cluster time's rate; the rate may change between calls, the reading
+/// stays continuous), with `delay_us(k)` of network delay each way on
+/// renewal `k`; each keepalive carries the sample of the previous renewal.
+struct ClientSim {
+    session: SessionId,
+    rate: f64,
+    /// (cluster µs, client clock µs) at the last reading.
+    at: (u64, f64),
+    last_sample: Option<ClockSample>,
+}
+
+impl ClientSim {
+    fn new(h: &Harness, session: SessionId) -> Self {
+        ClientSim {
+            session,
+            rate: 1.0,
+            at: (h.ts_us, 1e9),
+            last_sample: None,
         }
-        _ => None,
-    });
-    let widened = widened.expect("skew detected");
-    assert_eq!(widened, 15_000, "(200 ms − 50 ms slack) over 10 s");
-    let view = h.sm.session_view(s, h.ts_us).expect("session");
-    assert_eq!(view.client_rho_ppm, 500 + 15_000);
+    }
+
+    fn clock_at(&mut self, ts_us: u64) -> u64 {
+        let (t0, c0) = self.at;
+        let c = c0 + (ts_us as f64 - t0 as f64) * self.rate;
+        if ts_us >= t0 {
+            self.at = (ts_us, c);
+        }
+        c as u64
+    }
+
+    /// `renewals` keepalives; every event and the last reply.
+    fn renew(&mut self, h: &mut Harness, renewals: u32, delay_us: impl Fn(u32) -> u64) -> (Vec<Event>, Response) {
+        let mut all = Vec::new();
+        let mut reply = Err(Rejection::KeyNotFound);
+        for k in 0..renewals {
+            h.advance(3 * SEC);
+            let d = delay_us(k);
+            let keepalive = SessionOp::Keepalive {
+                health: None,
+                clock: self.last_sample,
+            };
+            let (r, events) = h.op(self.session, keepalive);
+            all.extend(events);
+            if let Ok(Reply::KeptAlive { cluster_ts_us, .. }) = &r {
+                // The entry was stamped d after the send and d before the
+                // reply arrived.
+                let sent_us = self.clock_at(cluster_ts_us - d);
+                let received_us = self.clock_at(cluster_ts_us + d);
+                self.last_sample = Some(ClockSample {
+                    sent_us,
+                    received_us,
+                    cluster_ts_us: *cluster_ts_us,
+                });
+            }
+            reply = r;
+        }
+        (all, reply)
+    }
+}
+
+/// `renewals` keepalives of a fresh simulated client at `rate`.
+fn renew_with_clock(
+    h: &mut Harness,
+    s: SessionId,
+    renewals: u32,
+    rate: f64,
+    delay_us: impl Fn(u32) -> u64,
+) -> (Vec<Event>, Response) {
+    let mut c = ClientSim::new(h, s);
+    c.rate = rate;
+    c.renew(h, renewals, delay_us)
+}
+
+fn skew_events(events: &[Event]) -> Vec<(u64, u64, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClockSkewDetected {
+                slow_ppm,
+                client_rho_ppm,
+                alert,
+                ..
+            } => Some((*slow_ppm, *client_rho_ppm, *alert)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[test]
-fn client_clock_within_bounds_raises_nothing() {
+fn network_delay_and_retries_never_read_as_clock_skew() {
     let mut h = h();
     let s = h.open(60 * SEC);
-    let acquire = SessionOp::Acquire {
-        name: "x".into(),
-        mode: LockMode::Exclusive,
-        wait_us: 0,
-        client_clock_us: Some(5),
-    };
-    h.op(s, acquire).0.expect("grant");
-    h.advance(10 * SEC);
-    let (_, events) = h.op(
-        s,
-        SessionOp::Release {
-            name: "x".into(),
-            client_clock_us: Some(5 + 10 * SEC + 30_000),
-        },
-    );
+    // Wildly varying delays, up to 1.4 s each way, on an honest clock.
+    let (events, reply) = renew_with_clock(&mut h, s, 30, 1.0, |k| u64::from(k % 8) * 200_000);
+    assert!(skew_events(&events).is_empty(), "{events:?}");
     assert!(
-        !events.iter().any(|e| matches!(e, Event::ClockSkewDetected { .. })),
-        "{events:?}"
+        matches!(
+            reply,
+            Ok(Reply::KeptAlive {
+                client_rho_ppm: 500,
+                ..
+            })
+        ),
+        "{reply:?}"
     );
+    assert_eq!(h.sm.session_view(s, h.ts_us).expect("session").client_rho_ppm, 500);
+}
+
+#[test]
+fn a_slow_client_clock_widens_its_bound_after_three_agreeing_renewals() {
+    let mut h = h();
+    let s = h.open(60 * SEC);
+    // 2 % slow (20 000 ppm) with 1 ms of delay each way: three pairs of
+    // renewals (four samples, so five keepalives) before anything happens.
+    let mut client = ClientSim::new(&h, s);
+    client.rate = 0.98;
+    let (events, _) = client.renew(&mut h, 4, |_| 1_000);
+    assert!(
+        skew_events(&events).is_empty(),
+        "acted before three pairs agreed: {events:?}"
+    );
+    let (events, reply) = client.renew(&mut h, 1, |_| 1_000);
+    let skew = skew_events(&events);
+    assert_eq!(skew.len(), 1, "{events:?}");
+    let (slow_ppm, rho_ppm, alert) = skew[0];
+    // A lower bound: the 2 ms of delay per pair loosen it a little.
+    assert!((19_000..=20_000).contains(&slow_ppm), "{slow_ppm}");
+    assert_eq!(rho_ppm, slow_ppm);
+    assert!(alert, "20 000 ppm is beyond the 1000 ppm alert threshold");
+    let Ok(Reply::KeptAlive { client_rho_ppm, .. }) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(client_rho_ppm, slow_ppm, "the client is told the bound to apply");
+    assert_eq!(h.sm.stats().skewed_sessions, 1);
+    // Steady evidence raises nothing more.
+    let (events, _) = client.renew(&mut h, 3, |_| 1_000);
+    assert!(skew_events(&events).len() <= 1, "{events:?}");
+}
+
+#[test]
+fn the_widening_is_capped_so_a_broken_client_can_still_renew() {
+    let mut h = h();
+    let s = h.open(60 * SEC);
+    // Half speed: 500 000 ppm slow.
+    let (events, reply) = renew_with_clock(&mut h, s, 6, 0.5, |_| 1_000);
+    let skew = skew_events(&events);
+    assert!(!skew.is_empty(), "{events:?}");
+    let cap = Config::default().time.max_client_rho_ppm;
+    assert!(
+        skew.iter()
+            .all(|(slow, rho, alert)| *slow > cap && *rho == cap && *alert),
+        "{skew:?}"
+    );
+    let Ok(Reply::KeptAlive {
+        client_rho_ppm,
+        validity_us,
+        ..
+    }) = reply
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(client_rho_ppm, cap);
+    // Local validity V × (1 − ρ) stays above the keepalive interval V/3.
+    assert!(validity_us * (1_000_000 - client_rho_ppm) / 1_000_000 > validity_us / 3);
+    // And lock-delay stays bounded by the cap: V × (ρ_cluster + cap).
+    h.acquire(s, "l", LockMode::Exclusive, 0).expect("grant");
+    let deadline = h.sm.session_view(s, h.ts_us).expect("session").deadline_us;
+    h.apply(Command::Revoke {
+        session: s,
+        reason: "test".into(),
+    })
+    .0
+    .expect("revoke");
+    let until = h.sm.lock_view("l", h.ts_us).expect("in lock-delay").lock_delay_until_us;
+    let margin = until - deadline;
+    assert!(margin <= validity_us * (500 + cap) / 1_000_000 + 1, "{margin} µs");
+}
+
+#[test]
+fn one_disagreeing_pair_of_renewals_widens_nothing() {
+    let mut h = h();
+    let s = h.open(60 * SEC);
+    // Honest renewals, then one pair whose client span is 100 ms short
+    // (a glitch), then honest again.
+    let mut client = ClientSim::new(&h, s);
+    let (events, _) = client.renew(&mut h, 3, |_| 1_000);
+    assert!(skew_events(&events).is_empty());
+    client.rate = 0.966;
+    let (events, _) = client.renew(&mut h, 1, |_| 1_000);
+    client.rate = 1.0;
+    let (more, _) = client.renew(&mut h, 4, |_| 1_000);
+    assert!(
+        skew_events(&events).is_empty() && skew_events(&more).is_empty(),
+        "{events:?} {more:?}"
+    );
+}
+
+#[test]
+fn impossible_clock_samples_are_refused_and_change_nothing() {
+    let mut h = h();
+    let s = h.open(60 * SEC);
+    h.advance(SEC);
+    let before = h.sm.session_view(s, h.ts_us).expect("session");
+    for (sample, why) in [
+        (
+            ClockSample {
+                sent_us: 10,
+                received_us: 9,
+                cluster_ts_us: 0,
+            },
+            "received before it was sent",
+        ),
+        (
+            ClockSample {
+                sent_us: 1,
+                received_us: 2,
+                cluster_ts_us: h.ts_us + SEC,
+            },
+            "a renewal in the future",
+        ),
+    ] {
+        let keepalive = SessionOp::Keepalive {
+            health: None,
+            clock: Some(sample),
+        };
+        let (r, events) = h.op(s, keepalive);
+        assert!(matches!(r, Err(Rejection::InvalidReport { .. })), "{why}: {r:?}");
+        assert!(events.is_empty(), "{why}: {events:?}");
+    }
+    let after = h.sm.session_view(s, h.ts_us).expect("session");
+    assert_eq!(
+        before.deadline_us, after.deadline_us,
+        "a refused keepalive renews nothing"
+    );
+    // The same renewal reported twice (its successor's reply was lost) is
+    // no evidence and no error: nothing to divide by.
+    let (events, _) = renew_with_clock(&mut h, s, 1, 1.0, |_| 0);
+    assert!(events.is_empty());
+    let repeat = ClockSample {
+        sent_us: 5,
+        received_us: 5,
+        cluster_ts_us: h.ts_us,
+    };
+    for _ in 0..2 {
+        let keepalive = SessionOp::Keepalive {
+            health: None,
+            clock: Some(repeat),
+        };
+        assert!(matches!(h.op(s, keepalive).0, Ok(Reply::KeptAlive { .. })));
+    }
 }
 
 #[test]
@@ -885,7 +1071,16 @@ fn health_reports_shape_the_next_keepalive() {
         recent_failures: 10,
         load_permille: 0,
     };
-    match h.op(s, SessionOp::Keepalive { health: Some(critical) }).0 {
+    match h
+        .op(
+            s,
+            SessionOp::Keepalive {
+                health: Some(critical),
+                clock: None,
+            },
+        )
+        .0
+    {
         Ok(Reply::KeptAlive { lease, .. }) => {
             assert_eq!(lease.tier, Some(HealthTier::Critical));
             assert_eq!(lease.validity_us, 13 * SEC);

@@ -140,6 +140,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 struct Driver {
     h: Harness,
     slots: [Option<SessionId>; SLOTS],
+    /// Per slot: the clock sample of the session's last renewal, carried by
+    /// its next keepalive.
+    renewals: [Option<ClockSample>; SLOTS],
     /// Tokens each session was granted, per lock, from events.
     tokens: BTreeMap<(SessionId, String), u64>,
     /// Every token ever granted per lock, to forge stale fences.
@@ -165,6 +168,7 @@ impl Driver {
         Driver {
             h: Harness::new(config()),
             slots: [None; SLOTS],
+            renewals: [None; SLOTS],
             tokens: BTreeMap::new(),
             last_token: BTreeMap::new(),
             promised_until: BTreeMap::new(),
@@ -184,6 +188,11 @@ impl Driver {
     }
 
     fn session_op(&mut self, slot: usize, op: SessionOp) -> Result<(), TestCaseError> {
+        self.session_op_reply(slot, op).map(|_| ())
+    }
+
+    /// Like [`Self::session_op`], returning the state machine's answer.
+    fn session_op_reply(&mut self, slot: usize, op: SessionOp) -> Result<Response, TestCaseError> {
         let session = self.session(slot);
         let seq = self.h.next_seq(session);
         let (r, _) = self.step(Command::Session {
@@ -191,8 +200,8 @@ impl Driver {
             seq,
             op: op.clone(),
         })?;
-        self.last_session_cmd = Some((session, seq, op, r));
-        Ok(())
+        self.last_session_cmd = Some((session, seq, op, r.clone()));
+        Ok(r)
     }
 
     fn step(&mut self, cmd: Command) -> Result<(Response, Vec<Event>), TestCaseError> {
@@ -311,6 +320,17 @@ impl Driver {
                     }
                     self.masters.insert(election.clone(), (*master, *epoch));
                 }
+                Event::ClockSkewDetected { session, slow_ppm, .. } => {
+                    // Every client here is honest (its clock runs at cluster
+                    // time's rate) however late its samples: delay must
+                    // never read as skew.
+                    prop_assert!(
+                        false,
+                        "session {} of an honest client flagged {} ppm slow",
+                        session,
+                        slow_ppm
+                    );
+                }
                 _ => {}
             }
         }
@@ -334,6 +354,7 @@ impl Driver {
                     };
                     if let (Ok(Reply::SessionOpened { session, .. }), _) = self.step(cmd)? {
                         self.slots[slot] = Some(session);
+                        self.renewals[slot] = None;
                     }
                 }
             }
@@ -347,7 +368,19 @@ impl Driver {
                     recent_failures: 0,
                     load_permille: cpu,
                 });
-                self.session_op(slot, SessionOp::Keepalive { health })?;
+                // An honest client: its clock runs at cluster time's rate;
+                // the sample brackets its last renewal with delays of up to
+                // 0.4 s each way, which must never read as skew.
+                let clock = self.renewals[slot];
+                let reply = self.session_op_reply(slot, SessionOp::Keepalive { health, clock })?;
+                if let Ok(Reply::KeptAlive { cluster_ts_us, .. }) = reply {
+                    let (before_us, after_us) = ((cluster_ts_us % 7) * 57_000, (cluster_ts_us % 11) * 40_000);
+                    self.renewals[slot] = Some(ClockSample {
+                        sent_us: cluster_ts_us.saturating_sub(before_us),
+                        received_us: cluster_ts_us + after_us,
+                        cluster_ts_us,
+                    });
+                }
             }
             Op::Close { slot } => self.session_op(slot, SessionOp::Close)?,
             Op::Acquire {
@@ -361,14 +394,12 @@ impl Driver {
                     name: LOCKS[lock].into(),
                     mode,
                     wait_us: wait_s * SEC,
-                    client_clock_us: Some(self.h.ts_us),
                 };
                 self.session_op(slot, op)?;
             }
             Op::Release { slot, lock } => {
                 let op = SessionOp::Release {
                     name: LOCKS[lock].into(),
-                    client_clock_us: Some(self.h.ts_us),
                 };
                 self.session_op(slot, op)?;
             }

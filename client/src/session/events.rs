@@ -180,7 +180,6 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use driftlock_proto::{EndCause, LockMode};
 
@@ -193,7 +192,11 @@ mod tests {
     /// A session that was never opened: no task runs and nothing is sent.
     fn detached_session() -> Arc<SessionInner> {
         let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
-        SessionInner::new(client, ME, Lease::opened(Instant::now(), 10_000_000, 0, 0))
+        SessionInner::new(
+            client,
+            ME,
+            Lease::opened(driftlock_sensors::clock::RawInstant::now(), 10_000_000, 0, 0),
+        )
     }
 
     fn lock_key(name: &str) -> ResourceKey {

@@ -26,10 +26,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_proto::{Reply, SessionOp};
+use driftlock_proto::{ClockSample, Reply, SessionOp};
+use driftlock_sensors::clock::RawInstant;
 
 use super::{SessionInner, SessionState};
-use crate::clock::local_expiry;
+use crate::clock::{local_expiry, sleep_until_raw};
 use crate::error::ClientError;
 use crate::sync::lock;
 use crate::transport::{CallSpec, Delivery, Route};
@@ -43,19 +44,19 @@ const MIN_KEEPALIVE_ATTEMPT: Duration = Duration::from_millis(200);
 pub(super) struct Lease {
     /// End of local validity (rule 5): the latest end any open or
     /// keepalive reply has given; never moves backwards.
-    local_expiry: Instant,
+    local_expiry: RawInstant,
     /// Validity granted by the most recently sent successful open or
     /// keepalive, µs; a third of it is the keepalive interval.
     validity_us: u64,
     /// Send instant of that open or keepalive; the next keepalive is due a
     /// keepalive interval after it.
-    last_send: Instant,
+    last_send: RawInstant,
 }
 
 impl Lease {
     /// The lease granted by `open_session`: `validity_us` counted from
     /// `t_send`, shortened by `rho_ppm` and `margin_us` (rule 5).
-    pub(super) fn opened(t_send: Instant, validity_us: u64, rho_ppm: u64, margin_us: u64) -> Lease {
+    pub(super) fn opened(t_send: RawInstant, validity_us: u64, rho_ppm: u64, margin_us: u64) -> Lease {
         Lease {
             local_expiry: local_expiry(t_send, validity_us, rho_ppm, margin_us),
             validity_us,
@@ -63,14 +64,14 @@ impl Lease {
         }
     }
 
-    /// End of local validity on this host's monotonic clock.
-    pub(super) fn local_expiry(&self) -> Instant {
+    /// End of local validity on this host's raw monotonic clock.
+    pub(super) fn local_expiry(&self) -> RawInstant {
         self.local_expiry
     }
 
     /// When the next keepalive is due: `V/3` (at least
     /// [`MIN_KEEPALIVE_INTERVAL`]) after the last successful one was sent.
-    fn next_due(&self) -> Instant {
+    fn next_due(&self) -> RawInstant {
         self.last_send + (Duration::from_micros(self.validity_us) / 3).max(MIN_KEEPALIVE_INTERVAL)
     }
 
@@ -78,7 +79,7 @@ impl Lease {
     /// The expiry only moves forward, and the interval follows the grant
     /// of the latest request sent, so a slow reply to an older keepalive
     /// changes neither for the worse.
-    fn renew(&mut self, t_send: Instant, validity_us: u64, rho_ppm: u64, margin_us: u64) {
+    fn renew(&mut self, t_send: RawInstant, validity_us: u64, rho_ppm: u64, margin_us: u64) {
         let expiry = local_expiry(t_send, validity_us, rho_ppm, margin_us);
         if expiry > self.local_expiry {
             self.local_expiry = expiry;
@@ -101,7 +102,7 @@ fn attempt_timeout(validity_us: u64, request_timeout: Duration) -> Duration {
 
 /// Applies the outcome of one keepalive sent at `t_send` and puts the
 /// session back in `Valid`.
-fn renewed(inner: &SessionInner, t_send: Instant, validity_us: u64, rho_ppm: u64) {
+fn renewed(inner: &SessionInner, t_send: RawInstant, validity_us: u64, rho_ppm: u64) {
     let margin_us = inner.client.config().local_margin_us;
     lock(&inner.lease).renew(t_send, validity_us, rho_ppm, margin_us);
     inner.set_state(SessionState::Valid);
@@ -114,7 +115,10 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
     let c = inner.client.config().clone();
     let retry_pause = Duration::from_millis(c.keepalive_retry_ms.clamp(c.backoff_min_ms, c.backoff_max_ms));
     let request_timeout = Duration::from_millis(c.request_timeout_ms);
-    let mut retry_at: Option<Instant> = None;
+    let mut retry_at: Option<RawInstant> = None;
+    // The previous renewal's clock sample, sent with the next keepalive so
+    // the cluster can check this host's clock (docs/design.md "Clock drift").
+    let mut last_sample: Option<ClockSample> = None;
     let health_every = (c.health_report_interval_ms > 0).then(|| Duration::from_millis(c.health_report_interval_ms));
     let mut last_health: Option<Instant> = None;
     loop {
@@ -123,10 +127,10 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
             (l.local_expiry, retry_at.unwrap_or_else(|| l.next_due()), l.validity_us)
         };
         tokio::select! {
-            () = tokio::time::sleep_until(next_at.min(expiry).into()) => {}
+            () = sleep_until_raw(next_at.min(expiry)) => {}
             _ = state_rx.wait_for(|s| *s == SessionState::Expired) => return,
         }
-        let now = Instant::now();
+        let now = RawInstant::now();
         if now >= expiry {
             inner.expire("local validity ended");
             return;
@@ -136,27 +140,31 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
         }
         // A fresh sequence number and send instant per attempt (see the
         // module documentation).
-        let t_send = Instant::now();
+        let t_send = RawInstant::now();
+        let t_send_std = Instant::now();
         let attempt_timeout = attempt_timeout(validity_us, request_timeout);
         let spec = CallSpec {
             what: "keepalive",
             route: Route::Leader,
             delivery: Delivery::Idempotent,
-            deadline: (t_send + attempt_timeout).min(expiry),
+            deadline: (t_send_std + attempt_timeout).min(crate::clock::to_instant(expiry)),
             attempt_timeout,
         };
         // A health sample rides along at most every `health_report_interval_ms`.
         let health = match health_every {
-            Some(every) if last_health.is_none_or(|t| t_send.saturating_duration_since(t) >= every) => {
-                last_health = Some(t_send);
-                Some(lock(&inner.client.inner.health).sample(t_send))
+            Some(every) if last_health.is_none_or(|t| t_send_std.saturating_duration_since(t) >= every) => {
+                last_health = Some(t_send_std);
+                Some(lock(&inner.client.inner.health).sample(t_send_std))
             }
             _ => None,
         };
-        let op = SessionOp::Keepalive { health };
+        let op = SessionOp::Keepalive {
+            health,
+            clock: last_sample,
+        };
         let result = tokio::select! {
             r = inner.op_with(inner.next_seq(), op, spec) => r,
-            () = tokio::time::sleep_until(expiry.into()) => {
+            () = sleep_until_raw(expiry) => {
                 inner.expire("local validity ended during a keepalive");
                 return;
             }
@@ -169,7 +177,12 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
                 cluster_ts_us,
                 ..
             }) => {
-                let t_recv = Instant::now();
+                let t_recv = RawInstant::now();
+                last_sample = Some(ClockSample {
+                    sent_us: t_send.as_micros(),
+                    received_us: t_recv.as_micros(),
+                    cluster_ts_us,
+                });
                 let rho_ppm = {
                     let mut rate = lock(&inner.client.inner.rate);
                     rate.observe(t_send, t_recv, cluster_ts_us);
@@ -189,7 +202,7 @@ pub(super) async fn run(inner: Arc<SessionInner>) {
                 tracing::warn!(session = inner.id, error = %why, "keepalive failed");
                 lock(&inner.client.inner.health).record_failure(Instant::now());
                 inner.set_state(SessionState::Jeopardy);
-                retry_at = Some(Instant::now() + retry_pause);
+                retry_at = Some(RawInstant::now() + retry_pause);
             }
         }
     }
@@ -203,7 +216,7 @@ mod tests {
 
     #[test]
     fn the_first_lease_counts_from_the_open_send_instant() {
-        let t = Instant::now();
+        let t = RawInstant::from_nanos(1_000_000_000);
         // 3 s at 500 ppm loses 1.5 ms; ε = 5 ms.
         let lease = Lease::opened(t, 3_000_000, 500, 5_000);
         assert_eq!(lease.local_expiry(), t + Duration::from_micros(2_993_500));
@@ -212,7 +225,7 @@ mod tests {
 
     #[test]
     fn renewals_never_move_the_expiry_backwards() {
-        let t = Instant::now();
+        let t = RawInstant::from_nanos(1_000_000_000);
         let mut lease = Lease::opened(t, 3_000_000, 0, 0);
         // A later keepalive granting much less (e.g. a suspected session's
         // halved grant) keeps the end already earned...
@@ -228,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_late_reply_to_an_older_keepalive_does_not_rewind_the_schedule() {
-        let t = Instant::now();
+        let t = RawInstant::from_nanos(1_000_000_000);
         let mut lease = Lease::opened(t, 3_000_000, 0, 0);
         lease.renew(t + 2_000 * MS, 3_000_000, 0, 0);
         // The reply to a keepalive sent before the last one arrives late,
@@ -245,7 +258,7 @@ mod tests {
 
     #[test]
     fn keepalive_intervals_and_attempts_have_floors() {
-        let t = Instant::now();
+        let t = RawInstant::from_nanos(1_000_000_000);
         let lease = Lease::opened(t, 3_000, 0, 0);
         assert_eq!(lease.next_due(), t + MIN_KEEPALIVE_INTERVAL);
         let request_timeout = 2_000 * MS;

@@ -28,6 +28,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use driftlock_sensors::clock::RawInstant;
+
 use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -150,7 +152,7 @@ impl Session {
         // first attempt may have opened.
         let nonce: u128 = rand::random();
         let name = config.client_name.clone();
-        let t_send = Instant::now();
+        let t_send = RawInstant::now();
         let spec = client.spec("open_session", Route::Leader, Delivery::Idempotent);
         let reply = client
             .inner
@@ -170,7 +172,7 @@ impl Session {
         let expiry = lease.local_expiry();
         let inner = SessionInner::new(client, session, lease);
         let handle = Arc::new(SessionHandle { inner: inner.clone() });
-        if Instant::now() >= expiry {
+        if RawInstant::now() >= expiry {
             // Granted, but the answer took longer than the validity: the
             // handle's drop closes it.
             return Err(ClientError::SessionExpired);
@@ -208,10 +210,13 @@ impl Session {
         self.inner().state_tx.subscribe()
     }
 
-    /// End of local validity on this host's monotonic clock. Moves forward
-    /// with each successful keepalive; never backwards.
+    /// End of local validity, as an `Instant`. Moves forward with each
+    /// successful keepalive; never backwards. The library measures validity
+    /// on the raw monotonic clock (unslewed by NTP, docs/design.md "Time",
+    /// rule 5) and converts at the moment of the call: compare it with
+    /// `Instant::now()` soon after, or use [`is_valid`](Self::is_valid).
     pub fn valid_until(&self) -> Instant {
-        self.inner().valid_until()
+        crate::clock::to_instant(self.inner().valid_until_raw())
     }
 
     /// Whether the session is not expired and its local validity not over.
@@ -402,14 +407,19 @@ impl SessionInner {
         *self.state_tx.borrow()
     }
 
+    /// End of local validity on the raw clock (see [`Session::valid_until`]).
+    pub(crate) fn valid_until_raw(&self) -> RawInstant {
+        lock(&self.lease).local_expiry()
+    }
+
     /// See [`Session::valid_until`].
     pub(crate) fn valid_until(&self) -> Instant {
-        lock(&self.lease).local_expiry()
+        crate::clock::to_instant(self.valid_until_raw())
     }
 
     /// See [`Session::is_valid`].
     pub(crate) fn is_valid(&self) -> bool {
-        self.state() != SessionState::Expired && Instant::now() < self.valid_until()
+        self.state() != SessionState::Expired && RawInstant::now() < self.valid_until_raw()
     }
 
     /// See [`Session::lost`].

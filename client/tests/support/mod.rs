@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use driftlock_proto::{
     Consistency, DriftlockApiClient, ElectionView, LockView, Query, QueryReply, QueryResult, SessionId, SessionView,
 };
+#[allow(unused_imports)]
 pub use driftlock_testkit::{eventually_async, DropMode, FaultProxy, TestCluster};
 
 /// Timeout of the tests' own calls to the node.

@@ -255,7 +255,7 @@ impl Predictor {
         let now = Instant::now();
         let kind = kind_of(op);
         let client_rtt_us = match op {
-            SessionOp::Keepalive { health: Some(h) } => Some(h.rtt_mean_us),
+            SessionOp::Keepalive { health: Some(h), .. } => Some(h.rtt_mean_us),
             _ => None,
         };
         let mut inner = self.lock();
@@ -514,7 +514,10 @@ mod tests {
     }
 
     fn keepalive() -> SessionOp {
-        SessionOp::Keepalive { health: None }
+        SessionOp::Keepalive {
+            health: None,
+            clock: None,
+        }
     }
 
     #[test]
@@ -611,7 +614,6 @@ mod tests {
                     name: "jobs".into(),
                     mode: driftlock_proto::LockMode::Exclusive,
                     wait_us: 0,
-                    client_clock_us: None,
                 },
             ));
         }

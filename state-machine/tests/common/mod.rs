@@ -91,25 +91,24 @@ impl Harness {
                 name: name.into(),
                 mode,
                 wait_us,
-                client_clock_us: None,
             },
         )
         .0
     }
 
     pub fn release(&mut self, session: SessionId, name: &str) -> Response {
-        self.op(
-            session,
-            SessionOp::Release {
-                name: name.into(),
-                client_clock_us: None,
-            },
-        )
-        .0
+        self.op(session, SessionOp::Release { name: name.into() }).0
     }
 
     pub fn keepalive(&mut self, session: SessionId) -> Response {
-        self.op(session, SessionOp::Keepalive { health: None }).0
+        self.op(
+            session,
+            SessionOp::Keepalive {
+                health: None,
+                clock: None,
+            },
+        )
+        .0
     }
 
     pub fn campaign(&mut self, session: SessionId, election: &str) -> Response {
