@@ -41,8 +41,8 @@ pub enum KvWrite {
 /// How fresh a read must be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Consistency {
-    /// Served by the leader after confirming leadership (LeaseRead while the
-    /// leader lease holds, else ReadIndex). The default.
+    /// Served by the leader after confirming with a quorum that it still
+    /// leads (ReadIndex, never a clock-based lease). The default.
     #[default]
     Linearizable,
     /// Served from any node's applied state; may be stale. Explicit opt-in.
