@@ -91,10 +91,15 @@ pub struct ClockSyncConfig {
     pub fanout: usize,
     /// Kalman filter tuning.
     pub filter: DriftFilterConfig,
-    /// The configured worst-case rate error of this node's clock, ppm
-    /// (`[clock] local_drift_bound_ppm`): `ρ_hi` until an NTP-anchored
-    /// estimate is usable, and the floor a peers-only estimate is widened to.
+    /// The configured worst-case rate error of this node's clock once
+    /// measured, ppm (`[clock] local_drift_bound_ppm`): the least `ρ_hi`
+    /// unless a usable NTP-anchored estimate proves less, and the floor a
+    /// peers-only estimate is widened to.
     pub local_drift_bound_ppm: u64,
+    /// `ρ_hi` while this node has no usable estimate of its own rate
+    /// (`[clock] unmeasured_drift_bound_ppm`): after a start, and after a
+    /// step restarted its filters.
+    pub unmeasured_drift_bound_ppm: u64,
 }
 
 impl ClockSyncConfig {
@@ -114,6 +119,7 @@ impl ClockSyncConfig {
                 ..DriftFilterConfig::default()
             },
             local_drift_bound_ppm: config.clock.local_drift_bound_ppm,
+            unmeasured_drift_bound_ppm: config.clock.unmeasured_drift_bound_ppm,
         }
     }
 }
@@ -229,7 +235,9 @@ impl ClockSync {
     /// A clock module that has measured nothing yet: `ρ_hi` is the
     /// configured worst case.
     pub fn new(cfg: ClockSyncConfig) -> Self {
-        let rho = cfg.local_drift_bound_ppm;
+        // Nothing measured yet: stamp with the bound that covers an
+        // unmeasured clock (docs/design.md "Clock drift").
+        let rho = cfg.unmeasured_drift_bound_ppm.max(cfg.local_drift_bound_ppm);
         ClockSync {
             cfg,
             anchor: RawInstant::now(),
@@ -364,7 +372,13 @@ impl ClockSync {
             .map(|tr| tr.filter.samples())
             .max()
             .unwrap_or(0);
-        let (estimate, anchored) = if let Some((drift, sigma)) = combine(&ntp_parts) {
+        // `measured`: the stamping bound this node's own measurements
+        // support, if they support one — a usable NTP-anchored estimate, or
+        // peers' relative rates with enough samples and a small σ (judged
+        // before the widening below, which makes a peers-only estimate look
+        // uncertain on purpose; such a bound is never below the configured
+        // one).
+        let ntp = combine(&ntp_parts).map(|(drift, sigma)| {
             let offset = st
                 .ntp
                 .values()
@@ -372,41 +386,46 @@ impl ClockSync {
                 .map(|tr| (tr.filter.offset_us(), tr.filter.offset_sigma_us()))
                 .collect::<Vec<_>>();
             let (offset_us, offset_sigma_us) = combine(&offset).unwrap_or((0.0, 0.0));
-            (
-                Some(to_estimate(drift, sigma, offset_us, offset_sigma_us, samples)),
-                true,
-            )
-        } else {
-            // Relative to the cluster's median clock: this node counts as 0.
-            let peers: Vec<(f64, f64)> = st
-                .peers
-                .values()
-                .filter(|tr| tr.filter.samples() >= min_samples)
-                .map(|tr| (tr.filter.drift_ppm(), tr.filter.drift_sigma_ppm()))
-                .collect();
-            if peers.is_empty() {
-                (None, false)
-            } else {
-                let mut rel: Vec<f64> = peers.iter().map(|(d, _)| *d).collect();
-                rel.push(0.0);
-                let drift = median(&mut rel).unwrap_or(0.0);
-                let sigma = peers.iter().map(|(_, s)| *s).fold(0.0, f64::max);
-                // Widen: relative measurements cannot narrow the margin.
-                let k = f64::from(t.drift_k_sigma.max(1));
-                let floor = (self.cfg.local_drift_bound_ppm as f64 - drift.abs()).max(0.0) / k;
-                (Some(to_estimate(drift, sigma.max(floor), 0.0, 0.0, samples)), false)
-            }
-        };
+            to_estimate(drift, sigma, offset_us, offset_sigma_us, samples)
+        });
+        // Relative to the cluster's median clock: this node counts as 0.
+        let peers_parts: Vec<(f64, f64)> = st
+            .peers
+            .values()
+            .filter(|tr| tr.filter.samples() >= min_samples)
+            .map(|tr| (tr.filter.drift_ppm(), tr.filter.drift_sigma_ppm()))
+            .collect();
+        let peers = (!peers_parts.is_empty()).then(|| {
+            let mut rel: Vec<f64> = peers_parts.iter().map(|(d, _)| *d).collect();
+            rel.push(0.0);
+            let drift = median(&mut rel).unwrap_or(0.0);
+            let sigma = peers_parts.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+            // Widen: relative measurements cannot narrow the margin.
+            let k = f64::from(t.drift_k_sigma.max(1));
+            let floor = (self.cfg.local_drift_bound_ppm as f64 - drift.abs()).max(0.0) / k;
+            let measured = (sigma * 1_000.0 <= t.max_usable_drift_sigma_ppb as f64).then(|| {
+                let raw = rho_of(&to_estimate(drift, sigma, 0.0, 0.0, samples), t.drift_k_sigma);
+                raw.max(self.cfg.local_drift_bound_ppm)
+            });
+            (to_estimate(drift, sigma.max(floor), 0.0, 0.0, samples), measured)
+        });
+        // What this node reports (NTP when it has any) and the stamping bound
+        // its measurements support, if they support one: a usable
+        // NTP-anchored estimate, else peers' relative rates with enough
+        // samples and a small σ (judged before the widening, which makes a
+        // peers-only estimate look uncertain on purpose; its bound is never
+        // below the configured one).
+        let ntp_measured = ntp
+            .as_ref()
+            .filter(|e| usable(e, t))
+            .map(|e| rho_of(e, t.drift_k_sigma).max(1));
+        let anchored = ntp.is_some();
+        let measured = ntp_measured.or_else(|| peers.as_ref().and_then(|(_, m)| *m));
+        let estimate = ntp.or_else(|| peers.map(|(e, _)| e));
         st.anchored = anchored;
-        let rho = match &estimate {
-            Some(e) if usable(e, t) => rho_of(e, t.drift_k_sigma).max(1),
-            _ => self.cfg.local_drift_bound_ppm,
-        };
-        let rho = if anchored {
-            rho
-        } else {
-            rho.max(self.cfg.local_drift_bound_ppm)
-        };
+        // Not measured (too few samples since the start or the last step):
+        // assume the worst this clock may be.
+        let rho = measured.unwrap_or_else(|| self.cfg.unmeasured_drift_bound_ppm.max(self.cfg.local_drift_bound_ppm));
         if let Some(e) = estimate {
             st.view.insert(self.cfg.node_id, (e, Instant::now()));
         }
@@ -626,6 +645,7 @@ mod tests {
             fanout: 2,
             filter: DriftFilterConfig::default(),
             local_drift_bound_ppm,
+            unmeasured_drift_bound_ppm: 100_000,
         }
     }
 
@@ -662,6 +682,22 @@ mod tests {
         assert!(own.drift_ppb.abs() < 50_000, "median ignores the odd one: {own:?}");
         assert_eq!(good.rho_hi_ppm(), 500);
         assert!(rho_of(&own, t.drift_k_sigma) >= 500, "widened: {own:?}");
+    }
+
+    #[test]
+    fn an_unmeasured_clock_stamps_with_the_unmeasured_bound_until_its_estimate_is_usable() {
+        let t = TimeConfig::default();
+        let c = ClockSync::new(cfg(500));
+        assert_eq!(c.rho_hi_ppm(), 100_000, "nothing measured at start");
+        // Too few samples for a usable estimate: still unmeasured.
+        feed_peer(&c, 2, 0.0, t.min_estimate_samples - 2);
+        c.recompute(&t);
+        assert_eq!(c.rho_hi_ppm(), 100_000, "not enough samples yet");
+        // Enough: the measured (here: configured) bound applies.
+        let measured = ClockSync::new(cfg(500));
+        feed_peer(&measured, 2, 0.0, 40);
+        measured.recompute(&t);
+        assert_eq!(measured.rho_hi_ppm(), 500);
     }
 
     #[test]

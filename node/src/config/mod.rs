@@ -234,12 +234,13 @@ pub struct ClockSettings {
         default_value_t = 1.0
     )]
     pub q_offset_us2_per_s: f64,
-    /// Worst-case rate error of this node's own clock, ppm (1–100000),
-    /// assumed until an NTP-anchored estimate is usable: the bound this node
-    /// stamps cluster time with as leader (ρ_hi), and the least a peers-only
-    /// estimate is widened to. Not the replicated `time.max_drift_ppm`, the
-    /// worst case the state machine assumes for a node or client without a
-    /// usable committed estimate.
+    /// Worst-case rate error of this node's own clock once its peers have
+    /// measured it, ppm (1–100000): the least this node stamps cluster time
+    /// with as leader (ρ_hi) unless a usable NTP-anchored estimate proves a
+    /// smaller one, and the least a peers-only estimate is widened to.
+    /// Before any measurement `unmeasured_drift_bound_ppm` applies. Not the
+    /// replicated `time.max_drift_ppm`, the worst case the state machine
+    /// assumes for a node or client without a usable committed estimate.
     #[arg(
         id = "clock.local_drift_bound_ppm",
         long = "clock-local-drift-bound-ppm",
@@ -247,6 +248,21 @@ pub struct ClockSettings {
         default_value_t = 500
     )]
     pub local_drift_bound_ppm: u64,
+    /// The bound this node stamps cluster time with while its own rate is
+    /// not measured yet (after a start, or after a clock step restarted its
+    /// estimate), ppm: the worst rate error its clock may have before any
+    /// sample shows it (default 100 000 = 10 %; at least
+    /// `local_drift_bound_ppm`, at most 500 000). Cluster time then runs
+    /// that much slower than real time for the first few clock intervals,
+    /// which is the safe side; a clock worse than this is outside what the
+    /// safety argument covers until it is measured.
+    #[arg(
+        id = "clock.unmeasured_drift_bound_ppm",
+        long = "clock-unmeasured-drift-bound-ppm",
+        env = "DRIFTLOCK_CLOCK_UNMEASURED_DRIFT_BOUND_PPM",
+        default_value_t = 100_000
+    )]
+    pub unmeasured_drift_bound_ppm: u64,
 }
 
 /// `[health]`: sampling this node's health (docs/design.md "Elections and

@@ -94,6 +94,11 @@ impl NodeConfig {
             "clock.local_drift_bound_ppm",
             || "must be in [1, 100000]".into(),
         )?;
+        check(
+            (c.local_drift_bound_ppm..=500_000).contains(&c.unmeasured_drift_bound_ppm),
+            "clock.unmeasured_drift_bound_ppm",
+            || "must be in [clock.local_drift_bound_ppm, 500000]".into(),
+        )?;
 
         positive(self.health.interval_ms, "health.interval_ms")?;
         if let Some(t) = &self.health.override_tier {
