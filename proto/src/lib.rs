@@ -8,7 +8,8 @@
 //! - [`config`]: the replicated configuration, with its validation, and
 //!   [`health`]: the Node Health Index both sides compute;
 //! - [`limits`]: frame, wait and size bounds, declared once;
-//! - `service` (feature `rpc`): the tarpc service and one-shot calls.
+//! - `service` and `tls` (feature `rpc`): the tarpc service, one-shot
+//!   calls and mutual TLS; `pki` (feature `pki`): making certificates.
 //!
 //! The state machine depends on this crate without the `rpc` feature, so it
 //! links no network code. Applications get it through the client library,
@@ -22,9 +23,13 @@ pub mod event;
 pub mod health;
 pub mod limits;
 pub mod ops;
+#[cfg(feature = "pki")]
+pub mod pki;
 pub mod reply;
 #[cfg(feature = "rpc")]
 pub mod service;
+#[cfg(feature = "rpc")]
+pub mod tls;
 pub mod types;
 pub mod views;
 

@@ -1,0 +1,247 @@
+//! Mutual TLS for both ports (docs/security.md): loading the PEM files,
+//! building rustls configurations, and telling who is on the other end.
+//!
+//! Every certificate is issued by the cluster's own CA (`driftlock cert`,
+//! [`crate::pki`]). A certificate's subject says who holds it:
+//!
+//! - a **node** certificate has CN `node-<id>` and OU `node`, and names
+//!   [`NODE_SERVER_NAME`] and `node-<id>.driftlock.internal` as DNS names:
+//!   clients verify a node by the first, Raft peers verify each other by
+//!   the second, so a client certificate can never pose as a node;
+//! - a **client** certificate has CN `<principal>` and OU `client`, or OU
+//!   `admin` for an administrator.
+//!
+//! Nothing here trusts anything but the CA: a certificate from another CA,
+//! or no certificate, fails the handshake.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The DNS name every node certificate carries and every client verifies.
+pub const NODE_SERVER_NAME: &str = "node.driftlock.internal";
+
+/// The DNS name only node `id`'s certificate carries: what a Raft peer
+/// verifies when it dials node `id`.
+pub fn node_server_name(id: u64) -> String {
+    format!("node-{id}.driftlock.internal")
+}
+
+/// The organizational unit of a node certificate.
+pub const OU_NODE: &str = "node";
+/// The organizational unit of an ordinary client certificate.
+pub const OU_CLIENT: &str = "client";
+/// The organizational unit of an administrator's client certificate.
+pub const OU_ADMIN: &str = "admin";
+
+/// The three PEM files of one party: the cluster CA's certificate, this
+/// party's certificate (chain) and its private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The cluster CA's certificate: the only trust root.
+    pub ca: PathBuf,
+    /// This party's certificate, leaf first.
+    pub cert: PathBuf,
+    /// This party's private key (PKCS#8, PKCS#1 or SEC1 PEM).
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `ca.pem`, `<name>.pem` and `<name>.key` in `dir`, as `driftlock
+    /// cert` writes them.
+    pub fn in_dir(dir: &Path, name: &str) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join(format!("{name}.pem")),
+            key: dir.join(format!("{name}.key")),
+        }
+    }
+}
+
+/// A TLS file or configuration that cannot be used; the message names the
+/// file and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {}: {detail}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS or the PEM parser said.
+        detail: String,
+    },
+    /// A certificate file holds no certificate.
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The certificates or key do not make a usable configuration (wrong
+    /// key for the certificate, a CA certificate rustls refuses, …).
+    #[error("TLS configuration from {what}: {detail}")]
+    Config {
+        /// The files involved.
+        what: String,
+        /// What rustls said.
+        detail: String,
+    },
+    /// A peer's certificate does not name a driftlock party.
+    #[error("peer certificate: {0}")]
+    Identity(String),
+}
+
+fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let read = |detail: String| TlsError::Read {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
+fn roots(files: &TlsFiles) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs(&files.ca)? {
+        roots.add(ca).map_err(|e| TlsError::Config {
+            what: files.ca.display().to_string(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn config_error(files: &TlsFiles, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Config {
+        what: format!("{}, {}", files.cert.display(), files.key.display()),
+        detail: e.to_string(),
+    }
+}
+
+/// The configuration a node's listeners accept with: its own certificate,
+/// and a client certificate from the cluster CA required of every peer.
+pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(files)?), provider())
+        .build()
+        .map_err(|e| config_error(files, e))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(files, e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(&files.cert)?, key(&files.key)?)
+        .map_err(|e| config_error(files, e))?;
+    Ok(Arc::new(config))
+}
+
+/// The configuration a client (or a node dialing a peer) connects with:
+/// the cluster CA as the only root, and its own certificate for the server
+/// to check.
+pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| config_error(files, e))?
+        .with_root_certificates(roots(files)?)
+        .with_client_auth_cert(certs(&files.cert)?, key(&files.key)?)
+        .map_err(|e| config_error(files, e))?;
+    Ok(Arc::new(config))
+}
+
+/// `name` as the server name to verify a node's certificate by:
+/// [`NODE_SERVER_NAME`] for clients, [`node_server_name`] for Raft peers.
+pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned()).map_err(|e| TlsError::Identity(format!("'{name}' is no server name: {e}")))
+}
+
+/// Who holds a certificate: what the server knows of the other end of an
+/// authenticated connection.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Principal {
+    /// A cluster node, by Raft id.
+    Node(u64),
+    /// A client, by the name in its certificate; `admin` for a
+    /// certificate issued with the admin role.
+    Client {
+        /// The certificate's common name.
+        name: String,
+        /// Issued with OU `admin`.
+        admin: bool,
+    },
+    /// No certificate: a node started with `--insecure` (tests only).
+    Anonymous,
+}
+
+impl Principal {
+    /// The name policies and sessions refer to the principal by.
+    pub fn name(&self) -> String {
+        match self {
+            Principal::Node(id) => format!("node-{id}"),
+            Principal::Client { name, .. } => name.clone(),
+            Principal::Anonymous => "anonymous".into(),
+        }
+    }
+
+    /// Whether the certificate itself grants the administrator role.
+    pub fn is_admin_by_certificate(&self) -> bool {
+        matches!(self, Principal::Client { admin: true, .. })
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Node(id) => write!(f, "node {id}"),
+            Principal::Client { name, admin: true } => write!(f, "{name} (admin)"),
+            Principal::Client { name, admin: false } => write!(f, "{name}"),
+            Principal::Anonymous => write!(f, "anonymous"),
+        }
+    }
+}
+
+/// The principal a verified peer certificate names: its CN and OU.
+pub fn principal_of(cert: &CertificateDer<'_>) -> Result<Principal, TlsError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| TlsError::Identity(format!("does not parse: {e}")))?;
+    let subject = parsed.subject();
+    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.next().and_then(|a| a.as_str().ok()).map(str::to_owned)
+    };
+    let cn = first(&mut subject.iter_common_name()).ok_or_else(|| TlsError::Identity("no common name".into()))?;
+    let ou = first(&mut subject.iter_organizational_unit()).unwrap_or_default();
+    match ou.as_str() {
+        OU_NODE => {
+            let id = cn
+                .strip_prefix("node-")
+                .and_then(|id| id.parse::<u64>().ok())
+                .filter(|id| *id > 0)
+                .ok_or_else(|| TlsError::Identity(format!("node certificate with common name '{cn}'")))?;
+            Ok(Principal::Node(id))
+        }
+        OU_CLIENT | OU_ADMIN if !cn.is_empty() => Ok(Principal::Client {
+            name: cn,
+            admin: ou == OU_ADMIN,
+        }),
+        other => Err(TlsError::Identity(format!(
+            "organizational unit '{other}' is not node, client or admin"
+        ))),
+    }
+}
