@@ -721,6 +721,104 @@ fn candidate_death_mid_handover_aborts() {
     assert!(h.sm.check_invariants().is_ok());
 }
 
+/// Runs a handover of "svc" from `a` to `b` up to the candidate's
+/// acknowledgement: begin, one chunk from `a`, the ack from `b`. Returns the
+/// handover's epoch (the old master's).
+fn handover_up_to_the_ack(h: &mut Harness, a: SessionId, b: SessionId) -> u64 {
+    let epoch = h.sm.election_view("svc", h.ts_us).expect("e").epoch;
+    h.ok(Command::HandoverBegin {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch,
+        ack_timeout_us: 5 * SEC,
+    });
+    h.op(a, chunk("svc", epoch, 0, b"state", true)).0.expect("last chunk");
+    let ack = SessionOp::HandoverAck {
+        election: "svc".into(),
+        epoch,
+        chunks: 1,
+        total_crc32: crc32fast::hash(b"state"),
+    };
+    h.op(b, ack).0.expect("ack");
+    epoch
+}
+
+/// The master of "svc" now, if any.
+fn master_of(h: &Harness) -> Option<SessionId> {
+    h.sm.election_view("svc", h.ts_us).and_then(|v| v.master.map(|m| m.0))
+}
+
+/// Issue 14, item 2: the old master sends its last state chunk and is then
+/// cut off, so it commits nothing more and hears nothing. Whatever the
+/// leader commits on its own (the lease transfer the controller used to
+/// commit after the ack, ticks), the candidate must not be master while
+/// the old master's session lives: the old master was never told, so it
+/// still has every reason to believe it leads (design.md "Elections and
+/// warm handover").
+#[test]
+fn a_handover_never_makes_a_second_master_while_the_old_one_was_not_told() {
+    let mut h = h();
+    let (a, b) = (h.open(10 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    // a is cut off from here on: none of its commands reach the cluster.
+    // What the leader may commit without a: the transfer, then ticks.
+    let transfer = Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
+    };
+    let mut commands = vec![transfer];
+    commands.extend(std::iter::repeat_n(Command::Tick, 400));
+    let mut b_epoch = None;
+    for (k, cmd) in commands.into_iter().enumerate() {
+        if k % 10 == 0 {
+            h.keepalive(b).expect("b stays alive");
+        }
+        let _ = h.apply(cmd);
+        if master_of(&h) == Some(b) {
+            assert!(
+                h.sm.session_view(a, h.ts_us).is_none(),
+                "entry {}: b is master at cluster time {} while a's session lives and a was never told",
+                h.index,
+                h.ts_us
+            );
+            b_epoch.get_or_insert(h.sm.election_view("svc", h.ts_us).expect("e").epoch);
+        }
+        h.advance(SEC / 10);
+    }
+    let b_epoch = b_epoch.expect("b becomes master once a's session is over");
+    assert!(b_epoch > epoch);
+    assert!(h.sm.check_invariants().is_ok());
+}
+
+/// Issue 14, item 2: after a completed handover the old master is out of
+/// the election. When the new master resigns, the old one is not made
+/// master again behind its code's back, and it can campaign anew.
+#[test]
+fn after_a_handover_the_old_master_is_not_made_master_again_when_the_new_one_resigns() {
+    let mut h = h();
+    let (a, b) = (h.open(30 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    h.ok(Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
+    });
+    assert_eq!(master_of(&h), Some(b));
+    h.op(b, SessionOp::Resign { election: "svc".into() }).0.expect("b resigns");
+    assert_ne!(master_of(&h), Some(a), "the old master was made master again without being told");
+    assert!(
+        matches!(h.campaign(a, "svc"), Ok(Reply::Elected { .. })),
+        "the old master campaigns anew"
+    );
+    assert!(h.sm.check_invariants().is_ok());
+}
+
 /// A client that renews every 3 s. Its clock runs at `rate` (1.0 =
 /// cluster time's rate; the rate may change between calls, the reading
 /// stays continuous), with `delay_us(k)` of network delay each way on
