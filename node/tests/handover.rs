@@ -12,10 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientConfig, LeaderChange, LeaderWatch};
-use driftlock_proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
+use std::sync::atomic::AtomicBool;
+
+use driftlock_client::{Client, ClientConfig, ClientError, LeaderChange, LeaderWatch, Rejection, Session};
+use driftlock_proto::{
+    AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
+};
 use driftlock_proto::{Event, HealthTier};
-use driftlock_testkit::TestCluster;
+use driftlock_testkit::{FaultProxy, TestCluster};
 
 fn fast_health(_: u64) -> Vec<String> {
     ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
@@ -344,4 +348,157 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     // Hysteresis: the sick node does not get leadership back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_ne!(cluster.wait_leader(Duration::from_secs(10)).await, sick);
+}
+
+/// Waits until `session` is a waiting candidate of `election`.
+async fn wait_candidate(observer: &Client, election: &str, session: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = observer
+            .read(Query::Election { name: election.into() }, Consistency::Linearizable)
+            .await
+            .expect("read");
+        if let QueryResult::Election(Some(v)) = view.result {
+            if v.candidates.contains(&session) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "session {session} never became a candidate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether the old master, following the documented contract, still
+/// believes it is master.
+fn believes_master(session: &Session) -> bool {
+    session.is_valid()
+}
+
+/// Issue 14, item 2: the old master sends its state and is cut off right
+/// after (a proxy swallows everything it sends from then on, so it never
+/// hears of the acknowledgement). The candidate must not be told it is
+/// master while the old master may still believe it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside_the_candidate() {
+    let cluster = TestCluster::start_with(1, |_| {
+        ["--auto-handover", "false", "--handover-ack-timeout-ms", "2000"]
+            .map(String::from)
+            .to_vec()
+    })
+    .await;
+    let endpoints = cluster.endpoints();
+    let proxy = FaultProxy::start(cluster.client_addr(0)).await.expect("proxy");
+    let cut = Arc::new(AtomicBool::new(false));
+    {
+        let cut = cut.clone();
+        proxy.block(move |r| {
+            if cut.load(Ordering::SeqCst) {
+                return true;
+            }
+            let last_chunk = matches!(
+                r,
+                DriftlockApiRequest::SessionOp {
+                    op: SessionOp::HandoverState { last: true, .. },
+                    ..
+                }
+            );
+            if last_chunk {
+                // This one still reaches the node; nothing after it does.
+                cut.store(true, Ordering::SeqCst);
+            }
+            false
+        });
+    }
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let old_client = Client::connect(vec![proxy.addr()]).await.expect("old master's client");
+    let old = old_client.open_session(Duration::from_secs(3)).await.expect("session");
+    let old_election = old.election("cut");
+    old_election.on_handover(|| b"the old master's state".to_vec());
+    let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
+
+    let new_client = Client::connect(endpoints.clone()).await.expect("candidate's client");
+    let new = new_client.open_session(Duration::from_secs(3)).await.expect("session");
+    let new_election = new.election("cut");
+    let campaign = tokio::spawn(async move { new_election.campaign(b"new".to_vec()).await });
+    wait_candidate(&observer, "cut", new.id()).await;
+
+    observer
+        .admin(AdminRequest::Handover {
+            election: "cut".into(),
+            to: Some(new.id()),
+        })
+        .await
+        .expect("operator handover");
+    let won = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("the candidate becomes master within 30 s")
+        .expect("task")
+        .expect("campaign");
+    let old_believes = believes_master(&old);
+    assert!(cut.load(Ordering::SeqCst), "the old master never sent its last chunk");
+    assert!(won.epoch() > first.epoch());
+    assert!(
+        !old_believes,
+        "the candidate was made master at epoch {} while the old master (epoch {}) still believes it leads",
+        won.epoch(),
+        first.epoch()
+    );
+}
+
+/// Issue 14, item 2: after a warm handover the old master is out of the
+/// election: when the new master resigns it is not made master again
+/// behind its code's back, and it can campaign anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_made_master() {
+    let cluster = TestCluster::start_with(1, |_| ["--auto-handover", "false"].map(String::from).to_vec()).await;
+    let endpoints = cluster.endpoints();
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let old = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let new = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let old_election = old.election("again");
+    old_election.on_handover(|| b"s".to_vec());
+    let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
+    let new_election = new.election("again");
+    let campaign = {
+        let e = new_election.clone();
+        tokio::spawn(async move { e.campaign(b"new".to_vec()).await })
+    };
+    wait_candidate(&observer, "again", new.id()).await;
+    observer
+        .admin(AdminRequest::Handover {
+            election: "again".into(),
+            to: Some(new.id()),
+        })
+        .await
+        .expect("operator handover");
+    let won = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("handover within 30 s")
+        .expect("task")
+        .expect("campaign");
+    assert!(won.epoch() > first.epoch());
+    assert_eq!(won.handover_state(), Some(&b"s"[..]));
+
+    new_election.resign().await.expect("the new master resigns");
+    let view = observer
+        .read(Query::Election { name: "again".into() }, Consistency::Linearizable)
+        .await
+        .expect("read");
+    if let QueryResult::Election(Some(v)) = &view.result {
+        assert_ne!(
+            v.master.as_ref().map(|m| m.0),
+            Some(old.id()),
+            "the old master was made master again without being told"
+        );
+    }
+    let again = tokio::time::timeout(Duration::from_secs(10), old_election.campaign(b"old-again".to_vec()))
+        .await
+        .expect("campaign answered");
+    assert!(
+        !matches!(again, Err(ClientError::Rejected(Rejection::AlreadyCandidate))),
+        "the old master is still a (silent) candidate: {again:?}"
+    );
+    let again = again.expect("the old master campaigns anew");
+    assert!(again.epoch() > won.epoch());
 }

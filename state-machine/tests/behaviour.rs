@@ -810,8 +810,14 @@ fn after_a_handover_the_old_master_is_not_made_master_again_when_the_new_one_res
         epoch,
     });
     assert_eq!(master_of(&h), Some(b));
-    h.op(b, SessionOp::Resign { election: "svc".into() }).0.expect("b resigns");
-    assert_ne!(master_of(&h), Some(a), "the old master was made master again without being told");
+    h.op(b, SessionOp::Resign { election: "svc".into() })
+        .0
+        .expect("b resigns");
+    assert_ne!(
+        master_of(&h),
+        Some(a),
+        "the old master was made master again without being told"
+    );
     assert!(
         matches!(h.campaign(a, "svc"), Ok(Reply::Elected { .. })),
         "the old master campaigns anew"
