@@ -627,13 +627,12 @@ fn warm_handover_transfers_after_ack_only() {
         })
     );
     h.op(a, chunk("svc", epoch, 1, b"world", true)).0.expect("chunk 1");
-    let transfer = Command::LeaseTransfer {
+    let relinquish = SessionOp::Relinquish {
         election: "svc".into(),
-        to: b,
         epoch,
     };
     assert!(
-        matches!(h.apply(transfer.clone()).0, Err(Rejection::HandoverMismatch { .. })),
+        matches!(h.op(a, relinquish.clone()).0, Err(Rejection::HandoverMismatch { .. })),
         "no ack yet"
     );
     let wrong = SessionOp::HandoverAck {
@@ -650,11 +649,22 @@ fn warm_handover_transfers_after_ack_only() {
         total_crc32: crc32fast::hash(b"hello world"),
     };
     h.op(b, ack).0.expect("ack");
-    let (r, events) = h.apply(transfer);
-    let new_epoch = match r {
-        Ok(Reply::Elected { epoch }) => epoch,
-        other => panic!("{other:?}"),
+    // The leader's own transfer is retired: acknowledged or not, only the
+    // old master moves the mastership.
+    let transfer = Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
     };
+    assert!(matches!(h.apply(transfer).0, Err(Rejection::HandoverMismatch { .. })));
+    assert_eq!(master_of(&h), Some(a), "the old master leads until it relinquishes");
+    assert!(
+        matches!(h.op(b, relinquish.clone()).0, Err(Rejection::HandoverMismatch { .. })),
+        "only the old master relinquishes"
+    );
+    let (r, events) = h.op(a, relinquish);
+    assert_eq!(r, Ok(Reply::Done));
+    let new_epoch = h.index;
     assert!(new_epoch > epoch);
     assert!(events.contains(&Event::LeaseTransferred {
         election: "svc".into(),
@@ -664,7 +674,43 @@ fn warm_handover_transfers_after_ack_only() {
     }));
     let v = h.sm.election_view("svc", h.ts_us).expect("e");
     assert_eq!(v.master.map(|m| m.0), Some(b));
-    assert_eq!(v.candidates, vec![a], "old master is passive at the back");
+    assert_eq!(v.epoch, new_epoch);
+    assert!(v.candidates.is_empty(), "the old master left the election");
+    assert_eq!(
+        h.op(a, SessionOp::Resign { election: "svc".into() }).0,
+        Err(Rejection::NotCandidate)
+    );
+    assert!(h.sm.check_invariants().is_ok());
+}
+
+#[test]
+fn an_acknowledged_handover_the_master_never_relinquishes_aborts_and_the_master_keeps_its_role() {
+    let mut h = h();
+    let (a, b) = (h.open(30 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    h.advance(5 * SEC);
+    let events = h.tick();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::HandoverAborted { reason, .. } if reason == "master did not relinquish in time"
+        )),
+        "{events:?}"
+    );
+    assert_eq!(master_of(&h), Some(a));
+    assert_eq!(h.sm.election_view("svc", h.ts_us).expect("e").epoch, epoch);
+    // Too late to relinquish: the library then resigns instead, which hands
+    // over at once (a resignation needs no succession delay).
+    let late = SessionOp::Relinquish {
+        election: "svc".into(),
+        epoch,
+    };
+    assert!(matches!(h.op(a, late).0, Err(Rejection::HandoverMismatch { .. })));
+    h.op(a, SessionOp::Resign { election: "svc".into() }).0.expect("resign");
+    assert_eq!(master_of(&h), Some(b));
+    assert!(h.sm.check_invariants().is_ok());
 }
 
 #[test]
@@ -804,11 +850,15 @@ fn after_a_handover_the_old_master_is_not_made_master_again_when_the_new_one_res
     h.campaign(a, "svc").expect("a");
     h.campaign(b, "svc").expect("b");
     let epoch = handover_up_to_the_ack(&mut h, a, b);
-    h.ok(Command::LeaseTransfer {
-        election: "svc".into(),
-        to: b,
-        epoch,
-    });
+    h.op(
+        a,
+        SessionOp::Relinquish {
+            election: "svc".into(),
+            epoch,
+        },
+    )
+    .0
+    .expect("relinquish");
     assert_eq!(master_of(&h), Some(b));
     h.op(b, SessionOp::Resign { election: "svc".into() })
         .0
