@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::AtomicBool;
 
-use driftlock_client::{Client, ClientConfig, ClientError, LeaderChange, LeaderWatch, Rejection, Session};
+use driftlock_client::{
+    Client, ClientConfig, ClientError, LeaderChange, LeaderWatch, Leadership, LeadershipLoss, Rejection,
+};
 use driftlock_proto::{
     AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
 };
@@ -89,13 +91,19 @@ async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state()
         .expect("session");
     let good_election = good.election("scheduler");
     let good_campaign = tokio::spawn(async move { good_election.campaign(b"g".to_vec()).await });
-    let excellent_election = excellent.election("scheduler");
-    let won = tokio::time::timeout(Duration::from_secs(30), excellent_election.campaign(b"e".to_vec()))
-        .await
-        .expect("the handover happens within 30 s")
-        .expect("campaign");
+    let (won, won_at) = tokio::time::timeout(
+        Duration::from_secs(30),
+        campaign_in_background(excellent.election("scheduler"), b"e"),
+    )
+    .await
+    .expect("the handover happens within 30 s")
+    .expect("task");
+    let won = won.expect("campaign");
 
     assert!(won.epoch() > first.epoch(), "epochs must rise");
+    // The old master's library ended its mastership before it relinquished.
+    assert_eq!(first.loss(), Some(LeadershipLoss::HandedOver { to: excellent.id() }));
+    assert!(first.lost_at().expect("lost") <= won_at);
     assert_eq!(
         won.handover_state(),
         Some(&b"cursor=1234;jobs=7"[..]),
@@ -368,10 +376,17 @@ async fn wait_candidate(observer: &Client, election: &str, session: u64) {
     }
 }
 
-/// Whether the old master, following the documented contract, still
-/// believes it is master.
-fn believes_master(session: &Session) -> bool {
-    session.is_valid()
+/// Campaigns in the background; the task returns the outcome with the
+/// instant the campaign returned (when the new master starts to act).
+fn campaign_in_background(
+    election: driftlock_client::Election,
+    value: &[u8],
+) -> tokio::task::JoinHandle<(Result<Leadership, ClientError>, Instant)> {
+    let value = value.to_vec();
+    tokio::spawn(async move {
+        let r = election.campaign(value).await;
+        (r, Instant::now())
+    })
 }
 
 /// Issue 14, item 2: the old master sends its state and is cut off right
@@ -418,8 +433,7 @@ async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside
 
     let new_client = Client::connect(endpoints.clone()).await.expect("candidate's client");
     let new = new_client.open_session(Duration::from_secs(3)).await.expect("session");
-    let new_election = new.election("cut");
-    let campaign = tokio::spawn(async move { new_election.campaign(b"new".to_vec()).await });
+    let campaign = campaign_in_background(new.election("cut"), b"new");
     wait_candidate(&observer, "cut", new.id()).await;
 
     observer
@@ -429,20 +443,30 @@ async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside
         })
         .await
         .expect("operator handover");
-    let won = tokio::time::timeout(Duration::from_secs(30), campaign)
+    let (won, won_at) = tokio::time::timeout(Duration::from_secs(30), campaign)
         .await
         .expect("the candidate becomes master within 30 s")
-        .expect("task")
-        .expect("campaign");
-    let old_believes = believes_master(&old);
+        .expect("task");
+    let won = won.expect("campaign");
     assert!(cut.load(Ordering::SeqCst), "the old master never sent its last chunk");
     assert!(won.epoch() > first.epoch());
     assert!(
-        !old_believes,
+        !first.is_master(),
         "the candidate was made master at epoch {} while the old master (epoch {}) still believes it leads",
         won.epoch(),
         first.epoch()
     );
+    let lost_at = first.lost_at().expect("the old master's leadership ended");
+    assert!(
+        lost_at <= won_at,
+        "the old master believed it led until {:?} after the candidate became master",
+        lost_at - won_at
+    );
+    // Cut off, it could not relinquish: the handover was aborted and the
+    // candidate won by ordinary succession, after the old master's session
+    // ended, without the aborted handover's state.
+    assert_eq!(first.loss(), Some(LeadershipLoss::ValidityEnded));
+    assert_eq!(won.handover_state(), None);
 }
 
 /// Issue 14, item 2: after a warm handover the old master is out of the
@@ -460,10 +484,7 @@ async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_
     old_election.on_handover(|| b"s".to_vec());
     let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
     let new_election = new.election("again");
-    let campaign = {
-        let e = new_election.clone();
-        tokio::spawn(async move { e.campaign(b"new".to_vec()).await })
-    };
+    let campaign = campaign_in_background(new_election.clone(), b"new");
     wait_candidate(&observer, "again", new.id()).await;
     observer
         .admin(AdminRequest::Handover {
@@ -472,13 +493,17 @@ async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_
         })
         .await
         .expect("operator handover");
-    let won = tokio::time::timeout(Duration::from_secs(30), campaign)
+    let (won, won_at) = tokio::time::timeout(Duration::from_secs(30), campaign)
         .await
         .expect("handover within 30 s")
-        .expect("task")
-        .expect("campaign");
+        .expect("task");
+    let won = won.expect("campaign");
     assert!(won.epoch() > first.epoch());
     assert_eq!(won.handover_state(), Some(&b"s"[..]));
+    // The old master was told first, while its session lives on.
+    assert_eq!(first.loss(), Some(LeadershipLoss::HandedOver { to: new.id() }));
+    assert!(first.lost_at().expect("lost") <= won_at);
+    assert!(old.is_valid());
 
     new_election.resign().await.expect("the new master resigns");
     let view = observer

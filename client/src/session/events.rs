@@ -6,8 +6,8 @@
 //! before that index and needs no deduplication. It answers renewal probes
 //! on its own (`ProbeAnswer`, see [`probe`](crate::probe)), marks the
 //! session expired when the cluster reports its end, starts this session's
-//! side of a warm handover, and wakes waiting acquires and campaigns
-//! through their [`Hint`]s.
+//! side of a warm handover (see [`handover`](crate::handover)), and wakes
+//! waiting acquires and campaigns through their [`Hint`]s.
 //!
 //! Events only *wake* waiters; a waiter then confirms with a linearizable
 //! read (and reads every `poll_interval_ms` anyway), so a missed, stale or
@@ -23,6 +23,7 @@ use driftlock_proto::{Event, EventFilter};
 use tokio::sync::watch;
 
 use super::{ResourceKey, SessionInner, SessionState};
+use crate::election::LeadershipLoss;
 use crate::sync::lock;
 
 /// A subscription to wake-ups about one resource, taken by a waiting
@@ -111,7 +112,13 @@ impl SessionInner {
                 epoch,
             } => {
                 if from == me {
-                    tokio::spawn(crate::handover::send_state(self.clone(), election.clone(), epoch));
+                    tokio::spawn(crate::handover::hand_over(
+                        self.clone(),
+                        election.clone(),
+                        epoch,
+                        to,
+                        index,
+                    ));
                 } else if to == me {
                     tokio::spawn(crate::handover::receive_state(
                         self.clone(),
@@ -122,8 +129,17 @@ impl SessionInner {
                 }
                 self.wake(&ResourceKey::Election(election));
             }
-            Event::LeaseTransferred { election, from, .. } if from == me => {
-                tracing::info!(session = me, %election, "mastership handed over; this session is now passive");
+            Event::LeaseTransferred {
+                election,
+                from,
+                to,
+                epoch,
+            } if from == me => {
+                // This session's own relinquish committed; its mastership
+                // ended before that was sent (a later one, won by a new
+                // campaign, has a larger epoch and stays).
+                self.end_mastership(&election, |e| e < epoch, LeadershipLoss::HandedOver { to });
+                tracing::info!(session = me, %election, to, epoch, "mastership handed over; this session left the election");
                 self.wake(&ResourceKey::Election(election));
             }
             Event::MasterChanged { election, .. } | Event::LeaseTransferred { election, .. } => {
