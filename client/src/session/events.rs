@@ -288,6 +288,88 @@ mod tests {
         assert_eq!(s.state(), SessionState::Valid);
     }
 
+    fn leadership(s: &Arc<SessionInner>, election: &str, epoch: u64) -> crate::Leadership {
+        let m = s.begin_mastership(election, epoch);
+        crate::Leadership::new(election.into(), s.clone(), m, None)
+    }
+
+    #[tokio::test]
+    async fn the_relinquish_entry_ends_only_the_mastership_it_handed_over() {
+        let s = detached_session();
+        let old = leadership(&s, "e", 5);
+        assert!(old.is_master());
+        let lost = tokio::spawn(old.lost());
+        s.handle_event(
+            9,
+            Event::LeaseTransferred {
+                election: "e".into(),
+                from: ME,
+                to: ME + 1,
+                epoch: 9,
+            },
+        );
+        assert_eq!(lost.await.unwrap(), LeadershipLoss::HandedOver { to: ME + 1 });
+        assert!(!old.is_master());
+        assert!(old.lost_at().is_some());
+        // A mastership won again later is not ended by a late copy of the
+        // event that ended the earlier one.
+        let again = leadership(&s, "e", 12);
+        s.handle_event(
+            9,
+            Event::LeaseTransferred {
+                election: "e".into(),
+                from: ME,
+                to: ME + 1,
+                epoch: 9,
+            },
+        );
+        assert!(again.is_master());
+        assert_eq!(s.mastership_epoch("e"), Some(12));
+    }
+
+    #[tokio::test]
+    async fn a_mastership_ends_once_and_the_first_reason_stays() {
+        let s = detached_session();
+        let l = leadership(&s, "e", 5);
+        assert!(s.end_mastership("e", |_| true, LeadershipLoss::Resigned));
+        assert!(!s.end_mastership("e", |_| true, LeadershipLoss::SessionEnded));
+        assert_eq!(l.loss(), Some(LeadershipLoss::Resigned));
+        assert_eq!(l.lost().await, LeadershipLoss::Resigned);
+        assert_eq!(s.mastership_epoch("e"), None);
+    }
+
+    #[tokio::test]
+    async fn the_sessions_end_ends_its_masterships() {
+        let s = detached_session();
+        let a = leadership(&s, "a", 5);
+        let b = leadership(&s, "b", 6);
+        s.handle_event(
+            21,
+            Event::SessionEnded {
+                session: ME,
+                cause: EndCause::Revoked { reason: "test".into() },
+            },
+        );
+        assert_eq!(a.lost().await, LeadershipLoss::SessionEnded);
+        assert_eq!(b.loss(), Some(LeadershipLoss::SessionEnded));
+        assert!(!b.is_master());
+    }
+
+    #[tokio::test]
+    async fn a_mastership_ends_with_the_local_validity_even_before_the_session_is_marked() {
+        let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        // Local validity of 20 ms (no margin, no drift), never renewed.
+        let s = SessionInner::new(
+            client,
+            ME,
+            Lease::opened(driftlock_sensors::clock::RawInstant::now(), 20_000, 0, 0),
+        );
+        let l = leadership(&s, "e", 5);
+        assert_eq!(l.lost().await, LeadershipLoss::ValidityEnded);
+        assert_eq!(s.state(), SessionState::Valid, "no task marked the session");
+        assert!(l.lost_at().expect("lost") <= std::time::Instant::now());
+    }
+
     #[test]
     fn the_sessions_end_expires_it_and_wakes_every_waiter() {
         let s = detached_session();
