@@ -235,7 +235,8 @@ impl Election {
 
     /// Leaves the election: as master, the [`Leadership`]'s loss signal
     /// fires first, then mastership passes to the next candidate at once;
-    /// as a candidate, leaves the queue.
+    /// as a candidate, leaves the queue. After a warm handover the session
+    /// has already left the election: `Rejected(NotCandidate)`.
     pub async fn resign(&self) -> Result<()> {
         let key = ResourceKey::Election(self.name.clone());
         let _permit = self.session.resource_lock(&key).lock_owned().await;
