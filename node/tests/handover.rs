@@ -527,3 +527,90 @@ async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_
     let again = again.expect("the old master campaigns anew");
     assert!(again.epoch() > won.epoch());
 }
+
+/// `driftlock elect` prints the loss of its mastership the moment the
+/// library signals it, stops reporting "master", and campaigns again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elect_prints_the_loss_at_a_handover_and_campaigns_again() {
+    let cluster = TestCluster::start_with(1, |_| ["--auto-handover", "false"].map(String::from).to_vec()).await;
+    let endpoints = cluster.endpoints();
+    let mut child = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
+        .args([
+            "elect",
+            "cli",
+            "--value",
+            "from-cli",
+            "--ttl",
+            "3s",
+            "--state",
+            "cli-state",
+        ])
+        .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn driftlock elect");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("elect printed no {what}"))
+    };
+    let first = next_line("first line");
+    let cli_session: u64 = first
+        .split("as session ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let master_line = next_line("mastership");
+    assert!(master_line.starts_with("master of 'cli' at epoch "), "{master_line}");
+
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let candidate = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let election = candidate.election("cli");
+    let campaign = campaign_in_background(election.clone(), b"lib");
+    wait_candidate(&observer, "cli", candidate.id()).await;
+    observer
+        .admin(AdminRequest::Handover {
+            election: "cli".into(),
+            to: Some(candidate.id()),
+        })
+        .await
+        .expect("operator handover");
+    let (won, _) = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("handover within 30 s")
+        .expect("task");
+    let won = won.expect("campaign");
+    assert_eq!(won.handover_state(), Some(&b"cli-state"[..]));
+
+    let lost = next_line("loss");
+    assert!(
+        lost.starts_with("no longer master of 'cli'")
+            && lost.ends_with(&format!("handed over to session {}", candidate.id())),
+        "{lost}"
+    );
+    assert_eq!(next_line("new campaign"), "campaigning again in 'cli'");
+    // The CLI's session is a candidate again, behind the new master: it
+    // leads again once that one resigns, and says so.
+    wait_candidate(&observer, "cli", cli_session).await;
+    election.resign().await.expect("resign");
+    let again = next_line("second mastership");
+    let epoch: u64 = again
+        .strip_prefix("master of 'cli' at epoch ")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line: {again}"));
+    assert!(epoch > won.epoch());
+    let _ = child.kill();
+    let _ = child.wait();
+}
