@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use driftlock_client::LeadershipLoss;
 use driftlock_proto::AdminRequest;
 
 use crate::{connect, CmdResult, Endpoints};
@@ -29,7 +30,7 @@ pub struct ElectArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ttl: Duration,
     /// State handed to the next master if the cluster moves mastership away
-    /// from this one (warm handover).
+    /// from this one (warm handover); this process then campaigns again.
     #[arg(long, default_value = "")]
     state: String,
 }
@@ -52,8 +53,10 @@ pub enum ElectCmd {
     },
 }
 
-/// Campaigns and reports changes of mastership until Ctrl-C, then resigns; or,
-/// with `handover`, asks the cluster to start a warm handover.
+/// Campaigns and reports mastership until Ctrl-C, then resigns; or, with
+/// `handover`, asks the cluster to start a warm handover. The loss of a
+/// mastership is printed the moment the library signals it; after a
+/// handover away from this process it campaigns again.
 pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
     if let Some(ElectCmd::Handover {
         endpoints,
@@ -84,51 +87,45 @@ pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
         "campaigning in '{name}' as session {} with value '{value}'",
         session.id()
     );
-    let campaign = election.campaign(value.clone().into_bytes());
-    let leadership = tokio::select! {
-        r = campaign => r.map_err(|e| e.to_string())?,
-        _ = tokio::signal::ctrl_c() => {
-            let _ = session.close().await;
-            return Ok(());
-        }
-    };
-    println!("master of '{name}' at epoch {}", leadership.epoch());
-    if let Some(state) = leadership.handover_state() {
-        println!(
-            "took over by warm handover with {} bytes of state: {}",
-            state.len(),
-            String::from_utf8_lossy(state)
-        );
-    }
-    // Report every change of mastership until Ctrl-C.
-    let me = session.id();
-    let mut watch = election.observe();
-    let mut master = true;
     loop {
-        tokio::select! {
-            _ = session.lost() => {
-                return Err("session expired: no longer master".into());
+        let campaign = election.campaign(value.clone().into_bytes());
+        let leadership = tokio::select! {
+            r = campaign => r.map_err(|e| e.to_string())?,
+            _ = tokio::signal::ctrl_c() => {
+                let _ = session.close().await;
+                return Ok(());
             }
-            _ = tokio::signal::ctrl_c() => break,
-            change = watch.next() => match change {
-                Ok(c) if c.master == Some(me) && !master => {
-                    master = true;
-                    println!("master of '{name}' again at epoch {}", c.epoch);
-                }
-                Ok(c) if c.master != Some(me) && master => {
-                    master = false;
-                    match c.master {
-                        Some(s) => println!("passive: session {s} is master of '{name}' at epoch {}", c.epoch),
-                        None => println!("passive: '{name}' has no master"),
+        };
+        println!("master of '{name}' at epoch {}", leadership.epoch());
+        if let Some(state) = leadership.handover_state() {
+            println!(
+                "took over by warm handover with {} bytes of state: {}",
+                state.len(),
+                String::from_utf8_lossy(state)
+            );
+        }
+        // Master exactly until the loss signal: it is printed the moment it
+        // fires, and "master" is not reported again until a new campaign
+        // wins.
+        tokio::select! {
+            why = leadership.lost() => {
+                println!("no longer master of '{name}' (epoch {}): {why}", leadership.epoch());
+                match why {
+                    LeadershipLoss::SessionEnded | LeadershipLoss::ValidityEnded => {
+                        let _ = session.close().await;
+                        return Err("session expired: no longer master".into());
                     }
+                    // Handed over (the session left the election) or
+                    // superseded: join the queue again, as a new candidate.
+                    _ => println!("campaigning again in '{name}'"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(error = %e, "election watch failed"),
-            },
+            }
+            _ = tokio::signal::ctrl_c() => {
+                let _ = election.resign().await;
+                let _ = session.close().await;
+                println!("resigned");
+                return Ok(());
+            }
         }
     }
-    let _ = election.resign().await;
-    let _ = session.close().await;
-    println!("resigned");
-    Ok(())
 }

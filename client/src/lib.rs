@@ -12,7 +12,10 @@
 //!   it always ends before the cluster's; its [`SessionState`] goes
 //!   `Valid` → `Jeopardy` → `Expired` as in Chubby.
 //! - [`LockGuard`]s and [`Leadership`]s hang off a session and end with it;
-//!   every grant carries a fencing token that fenced KV writes check.
+//!   every grant carries a fencing token that fenced KV writes check. A
+//!   `Leadership` can also end while its session lives (a resignation, a
+//!   warm handover): act as master only until its
+//!   [`lost`](Leadership::lost) signal.
 //!
 //! Every session operation carries `(session, seq)` and keeps it across
 //! retries, so the cluster applies it once however often it is resent.
@@ -51,7 +54,7 @@ pub use driftlock_proto as proto;
 
 pub use client::Client;
 pub use config::{endpoints_from_env, ClientConfig, ENDPOINTS_ENV};
-pub use election::{Election, LeaderChange, LeaderWatch, Leadership};
+pub use election::{Election, LeaderChange, LeaderWatch, Leadership, LeadershipLoss};
 pub use error::{ClientError, Result};
 pub use lock::{LockGuard, LockOptions};
 pub use session::{Session, SessionState};

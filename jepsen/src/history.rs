@@ -140,8 +140,11 @@ pub enum Function {
         /// workload).
         election: String,
     },
-    /// Election workload: resign. Like [`Function::Release`], its completion
-    /// carries the final believed interval as [`Value::Mastership`].
+    /// Election workload: resign (also after the mastership was lost, e.g.
+    /// handed over, when the cluster may answer `NotCandidate`). Like
+    /// [`Function::Release`], its completion (of any kind) carries the final
+    /// believed interval, with the loss-signal time, as
+    /// [`Value::Mastership`].
     Resign {
         /// The election left, the one the matching `Campaign` joined.
         election: String,
@@ -153,8 +156,9 @@ pub enum Function {
         /// The election observed.
         election: String,
     },
-    /// A fault the nemesis starts or stops (`"kill n2"`, `"heal"`); ignored
-    /// by the checkers, kept for reading the history.
+    /// A fault the nemesis starts or stops (`"kill n2"`, `"heal"`), or an
+    /// operator action of a workload (`"handover e0"`); ignored by the
+    /// checkers, kept for reading the history.
     Nemesis {
         /// What the nemesis did.
         action: String,
@@ -200,10 +204,28 @@ pub struct Mastership {
     pub epoch: u64,
     /// The master's session id.
     pub session: u64,
-    /// When the client started to believe it is master.
+    /// When the client started to believe it is master (the time
+    /// `campaign` returned).
     pub held_from_ns: u64,
-    /// When it stops believing it.
+    /// The latest it may believe it: its session's local validity end, or
+    /// the start of its resignation, whichever is first.
     pub held_until_ns: u64,
+    /// When the client library's loss signal fired (`Leadership::lost_at`:
+    /// resigned, handed over, session ended or local validity over), if it
+    /// had when this was recorded. The believed mastership ends at the
+    /// earlier of this and `held_until_ns`. Absent in histories written
+    /// before the signal existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_ns: Option<u64>,
+}
+
+impl Mastership {
+    /// End of the believed mastership: the earlier of the loss signal and
+    /// `held_until_ns`.
+    pub fn believed_until_ns(&self) -> u64 {
+        self.lost_ns
+            .map_or(self.held_until_ns, |lost| lost.min(self.held_until_ns))
+    }
 }
 
 /// A master as an observer sees it.

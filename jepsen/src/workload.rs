@@ -4,7 +4,10 @@
 //!   sessionless linearizable KV calls; a cas is a linearizable read and,
 //!   if the value matches, a cas on the read's revision.
 //! - **election** (in-process tasks): candidates campaign, hold mastership
-//!   for a while, resign; an observer records who it sees as master.
+//!   for a while (or until the library's loss signal), resign; an observer
+//!   records who it sees as master; an operator asks for a warm handover
+//!   now and then, so masterships also end by handover. Each mastership's
+//!   loss-signal time is recorded with its final interval.
 //! - **lock + fenced counter** (separate *worker processes*, this binary's
 //!   hidden `worker` subcommand): acquire, read the counter, write it plus
 //!   one fenced by the grant's token, release. Workers are processes so
@@ -20,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Session};
+use driftlock_client::proto::AdminRequest;
+use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Rejection, Session};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -259,8 +263,14 @@ pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64
     }
 }
 
-/// Runs the election workload: `candidates` campaigning processes and one
-/// observer, until `stop`.
+/// Mean pause between the election workload's handover requests, ms.
+pub const HANDOVER_EVERY_MS: u64 = 2_000;
+
+/// Runs the election workload: `candidates` campaigning processes, one
+/// observer (process `first_process + candidates`) and one operator that
+/// asks for a warm handover of the election every ~[`HANDOVER_EVERY_MS`]
+/// (recorded as [`Function::Nemesis`] ops of process
+/// `first_process + candidates + 1`), until `stop`.
 pub async fn run_election(
     endpoints: Vec<String>,
     history: History,
@@ -293,6 +303,37 @@ pub async fn run_election(
                 let _ = session.close().await;
                 if info {
                     process += candidates + 1;
+                }
+            }
+        }));
+    }
+    // The operator: warm handovers to whichever candidate the leader picks.
+    {
+        let history = history.clone();
+        let stop = stop.clone();
+        let endpoints = endpoints.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(seed ^ 0x4a4d_0000);
+            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-operator")).await else {
+                return;
+            };
+            let process = first_process + candidates + 1;
+            while !stop.load(Ordering::Relaxed) {
+                let pause = rng.random_range(HANDOVER_EVERY_MS / 2..HANDOVER_EVERY_MS * 3 / 2);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let request = AdminRequest::Handover {
+                    election: ELECTION_NAME.to_owned(),
+                    to: None,
+                };
+                // Refused when there is no master or no candidate: fine.
+                if client.admin(request).await.is_ok() {
+                    history.observe(
+                        process,
+                        Function::Nemesis {
+                            action: format!("handover {ELECTION_NAME}"),
+                        },
+                        Value::None,
+                    );
                 }
             }
         }));
@@ -330,8 +371,9 @@ pub async fn run_election(
     }
 }
 
-/// One candidate session: campaign, hold, resign. Returns whether an op
-/// ended `Info` (the caller then changes process id).
+/// One candidate session: campaign, hold until a random time or the loss
+/// signal, resign. Returns whether an op ended `Info` (the caller then
+/// changes process id).
 async fn candidate_term(
     session: &Session,
     history: &History,
@@ -365,6 +407,7 @@ async fn candidate_term(
         session: leadership.session_id(),
         held_from_ns,
         held_until_ns: until_ns.max(held_from_ns),
+        lost_ns: leadership.lost_at().map(|t| history.ns_at(t)),
     };
     history.ok(
         &inv,
@@ -372,8 +415,13 @@ async fn candidate_term(
     );
     let hold = Duration::from_millis(rng.random_range(200..1500));
     let end = Instant::now() + hold;
-    while Instant::now() < end && !stop.load(Ordering::Relaxed) && session.is_valid() {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The library's loss signal (a handover, the session's end) ends the
+    // mastership early; its time is what `lost_at` records.
+    while Instant::now() < end && !stop.load(Ordering::Relaxed) && leadership.is_master() {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = leadership.lost() => {}
+        }
     }
     let inv = history.invoke(
         process,
@@ -381,11 +429,18 @@ async fn candidate_term(
             election: ELECTION_NAME.to_owned(),
         },
     );
+    // Read before resigning: a resignation is itself a loss, at about
+    // `inv.time_ns`, which `held_until_ns` already covers.
     let until = history.ns_at(session.valid_until()).min(inv.time_ns);
     let value = Value::Mastership(mastership(until));
     match election.resign().await {
         Ok(()) => {
             history.ok(&inv, value);
+            false
+        }
+        // Handed over: the session already left the election.
+        Err(ClientError::Rejected(Rejection::NotCandidate)) => {
+            history.fail(&inv, value);
             false
         }
         Err(_) => {

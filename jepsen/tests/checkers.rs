@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{acquire, got, hold, master, mastership, read, release, write, Builder};
+use common::{acquire, got, hold, master, mastership, mastership_lost, read, release, write, Builder};
 use driftlock_jepsen::checkers::{
     check_all, check_counter, check_durability, check_elections, check_fencing, check_lock_safety, CheckConfig,
     CounterViolation, ElectionViolation, FencingViolation, Status,
@@ -370,6 +370,69 @@ fn overlapping_masterships_are_caught() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A warm handover as the histories record it: the old master (session
+/// 100, epoch 10, local validity to 90 ms) learns of the loss at
+/// `lost_ms`, the new master's campaign returns at 41 ms, and the old
+/// master's resign (the cleanup after the loss) starts at 60 ms.
+fn handover_history(lost_ms: Option<u64>) -> Vec<Op> {
+    let final_value = match lost_ms {
+        Some(lost) => mastership_lost(10, 100, 10 * MS, 60 * MS, lost * MS),
+        None => mastership(10, 100, 10 * MS, 60 * MS),
+    };
+    Builder::new()
+        .ok(1, campaign(), 0, 10 * MS, mastership(10, 100, 10 * MS, 90 * MS))
+        .ok(2, campaign(), 5 * MS, 41 * MS, mastership(25, 200, 41 * MS, 120 * MS))
+        .op(1, resign(), 60 * MS, 61 * MS, OpKind::Fail, final_value)
+        .build()
+}
+
+#[test]
+fn a_handover_whose_old_master_was_told_first_passes() {
+    let report = check_elections(&pairs(&handover_history(Some(40))), MS).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let old = &report.masterships[0];
+    assert_eq!((old.held_until_ns, old.lost_ns), (40 * MS, Some(40 * MS)));
+}
+
+#[test]
+fn a_new_master_while_the_old_one_still_believed_it_led_is_caught() {
+    // The loss signal fired 9 ms after the new master started: beyond ε.
+    let report = check_elections(&pairs(&handover_history(Some(50))), MS).unwrap();
+    assert_eq!(report.violation_count, 1);
+    assert!(matches!(
+        &report.violations[0],
+        ElectionViolation::Overlap { overlap_ns, .. } if *overlap_ns == 9 * MS
+    ));
+    // No loss signal at all (the library before issue 14): the old master
+    // believed it led until it resigned at 60 ms, by its session's
+    // validity; one epoch per master is not enough to pass.
+    let report = check_elections(&pairs(&handover_history(None)), MS).unwrap();
+    assert!(matches!(
+        &report.violations[..],
+        [ElectionViolation::Overlap { overlap_ns, .. }] if *overlap_ns == 19 * MS
+    ));
+    // Within ε: measurement error, not a violation.
+    let report = check_elections(&pairs(&handover_history(Some(42))), MS).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+#[test]
+fn a_loss_signal_after_the_validity_end_changes_nothing() {
+    let ops = Builder::new()
+        .ok(
+            1,
+            campaign(),
+            0,
+            10 * MS,
+            mastership_lost(10, 100, 10 * MS, 30 * MS, 80 * MS),
+        )
+        .ok(2, campaign(), 5 * MS, 41 * MS, mastership(25, 200, 41 * MS, 90 * MS))
+        .build();
+    let report = check_elections(&pairs(&ops), MS).unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.masterships[0].held_until_ns, 30 * MS);
 }
 
 // ---------------------------------------------------------------------------

@@ -106,6 +106,20 @@ fn jsonl_round_trip_through_a_run_directory() {
 }
 
 #[test]
+fn masterships_written_before_the_loss_signal_still_load() {
+    let old = r#"{"epoch":4,"session":3,"held_from_ns":10,"held_until_ns":20}"#;
+    let m: driftlock_jepsen::history::Mastership = serde_json::from_str(old).unwrap();
+    assert_eq!((m.lost_ns, m.believed_until_ns()), (None, 20));
+    let text = serde_json::to_string(&m).unwrap();
+    assert_eq!(text, old, "no loss signal: nothing new written");
+    let lost = driftlock_jepsen::history::Mastership { lost_ns: Some(15), ..m };
+    let back: driftlock_jepsen::history::Mastership =
+        serde_json::from_str(&serde_json::to_string(&lost).unwrap()).unwrap();
+    assert_eq!(back, lost);
+    assert_eq!(back.believed_until_ns(), 15);
+}
+
+#[test]
 fn loader_reports_the_bad_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(HISTORY_FILE);

@@ -2,9 +2,12 @@
 //!
 //! The state machine owns the handover's safety: it checks that `from` is
 //! the master at `epoch`, that `to` is a live candidate, the chunk order and
-//! checksums, that the candidate acknowledged before `LeaseTransfer`, and it
-//! aborts a handover whose deadline passes. This module only decides *when*
-//! to start one and *whom* to pick, and completes acknowledged ones:
+//! checksums, that the candidate acknowledged before the old master's
+//! `Relinquish`, and it aborts a handover whose deadline passes. The
+//! mastership moves only in the old master's own `Relinquish`, which its
+//! client library sends after it stopped acting as master: the leader never
+//! completes a handover (its former `LeaseTransfer` is retired). This
+//! module only decides *when* to start one and *whom* to pick:
 //!
 //! - **Triggers** (leader only, with `[handover] auto`): the master's committed
 //!   health tier is Warning or Critical; or its session is suspected by the
@@ -18,9 +21,11 @@
 //!   in the Good or Excellent tier and whose clock is not flagged (a drift
 //!   bound widened beyond the default); an operator's request may go to any
 //!   live candidate.
-//! - **Completion**: when `HandoverAcked` is applied, the leader commits
-//!   `LeaseTransfer` at once; a periodic scan also completes acknowledged
-//!   handovers a previous leader left behind.
+//! - **Completion** is the old master's: after `HandoverAcked` its library
+//!   fires its `Leadership` loss signal and commits `Relinquish`; one that
+//!   never does (cut off, dead) keeps its mastership until the handover's
+//!   deadline aborts it, and then until its session ends (docs/design.md
+//!   "Elections and warm handover").
 //! - **The cluster's own leader**: when this node's committed tier has been
 //!   Critical, or its committed clock drift beyond `time.alert_drift_ppm`,
 //!   for [`CRITICAL_STREAK`] consecutive scans, it moves Raft leadership to
@@ -175,27 +180,6 @@ pub async fn begin(ctx: &NodeContext, election: &str, to: Option<SessionId>) -> 
     Ok(to)
 }
 
-/// Commits the transfer of an acknowledged handover.
-async fn complete(ctx: &NodeContext, election: &str, epoch: u64) {
-    let now_us = ctx.cluster_now_us();
-    let to = ctx.state.with_state(|sm| {
-        sm.election_view(election, now_us)
-            .and_then(|v| v.handover.filter(|(_, _, acked)| *acked).map(|(_, to, _)| to))
-    });
-    let Some(to) = to else { return };
-    match ctx
-        .propose(Command::LeaseTransfer {
-            election: election.to_owned(),
-            to,
-            epoch,
-        })
-        .await
-    {
-        Ok(_) => tracing::info!(%election, to, epoch, "mastership transferred"),
-        Err(e) => tracing::warn!(%election, to, epoch, error = %e, "lease transfer failed"),
-    }
-}
-
 /// The leader's handover controller; runs for the life of the node and
 /// acts only while this node leads.
 pub async fn controller_loop(ctx: Arc<NodeContext>) {
@@ -211,11 +195,6 @@ pub async fn controller_loop(ctx: Arc<NodeContext>) {
                 Ok(SmNotice::Applied(applied)) => {
                     for e in &applied.events {
                         count_outcome(&ctx, e);
-                        if let Event::HandoverAcked { election, epoch } = e {
-                            if ctx.raft.is_leader() {
-                                complete(&ctx, election, *epoch).await;
-                            }
-                        }
                     }
                 }
                 Ok(SmNotice::SnapshotInstalled { .. }) | Err(RecvError::Lagged(_)) => {}
@@ -299,17 +278,11 @@ async fn scan_elections(ctx: &NodeContext, last_auto: &mut BTreeMap<String, Inst
     let mut after: Option<String> = None;
     loop {
         let now_us = ctx.cluster_now_us();
-        let (names, acked, triggers) = ctx.state.with_state(|sm| {
+        let (names, triggers) = ctx.state.with_state(|sm| {
             let names = sm.election_names(after.as_deref(), SCAN_PAGE);
             let cfg = &sm.config().lease;
-            let mut acked = Vec::new();
             let mut triggers = Vec::new();
             for name in &names {
-                if let Some(v) = sm.election_view(name, now_us) {
-                    if let Some((_, _, true)) = v.handover {
-                        acked.push((name.clone(), v.epoch));
-                    }
-                }
                 if ctx.health.auto_handover && !last_auto.contains_key(name) {
                     if let Some((master, epoch)) = needs_handover(sm, name, now_us, cfg) {
                         if let Some(to) = best_candidate(sm, name, now_us, Mode::Automatic) {
@@ -318,11 +291,8 @@ async fn scan_elections(ctx: &NodeContext, last_auto: &mut BTreeMap<String, Inst
                     }
                 }
             }
-            (names, acked, triggers)
+            (names, triggers)
         });
-        for (name, epoch) in acked {
-            complete(ctx, &name, epoch).await;
-        }
         for (name, from, epoch, to) in triggers {
             last_auto.insert(name.clone(), now);
             tracing::info!(election = %name, from, to, epoch, "master looks unhealthy: starting a warm handover");

@@ -40,7 +40,8 @@ pub struct NodeHealth {
     pub interval: Duration,
     /// Automatic handover and leader transfer enabled.
     pub auto_handover: bool,
-    /// Time a handover candidate has to acknowledge, µs.
+    /// Time a handover has to complete (state, acknowledgement and the old
+    /// master's relinquish) before it is aborted, µs.
     pub handover_ack_timeout_us: u64,
     /// Least time between automatic handovers of one election, and between
     /// automatic leader transfers.

@@ -12,10 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::{Client, ClientConfig, LeaderChange, LeaderWatch};
-use driftlock_proto::{AdminRequest, Consistency, EventFilter, Query, QueryResult, Role};
+use std::sync::atomic::AtomicBool;
+
+use driftlock_client::{
+    Client, ClientConfig, ClientError, LeaderChange, LeaderWatch, Leadership, LeadershipLoss, Rejection,
+};
+use driftlock_proto::{
+    AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
+};
 use driftlock_proto::{Event, HealthTier};
-use driftlock_testkit::TestCluster;
+use driftlock_testkit::{FaultProxy, TestCluster};
 
 fn fast_health(_: u64) -> Vec<String> {
     ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
@@ -85,13 +91,19 @@ async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state()
         .expect("session");
     let good_election = good.election("scheduler");
     let good_campaign = tokio::spawn(async move { good_election.campaign(b"g".to_vec()).await });
-    let excellent_election = excellent.election("scheduler");
-    let won = tokio::time::timeout(Duration::from_secs(30), excellent_election.campaign(b"e".to_vec()))
-        .await
-        .expect("the handover happens within 30 s")
-        .expect("campaign");
+    let (won, won_at) = tokio::time::timeout(
+        Duration::from_secs(30),
+        campaign_in_background(excellent.election("scheduler"), b"e"),
+    )
+    .await
+    .expect("the handover happens within 30 s")
+    .expect("task");
+    let won = won.expect("campaign");
 
     assert!(won.epoch() > first.epoch(), "epochs must rise");
+    // The old master's library ended its mastership before it relinquished.
+    assert_eq!(first.loss(), Some(LeadershipLoss::HandedOver { to: excellent.id() }));
+    assert!(first.lost_at().expect("lost") <= won_at);
     assert_eq!(
         won.handover_state(),
         Some(&b"cursor=1234;jobs=7"[..]),
@@ -344,4 +356,261 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     // Hysteresis: the sick node does not get leadership back.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_ne!(cluster.wait_leader(Duration::from_secs(10)).await, sick);
+}
+
+/// Waits until `session` is a waiting candidate of `election`.
+async fn wait_candidate(observer: &Client, election: &str, session: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = observer
+            .read(Query::Election { name: election.into() }, Consistency::Linearizable)
+            .await
+            .expect("read");
+        if let QueryResult::Election(Some(v)) = view.result {
+            if v.candidates.contains(&session) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "session {session} never became a candidate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Campaigns in the background; the task returns the outcome with the
+/// instant the campaign returned (when the new master starts to act).
+fn campaign_in_background(
+    election: driftlock_client::Election,
+    value: &[u8],
+) -> tokio::task::JoinHandle<(Result<Leadership, ClientError>, Instant)> {
+    let value = value.to_vec();
+    tokio::spawn(async move {
+        let r = election.campaign(value).await;
+        (r, Instant::now())
+    })
+}
+
+/// Issue 14, item 2: the old master sends its state and is cut off right
+/// after (a proxy swallows everything it sends from then on, so it never
+/// hears of the acknowledgement). The candidate must not be told it is
+/// master while the old master may still believe it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside_the_candidate() {
+    let cluster = TestCluster::start_with(1, |_| {
+        ["--auto-handover", "false", "--handover-ack-timeout-ms", "2000"]
+            .map(String::from)
+            .to_vec()
+    })
+    .await;
+    let endpoints = cluster.endpoints();
+    let proxy = FaultProxy::start(cluster.client_addr(0)).await.expect("proxy");
+    let cut = Arc::new(AtomicBool::new(false));
+    {
+        let cut = cut.clone();
+        proxy.block(move |r| {
+            if cut.load(Ordering::SeqCst) {
+                return true;
+            }
+            let last_chunk = matches!(
+                r,
+                DriftlockApiRequest::SessionOp {
+                    op: SessionOp::HandoverState { last: true, .. },
+                    ..
+                }
+            );
+            if last_chunk {
+                // This one still reaches the node; nothing after it does.
+                cut.store(true, Ordering::SeqCst);
+            }
+            false
+        });
+    }
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let old_client = Client::connect(vec![proxy.addr()]).await.expect("old master's client");
+    let old = old_client.open_session(Duration::from_secs(3)).await.expect("session");
+    let old_election = old.election("cut");
+    old_election.on_handover(|| b"the old master's state".to_vec());
+    let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
+
+    let new_client = Client::connect(endpoints.clone()).await.expect("candidate's client");
+    let new = new_client.open_session(Duration::from_secs(3)).await.expect("session");
+    let campaign = campaign_in_background(new.election("cut"), b"new");
+    wait_candidate(&observer, "cut", new.id()).await;
+
+    observer
+        .admin(AdminRequest::Handover {
+            election: "cut".into(),
+            to: Some(new.id()),
+        })
+        .await
+        .expect("operator handover");
+    let (won, won_at) = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("the candidate becomes master within 30 s")
+        .expect("task");
+    let won = won.expect("campaign");
+    assert!(cut.load(Ordering::SeqCst), "the old master never sent its last chunk");
+    assert!(won.epoch() > first.epoch());
+    assert!(
+        !first.is_master(),
+        "the candidate was made master at epoch {} while the old master (epoch {}) still believes it leads",
+        won.epoch(),
+        first.epoch()
+    );
+    let lost_at = first.lost_at().expect("the old master's leadership ended");
+    assert!(
+        lost_at <= won_at,
+        "the old master believed it led until {:?} after the candidate became master",
+        lost_at - won_at
+    );
+    // Cut off, it could not relinquish: the handover was aborted and the
+    // candidate won by ordinary succession, after the old master's session
+    // ended, without the aborted handover's state.
+    assert_eq!(first.loss(), Some(LeadershipLoss::ValidityEnded));
+    assert_eq!(won.handover_state(), None);
+}
+
+/// Issue 14, item 2: after a warm handover the old master is out of the
+/// election: when the new master resigns it is not made master again
+/// behind its code's back, and it can campaign anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_made_master() {
+    let cluster = TestCluster::start_with(1, |_| ["--auto-handover", "false"].map(String::from).to_vec()).await;
+    let endpoints = cluster.endpoints();
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let old = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let new = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let old_election = old.election("again");
+    old_election.on_handover(|| b"s".to_vec());
+    let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
+    let new_election = new.election("again");
+    let campaign = campaign_in_background(new_election.clone(), b"new");
+    wait_candidate(&observer, "again", new.id()).await;
+    observer
+        .admin(AdminRequest::Handover {
+            election: "again".into(),
+            to: Some(new.id()),
+        })
+        .await
+        .expect("operator handover");
+    let (won, won_at) = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("handover within 30 s")
+        .expect("task");
+    let won = won.expect("campaign");
+    assert!(won.epoch() > first.epoch());
+    assert_eq!(won.handover_state(), Some(&b"s"[..]));
+    // The old master was told first, while its session lives on.
+    assert_eq!(first.loss(), Some(LeadershipLoss::HandedOver { to: new.id() }));
+    assert!(first.lost_at().expect("lost") <= won_at);
+    assert!(old.is_valid());
+
+    new_election.resign().await.expect("the new master resigns");
+    let view = observer
+        .read(Query::Election { name: "again".into() }, Consistency::Linearizable)
+        .await
+        .expect("read");
+    if let QueryResult::Election(Some(v)) = &view.result {
+        assert_ne!(
+            v.master.as_ref().map(|m| m.0),
+            Some(old.id()),
+            "the old master was made master again without being told"
+        );
+    }
+    let again = tokio::time::timeout(Duration::from_secs(10), old_election.campaign(b"old-again".to_vec()))
+        .await
+        .expect("campaign answered");
+    assert!(
+        !matches!(again, Err(ClientError::Rejected(Rejection::AlreadyCandidate))),
+        "the old master is still a (silent) candidate: {again:?}"
+    );
+    let again = again.expect("the old master campaigns anew");
+    assert!(again.epoch() > won.epoch());
+}
+
+/// `driftlock elect` prints the loss of its mastership the moment the
+/// library signals it, stops reporting "master", and campaigns again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elect_prints_the_loss_at_a_handover_and_campaigns_again() {
+    let cluster = TestCluster::start_with(1, |_| ["--auto-handover", "false"].map(String::from).to_vec()).await;
+    let endpoints = cluster.endpoints();
+    let mut child = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
+        .args([
+            "elect",
+            "cli",
+            "--value",
+            "from-cli",
+            "--ttl",
+            "3s",
+            "--state",
+            "cli-state",
+        ])
+        .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn driftlock elect");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |what: &str| {
+        rx.recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("elect printed no {what}"))
+    };
+    let first = next_line("first line");
+    let cli_session: u64 = first
+        .split("as session ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+    let master_line = next_line("mastership");
+    assert!(master_line.starts_with("master of 'cli' at epoch "), "{master_line}");
+
+    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let candidate = client.open_session(Duration::from_secs(3)).await.expect("session");
+    let election = candidate.election("cli");
+    let campaign = campaign_in_background(election.clone(), b"lib");
+    wait_candidate(&observer, "cli", candidate.id()).await;
+    observer
+        .admin(AdminRequest::Handover {
+            election: "cli".into(),
+            to: Some(candidate.id()),
+        })
+        .await
+        .expect("operator handover");
+    let (won, _) = tokio::time::timeout(Duration::from_secs(30), campaign)
+        .await
+        .expect("handover within 30 s")
+        .expect("task");
+    let won = won.expect("campaign");
+    assert_eq!(won.handover_state(), Some(&b"cli-state"[..]));
+
+    let lost = next_line("loss");
+    assert!(
+        lost.starts_with("no longer master of 'cli'")
+            && lost.ends_with(&format!("handed over to session {}", candidate.id())),
+        "{lost}"
+    );
+    assert_eq!(next_line("new campaign"), "campaigning again in 'cli'");
+    // The CLI's session is a candidate again, behind the new master: it
+    // leads again once that one resigns, and says so.
+    wait_candidate(&observer, "cli", cli_session).await;
+    election.resign().await.expect("resign");
+    let again = next_line("second mastership");
+    let epoch: u64 = again
+        .strip_prefix("master of 'cli' at epoch ")
+        .and_then(|e| e.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected line: {again}"));
+    assert!(epoch > won.epoch());
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -105,20 +105,22 @@ pub enum Event {
         /// Whether this is the last chunk.
         last: bool,
     },
-    /// The candidate acknowledged the whole state; the leader now commits
-    /// the lease transfer.
+    /// The candidate acknowledged the whole state. The master's library
+    /// now ends its mastership (its `Leadership` loss signal fires) and
+    /// then commits `SessionOp::Relinquish`, which makes the candidate
+    /// master; until then the old master is the only master.
     HandoverAcked {
         /// The election being handed over.
         election: String,
         /// The master's epoch (the handover's).
         epoch: u64,
     },
-    /// Mastership moved by handover; the old master is now a passive
-    /// candidate at the back of the queue.
+    /// Mastership moved by handover: the old master relinquished it
+    /// (`SessionOp::Relinquish`, this entry) and left the election.
     LeaseTransferred {
         /// The election whose master moved.
         election: String,
-        /// The old master, now passive.
+        /// The old master; it is no longer in the election.
         from: SessionId,
         /// The new master.
         to: SessionId,

@@ -133,7 +133,8 @@ pub enum SessionOp {
         last: bool,
     },
     /// As handover candidate, acknowledge that every chunk was received.
-    /// The leader then commits the lease transfer.
+    /// The master's library then stops acting as master and relinquishes
+    /// ([`SessionOp::Relinquish`]); only that makes the candidate master.
     HandoverAck {
         /// The election being handed over.
         election: String,
@@ -150,4 +151,20 @@ pub enum SessionOp {
     /// analysis"): clears the session's suspicion and cancels the probe's
     /// revocation deadline. The client library sends it on its own.
     ProbeAnswer,
+    /// As the master of an acknowledged handover, give the mastership up:
+    /// in this entry the candidate becomes master at a new epoch (this
+    /// entry's index) and this session leaves the election (to lead again
+    /// it campaigns again). The client library sends it only after it has
+    /// told the application that its mastership is over (`Leadership`'s
+    /// loss signal), so the entry is the proof that the old master stopped
+    /// acting (docs/design.md "Elections and warm handover"). Refused with
+    /// `HandoverMismatch` unless this session is the master handing over
+    /// at `epoch` and the candidate has acknowledged; the reply is
+    /// [`Reply::Done`](crate::Reply::Done).
+    Relinquish {
+        /// The election being handed over.
+        election: String,
+        /// Epoch of the master handing over (the handover's epoch).
+        epoch: u64,
+    },
 }

@@ -90,8 +90,8 @@ pub struct ElectionView {
     /// Epoch of the current (or last) master: the log index of the entry
     /// that made it master.
     pub epoch: u64,
-    /// Waiting candidates in FIFO order (a passive former master is among
-    /// them).
+    /// Waiting candidates in FIFO order (a master that handed over is not
+    /// among them: it left the election when it relinquished).
     pub candidates: Vec<SessionId>,
     /// Handover in progress: (from master, to candidate, acknowledged yet).
     pub handover: Option<(SessionId, SessionId, bool)>,

@@ -66,7 +66,7 @@ impl StateMachine {
                 epoch,
                 ack_timeout_us,
             } => self.handover_begin(&election, from, to, epoch, ack_timeout_us, ctx),
-            Command::LeaseTransfer { election, to, epoch } => self.lease_transfer(&election, to, epoch, ctx),
+            Command::LeaseTransfer { .. } => Err(Self::lease_transfer_retired()),
             Command::HandoverAbort {
                 election,
                 epoch,
@@ -151,6 +151,7 @@ impl StateMachine {
                 total_crc32,
             } => self.handover_ack(session, &election, epoch, chunks, total_crc32, ctx),
             SessionOp::ProbeAnswer => self.probe_answer(session),
+            SessionOp::Relinquish { election, epoch } => self.relinquish(session, &election, epoch, ctx),
         };
         let window = self.config.limits.dedupe_window;
         // The session may have ended inside the operation (Close).

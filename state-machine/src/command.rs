@@ -83,18 +83,25 @@ pub enum Command {
         to: SessionId,
         /// The master's current epoch.
         epoch: u64,
-        /// Time allowed for state transfer and acknowledgement, µs.
+        /// Time allowed for the state transfer, the candidate's
+        /// acknowledgement and the master's relinquish, µs of cluster time
+        /// from this entry; then the handover is aborted and the master keeps
+        /// its role.
         ack_timeout_us: u64,
     },
-    /// Complete an acknowledged handover: `to` becomes master at a new
-    /// epoch, the index of this entry.
+    /// Retired: always refused with `HandoverMismatch`. It used to make an
+    /// acknowledged candidate master in the leader's own entry while the
+    /// old master had not been told (issue 14, item 2: two masters at
+    /// once). Mastership now moves only in the old master's own
+    /// `SessionOp::Relinquish` (docs/design.md "Elections and warm
+    /// handover"). The variant stays so that the encoding of the later
+    /// variants, and of logs that hold one, does not change.
     LeaseTransfer {
-        /// Election whose handover to `to` was acknowledged (`HandoverAck`).
+        /// Election the transfer was for.
         election: String,
-        /// The candidate that acknowledged.
+        /// The candidate it would have made master.
         to: SessionId,
-        /// The epoch being handed over; the new master's epoch is this
-        /// entry's index, so epochs still strictly increase.
+        /// The handover's epoch.
         epoch: u64,
     },
     /// Abandon a handover; the standard election continues.

@@ -1,7 +1,16 @@
 //! Elections: a FIFO candidate queue, one master per epoch, succession delay
 //! after a master's expiry or revocation, and warm handover
-//! (HandoverBegin → HandoverState chunks → HandoverAck → LeaseTransfer, or
-//! HandoverAbort).
+//! (HandoverBegin → the master's HandoverState chunks → the candidate's
+//! HandoverAck → the master's Relinquish; or HandoverAbort, or the
+//! deadline).
+//!
+//! Mastership changes hands only in an entry the old master committed
+//! itself (resign, close, relinquish) or after its session ended and the
+//! succession delay ran out (rule 6 of docs/design.md "Time"): never while
+//! a live master may still believe it leads. A handover is no exception:
+//! the candidate becomes master in the old master's `Relinquish`, which its
+//! library sends only after it stopped believing it leads
+//! (docs/design.md "Elections and warm handover").
 //!
 //! Epochs are the log index of the entry that made the master, so they
 //! increase strictly over the life of the cluster, also across an election
@@ -319,11 +328,17 @@ impl StateMachine {
         Ok(Reply::Done)
     }
 
-    pub(crate) fn lease_transfer(&mut self, name: &str, to: SessionId, epoch: u64, ctx: &mut Ctx) -> Response {
+    /// The old master of an acknowledged handover gives its mastership up:
+    /// the candidate becomes master at this entry's index and the old
+    /// master leaves the election. Only the old master can commit this,
+    /// and its library does so only after it stopped acting as master, so
+    /// the candidate is never master while the old one may still believe
+    /// it is.
+    pub(crate) fn relinquish(&mut self, session: SessionId, name: &str, epoch: u64, ctx: &mut Ctx) -> Response {
         let h = self.handover_of(name, epoch)?;
-        if h.to != to {
+        if h.from != session {
             return Err(Rejection::HandoverMismatch {
-                detail: format!("handover goes to {}, not {to}", h.to),
+                detail: "only the master handing over relinquishes".into(),
             });
         }
         if !h.acked {
@@ -331,25 +346,22 @@ impl StateMachine {
                 detail: "candidate has not acknowledged".into(),
             });
         }
-        let (from, deadline_us) = (h.from, h.deadline_us);
+        let (to, deadline_us) = (h.to, h.deadline_us);
         let Some(e) = self.elections.get_mut(name) else {
             return Err(Rejection::UnknownElection);
         };
+        // Both parties are live here: a handover whose candidate or master
+        // left (or expired, before this command) was aborted with it.
         let Some(pos) = e.candidates.iter().position(|c| c.session == to) else {
             return Err(Rejection::NotCandidate);
         };
+        if e.master.as_ref().is_none_or(|m| m.session != session) {
+            return Err(Rejection::NotMaster { epoch: e.epoch });
+        }
         let Some(new_master) = e.candidates.remove(pos) else {
             return Err(Rejection::NotCandidate);
         };
-        let Some(old) = e.master.take() else {
-            return Err(Rejection::NotMaster { epoch: e.epoch });
-        };
         assert!(ctx.index > e.epoch, "election {name}: epoch would not increase");
-        // The old master stays in the election, passive, at the back.
-        e.candidates.push_back(Candidate {
-            session: old.session,
-            value: old.value,
-        });
         e.epoch = ctx.index;
         e.handover = None;
         e.master = Some(Master {
@@ -357,9 +369,14 @@ impl StateMachine {
             value: new_master.value.clone(),
         });
         self.timers.remove(&(deadline_us, Timer::Handover(name.to_owned())));
+        // The old master leaves the election: it is nobody's candidate, so
+        // no later succession can make it master without its asking.
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.campaigns.remove(name);
+        }
         ctx.events.push(Event::LeaseTransferred {
             election: name.to_owned(),
-            from,
+            from: session,
             to,
             epoch: ctx.index,
         });
@@ -369,7 +386,14 @@ impl StateMachine {
             epoch: ctx.index,
             value: new_master.value,
         });
-        Ok(Reply::Elected { epoch: ctx.index })
+        Ok(Reply::Done)
+    }
+
+    /// Why `Command::LeaseTransfer` is refused: it is retired.
+    pub(crate) fn lease_transfer_retired() -> Rejection {
+        Rejection::HandoverMismatch {
+            detail: "LeaseTransfer is retired: mastership moves only when the old master relinquishes".into(),
+        }
     }
 
     pub(crate) fn handover_abort_cmd(&mut self, name: &str, epoch: u64, reason: String, ctx: &mut Ctx) -> Response {

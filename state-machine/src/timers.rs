@@ -1,6 +1,6 @@
 //! The timer index and its firing: every deadline the state machine keeps
 //! (session expiry, probe deadlines, waiter timeouts, lock-delay ends,
-//! election succession delays, handover acknowledgement deadlines) is one
+//! election succession delays, handover deadlines) is one
 //! `(deadline_us, Timer)` entry of [`crate::StateMachine`]'s ordered set.
 //!
 //! Before each command, [`crate::StateMachine::apply`] fires every entry
@@ -31,7 +31,8 @@ pub(crate) enum Timer {
     LockDelay(String),
     /// An election's succession delay ends.
     ElectionDelay(String),
-    /// A handover's acknowledgement deadline.
+    /// A handover's deadline: by then the candidate must have acknowledged
+    /// and the master relinquished, or the handover is aborted.
     Handover(String),
 }
 
@@ -89,14 +90,16 @@ impl StateMachine {
                     self.succeed(&name, ctx);
                 }
                 Timer::Handover(name) => {
-                    debug_assert_eq!(
-                        self.elections
-                            .get(&name)
-                            .and_then(|e| e.handover.as_ref())
-                            .map(|h| h.deadline_us),
-                        Some(deadline)
-                    );
-                    self.abort_handover(&name, "candidate did not acknowledge in time".into(), ctx);
+                    let handover = self.elections.get(&name).and_then(|e| e.handover.as_ref());
+                    debug_assert_eq!(handover.map(|h| h.deadline_us), Some(deadline));
+                    // An acknowledged handover waits for the old master to
+                    // relinquish; without that it keeps its mastership.
+                    let reason = if handover.is_some_and(|h| h.acked) {
+                        "master did not relinquish in time"
+                    } else {
+                        "candidate did not acknowledge in time"
+                    };
+                    self.abort_handover(&name, reason.into(), ctx);
                 }
             }
         }

@@ -627,13 +627,12 @@ fn warm_handover_transfers_after_ack_only() {
         })
     );
     h.op(a, chunk("svc", epoch, 1, b"world", true)).0.expect("chunk 1");
-    let transfer = Command::LeaseTransfer {
+    let relinquish = SessionOp::Relinquish {
         election: "svc".into(),
-        to: b,
         epoch,
     };
     assert!(
-        matches!(h.apply(transfer.clone()).0, Err(Rejection::HandoverMismatch { .. })),
+        matches!(h.op(a, relinquish.clone()).0, Err(Rejection::HandoverMismatch { .. })),
         "no ack yet"
     );
     let wrong = SessionOp::HandoverAck {
@@ -650,11 +649,22 @@ fn warm_handover_transfers_after_ack_only() {
         total_crc32: crc32fast::hash(b"hello world"),
     };
     h.op(b, ack).0.expect("ack");
-    let (r, events) = h.apply(transfer);
-    let new_epoch = match r {
-        Ok(Reply::Elected { epoch }) => epoch,
-        other => panic!("{other:?}"),
+    // The leader's own transfer is retired: acknowledged or not, only the
+    // old master moves the mastership.
+    let transfer = Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
     };
+    assert!(matches!(h.apply(transfer).0, Err(Rejection::HandoverMismatch { .. })));
+    assert_eq!(master_of(&h), Some(a), "the old master leads until it relinquishes");
+    assert!(
+        matches!(h.op(b, relinquish.clone()).0, Err(Rejection::HandoverMismatch { .. })),
+        "only the old master relinquishes"
+    );
+    let (r, events) = h.op(a, relinquish);
+    assert_eq!(r, Ok(Reply::Done));
+    let new_epoch = h.index;
     assert!(new_epoch > epoch);
     assert!(events.contains(&Event::LeaseTransferred {
         election: "svc".into(),
@@ -664,7 +674,43 @@ fn warm_handover_transfers_after_ack_only() {
     }));
     let v = h.sm.election_view("svc", h.ts_us).expect("e");
     assert_eq!(v.master.map(|m| m.0), Some(b));
-    assert_eq!(v.candidates, vec![a], "old master is passive at the back");
+    assert_eq!(v.epoch, new_epoch);
+    assert!(v.candidates.is_empty(), "the old master left the election");
+    assert_eq!(
+        h.op(a, SessionOp::Resign { election: "svc".into() }).0,
+        Err(Rejection::NotCandidate)
+    );
+    assert!(h.sm.check_invariants().is_ok());
+}
+
+#[test]
+fn an_acknowledged_handover_the_master_never_relinquishes_aborts_and_the_master_keeps_its_role() {
+    let mut h = h();
+    let (a, b) = (h.open(30 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    h.advance(5 * SEC);
+    let events = h.tick();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::HandoverAborted { reason, .. } if reason == "master did not relinquish in time"
+        )),
+        "{events:?}"
+    );
+    assert_eq!(master_of(&h), Some(a));
+    assert_eq!(h.sm.election_view("svc", h.ts_us).expect("e").epoch, epoch);
+    // Too late to relinquish: the library then resigns instead, which hands
+    // over at once (a resignation needs no succession delay).
+    let late = SessionOp::Relinquish {
+        election: "svc".into(),
+        epoch,
+    };
+    assert!(matches!(h.op(a, late).0, Err(Rejection::HandoverMismatch { .. })));
+    h.op(a, SessionOp::Resign { election: "svc".into() }).0.expect("resign");
+    assert_eq!(master_of(&h), Some(b));
+    assert!(h.sm.check_invariants().is_ok());
 }
 
 #[test]
@@ -718,6 +764,114 @@ fn candidate_death_mid_handover_aborts() {
     let v = h.sm.election_view("svc", h.ts_us).expect("e");
     assert_eq!(v.master.map(|m| m.0), Some(a));
     assert_eq!(v.candidates, vec![c]);
+    assert!(h.sm.check_invariants().is_ok());
+}
+
+/// Runs a handover of "svc" from `a` to `b` up to the candidate's
+/// acknowledgement: begin, one chunk from `a`, the ack from `b`. Returns the
+/// handover's epoch (the old master's).
+fn handover_up_to_the_ack(h: &mut Harness, a: SessionId, b: SessionId) -> u64 {
+    let epoch = h.sm.election_view("svc", h.ts_us).expect("e").epoch;
+    h.ok(Command::HandoverBegin {
+        election: "svc".into(),
+        from: a,
+        to: b,
+        epoch,
+        ack_timeout_us: 5 * SEC,
+    });
+    h.op(a, chunk("svc", epoch, 0, b"state", true)).0.expect("last chunk");
+    let ack = SessionOp::HandoverAck {
+        election: "svc".into(),
+        epoch,
+        chunks: 1,
+        total_crc32: crc32fast::hash(b"state"),
+    };
+    h.op(b, ack).0.expect("ack");
+    epoch
+}
+
+/// The master of "svc" now, if any.
+fn master_of(h: &Harness) -> Option<SessionId> {
+    h.sm.election_view("svc", h.ts_us).and_then(|v| v.master.map(|m| m.0))
+}
+
+/// Issue 14, item 2: the old master sends its last state chunk and is then
+/// cut off, so it commits nothing more and hears nothing. Whatever the
+/// leader commits on its own (the lease transfer the controller used to
+/// commit after the ack, ticks), the candidate must not be master while
+/// the old master's session lives: the old master was never told, so it
+/// still has every reason to believe it leads (design.md "Elections and
+/// warm handover").
+#[test]
+fn a_handover_never_makes_a_second_master_while_the_old_one_was_not_told() {
+    let mut h = h();
+    let (a, b) = (h.open(10 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    // a is cut off from here on: none of its commands reach the cluster.
+    // What the leader may commit without a: the transfer, then ticks.
+    let transfer = Command::LeaseTransfer {
+        election: "svc".into(),
+        to: b,
+        epoch,
+    };
+    let mut commands = vec![transfer];
+    commands.extend(std::iter::repeat_n(Command::Tick, 400));
+    let mut b_epoch = None;
+    for (k, cmd) in commands.into_iter().enumerate() {
+        if k % 10 == 0 {
+            h.keepalive(b).expect("b stays alive");
+        }
+        let _ = h.apply(cmd);
+        if master_of(&h) == Some(b) {
+            assert!(
+                h.sm.session_view(a, h.ts_us).is_none(),
+                "entry {}: b is master at cluster time {} while a's session lives and a was never told",
+                h.index,
+                h.ts_us
+            );
+            b_epoch.get_or_insert(h.sm.election_view("svc", h.ts_us).expect("e").epoch);
+        }
+        h.advance(SEC / 10);
+    }
+    let b_epoch = b_epoch.expect("b becomes master once a's session is over");
+    assert!(b_epoch > epoch);
+    assert!(h.sm.check_invariants().is_ok());
+}
+
+/// Issue 14, item 2: after a completed handover the old master is out of
+/// the election. When the new master resigns, the old one is not made
+/// master again behind its code's back, and it can campaign anew.
+#[test]
+fn after_a_handover_the_old_master_is_not_made_master_again_when_the_new_one_resigns() {
+    let mut h = h();
+    let (a, b) = (h.open(30 * SEC), h.open(30 * SEC));
+    h.campaign(a, "svc").expect("a");
+    h.campaign(b, "svc").expect("b");
+    let epoch = handover_up_to_the_ack(&mut h, a, b);
+    h.op(
+        a,
+        SessionOp::Relinquish {
+            election: "svc".into(),
+            epoch,
+        },
+    )
+    .0
+    .expect("relinquish");
+    assert_eq!(master_of(&h), Some(b));
+    h.op(b, SessionOp::Resign { election: "svc".into() })
+        .0
+        .expect("b resigns");
+    assert_ne!(
+        master_of(&h),
+        Some(a),
+        "the old master was made master again without being told"
+    );
+    assert!(
+        matches!(h.campaign(a, "svc"), Ok(Reply::Elected { .. })),
+        "the old master campaigns anew"
+    );
     assert!(h.sm.check_invariants().is_ok());
 }
 

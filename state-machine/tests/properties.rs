@@ -67,7 +67,8 @@ enum Op {
         election: usize,
         to: usize,
     },
-    /// Begin, send `chunks` chunks, acknowledge and transfer, in consecutive entries.
+    /// Begin, send `chunks` chunks, acknowledge and relinquish, in
+    /// consecutive entries.
     HandoverFlow {
         election: usize,
         to: usize,
@@ -81,7 +82,13 @@ enum Op {
     HandoverAck {
         election: usize,
     },
+    /// The leader's retired transfer command: always refused.
     LeaseTransfer {
+        election: usize,
+    },
+    /// The master of the election relinquishes (refused unless its
+    /// handover was acknowledged).
+    Relinquish {
         election: usize,
     },
     HandoverAbort {
@@ -124,7 +131,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => (0..ELECTIONS.len(), 0..SLOTS, 1usize..4).prop_map(|(election, to, chunks)| Op::HandoverFlow { election, to, chunks }),
         2 => (0..ELECTIONS.len(), 0usize..40, any::<bool>()).prop_map(|(election, len, last)| Op::HandoverChunk { election, len, last }),
         2 => (0..ELECTIONS.len()).prop_map(|election| Op::HandoverAck { election }),
-        2 => (0..ELECTIONS.len()).prop_map(|election| Op::LeaseTransfer { election }),
+        1 => (0..ELECTIONS.len()).prop_map(|election| Op::LeaseTransfer { election }),
+        2 => (0..ELECTIONS.len()).prop_map(|election| Op::Relinquish { election }),
         1 => (0..ELECTIONS.len()).prop_map(|election| Op::HandoverAbort { election }),
         1 => slot.clone().prop_map(|slot| Op::Suspect { slot }),
         1 => slot.clone().prop_map(|slot| Op::ProbeAnswer { slot }),
@@ -312,6 +320,24 @@ impl Driver {
                         prev_epoch,
                         epoch
                     );
+                    if let (Some(m), (Some(prev), _)) =
+                        (master, self.masters.get(election).copied().unwrap_or((None, 0)))
+                    {
+                        // A live master loses its role only by its own
+                        // step (resign and close announce `None` first) or
+                        // by its session's end: never behind its back.
+                        let relinquished = matches!(
+                            &self.h.log.last().expect("logged").0,
+                            Command::Session { session, op: SessionOp::Relinquish { .. }, .. } if *session == prev
+                        );
+                        prop_assert!(
+                            prev == *m || relinquished,
+                            "{} made master of {} while master {} was live and not told",
+                            m,
+                            election,
+                            prev
+                        );
+                    }
                     if let Some(m) = master {
                         let seen = self.epoch_masters.entry((election.clone(), *epoch)).or_insert(*m);
                         prop_assert_eq!(*seen, *m, "two masters in one epoch");
@@ -464,7 +490,7 @@ impl Driver {
                     })?;
                 }
                 self.run(Op::HandoverAck { election })?;
-                self.run(Op::LeaseTransfer { election })?;
+                self.run(Op::Relinquish { election })?;
             }
             Op::HandoverBegin { election, to } => {
                 if let Some(v) = self.view(election) {
@@ -533,7 +559,20 @@ impl Driver {
                             to,
                             epoch: v.epoch,
                         };
-                        let _ = self.step(cmd)?;
+                        let (r, _) = self.step(cmd)?;
+                        prop_assert!(r.is_err(), "the retired LeaseTransfer was accepted");
+                    }
+                }
+            }
+            Op::Relinquish { election } => {
+                if let Some(v) = self.view(election) {
+                    if let Some((from, _)) = v.master {
+                        let op = SessionOp::Relinquish {
+                            election: ELECTIONS[election].into(),
+                            epoch: v.epoch,
+                        };
+                        let seq = self.h.next_seq(from);
+                        let _ = self.step(Command::Session { session: from, seq, op })?;
                     }
                 }
             }

@@ -1,12 +1,14 @@
 //! Elections as a session takes part in them: campaigning (wait in the
 //! candidate queue, woken by the session's events and confirmed by a
-//! linearizable read), the [`Leadership`] won, proclaiming, resigning, and
-//! registering the state a warm handover carries. Watching an election's
-//! master without taking part is [`watch`]'s.
+//! linearizable read), proclaiming, resigning, and registering the state a
+//! warm handover carries. The [`Leadership`] won and its loss signal are
+//! [`leadership`]'s; watching an election's master without taking part is
+//! [`watch`]'s.
 
+mod leadership;
 mod watch;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use driftlock_proto::{ElectionView, Rejection, Reply, SessionId, SessionOp};
@@ -16,15 +18,16 @@ use crate::error::{ClientError, Result};
 use crate::session::{ResourceKey, SessionInner, SessionState, Undo};
 use crate::sync::lock;
 use driftlock_proto::{Consistency, Query, QueryResult};
+pub(crate) use leadership::Mastership;
+pub use leadership::{Leadership, LeadershipLoss};
 pub use watch::{LeaderChange, LeaderWatch};
 
-/// An election seen by one session. Cheap to clone.
+/// An election seen by one session. Cheap to clone; every handle of one
+/// session on one election shares the session's mastership of it.
 #[derive(Clone)]
 pub struct Election {
     session: Arc<SessionInner>,
     name: String,
-    /// Epoch of this session's mastership, once won.
-    epoch: Arc<Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for Election {
@@ -32,44 +35,8 @@ impl std::fmt::Debug for Election {
         f.debug_struct("Election")
             .field("name", &self.name)
             .field("session", &self.session.id)
-            .field("epoch", &*lock(&self.epoch))
+            .field("epoch", &self.session.mastership_epoch(&self.name))
             .finish()
-    }
-}
-
-/// Mastership won by [`Election::campaign`]. It lasts while the session is
-/// valid and until [`Election::resign`]; the epoch is strictly greater than
-/// every earlier master's, so it can fence work like a lock's token.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leadership {
-    election: String,
-    session: SessionId,
-    epoch: u64,
-    handover_state: Option<Vec<u8>>,
-}
-
-impl Leadership {
-    /// The mastership epoch (the log index of the entry that made this
-    /// session master).
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// The election's name.
-    pub fn election(&self) -> &str {
-        &self.election
-    }
-
-    /// The id of the session that won: the master.
-    pub fn session_id(&self) -> SessionId {
-        self.session
-    }
-
-    /// The previous master's state, when this mastership came by warm
-    /// handover (the state was received and acknowledged before this
-    /// session became master); `None` after an ordinary election.
-    pub fn handover_state(&self) -> Option<&[u8]> {
-        self.handover_state.as_deref()
     }
 }
 
@@ -85,11 +52,7 @@ enum Standing {
 
 impl Election {
     pub(crate) fn new(session: Arc<SessionInner>, name: String) -> Self {
-        Election {
-            session,
-            name,
-            epoch: Arc::new(Mutex::new(None)),
-        }
+        Election { session, name }
     }
 
     /// The election's name.
@@ -98,7 +61,10 @@ impl Election {
     }
 
     /// Joins the candidate queue with `value` and waits until this session
-    /// is master.
+    /// is master. **Act as master only until the returned
+    /// [`Leadership`]'s [`lost`](Leadership::lost) resolves** (or while its
+    /// [`is_master`](Leadership::is_master) holds): the session may stay
+    /// valid after the mastership ended, e.g. after a warm handover.
     ///
     /// # Errors
     /// [`ClientError::SessionExpired`] the moment the session expires while
@@ -117,7 +83,12 @@ impl Election {
     /// let leadership = election.campaign(b"10.0.0.7:5432".to_vec()).await?;
     /// election.proclaim(b"10.0.0.7:5433".to_vec()).await?;
     /// println!("primary at epoch {}", leadership.epoch());
-    /// election.resign().await?;
+    /// tokio::select! {
+    ///     _ = async { /* serve as primary, fenced with leadership.epoch() */ } => {
+    ///         election.resign().await?;
+    ///     }
+    ///     why = leadership.lost() => println!("no longer primary: {why}"),
+    /// }
     /// # Ok(()) }
     /// ```
     pub async fn campaign(&self, value: Vec<u8>) -> Result<Leadership> {
@@ -183,9 +154,12 @@ impl Election {
             Err(e) => return Err(e),
         };
         inner.check_usable()?;
-        undo.disarm();
         debug_assert!(epoch > 0, "a master's epoch is a log index");
-        *lock(&self.epoch) = Some(epoch);
+        // Recorded while this campaign still holds the election's operation
+        // lock: a handover's relinquish, which takes that lock, then finds
+        // the mastership whose loss it must signal first.
+        let mastership = inner.begin_mastership(&self.name, epoch);
+        undo.disarm();
         // A handover's state belongs to the mastership right after the
         // master that sent it (an aborted handover's state is dropped when
         // the abort is seen).
@@ -193,12 +167,12 @@ impl Election {
             Some((from_epoch, state)) if from_epoch < epoch => Some(state),
             _ => None,
         };
-        Ok(Leadership {
-            election: self.name.clone(),
-            session: inner.id,
-            epoch,
+        Ok(Leadership::new(
+            self.name.clone(),
+            inner.clone(),
+            mastership,
             handover_state,
-        })
+        ))
     }
 
     /// This session's standing, by linearizable read.
@@ -242,23 +216,32 @@ impl Election {
     }
 
     /// As master, replaces the proclaimed value (`Rejected(NotMaster)`
-    /// otherwise).
+    /// otherwise, which also ends this session's [`Leadership`] of the
+    /// election if the library still believed in it).
     pub async fn proclaim(&self, value: Vec<u8>) -> Result<()> {
-        let epoch = lock(&self.epoch).unwrap_or(0);
+        let epoch = self.session.mastership_epoch(&self.name);
         let op = SessionOp::Proclaim {
             election: self.name.clone(),
-            epoch,
+            epoch: epoch.unwrap_or(0),
             value,
         };
-        self.session.op(op, false).await.map(|_| ())
+        let result = self.session.op(op, false).await.map(|_| ());
+        if let (Err(ClientError::Rejected(Rejection::NotMaster { epoch: now })), Some(mine)) = (&result, epoch) {
+            self.session
+                .end_mastership(&self.name, |e| e == mine, LeadershipLoss::Superseded { epoch: *now });
+        }
+        result
     }
 
-    /// Leaves the election: as master, mastership passes to the next
-    /// candidate at once; as a candidate, leaves the queue.
+    /// Leaves the election: as master, the [`Leadership`]'s loss signal
+    /// fires first, then mastership passes to the next candidate at once;
+    /// as a candidate, leaves the queue. After a warm handover the session
+    /// has already left the election: `Rejected(NotCandidate)`.
     pub async fn resign(&self) -> Result<()> {
         let key = ResourceKey::Election(self.name.clone());
         let _permit = self.session.resource_lock(&key).lock_owned().await;
-        *lock(&self.epoch) = None;
+        self.session
+            .end_mastership(&self.name, |_| true, LeadershipLoss::Resigned);
         let op = SessionOp::Resign {
             election: self.name.clone(),
         };
@@ -269,8 +252,10 @@ impl Election {
     /// mastership to a healthier candidate (docs/design.md "Elections and
     /// warm handover"). `state` is called when a handover begins; its bytes
     /// (up to the cluster's `max_handover_bytes`, 4 MiB by default) are
-    /// committed and reach the candidate, which acknowledges them before it
-    /// becomes master and finds them in [`Leadership::handover_state`].
+    /// committed and reach the candidate, which acknowledges them. Then this
+    /// session's [`Leadership`] ends ([`LeadershipLoss::HandedOver`]) and the
+    /// library relinquishes the mastership; only that makes the candidate
+    /// master, and it finds the state in [`Leadership::handover_state`].
     /// Without a registered closure an empty state is handed over.
     ///
     /// ```no_run

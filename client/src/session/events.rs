@@ -6,8 +6,8 @@
 //! before that index and needs no deduplication. It answers renewal probes
 //! on its own (`ProbeAnswer`, see [`probe`](crate::probe)), marks the
 //! session expired when the cluster reports its end, starts this session's
-//! side of a warm handover, and wakes waiting acquires and campaigns
-//! through their [`Hint`]s.
+//! side of a warm handover (see [`handover`](crate::handover)), and wakes
+//! waiting acquires and campaigns through their [`Hint`]s.
 //!
 //! Events only *wake* waiters; a waiter then confirms with a linearizable
 //! read (and reads every `poll_interval_ms` anyway), so a missed, stale or
@@ -23,6 +23,7 @@ use driftlock_proto::{Event, EventFilter};
 use tokio::sync::watch;
 
 use super::{ResourceKey, SessionInner, SessionState};
+use crate::election::LeadershipLoss;
 use crate::sync::lock;
 
 /// A subscription to wake-ups about one resource, taken by a waiting
@@ -111,7 +112,13 @@ impl SessionInner {
                 epoch,
             } => {
                 if from == me {
-                    tokio::spawn(crate::handover::send_state(self.clone(), election.clone(), epoch));
+                    tokio::spawn(crate::handover::hand_over(
+                        self.clone(),
+                        election.clone(),
+                        epoch,
+                        to,
+                        index,
+                    ));
                 } else if to == me {
                     tokio::spawn(crate::handover::receive_state(
                         self.clone(),
@@ -122,8 +129,17 @@ impl SessionInner {
                 }
                 self.wake(&ResourceKey::Election(election));
             }
-            Event::LeaseTransferred { election, from, .. } if from == me => {
-                tracing::info!(session = me, %election, "mastership handed over; this session is now passive");
+            Event::LeaseTransferred {
+                election,
+                from,
+                to,
+                epoch,
+            } if from == me => {
+                // This session's own relinquish committed; its mastership
+                // ended before that was sent (a later one, won by a new
+                // campaign, has a larger epoch and stays).
+                self.end_mastership(&election, |e| e < epoch, LeadershipLoss::HandedOver { to });
+                tracing::info!(session = me, %election, to, epoch, "mastership handed over; this session left the election");
                 self.wake(&ResourceKey::Election(election));
             }
             Event::MasterChanged { election, .. } | Event::LeaseTransferred { election, .. } => {
@@ -270,6 +286,88 @@ mod tests {
         );
         assert!(woken(&election));
         assert_eq!(s.state(), SessionState::Valid);
+    }
+
+    fn leadership(s: &Arc<SessionInner>, election: &str, epoch: u64) -> crate::Leadership {
+        let m = s.begin_mastership(election, epoch);
+        crate::Leadership::new(election.into(), s.clone(), m, None)
+    }
+
+    #[tokio::test]
+    async fn the_relinquish_entry_ends_only_the_mastership_it_handed_over() {
+        let s = detached_session();
+        let old = leadership(&s, "e", 5);
+        assert!(old.is_master());
+        let lost = tokio::spawn(old.lost());
+        s.handle_event(
+            9,
+            Event::LeaseTransferred {
+                election: "e".into(),
+                from: ME,
+                to: ME + 1,
+                epoch: 9,
+            },
+        );
+        assert_eq!(lost.await.unwrap(), LeadershipLoss::HandedOver { to: ME + 1 });
+        assert!(!old.is_master());
+        assert!(old.lost_at().is_some());
+        // A mastership won again later is not ended by a late copy of the
+        // event that ended the earlier one.
+        let again = leadership(&s, "e", 12);
+        s.handle_event(
+            9,
+            Event::LeaseTransferred {
+                election: "e".into(),
+                from: ME,
+                to: ME + 1,
+                epoch: 9,
+            },
+        );
+        assert!(again.is_master());
+        assert_eq!(s.mastership_epoch("e"), Some(12));
+    }
+
+    #[tokio::test]
+    async fn a_mastership_ends_once_and_the_first_reason_stays() {
+        let s = detached_session();
+        let l = leadership(&s, "e", 5);
+        assert!(s.end_mastership("e", |_| true, LeadershipLoss::Resigned));
+        assert!(!s.end_mastership("e", |_| true, LeadershipLoss::SessionEnded));
+        assert_eq!(l.loss(), Some(LeadershipLoss::Resigned));
+        assert_eq!(l.lost().await, LeadershipLoss::Resigned);
+        assert_eq!(s.mastership_epoch("e"), None);
+    }
+
+    #[tokio::test]
+    async fn the_sessions_end_ends_its_masterships() {
+        let s = detached_session();
+        let a = leadership(&s, "a", 5);
+        let b = leadership(&s, "b", 6);
+        s.handle_event(
+            21,
+            Event::SessionEnded {
+                session: ME,
+                cause: EndCause::Revoked { reason: "test".into() },
+            },
+        );
+        assert_eq!(a.lost().await, LeadershipLoss::SessionEnded);
+        assert_eq!(b.loss(), Some(LeadershipLoss::SessionEnded));
+        assert!(!b.is_master());
+    }
+
+    #[tokio::test]
+    async fn a_mastership_ends_with_the_local_validity_even_before_the_session_is_marked() {
+        let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        // Local validity of 20 ms (no margin, no drift), never renewed.
+        let s = SessionInner::new(
+            client,
+            ME,
+            Lease::opened(driftlock_sensors::clock::RawInstant::now(), 20_000, 0, 0),
+        );
+        let l = leadership(&s, "e", 5);
+        assert_eq!(l.lost().await, LeadershipLoss::ValidityEnded);
+        assert_eq!(s.state(), SessionState::Valid, "no task marked the session");
+        assert!(l.lost_at().expect("lost") <= std::time::Instant::now());
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::client::{revision_of, Client};
-use crate::election::Election;
+use crate::election::{Election, Mastership};
 use crate::error::{ClientError, Result};
 use crate::handover::StateProvider;
 use crate::lock::{LockGuard, LockOptions};
@@ -136,6 +136,10 @@ pub(crate) struct SessionInner {
     /// State received and acknowledged in a handover, by election, with the
     /// epoch of the master that handed it over.
     pub(crate) handover_received: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+    /// The masterships this session's library believes it holds, by
+    /// election: each ends, firing its `Leadership`'s loss signal, when the
+    /// library stops believing (see `election::leadership`).
+    pub(crate) masterships: Mutex<HashMap<String, Arc<Mastership>>>,
 }
 
 impl Session {
@@ -375,7 +379,10 @@ impl Session {
     /// let election = session.election("scheduler");
     /// let leadership = election.campaign(b"node-a:8080".to_vec()).await?;
     /// println!("master at epoch {}", leadership.epoch());
-    /// session.lost().await; // act as master until the session is lost
+    /// // Act as master until the mastership is lost: not only with the
+    /// // session, but also by a warm handover or a resignation.
+    /// let why = leadership.lost().await;
+    /// println!("no longer master: {why}");
     /// # Ok(()) }
     /// ```
     pub fn election(&self, name: &str) -> Election {
@@ -399,6 +406,7 @@ impl SessionInner {
             tasks: Mutex::new(Vec::new()),
             handover_providers: Mutex::new(HashMap::new()),
             handover_received: Mutex::new(HashMap::new()),
+            masterships: Mutex::new(HashMap::new()),
         })
     }
 
@@ -451,6 +459,9 @@ impl SessionInner {
         if self.state() != SessionState::Expired {
             tracing::info!(session = self.id, why, "session expired");
         }
+        // Masterships end first: a `Leadership` woken by the state change
+        // then finds its loss recorded.
+        self.end_all_masterships();
         self.set_state(SessionState::Expired);
     }
 

@@ -1,6 +1,11 @@
 //! Elections: one master per epoch, epochs that never go back for an
-//! observer, and believed masterships of different epochs that do not
-//! overlap by more than ε (see [`super`]).
+//! observer, and — what the lock checker checks for locks — believed
+//! masterships of different epochs that do not overlap in real time by more
+//! than ε (see [`super`]). A believed mastership runs from the moment
+//! `campaign` returned to the earlier of the client library's loss signal
+//! (`Leadership::lost_at`: a resignation, a warm handover, the session's
+//! end) and the session's local validity end, so a master that hands over
+//! must have stopped believing before its successor starts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -24,8 +29,11 @@ pub struct MastershipHold {
     pub session: u64,
     /// Start of the believed mastership, harness ns.
     pub held_from_ns: u64,
-    /// End of it, harness ns.
+    /// End of it, harness ns: the earlier of the loss signal and the local
+    /// validity end (or the start of the resignation).
     pub held_until_ns: u64,
+    /// When the loss signal fired, harness ns, if recorded.
+    pub lost_ns: Option<u64>,
     /// Completion index of the campaign, if recorded.
     pub campaign_index: Option<u64>,
     /// Completion index of the resign that gave the final interval.
@@ -42,7 +50,11 @@ impl fmt::Display for MastershipHold {
             self.session,
             ms_value(self.held_from_ns),
             ms_value(self.held_until_ns)
-        )
+        )?;
+        match self.lost_ns {
+            Some(lost) => write!(f, " (loss signal at {} ms)", ms_value(lost)),
+            None => write!(f, " (no loss signal recorded)"),
+        }
     }
 }
 
@@ -170,7 +182,9 @@ impl ElectionReport {
 /// observations of an election never go to a smaller epoch (`no master` is
 /// not an epoch and is skipped); believed masterships of different epochs do
 /// not overlap by more than `epsilon_ns`. A resign carrying
-/// [`Value::Mastership`] gives the final interval of that mastership.
+/// [`Value::Mastership`] (of any completion) gives the final interval of
+/// that mastership; every interval ends at the earlier of its loss signal
+/// and its `held_until_ns` ([`Mastership::believed_until_ns`](crate::history::Mastership::believed_until_ns)).
 pub fn check_elections(pairs: &[PairedOp], epsilon_ns: u64) -> Result<ElectionReport, HistoryError> {
     let mut holds: BTreeMap<(String, u64, u64, u64), MastershipHold> = BTreeMap::new();
     let mut claims: BTreeMap<(String, u64), BTreeMap<u64, Vec<u64>>> = BTreeMap::new();
@@ -193,7 +207,8 @@ pub fn check_elections(pairs: &[PairedOp], epsilon_ns: u64) -> Result<ElectionRe
                         epoch: m.epoch,
                         session: m.session,
                         held_from_ns: m.held_from_ns,
-                        held_until_ns: m.held_until_ns,
+                        held_until_ns: m.believed_until_ns(),
+                        lost_ns: m.lost_ns,
                         campaign_index: p.complete_index,
                         resign_index: None,
                     });
@@ -219,12 +234,14 @@ pub fn check_elections(pairs: &[PairedOp], epsilon_ns: u64) -> Result<ElectionRe
                         epoch: m.epoch,
                         session: m.session,
                         held_from_ns: m.held_from_ns,
-                        held_until_ns: m.held_until_ns,
+                        held_until_ns: m.believed_until_ns(),
+                        lost_ns: m.lost_ns,
                         campaign_index: None,
                         resign_index: None,
                     });
                 hold.held_from_ns = m.held_from_ns;
-                hold.held_until_ns = m.held_until_ns;
+                hold.held_until_ns = m.believed_until_ns();
+                hold.lost_ns = m.lost_ns;
                 hold.resign_index = p.complete_index;
             }
             (Function::Master { election }, value) if p.is_ok() => {

@@ -109,6 +109,18 @@ pub fn mastership(epoch: u64, session: u64, held_from_ns: u64, held_until_ns: u6
         session,
         held_from_ns,
         held_until_ns,
+        lost_ns: None,
+    })
+}
+
+/// A mastership whose loss signal fired at `lost_ns`.
+pub fn mastership_lost(epoch: u64, session: u64, held_from_ns: u64, held_until_ns: u64, lost_ns: u64) -> Value {
+    Value::Mastership(Mastership {
+        epoch,
+        session,
+        held_from_ns,
+        held_until_ns,
+        lost_ns: Some(lost_ns),
     })
 }
 

@@ -305,7 +305,9 @@ pub struct HandoverSettings {
         default_value_t = true
     )]
     pub auto: bool,
-    /// Time a handover candidate has to acknowledge the master's state, ms.
+    /// Time a handover has from its begin for the master's state, the
+    /// candidate's acknowledgement and the master's relinquish, ms; then it
+    /// is aborted and the master keeps its role.
     #[arg(
         id = "handover.ack_timeout_ms",
         long = "handover-ack-timeout-ms",

@@ -222,7 +222,10 @@ fn kind_of(op: &SessionOp) -> RequestKind {
         SessionOp::Acquire { .. } => RequestKind::Acquire,
         SessionOp::Release { .. } => RequestKind::Release,
         SessionOp::KvPut { .. } | SessionOp::KvCas { .. } | SessionOp::KvDelete { .. } => RequestKind::KvWrite,
-        SessionOp::Campaign { .. } | SessionOp::Resign { .. } | SessionOp::Proclaim { .. } => RequestKind::Election,
+        SessionOp::Campaign { .. }
+        | SessionOp::Resign { .. }
+        | SessionOp::Proclaim { .. }
+        | SessionOp::Relinquish { .. } => RequestKind::Election,
         SessionOp::ProbeAnswer => RequestKind::ProbeAnswer,
         SessionOp::Close | SessionOp::HandoverState { .. } | SessionOp::HandoverAck { .. } => RequestKind::Other,
     }
