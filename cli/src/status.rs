@@ -24,7 +24,10 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
     let endpoints = args.endpoints;
     let mut rows = Vec::new();
     for ep in &endpoints.endpoints {
-        rows.push((ep.clone(), driftlock_proto::status(ep, Duration::from_secs(2)).await));
+        rows.push((
+            ep.clone(),
+            driftlock_proto::status(ep, Duration::from_secs(2), &driftlock_proto::Security::Insecure).await,
+        ));
     }
     let leader_last = rows
         .iter()

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftlock_proto::Security;
 use driftlock_proto::{KvView, Reply};
 
 use crate::config::{check_endpoint, ClientConfig};
@@ -79,7 +80,9 @@ impl Client {
     /// ```
     pub async fn connect_with(config: ClientConfig) -> Result<Client> {
         config.validate()?;
-        let client = Client::unconnected(config);
+        let security =
+            Security::from_files(config.tls.as_ref()).map_err(|e| ClientError::InvalidConfig(format!("tls: {e}")))?;
+        let client = Client::unconnected(config, security);
         let t = &client.inner.transport;
         let deadline = Instant::now() + Duration::from_millis(t.config().op_deadline_ms);
         let endpoints = t.config().endpoints.clone();
@@ -106,12 +109,12 @@ impl Client {
     }
 
     /// A client for a validated `config` that has not dialled anything yet.
-    pub(crate) fn unconnected(config: ClientConfig) -> Client {
+    pub(crate) fn unconnected(config: ClientConfig, security: Security) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
                 rate: std::sync::Mutex::new(crate::clock::ClusterRate::new()),
-                transport: Transport::new(config),
+                transport: Transport::new(config, security),
             }),
         }
     }

@@ -1,12 +1,20 @@
 //! Client configuration and the `DRIFTLOCK_ENDPOINTS` helper.
 
 use driftlock_proto::limits::DEFAULT_MAX_CLIENT_NAME_BYTES;
+use driftlock_proto::tls::TlsFiles;
 use driftlock_proto::HealthTier;
 
 use crate::error::{ClientError, Result};
 
 /// Environment variable [`endpoints_from_env`] reads.
 pub const ENDPOINTS_ENV: &str = "DRIFTLOCK_ENDPOINTS";
+
+/// Environment variable naming the cluster CA's certificate (PEM).
+pub const CA_ENV: &str = "DRIFTLOCK_CA";
+/// Environment variable naming this client's certificate (PEM).
+pub const CERT_ENV: &str = "DRIFTLOCK_CERT";
+/// Environment variable naming this client's private key (PEM).
+pub const KEY_ENV: &str = "DRIFTLOCK_KEY";
 
 /// How a [`Client`](crate::Client) talks to the cluster. Build one with
 /// [`ClientConfig::new`] and override fields with struct update syntax:
@@ -58,6 +66,12 @@ pub struct ClientConfig {
     /// Forces every health sample to a tier (drills and tests only; the
     /// default reads `DRIFTLOCK_HEALTH_OVERRIDE`, normally unset).
     pub health_override: Option<HealthTier>,
+    /// The cluster CA, this client's certificate and its key: every
+    /// connection uses mutual TLS with them. `None` connects over plain TCP,
+    /// which only a cluster started with `--insecure` (tests) accepts.
+    /// [`ClientConfig::new`] takes them from `DRIFTLOCK_CA`,
+    /// `DRIFTLOCK_CERT` and `DRIFTLOCK_KEY` when all three are set.
+    pub tls: Option<TlsFiles>,
 }
 
 impl ClientConfig {
@@ -81,12 +95,21 @@ impl ClientConfig {
                 tracing::warn!(error = %e, "ignoring the health override");
                 None
             }),
+            tls: tls_from_env().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "not using TLS files from the environment");
+                None
+            }),
         }
     }
 
-    /// Defaults for the endpoints in `DRIFTLOCK_ENDPOINTS`.
+    /// Defaults for the endpoints in `DRIFTLOCK_ENDPOINTS`, with the TLS
+    /// files of `DRIFTLOCK_CA`, `DRIFTLOCK_CERT` and `DRIFTLOCK_KEY` (an
+    /// error if only some of the three are set).
     pub fn from_env() -> Result<Self> {
-        Ok(ClientConfig::new(endpoints_from_env()?))
+        Ok(ClientConfig {
+            tls: tls_from_env()?,
+            ..ClientConfig::new(endpoints_from_env()?)
+        })
     }
 
     /// Checks the configuration; the error names the offending field.
@@ -166,6 +189,26 @@ pub(crate) fn parse_endpoints(raw: &str) -> Result<Vec<String>> {
         check_endpoint(ep)?;
     }
     Ok(endpoints)
+}
+
+/// The TLS files named by `DRIFTLOCK_CA`, `DRIFTLOCK_CERT` and
+/// `DRIFTLOCK_KEY`: all three, or `None` when none is set.
+///
+/// # Errors
+/// When only some of the three are set.
+pub fn tls_from_env() -> Result<Option<TlsFiles>> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    match (var(CA_ENV), var(CERT_ENV), var(KEY_ENV)) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            ca: ca.into(),
+            cert: cert.into(),
+            key: key.into(),
+        })),
+        _ => Err(ClientError::InvalidConfig(format!(
+            "set all of {CA_ENV}, {CERT_ENV} and {KEY_ENV}, or none"
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ mod transport;
 pub use driftlock_proto as proto;
 
 pub use client::Client;
-pub use config::{endpoints_from_env, ClientConfig, ENDPOINTS_ENV};
+pub use config::{endpoints_from_env, tls_from_env, ClientConfig, CA_ENV, CERT_ENV, ENDPOINTS_ENV, KEY_ENV};
 pub use election::{Election, LeaderChange, LeaderWatch, Leadership, LeadershipLoss};
 pub use error::{ClientError, Result};
 pub use lock::{LockGuard, LockOptions};

@@ -31,6 +31,7 @@ use tarpc::client::{NewClient, RpcError};
 use crate::config::ClientConfig;
 use crate::error::{ClientError, Result};
 use crate::sync::lock;
+use driftlock_proto::Security;
 use driftlock_proto::{ApiError, DriftlockApiClient};
 
 /// Shortest deadline an attempt gets, even at the very end of its budget.
@@ -113,6 +114,9 @@ struct Slot {
 
 /// Connections and leader tracking shared by all handles of a client.
 pub(crate) struct Transport {
+    /// How connections are opened: mutual TLS, or plain TCP to an
+    /// `--insecure` cluster.
+    security: Security,
     config: ClientConfig,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// The endpoint believed to be the leader.
@@ -122,10 +126,11 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(config: ClientConfig) -> Self {
+    pub(crate) fn new(config: ClientConfig, security: Security) -> Self {
         debug_assert!(!config.endpoints.is_empty());
         Transport {
             config,
+            security,
             slots: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
             cursor: AtomicUsize::new(0),
@@ -228,10 +233,10 @@ impl Transport {
     }
 
     /// Opens a connection (`driftlock_proto::dial`: TCP with `TCP_NODELAY`,
-    /// bounded bincode frames) and a dispatch task whose end marks the
-    /// connection dead.
+    /// mutual TLS unless configured without, bounded bincode frames) and a
+    /// dispatch task whose end marks the connection dead.
     async fn dial(&self, addr: &str) -> std::result::Result<Conn, String> {
-        let NewClient { client, dispatch } = driftlock_proto::dial(addr, self.request_timeout())
+        let NewClient { client, dispatch } = driftlock_proto::dial(addr, self.request_timeout(), &self.security)
             .await
             .map_err(|e| e.to_string())?;
         let alive = Arc::new(AtomicBool::new(true));
@@ -404,11 +409,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let t = Transport::new(ClientConfig {
-            backoff_min_ms: 20,
-            backoff_max_ms: 1_000,
-            ..ClientConfig::new(vec!["127.0.0.1:1".into()])
-        });
+        let t = Transport::new(
+            ClientConfig {
+                backoff_min_ms: 20,
+                backoff_max_ms: 1_000,
+                ..ClientConfig::new(vec!["127.0.0.1:1".into()])
+            },
+            Security::Insecure,
+        );
         for failures in 1..40 {
             let b = t.backoff(failures);
             let cap = (20u64 << (failures - 1).min(20)).min(1_000);
@@ -419,11 +427,14 @@ mod tests {
 
     #[test]
     fn leader_search_backoff_stays_short() {
-        let t = Transport::new(ClientConfig {
-            backoff_min_ms: 20,
-            backoff_max_ms: 1_000,
-            ..ClientConfig::new(vec!["127.0.0.1:1".into()])
-        });
+        let t = Transport::new(
+            ClientConfig {
+                backoff_min_ms: 20,
+                backoff_max_ms: 1_000,
+                ..ClientConfig::new(vec!["127.0.0.1:1".into()])
+            },
+            Security::Insecure,
+        );
         let cap = Duration::from_millis(20 << (LEADER_SEARCH_MAX_STEP - 1));
         for failures in 1..40 {
             let b = t.leader_search_backoff(failures);
@@ -436,7 +447,7 @@ mod tests {
 
     #[test]
     fn demote_moves_to_the_next_endpoint() {
-        let t = Transport::new(ClientConfig::new(vec!["a:1".into(), "b:1".into()]));
+        let t = Transport::new(ClientConfig::new(vec!["a:1".into(), "b:1".into()]), Security::Insecure);
         assert_eq!(t.target(&Route::Leader), "a:1");
         t.demote("a:1");
         assert_eq!(t.target(&Route::Leader), "b:1");

@@ -35,7 +35,9 @@ const KEY: &str = "lease/x";
 /// when it does not answer in time (or refuses).
 async fn read_on(addr: &str) -> Option<Vec<u8>> {
     let timeout = Duration::from_millis(300);
-    let api = driftlock_proto::connect(addr, timeout).await.ok()?;
+    let api = driftlock_proto::connect(addr, timeout, &driftlock_proto::Security::Insecure)
+        .await
+        .ok()?;
     let reply = api
         .read(
             driftlock_proto::context(timeout),
@@ -58,7 +60,9 @@ async fn write_through(addrs: &[String], value: &[u8], within: Duration) -> Inst
     let deadline = Instant::now() + within;
     loop {
         for addr in addrs {
-            let Ok(api) = driftlock_proto::connect(addr, Duration::from_millis(300)).await else {
+            let Ok(api) =
+                driftlock_proto::connect(addr, Duration::from_millis(300), &driftlock_proto::Security::Insecure).await
+            else {
                 continue;
             };
             let put = KvWrite::Put {

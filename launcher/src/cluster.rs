@@ -96,14 +96,19 @@ impl Cluster {
     pub async fn init(&self, timeout: Duration) -> Result<(), LaunchError> {
         let first = self.nodes.first().ok_or(LaunchError::Empty)?;
         let members = self.members();
-        driftlock_proto::admin(&first.spec.client_addr, AdminRequest::Init { members }, timeout)
-            .await
-            .map(|_| ())
-            .map_err(|source| LaunchError::Init {
-                id: first.spec.id,
-                addr: first.spec.client_addr.clone(),
-                source,
-            })
+        driftlock_proto::admin(
+            &first.spec.client_addr,
+            AdminRequest::Init { members },
+            timeout,
+            &driftlock_proto::Security::Insecure,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| LaunchError::Init {
+            id: first.spec.id,
+            addr: first.spec.client_addr.clone(),
+            source,
+        })
     }
 
     /// The index of the first running, unpaused node that says it leads.

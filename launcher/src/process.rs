@@ -237,7 +237,7 @@ impl NodeProcess {
 
     /// The node's own status, one call of at most `timeout`.
     pub async fn status(&self, timeout: Duration) -> Result<NodeStatus, LaunchError> {
-        driftlock_proto::status(&self.spec.client_addr, timeout)
+        driftlock_proto::status(&self.spec.client_addr, timeout, &driftlock_proto::Security::Insecure)
             .await
             .map_err(|source| LaunchError::Status {
                 id: self.spec.id,
@@ -266,7 +266,12 @@ impl NodeProcess {
                 return Err(LaunchError::NotRunning { id });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let last_error = match driftlock_proto::status(&self.spec.client_addr, left.min(STATUS_CALL_TIMEOUT)).await
+            let last_error = match driftlock_proto::status(
+                &self.spec.client_addr,
+                left.min(STATUS_CALL_TIMEOUT),
+                &driftlock_proto::Security::Insecure,
+            )
+            .await
             {
                 Ok(status) => return Ok(status),
                 Err(e) => e.to_string(),

@@ -315,6 +315,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
             &endpoints[leader],
             AdminRequest::TransferLeader { to: 2 },
             Duration::from_secs(5),
+            &driftlock_proto::Security::Insecure,
         )
         .await
         .expect("transfer to node 2");

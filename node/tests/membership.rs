@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(10);
 async fn add_learner_promote_and_remove() {
     let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
         .await
         .expect("connect");
     for i in 0..20 {
@@ -35,9 +35,14 @@ async fn add_learner_promote_and_remove() {
     c.spawn(slot);
     c.wait_up(slot).await;
     let member = c.spec(slot).member();
-    driftlock_proto::admin(c.client_addr(leader), AdminRequest::AddLearner { member }, T)
-        .await
-        .expect("add learner");
+    driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::AddLearner { member },
+        T,
+        &driftlock_proto::Security::Insecure,
+    )
+    .await
+    .expect("add learner");
     let s = c.status(slot).await.expect("status of the learner");
     assert_eq!(s.role, Role::Learner);
     let leader_status = c.status(leader).await.expect("leader status");
@@ -60,6 +65,7 @@ async fn add_learner_promote_and_remove() {
             voters: vec![1, 2, 3, 4],
         },
         T,
+        &driftlock_proto::Security::Insecure,
     )
     .await
     .expect("promote");
@@ -80,6 +86,7 @@ async fn add_learner_promote_and_remove() {
         c.client_addr(leader),
         AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
         T,
+        &driftlock_proto::Security::Insecure,
     )
     .await
     .expect("remove");
@@ -92,7 +99,13 @@ async fn add_learner_promote_and_remove() {
     );
 
     // A bad admin request is refused with a reason.
-    let r = driftlock_proto::admin(c.client_addr(leader), AdminRequest::TransferLeader { to: 9 }, T).await;
+    let r = driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::TransferLeader { to: 9 },
+        T,
+        &driftlock_proto::Security::Insecure,
+    )
+    .await;
     assert!(r.is_err());
     c.kill(slot);
 }
@@ -106,6 +119,7 @@ async fn transfer_leader_moves_leadership() {
         c.client_addr(leader),
         AdminRequest::TransferLeader { to: c.id(target) },
         T,
+        &driftlock_proto::Security::Insecure,
     )
     .await
     .expect("transfer");
@@ -127,7 +141,7 @@ async fn transfer_leader_moves_leadership() {
 async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
     let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
         .await
         .expect("connect");
     let put = KvWrite::Put {
@@ -165,7 +179,7 @@ async fn prometheus_endpoint_serves_the_metrics() {
     use std::io::{Read, Write};
     let c = TestCluster::start(1).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
         .await
         .expect("connect");
     let put = KvWrite::Put {

@@ -1,5 +1,6 @@
 //! The tarpc service every node serves on its client port (bincode frames
-//! over TCP), and one-shot calls to it.
+//! over TCP, with mutual TLS unless a node runs `--insecure`), how to open
+//! a connection to it ([`Security`], [`dial`]), and one-shot calls.
 //!
 //! Mutations go through Raft on the leader; a follower answers
 //! [`ApiError::NotLeader`] with a hint. Reads are linearizable by default
@@ -11,6 +12,7 @@ use crate::api::{AdminReply, AdminRequest, ApiError, Consistency, KvWrite, NodeS
 use crate::event::{EventBatch, EventFilter};
 use crate::ops::SessionOp;
 use crate::reply::Reply;
+use crate::tls;
 use crate::types::SessionId;
 
 /// The client API of a driftlock node.
@@ -82,6 +84,76 @@ pub enum RpcError {
     Api(#[from] ApiError),
 }
 
+/// A byte stream a connection runs over: plain TCP, or TLS over TCP.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A connection's stream, whichever it is.
+pub type BoxedIo = Box<dyn Io>;
+
+/// How a party reaches a node: with mutual TLS (the default everywhere),
+/// or over plain TCP to a node started with `--insecure` (tests only).
+#[derive(Clone)]
+pub enum Security {
+    /// Plain TCP: no encryption, no identity.
+    Insecure,
+    /// Mutual TLS with this configuration; the node's certificate is
+    /// verified against the cluster CA and [`tls::NODE_SERVER_NAME`].
+    Tls(std::sync::Arc<rustls::ClientConfig>),
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Security::Insecure => write!(f, "Insecure"),
+            Security::Tls(_) => write!(f, "Tls"),
+        }
+    }
+}
+
+impl Security {
+    /// TLS with these files, or plain TCP without any.
+    pub fn from_files(files: Option<&tls::TlsFiles>) -> Result<Security, tls::TlsError> {
+        match files {
+            Some(files) => Ok(Security::Tls(tls::client_config(files)?)),
+            None => Ok(Security::Insecure),
+        }
+    }
+
+    /// Opens a stream to `addr`: TCP with `TCP_NODELAY` (requests are small
+    /// and latency-bound), then the TLS handshake, verifying the server as
+    /// `server_name` (a node for clients, a specific node for Raft peers).
+    pub async fn open(&self, addr: &str, server_name: &str, timeout: std::time::Duration) -> Result<BoxedIo, RpcError> {
+        let connect_error = |message: String| RpcError::Connect {
+            addr: addr.into(),
+            message,
+        };
+        let opened = async {
+            let stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| connect_error(e.to_string()))?;
+            // Nagle only delays small requests; failing to turn it off costs
+            // latency, not correctness.
+            let _ = stream.set_nodelay(true);
+            match self {
+                Security::Insecure => Ok(Box::new(stream) as BoxedIo),
+                Security::Tls(config) => {
+                    let name = tls::server_name(server_name).map_err(|e| connect_error(e.to_string()))?;
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| connect_error(format!("TLS handshake: {e}")))?;
+                    Ok(Box::new(tls) as BoxedIo)
+                }
+            }
+        };
+        tokio::time::timeout(timeout, opened)
+            .await
+            .map_err(|_| connect_error("timed out".into()))?
+    }
+}
+
 /// A connected tarpc client and the task that drives its connection; the
 /// task ends when the connection breaks.
 pub type NewApiClient = tarpc::client::NewClient<
@@ -90,7 +162,7 @@ pub type NewApiClient = tarpc::client::NewClient<
         DriftlockApiRequest,
         DriftlockApiResponse,
         tarpc::serde_transport::Transport<
-            tokio::net::TcpStream,
+            BoxedIo,
             tarpc::Response<DriftlockApiResponse>,
             tarpc::ClientMessage<DriftlockApiRequest>,
             tarpc::tokio_serde::formats::Bincode<
@@ -101,25 +173,13 @@ pub type NewApiClient = tarpc::client::NewClient<
     >,
 >;
 
-/// Opens a client connection to a node: TCP with `TCP_NODELAY` (requests
-/// are small and latency-bound), length-delimited bincode frames of at most
+/// Opens a client connection to a node (see [`Security::open`]), with
+/// length-delimited bincode frames of at most
 /// [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES). The caller spawns
 /// the returned dispatch future (or uses [`connect`], which does).
-pub async fn dial(addr: &str, timeout: std::time::Duration) -> Result<NewApiClient, RpcError> {
+pub async fn dial(addr: &str, timeout: std::time::Duration, security: &Security) -> Result<NewApiClient, RpcError> {
     use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| RpcError::Connect {
-            addr: addr.into(),
-            message: "timed out".into(),
-        })?
-        .map_err(|e| RpcError::Connect {
-            addr: addr.into(),
-            message: e.to_string(),
-        })?;
-    // Nagle only delays small requests; failing to turn it off costs latency,
-    // not correctness.
-    let _ = stream.set_nodelay(true);
+    let stream = security.open(addr, tls::NODE_SERVER_NAME, timeout).await?;
     let mut codec = LengthDelimitedCodec::new();
     codec.set_max_frame_length(crate::limits::MAX_FRAME_BYTES);
     let transport = tarpc::serde_transport::new(
@@ -131,8 +191,12 @@ pub async fn dial(addr: &str, timeout: std::time::Duration) -> Result<NewApiClie
 
 /// Connects to a node's client API for one-shot calls (the connection's
 /// dispatch task runs in the background until the client is dropped).
-pub async fn connect(addr: &str, timeout: std::time::Duration) -> Result<DriftlockApiClient, RpcError> {
-    Ok(dial(addr, timeout).await?.spawn())
+pub async fn connect(
+    addr: &str,
+    timeout: std::time::Duration,
+    security: &Security,
+) -> Result<DriftlockApiClient, RpcError> {
+    Ok(dial(addr, timeout, security).await?.spawn())
 }
 
 /// A tarpc context whose deadline is `timeout` from now.
@@ -143,8 +207,8 @@ pub fn context(timeout: std::time::Duration) -> tarpc::context::Context {
 }
 
 /// One node's status, on a fresh connection.
-pub async fn status(addr: &str, timeout: std::time::Duration) -> Result<NodeStatus, RpcError> {
-    let client = connect(addr, timeout).await?;
+pub async fn status(addr: &str, timeout: std::time::Duration, security: &Security) -> Result<NodeStatus, RpcError> {
+    let client = connect(addr, timeout, security).await?;
     client.status(context(timeout)).await.map_err(|e| RpcError::Call {
         addr: addr.into(),
         message: e.to_string(),
@@ -152,8 +216,13 @@ pub async fn status(addr: &str, timeout: std::time::Duration) -> Result<NodeStat
 }
 
 /// One admin request to one node, on a fresh connection.
-pub async fn admin(addr: &str, request: AdminRequest, timeout: std::time::Duration) -> Result<AdminReply, RpcError> {
-    let client = connect(addr, timeout).await?;
+pub async fn admin(
+    addr: &str,
+    request: AdminRequest,
+    timeout: std::time::Duration,
+    security: &Security,
+) -> Result<AdminReply, RpcError> {
+    let client = connect(addr, timeout, security).await?;
     let reply = client
         .admin(context(timeout), request)
         .await

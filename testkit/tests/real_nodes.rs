@@ -18,7 +18,9 @@ fn put(key: &str) -> KvWrite {
 }
 
 async fn read_key(addr: &str, key: &str) -> Option<Vec<u8>> {
-    let api = driftlock_proto::connect(addr, T).await.unwrap();
+    let api = driftlock_proto::connect(addr, T, &driftlock_proto::Security::Insecure)
+        .await
+        .unwrap();
     let reply = api
         .read(
             driftlock_proto::context(T),
@@ -38,7 +40,9 @@ async fn read_key(addr: &str, key: &str) -> Option<Vec<u8>> {
 async fn a_node_restarts_on_its_data_and_sigterm_exits_cleanly() {
     let mut c = TestCluster::start(1).await;
     assert_eq!(c.status(0).await.map(|s| s.role), Some(Role::Leader));
-    let api = driftlock_proto::connect(c.client_addr(0), T).await.unwrap();
+    let api = driftlock_proto::connect(c.client_addr(0), T, &driftlock_proto::Security::Insecure)
+        .await
+        .unwrap();
     let r = api.kv_write(driftlock_proto::context(T), put("kept")).await.unwrap();
     assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
 
@@ -84,7 +88,9 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
     let c = TestCluster::start(1).await;
     let proxy = FaultProxy::start(c.client_addr(0)).await.unwrap();
     let short = || driftlock_proto::context(Duration::from_millis(500));
-    let api = driftlock_proto::connect(&proxy.addr(), T).await.unwrap();
+    let api = driftlock_proto::connect(&proxy.addr(), T, &driftlock_proto::Security::Insecure)
+        .await
+        .unwrap();
 
     // Requests pass and are counted by method.
     let r = api.kv_write(driftlock_proto::context(T), put("a")).await.unwrap();
@@ -132,10 +138,17 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
 
     // Stopped: no connection gets through until it serves again.
     proxy.stop();
-    let refused = driftlock_proto::status(&proxy.addr(), Duration::from_millis(500)).await;
+    let refused = driftlock_proto::status(
+        &proxy.addr(),
+        Duration::from_millis(500),
+        &driftlock_proto::Security::Insecure,
+    )
+    .await;
     assert!(refused.is_err(), "{refused:?}");
     proxy.set_refusing(false);
-    let s = driftlock_proto::status(&proxy.addr(), T).await.unwrap();
+    let s = driftlock_proto::status(&proxy.addr(), T, &driftlock_proto::Security::Insecure)
+        .await
+        .unwrap();
     assert_eq!(s.id, 1);
     assert_eq!(proxy.count(|r| matches!(r, DriftlockApiRequest::KvWrite { .. })), 5);
 }

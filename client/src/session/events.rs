@@ -207,7 +207,10 @@ mod tests {
 
     /// A session that was never opened: no task runs and nothing is sent.
     fn detached_session() -> Arc<SessionInner> {
-        let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        let client = Client::unconnected(
+            ClientConfig::new(vec!["127.0.0.1:1".into()]),
+            driftlock_proto::Security::Insecure,
+        );
         SessionInner::new(
             client,
             ME,
@@ -357,7 +360,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_mastership_ends_with_the_local_validity_even_before_the_session_is_marked() {
-        let client = Client::unconnected(ClientConfig::new(vec!["127.0.0.1:1".into()]));
+        let client = Client::unconnected(
+            ClientConfig::new(vec!["127.0.0.1:1".into()]),
+            driftlock_proto::Security::Insecure,
+        );
         // Local validity of 20 ms (no margin, no drift), never renewed.
         let s = SessionInner::new(
             client,

@@ -59,9 +59,13 @@ impl Node {
         let proxy = FaultProxy::start(cluster.client_addr(0))
             .await
             .expect("start the proxy");
-        let api = driftlock_proto::connect(cluster.client_addr(0), CALL_TIMEOUT)
-            .await
-            .expect("connect to the node");
+        let api = driftlock_proto::connect(
+            cluster.client_addr(0),
+            CALL_TIMEOUT,
+            &driftlock_proto::Security::Insecure,
+        )
+        .await
+        .expect("connect to the node");
         Node { cluster, proxy, api }
     }
 
