@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cert;
 mod cluster;
 mod elect;
 mod kv;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use driftlock_client::{Client, ClientConfig};
 
+pub use cert::CertCmd;
 pub use cluster::ClusterCmd;
 pub use elect::{ElectArgs, ElectCmd};
 pub use kv::KvCmd;
@@ -33,6 +35,9 @@ pub enum UserCommand {
     /// Initialize a cluster, change its membership, move Raft leadership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Make the cluster's certificates: a CA, node and client certificates.
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Run a command while holding a lock.
     Lock(LockArgs),
     /// Campaign in an election and report mastership until Ctrl-C.
@@ -50,6 +55,7 @@ pub enum UserCommand {
 pub async fn run(command: UserCommand) -> ExitCode {
     match command {
         UserCommand::Cluster(cmd) => report(cluster::cluster(cmd).await),
+        UserCommand::Cert(cmd) => report(cert::cert(cmd)),
         UserCommand::Lock(args) => lock::lock(args).await,
         UserCommand::Elect(args) => report(elect::elect(args).await),
         UserCommand::Kv(cmd) => report(kv::kv(cmd).await),

@@ -245,3 +245,106 @@ pub fn principal_of(cert: &CertificateDer<'_>) -> Result<Principal, TlsError> {
         ))),
     }
 }
+
+#[cfg(all(test, feature = "pki"))]
+mod tests {
+    use super::*;
+    use crate::pki::{create_ca, issue, Subject};
+    use crate::service::Security;
+    use std::time::Duration;
+
+    /// A CA with one node and one client, in a temporary directory.
+    fn pki(dir: &Path) -> (TlsFiles, TlsFiles) {
+        create_ca(dir, "test", 30).unwrap();
+        issue(dir, dir, &Subject::Node { id: 1, hosts: vec![] }, 30).unwrap();
+        issue(
+            dir,
+            dir,
+            &Subject::Client {
+                name: "alice".into(),
+                admin: false,
+            },
+            30,
+        )
+        .unwrap();
+        (TlsFiles::in_dir(dir, "node-1"), TlsFiles::in_dir(dir, "alice"))
+    }
+
+    /// Accepts one connection with `server` and returns the principal of
+    /// the client's certificate, or the handshake error.
+    async fn accept_one(
+        listener: tokio::net::TcpListener,
+        server: Arc<rustls::ServerConfig>,
+    ) -> Result<Principal, String> {
+        let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsAcceptor::from(server)
+            .accept(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (_, conn) = tls.get_ref();
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or("no client certificate")?;
+        principal_of(cert).map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn only_a_certificate_of_the_cluster_ca_gets_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, alice) = pki(dir.path());
+        let other = tempfile::tempdir().unwrap();
+        let (_, mallory) = pki(other.path());
+        let server = server_config(&node).unwrap();
+        for (client, expect_ok) in [(&alice, true), (&mallory, false)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let accepted = tokio::spawn(accept_one(listener, server.clone()));
+            let security = Security::Tls(client_config(client).unwrap());
+            let opened = security.open(&addr, NODE_SERVER_NAME, Duration::from_secs(5)).await;
+            let accepted = accepted.await.unwrap();
+            if expect_ok {
+                assert!(opened.is_ok(), "{:?}", opened.err());
+                assert_eq!(
+                    accepted,
+                    Ok(Principal::Client {
+                        name: "alice".into(),
+                        admin: false
+                    })
+                );
+            } else {
+                // The other CA's client does not trust our node either.
+                assert!(opened.is_err(), "a foreign CA's client got through");
+                assert!(accepted.is_err());
+            }
+        }
+        // No client certificate at all: the server refuses.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = tokio::spawn(accept_one(listener, server.clone()));
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in certs(&node.ca).unwrap() {
+            roots.add(ca).unwrap();
+        }
+        let anonymous = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let _ = Security::Tls(Arc::new(anonymous))
+            .open(&addr, NODE_SERVER_NAME, Duration::from_secs(5))
+            .await;
+        assert!(
+            accepted.await.unwrap().is_err(),
+            "a client without a certificate got through"
+        );
+        // A client verifying a specific node refuses another node.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let _accepted = tokio::spawn(accept_one(listener, server));
+        let wrong = Security::Tls(client_config(&alice).unwrap())
+            .open(&addr, &node_server_name(2), Duration::from_secs(5))
+            .await;
+        assert!(wrong.is_err(), "node 1's certificate passed for node 2");
+    }
+}
