@@ -246,7 +246,8 @@ pub fn principal_of(cert: &CertificateDer<'_>) -> Result<Principal, TlsError> {
     }
 }
 
-#[cfg(all(test, feature = "pki"))]
+#[cfg(test)]
+#[cfg(feature = "pki")]
 mod tests {
     use super::*;
     use crate::pki::{create_ca, issue, Subject};
