@@ -185,3 +185,106 @@ async fn an_entry_at_or_below_the_applied_one_is_refused_not_applied() {
     assert!(matches!(inner, Some(StoreError::Apply(_))), "{err}");
     assert_eq!(common::state_bytes(&sm), before);
 }
+
+/// The leader's side of an install: a snapshot of entries 1..=30, whose
+/// cluster time is `ts_of(30)`.
+async fn leader_snapshot() -> (tempfile::TempDir, driftlock_raft_store::Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine;
+    apply(&mut sm, (1..=30).map(stamped).collect()).await.unwrap();
+    let snapshot = openraft::storage::RaftSnapshotBuilder::build_snapshot(
+        &mut sm.try_create_snapshot_builder(true).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    (dir, snapshot)
+}
+
+async fn install(sm: &mut driftlock_raft_store::SledStateMachine, snapshot: &driftlock_raft_store::Snapshot) {
+    sm.install_snapshot(
+        &snapshot.meta,
+        driftlock_raft_store::SnapshotData::new(snapshot.snapshot.get_ref().clone()),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_installed_snapshot_becomes_the_anchor_with_the_instant_of_the_install() {
+    let (_leader, snapshot) = leader_snapshot().await;
+
+    // A follower that appended entries 1..=3 and then fell behind: its
+    // anchor is entry 3 with an old instant.
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let (mut log, mut sm) = (store.log_store, store.state_machine);
+    let stamps = log.stamp_handle();
+    log.blocking_append((1..=3).map(stamped)).await.unwrap();
+    assert_eq!(stamps.last_stamp().unwrap().0, ts_of(3));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().expect("an anchor");
+    assert_eq!(ts, ts_of(30), "the snapshot's cluster time, not entry 3's");
+    assert!(at >= before, "the instant of the install, not of entry 3's append");
+
+    // openraft then purges the log the snapshot covers: the anchor stays.
+    log.purge(lid(3)).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts, at)));
+    // And the next appended entry takes over.
+    log.blocking_append([stamped(31)]).await.unwrap();
+    assert_eq!(stamps.last_stamp().unwrap().0, ts_of(31));
+}
+
+#[tokio::test]
+async fn a_new_node_gets_its_first_anchor_from_an_installed_snapshot() {
+    let (_leader, snapshot) = leader_snapshot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let stamps = store.log_store.stamp_handle();
+    let mut sm = store.state_machine;
+    assert_eq!(stamps.last_stamp(), None);
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().expect("an anchor after the install");
+    assert_eq!(ts, ts_of(30));
+    assert!(at >= before);
+}
+
+#[tokio::test]
+async fn entries_above_an_installed_snapshot_stay_the_anchor_with_a_fresh_instant() {
+    let (_leader, snapshot) = leader_snapshot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let (mut log, mut sm) = (store.log_store, store.state_machine);
+    let stamps = log.stamp_handle();
+    log.blocking_append((1..=33).map(stamped)).await.unwrap();
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().unwrap();
+    assert_eq!(ts, ts_of(33), "the newest stamped entry by index is above the snapshot");
+    assert!(at >= before);
+}
+
+#[tokio::test]
+async fn the_anchor_is_published_when_the_entry_is_appended_not_after_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut log = store.log_store;
+    let stamps = log.stamp_handle();
+    let before = RawInstant::now();
+    let (tx, rx) = <driftlock_raft_store::TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    log.append([stamped(1)], openraft::storage::IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    let appended = RawInstant::now();
+    // Read before the flush is reported: the anchor does not wait for it,
+    // so a flush-bound cycle does not slow cluster time down.
+    let (ts, at) = stamps.last_stamp().expect("published by the append itself");
+    assert_eq!(ts, ts_of(1));
+    assert!(before <= at && at <= appended, "the instant of the append");
+    rx.await.unwrap().unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts, at)), "the flush does not move it");
+}
