@@ -40,11 +40,12 @@ async fn last_stamp_follows_the_newest_stamped_entry() {
         assert_eq!(ts, ts_of(4), "newest stamped entry by index, skipping the blank one");
         assert!(before <= at_append && at_append <= after, "instant taken at the append");
 
-        // An append of only blank entries keeps the time, moves the instant.
+        // An append of only blank entries changes nothing: entry 4 is still
+        // the newest stamped one, and its instant still follows its stamping.
         log.blocking_append([blank(6)]).await.unwrap();
         let (ts, at_blank) = stamps.last_stamp().unwrap();
         assert_eq!(ts, ts_of(4));
-        assert!(at_blank >= at_append);
+        assert_eq!(at_blank, at_append);
 
         // Truncation back below entry 4: entry 3 is the newest stamped one.
         log.truncate_after(Some(lid(3))).await.unwrap();
@@ -231,7 +232,7 @@ async fn an_installed_snapshot_becomes_the_anchor_with_the_instant_of_the_instal
     assert!(at >= before, "the instant of the install, not of entry 3's append");
 
     // openraft then purges the log the snapshot covers: the anchor stays.
-    log.purge(lid(3)).await.unwrap();
+    log.purge(lid(30)).await.unwrap();
     assert_eq!(stamps.last_stamp(), Some((ts, at)));
     // And the next appended entry takes over.
     log.blocking_append([stamped(31)]).await.unwrap();
@@ -287,4 +288,47 @@ async fn the_anchor_is_published_when_the_entry_is_appended_not_after_the_flush(
     assert!(before <= at && at <= appended, "the instant of the append");
     rx.await.unwrap().unwrap();
     assert_eq!(stamps.last_stamp(), Some((ts, at)), "the flush does not move it");
+}
+
+#[tokio::test]
+async fn an_entry_this_node_stamped_anchors_at_the_instant_of_its_stamping() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut log = store.log_store;
+    let stamps = log.stamp_handle();
+    let by = |leader: u64, index: u64| {
+        Entry::new_normal(
+            openraft::testing::log_id::<driftlock_raft_store::TypeConfig>(1, leader, index),
+            StampedRequest(StampedCommand {
+                ts_us: ts_of(index),
+                command: Command::Tick,
+            }),
+        )
+    };
+
+    // Node 1 stamps entries 1 and 2 (pipelined), then they are appended.
+    let stamped_1 = RawInstant::now();
+    stamps.stamped(1, ts_of(1), stamped_1);
+    let stamped_2 = RawInstant::now();
+    stamps.stamped(1, ts_of(2), stamped_2);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    log.blocking_append([by(1, 1)]).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts_of(1), stamped_1)), "the stamping instant");
+    log.blocking_append([by(1, 2)]).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts_of(2), stamped_2)));
+
+    // The same ts stamped by node 1, but the entry was created by leader 2:
+    // not this node's stamp, so the instant of the append.
+    stamps.stamped(1, ts_of(3), RawInstant::now());
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before = RawInstant::now();
+    log.blocking_append([by(2, 3)]).await.unwrap();
+    let (ts, at) = stamps.last_stamp().unwrap();
+    assert_eq!(ts, ts_of(3));
+    assert!(at >= before, "another leader's entry anchors at its append");
+
+    // A stamp nobody recorded (a follower's view) anchors at the append.
+    let before = RawInstant::now();
+    log.blocking_append([by(1, 4)]).await.unwrap();
+    assert!(stamps.last_stamp().unwrap().1 >= before);
 }
