@@ -121,11 +121,7 @@ fn store_config(config: &NodeConfig) -> StoreConfig {
 }
 
 /// Starts Raft on the store and builds what the servers and loops share.
-async fn start_raft(
-    config: &NodeConfig,
-    options: RunOptions,
-    store: Store,
-) -> Result<Arc<NodeContext>, NodeError> {
+async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> Result<Arc<NodeContext>, NodeError> {
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
     // A node that had applied entries before is restarting: a failure for

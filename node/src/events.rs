@@ -280,7 +280,11 @@ mod tests {
         let caught_up = buf.fetch(40, &EventFilter::default());
         assert!(!caught_up.truncated);
         assert_eq!(caught_up.events.len(), 1);
-        assert!(!EventBuffer::restored(100, 0).fetch(0, &EventFilter::default()).truncated);
+        assert!(
+            !EventBuffer::restored(100, 0)
+                .fetch(0, &EventFilter::default())
+                .truncated
+        );
     }
 
     #[tokio::test]

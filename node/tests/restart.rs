@@ -43,7 +43,9 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
     let mut answered_by_restarted = 0;
     for round in 1..=ROUNDS {
         let leader = c.wait_leader(T).await;
-        let api = driftlock_proto::connect(c.client_addr(leader), T).await.expect("connect");
+        let api = driftlock_proto::connect(c.client_addr(leader), T)
+            .await
+            .expect("connect");
         let put = KvWrite::Put {
             key: "acked".into(),
             value: vec![round],
@@ -95,7 +97,9 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
 async fn observe_on_a_restarted_node_reports_the_events_behind_its_restored_snapshot_as_missed() {
     let mut c = TestCluster::start_with(3, |_| ["--snapshot-every-entries", "10"].map(String::from).to_vec()).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T).await.expect("connect");
+    let api = driftlock_proto::connect(c.client_addr(leader), T)
+        .await
+        .expect("connect");
     let mut last = 0;
     for i in 0..40 {
         let put = KvWrite::Put {

@@ -36,10 +36,10 @@
 //! an election after a leader restarts (docs/design.md "Raft storage").
 
 use driftlock_sensors::clock::RawInstant;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
