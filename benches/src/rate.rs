@@ -9,8 +9,8 @@
 //! that measures the cluster's rate sees. The measurement uses the
 //! testkit's [`cluster_time`](driftlock_testkit::cluster_time) marks: the
 //! leader's applied cluster time against this process's raw monotonic
-//! clock, from a write stamped after the start to a status read after the
-//! end.
+//! clock, from a write stamped after the start to a write applied before
+//! the end.
 
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct RatePhase {
     pub pairs_per_sec: f64,
     /// Operations that failed.
     pub failed_ops: u64,
+    /// The leader's stamping drift bound ρ_hi at the end of the phase, ppm:
+    /// the part of `slow_ppm` rule 2 costs on purpose.
+    pub rho_hi_ppm: u64,
 }
 
 /// What `driftlock-bench cluster-rate` writes to
@@ -78,7 +81,7 @@ pub struct RateReport {
     pub sequential: RatePhase,
 }
 
-fn phase(name: &str, start: &StartMark, end: &EndMark, pairs: u64, failed_ops: u64) -> RatePhase {
+fn phase(name: &str, start: &StartMark, end: &EndMark, pairs: u64, failed_ops: u64, rho_hi_ppm: u64) -> RatePhase {
     let real_s = cluster_time::real_span_us(start, end) as f64 / 1e6;
     let cluster_s = cluster_time::cluster_span_us(start, end) as f64 / 1e6;
     let rate = cluster_time::rate(start, end).unwrap_or(0.0);
@@ -92,7 +95,16 @@ fn phase(name: &str, start: &StartMark, end: &EndMark, pairs: u64, failed_ops: u
         entries: end.applied_index.saturating_sub(start.index),
         pairs_per_sec: if real_s > 0.0 { pairs as f64 / real_s } else { 0.0 },
         failed_ops,
+        rho_hi_ppm,
     }
+}
+
+/// The stamping drift bound of the node at `addr`, ppm.
+async fn rho_hi_ppm(addr: &str) -> Result<u64, ClusterError> {
+    driftlock_proto::status(addr, MARK_TIMEOUT)
+        .await
+        .map(|s| s.rho_hi_ppm)
+        .map_err(|e| ClusterError::Client(e.to_string()))
 }
 
 fn mark_err(e: cluster_time::MarkError) -> ClusterError {
@@ -121,8 +133,10 @@ pub async fn cluster_rate(
         .await
         .map_err(mark_err)?;
     tokio::time::sleep(window).await;
-    let end = cluster_time::end_mark(&addr, MARK_TIMEOUT).await.map_err(mark_err)?;
-    let idle = phase("idle", &start, &end, 0, 0);
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT)
+        .await
+        .map_err(mark_err)?;
+    let idle = phase("idle", &start, &end, 0, 0, rho_hi_ppm(&addr).await?);
 
     eprintln!("sequential lock/unlock for {seconds} s");
     let mut worker = Worker::open(System::Driftlock, &cluster.endpoints, 0, false, TTL).await?;
@@ -140,9 +154,11 @@ pub async fn cluster_rate(
             Err(_) => failed += 1,
         }
     }
-    let end = cluster_time::end_mark(&addr, MARK_TIMEOUT).await.map_err(mark_err)?;
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT)
+        .await
+        .map_err(mark_err)?;
     worker.close().await;
-    let sequential = phase("sequential", &start, &end, pairs, failed);
+    let sequential = phase("sequential", &start, &end, pairs, failed, rho_hi_ppm(&addr).await?);
 
     Ok(RateReport {
         label: label.to_string(),

@@ -121,11 +121,11 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // The late node's first stamp.
+    // An entry the late node stamps as leader.
     let late_addr = c.client_addr(late).to_string();
-    let api = driftlock_proto::connect(&late_addr, T).await.expect("connect");
-    put(&api, "stamped-by-the-late-node".into()).await;
-    let end: EndMark = cluster_time::end_mark(&late_addr, T).await.expect("end mark");
+    let end: EndMark = cluster_time::end_mark_by_write(&late_addr, "stamped-by-the-late-node", T)
+        .await
+        .expect("end mark");
     let ahead_us = cluster_time::ahead_us(&start, &end);
     assert!(
         ahead_us <= 0,
@@ -154,7 +154,9 @@ async fn cluster_time_keeps_pace_with_real_time_under_sequential_writes() {
         put(&api, format!("k{}", writes % 16)).await;
         writes += 1;
     }
-    let end = cluster_time::end_mark(&addr, T).await.expect("end mark");
+    let end = cluster_time::end_mark_by_write(&addr, "mark", T)
+        .await
+        .expect("end mark");
     let rate = cluster_time::rate(&start, &end).expect("a real span");
     eprintln!("cluster time advanced at {rate:.4} of real time over {writes} sequential writes");
     assert!(

@@ -17,7 +17,8 @@
 //!
 //! [`ahead_us`] is the excess (≤ 0 when the rule holds) and [`rate`] the
 //! ratio of the two spans, the cluster's clock rate as a client would
-//! measure it.
+//! measure it. [`end_mark_by_write`] ends at a fresh write, so that an idle
+//! cluster's last entry does not make the rate look slower than it is.
 
 use std::time::Duration;
 
@@ -77,11 +78,21 @@ pub struct EndMark {
     pub applied_index: u64,
 }
 
+/// A KV write through the leader at `addr` whose own cluster time a status
+/// read showed: the raw instants before it was sent and after the status
+/// arrived, `ts_eff` of its entry and its index.
+struct MarkedWrite {
+    before: RawInstant,
+    after: RawInstant,
+    cluster_ts_us: u64,
+    index: u64,
+}
+
 /// Writes `key` (an empty value) through the leader at `addr` and reads the
 /// leader's status until the status shows exactly that write as the last
 /// applied entry; retries with a new write when another entry slipped in
 /// between (idle ticks, health reports), up to [`START_MARK_ATTEMPTS`].
-pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<StartMark, MarkError> {
+async fn marked_write(addr: &str, key: &str, timeout: Duration) -> Result<MarkedWrite, MarkError> {
     let api = driftlock_proto::connect(addr, timeout).await?;
     let call_failed = |e: tarpc::client::RpcError| RpcError::Call {
         addr: addr.to_string(),
@@ -110,9 +121,11 @@ pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<Star
             .status(driftlock_proto::context(timeout))
             .await
             .map_err(call_failed)?;
+        let after = RawInstant::now();
         if status.applied_index == revision {
-            return Ok(StartMark {
+            return Ok(MarkedWrite {
                 before,
+                after,
                 cluster_ts_us: status.cluster_ts_us,
                 index: revision,
             });
@@ -124,7 +137,32 @@ pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<Star
     })
 }
 
-/// The applied cluster time of the node at `addr` (any role).
+/// A start mark from a fresh write of `key` through the leader at `addr`
+/// (see the module documentation).
+pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<StartMark, MarkError> {
+    let w = marked_write(addr, key, timeout).await?;
+    Ok(StartMark {
+        before: w.before,
+        cluster_ts_us: w.cluster_ts_us,
+        index: w.index,
+    })
+}
+
+/// An end mark from a fresh write of `key` through the leader at `addr`:
+/// unlike [`end_mark`], it does not lag by the time since the last entry
+/// (up to an idle tick interval), so a rate measured with it is not biased
+/// low by it.
+pub async fn end_mark_by_write(addr: &str, key: &str, timeout: Duration) -> Result<EndMark, MarkError> {
+    let w = marked_write(addr, key, timeout).await?;
+    Ok(EndMark {
+        after: w.after,
+        cluster_ts_us: w.cluster_ts_us,
+        applied_index: w.index,
+    })
+}
+
+/// The applied cluster time of the node at `addr` (any role): the cluster
+/// time of its last applied entry, however long ago that was.
 pub async fn end_mark(addr: &str, timeout: Duration) -> Result<EndMark, MarkError> {
     let status = driftlock_proto::status(addr, timeout).await?;
     Ok(EndMark {

@@ -364,8 +364,8 @@ async fn cluster_rate(
     let r = rate::cluster_rate(&label, &command, &utc_now(), seconds, fdatasync, &serve_args).await?;
     for p in [&r.idle, &r.sequential] {
         println!(
-            "{:<10} real {:>7.3} s  cluster {:>7.3} s  rate {:.4} ({:>7.0} ppm slow)  {} entries  {:.0} pairs/s  {} failed",
-            p.name, p.real_s, p.cluster_s, p.rate, p.slow_ppm, p.entries, p.pairs_per_sec, p.failed_ops
+            "{:<10} real {:>7.3} s  cluster {:>7.3} s  rate {:.4} ({:>7.0} ppm slow, ρ_hi {} ppm)  {} entries  {:.0} pairs/s  {} failed",
+            p.name, p.real_s, p.cluster_s, p.rate, p.slow_ppm, p.rho_hi_ppm, p.entries, p.pairs_per_sec, p.failed_ops
         );
     }
     let json = serde_json::to_string_pretty(&r).map_err(|e| ClusterError::Io(e.to_string()))?;
