@@ -13,7 +13,7 @@
 //! # fn main() -> Result<(), driftlock_raft_store::StoreError> {
 //! let config = driftlock_raft_store::StoreConfig::default();
 //! let store = driftlock_raft_store::open_with("/var/lib/driftlock/raft", &config)?;
-//! let stamps = store.log_store.stamp_handle(); // last_stamp() when stamping
+//! let stamps = store.log_store.stamp_handle(); // last_stamp() and stamped() when stamping
 //! let state = store.state_machine.reader(); // with_state(..), subscribe()
 //! let mut events = state.subscribe();
 //! let mut raft_config = openraft::Config::default();

@@ -200,8 +200,8 @@ impl StampHandle {
     }
 
     fn lock(&self) -> MutexGuard<'_, StampState> {
-        // The state is two plain values, each always written whole: a panic
-        // elsewhere cannot leave it half-updated.
+        // Every update of the state is a few plain assignments that cannot
+        // panic: a panic elsewhere cannot leave it half-updated.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
