@@ -5,10 +5,12 @@
 //! plots; the `predict-eval` binary measures the predictive failure analysis on
 //! a real cluster for BENCHMARKS.md. This library holds what the
 //! `driftlock-bench` binary runs: the clusters, the etcd client, the workloads,
-//! the held-locks memory measurement and the report.
+//! the held-locks memory measurement, the cluster-time rate measurement and
+//! the report.
 
 pub mod cluster;
 pub mod etcd;
 pub mod memory;
+pub mod rate;
 pub mod report;
 pub mod workload;

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use driftlock_proto::Event;
 use driftlock_raft_store::{NodeAddr, SmNotice, Store, StoreConfig};
-use driftlock_sensors::clock::RawInstant;
 use driftlock_state_machine::Command;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -73,11 +72,10 @@ pub struct RunOptions {
 /// `Ok`. If one of its tasks ends on its own (an error or a panic), the
 /// node shuts down the same way and returns [`NodeError::TaskEnded`].
 pub async fn run(config: NodeConfig, options: RunOptions) -> Result<(), NodeError> {
-    let started = RawInstant::now();
     let store = open_store(&config)?;
     // Subscribed before Raft starts applying, so the pump misses no event.
     let notices = store.state_machine.reader().subscribe();
-    let node = start_raft(&config, options, store, started).await?;
+    let node = start_raft(&config, options, store).await?;
     let mut tasks = Tasks::default();
     tasks.spawn("event pump", Stop::AfterRaft, event_pump(notices, node.clone()));
     if let Err(e) = start_servers(&config, &node, &mut tasks).await {
@@ -123,17 +121,16 @@ fn store_config(config: &NodeConfig) -> StoreConfig {
 }
 
 /// Starts Raft on the store and builds what the servers and loops share.
-async fn start_raft(
-    config: &NodeConfig,
-    options: RunOptions,
-    store: Store,
-    started: RawInstant,
-) -> Result<Arc<NodeContext>, NodeError> {
+async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> Result<Arc<NodeContext>, NodeError> {
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
     // A node that had applied entries before is restarting: a failure for
     // its health history.
     let restarted = state.with_state(|sm| sm.last_index() > 0);
+    // The events of every entry up to the snapshot the state was restored
+    // from were never published in this process (those above it are, as
+    // openraft re-applies them): observers behind it must be told.
+    let restored_through = state.last_applied().map_or(0, |l| l.index);
 
     let mut raft_config = openraft::Config {
         cluster_name: "driftlock".into(),
@@ -174,9 +171,8 @@ async fn start_raft(
         raft,
         stamps,
         state,
-        events: Arc::new(EventBuffer::new(config.events.buffer_len)),
+        events: Arc::new(EventBuffer::restored(config.events.buffer_len, restored_through)),
         clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(speedup),
-        started,
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
         metrics: metrics.clone(),

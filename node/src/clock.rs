@@ -1,8 +1,8 @@
 //! Cluster time (docs/design.md "Time", rules 1–2): the leader stamps each entry
-//! with the newest stamped entry's time plus the time elapsed since it was
-//! appended, on the raw monotonic clock (never slewed by NTP), slowed by
-//! this node's drift upper bound, so cluster time never runs faster than
-//! real time.
+//! with the anchor's time (the newest stamped entry or snapshot this node
+//! knows) plus the time elapsed since the anchor's instant, on the raw
+//! monotonic clock (never slewed by NTP), slowed by this node's drift upper
+//! bound, so cluster time never runs faster than real time.
 
 use driftlock_sensors::clock::RawInstant;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +46,9 @@ impl ClusterClock {
         self.rho_hi_ppm.load(Ordering::Relaxed)
     }
 
-    /// `ts = T_last + elapsed × (1 − ρ_hi)`, µs, where `last` is the newest
-    /// stamped entry's time and the local instant it was appended at (or,
-    /// for an empty log, cluster time 0 at the instant the store opened).
+    /// `ts = T_last + elapsed × (1 − ρ_hi)`, µs, where `last` is the anchor
+    /// (`StampHandle::last_stamp`): the newest stamped position's time and a
+    /// raw instant no earlier than its stamping.
     pub fn stamp(&self, last: (u64, RawInstant), now: RawInstant) -> u64 {
         let (ts_last_us, appended_at) = last;
         let elapsed_us = now.saturating_duration_since(appended_at).as_micros() * u128::from(self.speedup);

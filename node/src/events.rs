@@ -40,6 +40,17 @@ impl EventBuffer {
         }
     }
 
+    /// An empty buffer for a node whose state was restored from a snapshot
+    /// covering the entries up to `restored_through` (0: no snapshot). Their
+    /// events were never published in this process, so an observer asking
+    /// from before it is told it missed events, as after
+    /// [`mark_gap`](Self::mark_gap).
+    pub fn restored(capacity: usize, restored_through: u64) -> Self {
+        let buffer = EventBuffer::new(capacity);
+        buffer.mark_gap(restored_through);
+        buffer
+    }
+
     /// Records the events of entry `index` (entries arrive in log order).
     pub fn push(&self, index: u64, events: Vec<Event>) {
         if let Ok(mut inner) = self.inner.lock() {
@@ -257,6 +268,23 @@ mod tests {
         let second = buf.fetch(1, &EventFilter::default());
         assert!(!second.truncated);
         assert_eq!(second.events.len(), limits::MAX_BATCH_EVENTS + 10);
+    }
+
+    #[test]
+    fn a_restored_buffer_reports_the_entries_of_the_snapshot_as_missed() {
+        let buf = EventBuffer::restored(100, 40);
+        buf.push(41, vec![kv("a", 41)]);
+        let behind = buf.fetch(12, &EventFilter::default());
+        assert!(behind.truncated, "entries 13..=40 were restored, never published");
+        assert_eq!(behind.events, vec![(41, kv("a", 41))]);
+        let caught_up = buf.fetch(40, &EventFilter::default());
+        assert!(!caught_up.truncated);
+        assert_eq!(caught_up.events.len(), 1);
+        assert!(
+            !EventBuffer::restored(100, 0)
+                .fetch(0, &EventFilter::default())
+                .truncated
+        );
     }
 
     #[tokio::test]

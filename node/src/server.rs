@@ -36,9 +36,6 @@ use crate::events::EventBuffer;
 use crate::metrics::Metrics;
 use crate::network::Raft;
 
-/// Longest a linearizable read waits for the leader's log to be applied.
-const READ_APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Everything a request handler needs; shared by all connections.
 pub struct NodeContext {
     /// This node's id.
@@ -56,9 +53,6 @@ pub struct NodeContext {
     pub events: Arc<EventBuffer>,
     /// Stamps cluster time.
     pub clock: ClusterClock,
-    /// When the process started, on the raw clock (cluster-time anchor of
-    /// an empty log).
-    pub started: RawInstant,
     /// Set when the node is shutting down: new requests are refused.
     pub stopping: AtomicBool,
     /// Client requests being handled now; shutdown waits up to
@@ -76,13 +70,37 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
-    /// Cluster time now, as this node would stamp it.
+    /// Cluster time now, as this node would stamp it (docs/design.md
+    /// "Time", rules 1–2).
+    ///
+    /// A node that never knew a stamped entry (neither in its log nor in a
+    /// snapshot: a new cluster's first entry) has no anchor and answers the
+    /// applied cluster time, 0, without adding elapsed time: there is no
+    /// earlier entry for the elapsed time to count from, and measuring from
+    /// the process start would count time from before any entry — the
+    /// first stamped entry then starts cluster time.
     pub fn cluster_now_us(&self) -> u64 {
+        self.cluster_time_at(RawInstant::now())
+    }
+
+    /// Cluster time at the raw instant `now`, read just before (see
+    /// [`cluster_now_us`](Self::cluster_now_us)).
+    fn cluster_time_at(&self, now: RawInstant) -> u64 {
         let anchor = self
             .stamps
             .last_stamp()
-            .unwrap_or((self.state.with_state(|sm| sm.ts_eff_us()), self.started));
-        self.clock.stamp(anchor, RawInstant::now())
+            .unwrap_or_else(|| (self.state.with_state(|sm| sm.ts_eff_us()), now));
+        self.clock.stamp(anchor, now)
+    }
+
+    /// Stamps a command about to be proposed: cluster time now, and the
+    /// instant it was computed at handed to the log store, which anchors on
+    /// it once the entry is appended (docs/design.md "Time", rule 1).
+    fn stamp(&self) -> u64 {
+        let now = RawInstant::now();
+        let ts_us = self.cluster_time_at(now);
+        self.stamps.stamped(self.id, ts_us, now);
+        ts_us
     }
 
     /// The leader's id and client address, as far as this node knows.
@@ -107,7 +125,7 @@ impl NodeContext {
         if !self.raft.is_leader() {
             return Err(self.not_leader());
         }
-        let ts_us = self.cluster_now_us();
+        let ts_us = self.stamp();
         let request = StampedRequest(StampedCommand { ts_us, command });
         match self.raft.client_write(request).await {
             Ok(resp) => match resp.data.response {
@@ -165,21 +183,15 @@ impl NodeContext {
             .ensure_linearizable(ReadPolicy::ReadIndex)
             .await
             .map_err(|_| self.not_leader())?;
-        // openraft restores a restarted node that held a committed vote as
-        // leader at once, with the commit index it last saved, which is not
-        // flushed and may lag the writes it acknowledged before the crash:
-        // LeaseRead and ReadIndex then answer from a state missing them (a
-        // stale read the jepsen suite caught after kill -9 of the leader).
-        // Every acknowledged write is in this leader's log, so also wait
-        // until the log as of now is applied.
-        let last_log_index = self.raft.metrics().borrow_watched().last_log_index;
-        if let Some(index) = last_log_index {
-            self.raft
-                .wait(Some(READ_APPLY_WAIT))
-                .applied_index_at_least(Some(index), "linearizable read")
-                .await
-                .map_err(|_| self.not_leader())?;
-        }
+        // No wait beyond openraft's: its read index is the larger of the
+        // commit index and this leader's first entry of its term, and a
+        // leader always won an election in this process's life (the store
+        // reopens a committed vote uncommitted: raft-store/src/log_store.rs,
+        // "Restarting leaders"). Every write acknowledged before the
+        // election is at or before that first entry; every one since was
+        // committed by this leader. (A restarted node used to resume as
+        // leader with a stale commit index; waiting here for its whole log
+        // to apply hid the stale reads, not the entries it had lost.)
         Ok(self.cluster_now_us())
     }
 

@@ -13,7 +13,7 @@
 //! # fn main() -> Result<(), driftlock_raft_store::StoreError> {
 //! let config = driftlock_raft_store::StoreConfig::default();
 //! let store = driftlock_raft_store::open_with("/var/lib/driftlock/raft", &config)?;
-//! let stamps = store.log_store.stamp_handle(); // last_stamp() when stamping
+//! let stamps = store.log_store.stamp_handle(); // last_stamp() and stamped() when stamping
 //! let state = store.state_machine.reader(); // with_state(..), subscribe()
 //! let mut events = state.subscribe();
 //! let mut raft_config = openraft::Config::default();
@@ -112,15 +112,29 @@ pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
 /// Every frame of every sled tree is checked first; a mismatch returns
 /// [`StoreError::Corruption`] naming the tree and key, and the node must not
 /// start. Then the log is decoded and checked for holes, an interrupted
-/// purge is finished, the state machine is restored from the stored
-/// snapshot, and the stamp anchor is set from the newest stamped entry in
-/// the log (or the snapshot's cluster time if the log holds none).
+/// purge is finished, a committed vote is reopened uncommitted (see
+/// [`log_store`]), the state machine is restored from the stored snapshot,
+/// and the stamp anchor is set from the newest stamped entry in the log or
+/// the snapshot, whichever is at the higher index, with the instant of the
+/// opening.
 pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, StoreError> {
     let db = open_db(path.as_ref(), config)?;
     validate_frames(&db)?;
     let log_store = LogStore::open(&db)?;
-    let state_machine = SledStateMachine::open(&db, config.initial_state_config.clone(), config.events_capacity)?;
-    log_store.seed_stamp(state_machine.reader().with_state(|sm| sm.ts_eff_us()));
+    let state_machine = SledStateMachine::open(
+        &db,
+        config.initial_state_config.clone(),
+        config.events_capacity,
+        log_store.stamp_handle(),
+    )?;
+    let reader = state_machine.reader();
+    if let Some(snapshot) = reader.last_applied() {
+        // Opened from a stored snapshot: every entry it covers was stamped
+        // before now.
+        log_store
+            .stamp_handle()
+            .snapshot_held(snapshot.index, reader.with_state(|sm| sm.ts_eff_us()));
+    }
     Ok(Store {
         log_store,
         state_machine,

@@ -16,8 +16,27 @@
 //!   one) persists them, and a crash before that leaves an earlier, valid
 //!   state. `purge` records the purged id before it deletes entries; an
 //!   interrupted purge is finished when the store is opened.
+//!
+//! Restarting leaders: opening the store turns a committed vote into the
+//! same vote uncommitted (same term, same candidate). openraft restores a
+//! node whose stored vote is committed *for itself* as leader of that term
+//! at once, with the commit index it last saved (not flushed) and a log
+//! that may lack its newest entries: a leader's entry commits once a quorum
+//! of *followers* flushed it, before the leader's own flush, and `kill -9`
+//! loses what sled had not written. Such a leader would answer reads from
+//! a state missing writes it acknowledged, and would append new entries at
+//! the indexes of the ones it lost, under the same term — two different
+//! entries with one log id, which Raft's log matching cannot tell apart.
+//! With the vote uncommitted the node starts as a follower and leads again
+//! only by winning an election in a new term: the followers refuse a
+//! candidate missing committed entries, and a new leader's first entry (its
+//! blank entry, which openraft's linearizable reads wait for) follows every
+//! entry its log held. Safe for the vote itself: the term and the candidate
+//! are kept, so the node grants no second vote in that term. The cost is
+//! an election after a leader restarts (docs/design.md "Raft storage").
 
 use driftlock_sensors::clock::RawInstant;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
@@ -77,16 +96,30 @@ pub fn key_display(tree: &str, key: &[u8]) -> String {
 /// [`LogStore`] and calls [`StampHandle::last_stamp`] when it stamps a new
 /// entry (`ts = ts_us + elapsed_since(instant) × (1 − ρ_hi)`).
 ///
-/// The store keeps it up to date: whenever the log changes — an append once
-/// it is flushed, a truncation, the store's opening — the instant becomes
-/// `RawInstant::now()` taken after the change, and the time becomes the
-/// `ts_us` of the newest *stamped* entry (highest index carrying a
-/// [`StampedRequest`](crate::StampedRequest); blank and membership entries
-/// carry none) still in the log. If no stamped entry is left, the last known
-/// time is kept (on opening: the cluster time of the stored snapshot). Taking
-/// the instant after the change makes the elapsed time the node measures
-/// shorter than the real one, which is the safe direction. Purging does not
-/// change the anchor.
+/// The anchor's time is that of the newest stamped position this node
+/// knows, newest by log index: the newest *stamped* entry in the log
+/// (highest index carrying a [`StampedRequest`](crate::StampedRequest);
+/// blank and membership entries carry none), or the snapshot this store
+/// opened with or installed (its last index, with the state machine's
+/// cluster time `ts_eff` after it), whichever is at the higher index. The
+/// instant is a `RawInstant::now()` read when the log change that made it
+/// the newest happened:
+///
+/// - an append holding a stamped entry: when the batch is written, before
+///   the flush (every entry was stamped before any node could append it, so
+///   the instant is after the stamping; waiting for the flush would only
+///   slow cluster time down by one flush per entry) — or, for an entry this
+///   node stamped itself as leader, the instant of the stamping, which the
+///   node reports with [`StampHandle::stamped`];
+/// - a truncation: after it;
+/// - a snapshot install, or opening the store: after it.
+///
+/// An append of only blank or membership entries and a purge change
+/// nothing: neither makes another stamped position the newest, and an older
+/// instant only lengthens the elapsed time measured from a position that
+/// is still the newest one. If no stamped position is left (a truncation of
+/// every stamped entry), the last published time is kept with the new
+/// instant.
 #[derive(Clone, Debug, Default)]
 pub struct StampHandle {
     state: Arc<Mutex<StampState>>,
@@ -97,35 +130,119 @@ struct StampState {
     /// `(index, ts_us)` of the newest stamped entry in the log, tracked as
     /// the log changes, `None` if the log holds none.
     newest_in_log: Option<(u64, u64)>,
+    /// `(index, ts_us)` of the newest stamped position no longer (or never)
+    /// in the log: the snapshot opened with or installed (last index,
+    /// `ts_eff`), or the newest entry a purge removed. `None` if none.
+    beyond_log: Option<(u64, u64)>,
     /// What [`StampHandle::last_stamp`] returns.
     published: Option<(u64, RawInstant)>,
+    /// Stamps this node made as leader whose entries were not yet seen
+    /// appended: `(ts_us, instant of the stamping)`, in stamping order, at
+    /// most [`MAX_OWN_STAMPS`].
+    own_stamps: VecDeque<(u64, RawInstant)>,
+    /// The node id given with those stamps.
+    own_id: Option<u64>,
+}
+
+/// Own stamps remembered at most; older ones are forgotten (their entries
+/// then anchor at the instant of their append, the later, safe reading).
+pub const MAX_OWN_STAMPS: usize = 4_096;
+
+/// The one of two `(index, ts_us)` positions at the higher index (`b` on a
+/// tie: the snapshot's `ts_eff` is at least the ts of its last entry).
+fn newer(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> Option<(u64, u64)> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.0 > b.0 { a } else { b }),
+        (a, None) => a,
+        (None, b) => b,
+    }
 }
 
 impl StampHandle {
-    /// `(ts_us, instant)`: the cluster time of the newest stamped entry in
-    /// this node's log and a raw monotonic instant no earlier than its
-    /// append. `None` while no stamped entry was ever known (a new cluster).
+    /// `(ts_us, instant)`: the cluster time of the newest stamped position
+    /// this node knows (entry in its log, or snapshot) and a raw monotonic
+    /// instant read no earlier than the log change that made it the newest.
+    /// `None` while no stamped entry was ever known (a new cluster).
     pub fn last_stamp(&self) -> Option<(u64, RawInstant)> {
         self.lock().published
     }
 
+    /// Records that this node (`node_id`), as leader, stamped an entry with
+    /// `ts_us` computed at the raw instant `at` — call it before handing the
+    /// entry to openraft. When that entry is appended to this log, the
+    /// anchor takes `at` as its instant rather than the instant of the
+    /// append: both are no earlier than the stamping (docs/design.md "Time",
+    /// rule 1, A2), and `at` does not lose the time the entry took to reach
+    /// the log. An entry is matched by its `ts_us` and by its log id naming
+    /// `node_id` as the leader that created it; if this node stamped the
+    /// same `ts_us` more than once, the latest instant is used.
+    pub fn stamped(&self, node_id: u64, ts_us: u64, at: RawInstant) {
+        let mut state = self.lock();
+        if state.own_id != Some(node_id) {
+            state.own_stamps.clear();
+            state.own_id = Some(node_id);
+        }
+        if state.own_stamps.len() >= MAX_OWN_STAMPS {
+            state.own_stamps.pop_front();
+        }
+        state.own_stamps.push_back((ts_us, at));
+    }
+
+    /// Records a snapshot this store now holds, covering the log up to
+    /// `last_index` with cluster time `ts_eff_us` after it, and republishes
+    /// the anchor with the instant taken now (docs/design.md "Time", rule
+    /// 1): after an install, every entry the snapshot covers was stamped
+    /// before this call.
+    pub(crate) fn snapshot_held(&self, last_index: u64, ts_eff_us: u64) {
+        let mut state = self.lock();
+        state.beyond_log = newer(state.beyond_log, Some((last_index, ts_eff_us)));
+        state.publish();
+    }
+
     fn lock(&self) -> MutexGuard<'_, StampState> {
-        // The state is two plain values, each always written whole: a panic
-        // elsewhere cannot leave it half-updated.
+        // Every update of the state is a few plain assignments that cannot
+        // panic: a panic elsewhere cannot leave it half-updated.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl StampState {
-    /// Publishes the newest stamped entry (or keeps the last known time) with
-    /// the instant taken now, after the change.
+    /// Publishes the newest stamped position (or keeps the last known time)
+    /// with the instant taken now, after the change.
     fn publish(&mut self) {
-        let ts_us = match (self.newest_in_log, self.published) {
+        let ts_us = match (newer(self.newest_in_log, self.beyond_log), self.published) {
             (Some((_, ts_us)), _) => ts_us,
             (None, Some((ts_us, _))) => ts_us,
             (None, None) => return,
         };
         self.published = Some((ts_us, RawInstant::now()));
+    }
+
+    /// Entry `(index, ts_us)`, created by leader `leader`, was appended:
+    /// it is the newest stamped entry in the log. Publishes it with the
+    /// instant of its stamping if this node stamped it, else with the
+    /// instant taken now, after the append.
+    fn appended(&mut self, index: u64, ts_us: u64, leader: u64) {
+        self.newest_in_log = Some((index, ts_us));
+        let own = if self.own_id == Some(leader) {
+            self.own_stamps
+                .iter()
+                .filter(|(ts, _)| *ts == ts_us)
+                .map(|(_, at)| *at)
+                .max()
+        } else {
+            None
+        };
+        // Stamps at or below this one belong to entries appended now or
+        // before, or to entries appended out of order or never; those fall
+        // back to the instant of their append.
+        self.own_stamps.retain(|(ts, _)| *ts > ts_us);
+        match own {
+            Some(at) if newer(self.newest_in_log, self.beyond_log) == self.newest_in_log => {
+                self.published = Some((ts_us, at));
+            }
+            _ => self.publish(),
+        }
     }
 }
 
@@ -191,7 +308,15 @@ impl LogStore {
             meta,
             stamp: StampHandle::default(),
         };
-        let _vote: Option<Vote> = shared.read_meta(VOTE_KEY)?;
+        let vote: Option<Vote> = shared.read_meta(VOTE_KEY)?;
+        if let Some(vote) = vote.filter(|v| v.committed) {
+            // See "Restarting leaders" in the module documentation.
+            let reopened = Vote {
+                leader_id: vote.leader_id,
+                committed: false,
+            };
+            shared.meta.insert(VOTE_KEY, frame::encode_value(&Some(reopened))?)?;
+        }
         let _committed: Option<LogId> = shared.read_meta(COMMITTED_KEY)?;
         let purged: Option<LogId> = shared.read_meta(PURGED_KEY)?;
 
@@ -251,16 +376,6 @@ impl LogStore {
         self.shared.stamp.clone()
     }
 
-    /// When the log holds no stamped entry and none is known, anchors the
-    /// stamp at `ts_us` (the stored snapshot's cluster time) with the
-    /// instant taken now.
-    pub(crate) fn seed_stamp(&self, ts_us: u64) {
-        let mut stamp = self.shared.stamp.lock();
-        if stamp.published.is_none() && ts_us > 0 {
-            stamp.published = Some((ts_us, RawInstant::now()));
-        }
-    }
-
     /// A reader sharing this store.
     pub fn reader(&self) -> LogReader {
         LogReader {
@@ -297,13 +412,16 @@ impl LogStore {
             }
             expected = Some(index + 1);
             if let EntryPayload::Normal(request) = &entry.payload {
-                newest_stamped = Some((index, request.0.ts_us));
+                newest_stamped = Some((index, request.0.ts_us, entry.log_id.leader_id.node_id));
             }
             batch.insert(&log_key(index), frame::encode_value(&entry)?);
         }
         self.shared.log.apply_batch(batch)?;
-        if newest_stamped.is_some() {
-            self.shared.stamp.lock().newest_in_log = newest_stamped;
+        if let Some((index, ts_us, leader)) = newest_stamped {
+            // Rule 1: the entries are in the log now, and were stamped before
+            // this node received them; the flush adds nothing the anchor
+            // needs.
+            self.shared.stamp.lock().appended(index, ts_us, leader);
         }
         self.flush_tx
             .send(FlushRequest { callback })
@@ -318,8 +436,8 @@ impl LogStore {
             },
             None => 0,
         };
-        // Hold the stamp lock across the change so the flusher never
-        // publishes an entry that is being truncated.
+        // Hold the stamp lock across the change so that no snapshot install
+        // publishes in between.
         let mut stamp = self.shared.stamp.lock();
         let mut batch = sled::Batch::default();
         for item in self.shared.log.range(log_key(from)..) {
@@ -345,7 +463,9 @@ impl LogStore {
         self.shared.finish_purge(upto.index)?;
         let mut stamp = self.shared.stamp.lock();
         if matches!(stamp.newest_in_log, Some((index, _)) if index <= upto.index) {
-            // The anchor (published) keeps its last value.
+            // Still the newest stamped position, now outside the log; the
+            // published anchor does not change.
+            stamp.beyond_log = newer(stamp.beyond_log, stamp.newest_in_log);
             stamp.newest_in_log = None;
         }
         Ok(())
@@ -456,12 +576,9 @@ fn flusher_loop(shared: &Shared, rx: &mpsc::Receiver<FlushRequest>) {
         let mut pending = vec![first];
         pending.extend(rx.try_iter());
         if failed.is_none() {
-            match shared.db.flush() {
-                Ok(_) => shared.stamp.lock().publish(),
-                Err(e) => {
-                    tracing::error!(error = %e, "flushing the raft log failed; no further append will be acknowledged");
-                    failed = Some(e.to_string());
-                }
+            if let Err(e) = shared.db.flush() {
+                tracing::error!(error = %e, "flushing the raft log failed; no further append will be acknowledged");
+                failed = Some(e.to_string());
             }
         }
         for request in pending {

@@ -30,6 +30,7 @@ use openraft::{EntryPayload, OptionalSend};
 use tokio::sync::broadcast;
 
 use crate::frame::{self, StoreError};
+use crate::log_store::StampHandle;
 use crate::type_config::{
     ApplyOutput, LogId, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership, TypeConfig,
 };
@@ -123,6 +124,9 @@ pub struct SledStateMachine {
     /// Serialises writes of the snapshot slot (builds run in their own
     /// task, installs in the state-machine task).
     slot: Arc<Mutex<()>>,
+    /// The log store's cluster-time anchor, moved to an installed
+    /// snapshot (docs/design.md "Time", rule 1).
+    stamp: StampHandle,
 }
 
 /// Builds a snapshot from a copy of the state taken when the builder was
@@ -197,6 +201,7 @@ impl SledStateMachine {
         db: &sled::Db,
         initial: driftlock_proto::Config,
         events_capacity: usize,
+        stamp: StampHandle,
     ) -> Result<SledStateMachine, StoreError> {
         let tree = db.open_tree(SNAPSHOT_TREE)?;
         let meta = tree.get(SNAPSHOT_META_KEY)?;
@@ -230,6 +235,7 @@ impl SledStateMachine {
             applied: Arc::new(RwLock::new(applied)),
             notices,
             slot: Arc::new(Mutex::new(())),
+            stamp,
         })
     }
 
@@ -293,6 +299,7 @@ impl SledStateMachine {
         let machine = decode_snapshot(&data)?;
         check_meta(&machine, meta)?;
         store_snapshot(&self.db, &self.tree, &self.slot, meta, &data, true).await?;
+        let ts_eff_us = machine.ts_eff_us();
         {
             let mut applied = write(&self.applied);
             *applied = Applied {
@@ -302,6 +309,11 @@ impl SledStateMachine {
             };
         }
         let last_index = meta.last_log_id.map_or(0, |l| l.index);
+        // The log may still anchor cluster time at an entry far older than
+        // the snapshot (a follower that was cut off), or at nothing (a new
+        // node): the snapshot's cluster time, with the instant now, is the
+        // newest stamped position this node knows.
+        self.stamp.snapshot_held(last_index, ts_eff_us);
         // No subscriber is not an error.
         let _ = self.notices.send(SmNotice::SnapshotInstalled { last_index });
         Ok(())

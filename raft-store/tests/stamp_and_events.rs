@@ -40,11 +40,12 @@ async fn last_stamp_follows_the_newest_stamped_entry() {
         assert_eq!(ts, ts_of(4), "newest stamped entry by index, skipping the blank one");
         assert!(before <= at_append && at_append <= after, "instant taken at the append");
 
-        // An append of only blank entries keeps the time, moves the instant.
+        // An append of only blank entries changes nothing: entry 4 is still
+        // the newest stamped one, and its instant still follows its stamping.
         log.blocking_append([blank(6)]).await.unwrap();
         let (ts, at_blank) = stamps.last_stamp().unwrap();
         assert_eq!(ts, ts_of(4));
-        assert!(at_blank >= at_append);
+        assert_eq!(at_blank, at_append);
 
         // Truncation back below entry 4: entry 3 is the newest stamped one.
         log.truncate_after(Some(lid(3))).await.unwrap();
@@ -184,4 +185,150 @@ async fn an_entry_at_or_below_the_applied_one_is_refused_not_applied() {
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<StoreError>());
     assert!(matches!(inner, Some(StoreError::Apply(_))), "{err}");
     assert_eq!(common::state_bytes(&sm), before);
+}
+
+/// The leader's side of an install: a snapshot of entries 1..=30, whose
+/// cluster time is `ts_of(30)`.
+async fn leader_snapshot() -> (tempfile::TempDir, driftlock_raft_store::Snapshot) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine;
+    apply(&mut sm, (1..=30).map(stamped).collect()).await.unwrap();
+    let snapshot = openraft::storage::RaftSnapshotBuilder::build_snapshot(
+        &mut sm.try_create_snapshot_builder(true).await.unwrap(),
+    )
+    .await
+    .unwrap();
+    (dir, snapshot)
+}
+
+async fn install(sm: &mut driftlock_raft_store::SledStateMachine, snapshot: &driftlock_raft_store::Snapshot) {
+    sm.install_snapshot(
+        &snapshot.meta,
+        driftlock_raft_store::SnapshotData::new(snapshot.snapshot.get_ref().clone()),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_installed_snapshot_becomes_the_anchor_with_the_instant_of_the_install() {
+    let (_leader, snapshot) = leader_snapshot().await;
+
+    // A follower that appended entries 1..=3 and then fell behind: its
+    // anchor is entry 3 with an old instant.
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let (mut log, mut sm) = (store.log_store, store.state_machine);
+    let stamps = log.stamp_handle();
+    log.blocking_append((1..=3).map(stamped)).await.unwrap();
+    assert_eq!(stamps.last_stamp().unwrap().0, ts_of(3));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().expect("an anchor");
+    assert_eq!(ts, ts_of(30), "the snapshot's cluster time, not entry 3's");
+    assert!(at >= before, "the instant of the install, not of entry 3's append");
+
+    // openraft then purges the log the snapshot covers: the anchor stays.
+    log.purge(lid(30)).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts, at)));
+    // And the next appended entry takes over.
+    log.blocking_append([stamped(31)]).await.unwrap();
+    assert_eq!(stamps.last_stamp().unwrap().0, ts_of(31));
+}
+
+#[tokio::test]
+async fn a_new_node_gets_its_first_anchor_from_an_installed_snapshot() {
+    let (_leader, snapshot) = leader_snapshot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let stamps = store.log_store.stamp_handle();
+    let mut sm = store.state_machine;
+    assert_eq!(stamps.last_stamp(), None);
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().expect("an anchor after the install");
+    assert_eq!(ts, ts_of(30));
+    assert!(at >= before);
+}
+
+#[tokio::test]
+async fn entries_above_an_installed_snapshot_stay_the_anchor_with_a_fresh_instant() {
+    let (_leader, snapshot) = leader_snapshot().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let (mut log, mut sm) = (store.log_store, store.state_machine);
+    let stamps = log.stamp_handle();
+    log.blocking_append((1..=33).map(stamped)).await.unwrap();
+    let before = RawInstant::now();
+    install(&mut sm, &snapshot).await;
+    let (ts, at) = stamps.last_stamp().unwrap();
+    assert_eq!(ts, ts_of(33), "the newest stamped entry by index is above the snapshot");
+    assert!(at >= before);
+}
+
+#[tokio::test]
+async fn the_anchor_is_published_when_the_entry_is_appended_not_after_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut log = store.log_store;
+    let stamps = log.stamp_handle();
+    let before = RawInstant::now();
+    let (tx, rx) = <driftlock_raft_store::TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    log.append([stamped(1)], openraft::storage::IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    let appended = RawInstant::now();
+    // Read before the flush is reported: the anchor does not wait for it,
+    // so a flush-bound cycle does not slow cluster time down.
+    let (ts, at) = stamps.last_stamp().expect("published by the append itself");
+    assert_eq!(ts, ts_of(1));
+    assert!(before <= at && at <= appended, "the instant of the append");
+    rx.await.unwrap().unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts, at)), "the flush does not move it");
+}
+
+#[tokio::test]
+async fn an_entry_this_node_stamped_anchors_at_the_instant_of_its_stamping() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut log = store.log_store;
+    let stamps = log.stamp_handle();
+    let by = |leader: u64, index: u64| {
+        Entry::new_normal(
+            openraft::testing::log_id::<driftlock_raft_store::TypeConfig>(1, leader, index),
+            StampedRequest(StampedCommand {
+                ts_us: ts_of(index),
+                command: Command::Tick,
+            }),
+        )
+    };
+
+    // Node 1 stamps entries 1 and 2 (pipelined), then they are appended.
+    let stamped_1 = RawInstant::now();
+    stamps.stamped(1, ts_of(1), stamped_1);
+    let stamped_2 = RawInstant::now();
+    stamps.stamped(1, ts_of(2), stamped_2);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    log.blocking_append([by(1, 1)]).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts_of(1), stamped_1)), "the stamping instant");
+    log.blocking_append([by(1, 2)]).await.unwrap();
+    assert_eq!(stamps.last_stamp(), Some((ts_of(2), stamped_2)));
+
+    // The same ts stamped by node 1, but the entry was created by leader 2:
+    // not this node's stamp, so the instant of the append.
+    stamps.stamped(1, ts_of(3), RawInstant::now());
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before = RawInstant::now();
+    log.blocking_append([by(2, 3)]).await.unwrap();
+    let (ts, at) = stamps.last_stamp().unwrap();
+    assert_eq!(ts, ts_of(3));
+    assert!(at >= before, "another leader's entry anchors at its append");
+
+    // A stamp nobody recorded (a follower's view) anchors at the append.
+    let before = RawInstant::now();
+    log.blocking_append([by(1, 4)]).await.unwrap();
+    assert!(stamps.last_stamp().unwrap().1 >= before);
 }

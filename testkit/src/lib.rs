@@ -11,7 +11,9 @@
 //! - [`FaultProxy`]: a tarpc-aware TCP proxy that hangs, delays, drops and
 //!   counts requests between a client and a node;
 //! - [`counter`]: the fenced-counter workload; [`eventually`]: polling
-//!   waits.
+//!   waits;
+//! - [`cluster_time`]: a node's cluster time against the caller's raw
+//!   clock (does it run ahead of real time, at what rate).
 //!
 //! It starts nodes as processes and never links the server
 //! (`driftlock-node`, `driftlock-raft-store`, sled): the client library's
@@ -21,6 +23,7 @@
 
 mod addr;
 mod cluster;
+pub mod cluster_time;
 pub mod counter;
 mod exe;
 pub mod proxy;

@@ -1,9 +1,11 @@
 //! `driftlock-bench`: the same lock workloads against a 3-node driftlock
-//! cluster and a 3-node etcd cluster on this machine.
+//! cluster and a 3-node etcd cluster on this machine, and measurements of
+//! a driftlock cluster alone (memory per held lock, cluster-time rate).
 //!
 //! ```text
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- compare-etcd [--quick]
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- cluster-rate --label after
 //! ```
 
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use driftlock_benches::cluster::{ClusterError, DriftlockCluster, EtcdCluster};
 use driftlock_benches::memory;
+use driftlock_benches::rate;
 use driftlock_benches::report::{self, Machine, Row};
 use driftlock_benches::workload::{self, Fault, Measured, System, Target, Timing};
 
@@ -67,6 +70,23 @@ enum Cmd {
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
+    /// Cluster time against real time on a 3-node cluster, idle and under
+    /// one client's sequential lock/unlock loop; writes
+    /// benches/results/cluster-rate-<label>.json.
+    ClusterRate {
+        /// Seconds each phase runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Names the result file (e.g. `before`, `after`).
+        #[arg(long, default_value = "latest")]
+        label: String,
+        /// Where to write the result (default: benches/results of the source tree).
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Extra `driftlock serve` flags for every node (after `--`).
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
     /// (Internal) Takes a lock and holds it until killed; prints `held`.
     HoldLock {
         /// `driftlock` or `etcd`.
@@ -113,6 +133,12 @@ fn main() -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
                 Ok(())
             }
+            Cmd::ClusterRate {
+                seconds,
+                label,
+                out_dir,
+                serve_args,
+            } => cluster_rate(seconds, label, out_dir, serve_args).await,
             Cmd::HoldLock {
                 system,
                 endpoints,
@@ -317,6 +343,35 @@ async fn compare(
         report::splice_markdown(&path, &md).map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
     }
     eprintln!("wrote {}", json_path.display());
+    Ok(())
+}
+
+async fn cluster_rate(
+    seconds: u64,
+    label: String,
+    out_dir: Option<PathBuf>,
+    serve_args: Vec<String>,
+) -> Result<(), ClusterError> {
+    let out_dir = out_dir.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results"));
+    std::fs::create_dir_all(&out_dir).map_err(|e| ClusterError::Io(format!("{}: {e}", out_dir.display())))?;
+    let probe_dir = tempfile::tempdir().map_err(|e| ClusterError::Io(e.to_string()))?;
+    let fdatasync = report::fdatasync_latency(probe_dir.path(), 200).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let mut command = format!("driftlock-bench cluster-rate --seconds {seconds} --label {label}");
+    if !serve_args.is_empty() {
+        command.push_str(" -- ");
+        command.push_str(&serve_args.join(" "));
+    }
+    let r = rate::cluster_rate(&label, &command, &utc_now(), seconds, fdatasync, &serve_args).await?;
+    for p in [&r.idle, &r.sequential] {
+        println!(
+            "{:<10} real {:>7.3} s  cluster {:>7.3} s  rate {:.4} ({:>7.0} ppm slow, ρ_hi {} ppm)  {} entries  {:.0} pairs/s  {} failed",
+            p.name, p.real_s, p.cluster_s, p.rate, p.slow_ppm, p.rho_hi_ppm, p.entries, p.pairs_per_sec, p.failed_ops
+        );
+    }
+    let json = serde_json::to_string_pretty(&r).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let path = out_dir.join(format!("cluster-rate-{label}.json"));
+    std::fs::write(&path, json + "\n").map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
+    eprintln!("wrote {}", path.display());
     Ok(())
 }
 
