@@ -121,6 +121,12 @@ enum Cmd {
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
+    /// Prints the Markdown table of a stored soak report (e.g.
+    /// benches/results/soak.json), as the run printed it.
+    SoakTable {
+        /// The JSON report `soak` wrote.
+        report: PathBuf,
+    },
     /// (Internal) Takes a lock and holds it until killed; prints `held`.
     HoldLock {
         /// `driftlock` or `etcd`.
@@ -210,6 +216,14 @@ fn main() -> ExitCode {
             } => compare(quick, runs, only, out_dir, no_markdown, serve_args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Cmd::SoakTable { report } => {
+                let text = std::fs::read_to_string(&report)
+                    .map_err(|e| ClusterError::Io(format!("{}: {e}", report.display())))?;
+                let r: soak::record::SoakReport = serde_json::from_str(&text)
+                    .map_err(|e| ClusterError::Io(format!("{}: not a soak report: {e}", report.display())))?;
+                print!("{}", r.markdown());
+                Ok(ExitCode::SUCCESS)
+            }
             Cmd::HeldLocksMemory {
                 locks,
                 sessions,

@@ -409,7 +409,7 @@ impl SoakReport {
             st.minutes,
             match (&self.failover, st.failover_at_minute) {
                 (Some(f), _) => format!(
-                    "; leader (node {}) SIGKILLed at {} and restarted at {} (its data kept)",
+                    "; leader (node {}) SIGKILLed {} into the load and restarted at {} (its data kept)",
                     f.killed_node,
                     fmt_clock(f.killed_at_s - self.load_started_s),
                     fmt_clock(f.restarted_at_s - self.load_started_s)
@@ -512,10 +512,10 @@ fn fmt_s(ms: u64) -> String {
     }
 }
 
-/// Seconds as `m:ss` (negative: 0:00).
+/// A time into the load as `10m02s` (negative: `0m00s`).
 pub(crate) fn fmt_clock(s: f64) -> String {
     let whole = s.max(0.0).round() as u64;
-    format!("{}:{:02}", whole / 60, whole % 60)
+    format!("{}m{:02}s", whole / 60, whole % 60)
 }
 
 fn fmt_load(l: &[f64; 3]) -> String {
@@ -676,7 +676,10 @@ mod tests {
         assert_eq!(cells[13], "2");
         assert_eq!(cells[14], "4.3");
         assert_eq!(cells[15], "leader 2 killed");
-        assert!(md.contains("SIGKILLed at 1:01 and restarted at 1:07"), "{md}");
+        assert!(
+            md.contains("SIGKILLed 1m01s into the load and restarted at 1m07s"),
+            "{md}"
+        );
         assert!(md.contains("load average 1.00/2.00/3.00 before"), "{md}");
         assert!(md.contains("Verdict: **pass**"), "{md}");
     }
