@@ -7,6 +7,7 @@
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- compare-etcd [--quick]
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak [--quick]
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak-table benches/results/soak.json
 //! ```
 
 #![forbid(unsafe_code)]
