@@ -326,6 +326,9 @@ pub struct MachineLoad {
     pub load_after: [f64; 3],
 }
 
+/// Lost session ids a verdict lists (the report has them all).
+const LOST_IDS_LISTED: usize = 20;
+
 /// The JSON artifact of one soak run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SoakReport {
@@ -371,7 +374,15 @@ impl SoakReport {
     pub fn failures(&self) -> Vec<String> {
         let mut why = Vec::new();
         if self.totals.sessions_lost > 0 {
-            let ids: Vec<String> = self.lost_sessions.iter().map(|l| l.session.to_string()).collect();
+            let mut ids: Vec<String> = self
+                .lost_sessions
+                .iter()
+                .take(LOST_IDS_LISTED)
+                .map(|l| l.session.to_string())
+                .collect();
+            if self.lost_sessions.len() > LOST_IDS_LISTED {
+                ids.push("…".into());
+            }
             why.push(format!(
                 "{} session(s) lost: {}",
                 self.totals.sessions_lost,
@@ -712,8 +723,20 @@ mod tests {
         assert!(r.markdown().contains("Verdict: **fail** — 1 session(s) lost: 77."));
         let r = report(Vec::new(), vec![skew.clone()]);
         assert_eq!(r.failures(), vec!["1 clock-skew event(s) raised".to_string()]);
-        let r = report(vec![lost], vec![skew]);
+        let r = report(vec![lost.clone()], vec![skew]);
         assert_eq!(r.failures().len(), 2);
+        // A long list is cut in the verdict, not in the report.
+        let many: Vec<LostSession> = (0..LOST_IDS_LISTED as u64 + 5)
+            .map(|k| LostSession {
+                session: 100 + k,
+                ..lost.clone()
+            })
+            .collect();
+        let r = report(many, Vec::new());
+        let why = &r.failures()[0];
+        assert!(why.starts_with("25 session(s) lost: 100, 101,"), "{why}");
+        assert!(why.ends_with(&format!("{}, …", 100 + LOST_IDS_LISTED - 1)), "{why}");
+        assert_eq!(r.lost_sessions.len(), 25);
     }
 
     #[test]
