@@ -126,10 +126,21 @@ const DRIFTLOCK_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl DriftlockCluster {
     /// Starts three nodes with default settings plus `extra_args` and
-    /// initializes them.
+    /// initializes them; their logs go beside their data, in the temporary
+    /// directory.
     pub async fn start(extra_args: &[String]) -> Result<DriftlockCluster, ClusterError> {
+        DriftlockCluster::start_logging_to(extra_args, None).await
+    }
+
+    /// [`start`](Self::start), with the node logs (`node<id>.log`) in
+    /// `log_dir` when given, so that they outlive the cluster.
+    pub async fn start_logging_to(
+        extra_args: &[String],
+        log_dir: Option<&Path>,
+    ) -> Result<DriftlockCluster, ClusterError> {
         let exe = driftlock_testkit::driftlock_exe()?;
         let dir = tempfile::tempdir().map_err(|e| ClusterError::Io(format!("tempdir: {e}")))?;
+        let log_dir = log_dir.unwrap_or(dir.path()).to_path_buf();
         let mut specs = Vec::new();
         for id in 1..=3u64 {
             let addr = || driftlock_testkit::try_free_addr().map_err(|e| ClusterError::Io(format!("bind: {e}")));
@@ -138,7 +149,7 @@ impl DriftlockCluster {
                 addr()?,
                 addr()?,
                 dir.path().join(format!("node{id}")),
-                dir.path().join(format!("node{id}.log")),
+                log_dir.join(format!("node{id}.log")),
             );
             spec.serve_args = extra_args.to_vec();
             specs.push(spec);
@@ -218,6 +229,46 @@ impl DriftlockCluster {
     pub fn node_id(&self, i: usize) -> u64 {
         self.nodes.nodes[i].id()
     }
+
+    /// Data directory of node `i` (kept across restarts).
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.nodes.nodes[i].spec.data_dir
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.nodes.len()
+    }
+
+    /// Whether the cluster has no nodes (never, once started).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.nodes.is_empty()
+    }
+}
+
+/// Disk space allocated to the files under `path` (512-byte blocks, as
+/// `du` counts), bytes. Files that vanish during the walk (a store
+/// rotating its segments) count as 0.
+pub fn dir_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Ok(meta.blocks() * 512);
+    }
+    let mut total = meta.blocks() * 512;
+    for entry in std::fs::read_dir(path)? {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        match dir_bytes(&entry.path()) {
+            Ok(b) => total += b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 /// A 3-member etcd cluster.

@@ -5,12 +5,14 @@
 //! plots; the `predict-eval` binary measures the predictive failure analysis on
 //! a real cluster for BENCHMARKS.md. This library holds what the
 //! `driftlock-bench` binary runs: the clusters, the etcd client, the workloads,
-//! the held-locks memory measurement, the cluster-time rate measurement and
-//! the report.
+//! the held-locks memory measurement, the cluster-time rate measurement,
+//! the report, and the soak run (a long steady load with a leader failover
+//! that must lose no session).
 
 pub mod cluster;
 pub mod etcd;
 pub mod memory;
 pub mod rate;
 pub mod report;
+pub mod soak;
 pub mod workload;

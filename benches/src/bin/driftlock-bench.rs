@@ -1,11 +1,15 @@
 //! `driftlock-bench`: the same lock workloads against a 3-node driftlock
-//! cluster and a 3-node etcd cluster on this machine, and measurements of
-//! a driftlock cluster alone (memory per held lock, cluster-time rate).
+//! cluster and a 3-node etcd cluster on this machine; measurements of a
+//! driftlock cluster alone (memory per held lock, cluster-time rate); and
+//! the soak run, a check that a long steady load with a leader failover
+//! loses no session.
 //!
 //! ```text
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- compare-etcd [--quick]
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- cluster-rate --label after
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak [--quick]
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak-table benches/results/soak.json
 //! ```
 
 #![forbid(unsafe_code)]
@@ -20,6 +24,7 @@ use driftlock_benches::cluster::{ClusterError, DriftlockCluster, EtcdCluster};
 use driftlock_benches::memory;
 use driftlock_benches::rate;
 use driftlock_benches::report::{self, Machine, Row};
+use driftlock_benches::soak::{self, SoakOptions};
 use driftlock_benches::workload::{self, Fault, Measured, System, Target, Timing};
 
 #[derive(Parser, Debug)]
@@ -70,6 +75,62 @@ enum Cmd {
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
+    /// A long steady load on a 3-node cluster with default settings: worker
+    /// sessions lock, write fenced and unlock in a loop while idle sessions
+    /// keep themselves alive; the leader is SIGKILLed and restarted in the
+    /// middle. Prints a row every minute, writes benches/results/soak.json
+    /// and a Markdown table; exits with status 2 if any session was lost or
+    /// any clock-skew event raised (1 if the run itself failed).
+    Soak {
+        /// A short try: 2 minutes, 200 idle sessions, failover after minute
+        /// 1, result in the temporary directory (each overridable).
+        #[arg(long)]
+        quick: bool,
+        /// Minutes of load (default 20; 2 with --quick).
+        #[arg(long)]
+        minutes: Option<u32>,
+        /// Minute of load at whose end the leader is SIGKILLed and, after
+        /// --restart-after-ms, started again on its data (default: the
+        /// middle; 1 with --quick; 0 = no failover).
+        #[arg(long)]
+        failover_at_minute: Option<u32>,
+        /// Sessions that only keep themselves alive (default 1000; 200
+        /// with --quick).
+        #[arg(long)]
+        idle_sessions: Option<usize>,
+        /// Clients (each its own connections) the idle sessions are spread
+        /// over.
+        #[arg(long, default_value_t = 8)]
+        idle_clients: usize,
+        /// Worker sessions, each with its own client, looping lock
+        /// `soak/w<i>` → fenced put `soak/w<i>/value` → unlock.
+        #[arg(long, default_value_t = 16)]
+        workers: usize,
+        /// TTL every session asks for, ms.
+        #[arg(long, default_value_t = 10_000)]
+        ttl_ms: u64,
+        /// How long the killed leader stays down, ms.
+        #[arg(long, default_value_t = 5_000)]
+        restart_after_ms: u64,
+        /// Where to write the JSON report (default
+        /// benches/results/soak.json of the source tree; with --quick,
+        /// driftlock-soak-quick.json in the temporary directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to keep the node logs and the client log (default
+        /// target/soak-logs/<UTC start> of the source tree).
+        #[arg(long)]
+        logs_dir: Option<PathBuf>,
+        /// Extra `driftlock serve` flags for every node (after `--`).
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
+    /// Prints the Markdown table of a stored soak report (e.g.
+    /// benches/results/soak.json), as the run printed it.
+    SoakTable {
+        /// The JSON report `soak` wrote.
+        report: PathBuf,
+    },
     /// Cluster time against real time on a 3-node cluster, idle and under
     /// one client's sequential lock/unlock loop; writes
     /// benches/results/cluster-rate-<label>.json.
@@ -115,6 +176,57 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.cmd {
+            Cmd::Soak {
+                quick,
+                minutes,
+                failover_at_minute,
+                idle_sessions,
+                idle_clients,
+                workers,
+                ttl_ms,
+                restart_after_ms,
+                out,
+                logs_dir,
+                serve_args,
+            } => {
+                let minutes = minutes.unwrap_or(if quick { 2 } else { 20 }).max(1);
+                let failover_at_minute = match failover_at_minute.unwrap_or(if quick { 1 } else { minutes / 2 }) {
+                    0 => None,
+                    m if m >= minutes => {
+                        return Err(ClusterError::Client(format!(
+                            "--failover-at-minute {m} must be below --minutes {minutes} (0: no failover)"
+                        )))
+                    }
+                    m => Some(m),
+                };
+                let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+                let workspace = source.parent().map(PathBuf::from).unwrap_or_else(|| source.join(".."));
+                let out = out.unwrap_or_else(|| {
+                    if quick {
+                        std::env::temp_dir().join("driftlock-soak-quick.json")
+                    } else {
+                        source.join("results").join("soak.json")
+                    }
+                });
+                let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                    .to_string()
+                    .replace(':', "-");
+                let logs_dir = logs_dir.unwrap_or_else(|| workspace.join("target").join("soak-logs").join(stamp));
+                let opts = SoakOptions {
+                    minutes,
+                    workers,
+                    idle_sessions: idle_sessions.unwrap_or(if quick { 200 } else { 1_000 }),
+                    idle_clients,
+                    ttl: Duration::from_millis(ttl_ms),
+                    failover_at_minute,
+                    restart_after: Duration::from_millis(restart_after_ms),
+                    serve_args,
+                    logs_dir,
+                    command: command_line(),
+                    source_dir: workspace,
+                };
+                run_soak(&opts, &out).await
+            }
             Cmd::CompareEtcd {
                 quick,
                 runs,
@@ -122,7 +234,17 @@ fn main() -> ExitCode {
                 out_dir,
                 no_markdown,
                 serve_args,
-            } => compare(quick, runs, only, out_dir, no_markdown, serve_args).await,
+            } => compare(quick, runs, only, out_dir, no_markdown, serve_args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Cmd::SoakTable { report } => {
+                let text = std::fs::read_to_string(&report)
+                    .map_err(|e| ClusterError::Io(format!("{}: {e}", report.display())))?;
+                let r: soak::record::SoakReport = serde_json::from_str(&text)
+                    .map_err(|e| ClusterError::Io(format!("{}: not a soak report: {e}", report.display())))?;
+                print!("{}", r.markdown());
+                Ok(ExitCode::SUCCESS)
+            }
             Cmd::HeldLocksMemory {
                 locks,
                 sessions,
@@ -131,14 +253,16 @@ fn main() -> ExitCode {
             } => {
                 let r = memory::held_locks(locks, sessions, in_flight, &serve_args).await?;
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
             Cmd::ClusterRate {
                 seconds,
                 label,
                 out_dir,
                 serve_args,
-            } => cluster_rate(seconds, label, out_dir, serve_args).await,
+            } => cluster_rate(seconds, label, out_dir, serve_args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
             Cmd::HoldLock {
                 system,
                 endpoints,
@@ -150,18 +274,76 @@ fn main() -> ExitCode {
                     "etcd" => System::Etcd,
                     other => return Err(ClusterError::Client(format!("unknown system {other}"))),
                 };
-                workload::hold_lock(system, endpoints, name, Duration::from_millis(ttl_ms)).await
+                workload::hold_lock(system, endpoints, name, Duration::from_millis(ttl_ms))
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             }
         }
     });
     // Child processes die with their Cluster handles; leave quickly.
     rt.shutdown_timeout(Duration::from_secs(1));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("driftlock-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Exit status of a soak run that lost a session or raised a skew event.
+const SOAK_FAILED: u8 = 2;
+
+/// The command line as typed, for the soak report.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("driftlock-bench {}", args.join(" "))
+}
+
+/// Runs the soak with the client library's log in the logs directory,
+/// writes the JSON report to `out`, prints the Markdown table, and returns
+/// [`SOAK_FAILED`] if a session was lost or a skew event raised.
+async fn run_soak(opts: &SoakOptions, out: &std::path::Path) -> Result<ExitCode, ClusterError> {
+    std::fs::create_dir_all(&opts.logs_dir)
+        .map_err(|e| ClusterError::Io(format!("{}: {e}", opts.logs_dir.display())))?;
+    let client_log = opts.logs_dir.join("client.log");
+    let file =
+        std::fs::File::create(&client_log).map_err(|e| ClusterError::Io(format!("{}: {e}", client_log.display())))?;
+    // The library's keepalive failures and expiries, and the run's own
+    // findings, with times to set beside the node logs.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "warn,driftlock_client=info,driftlock_benches=info",
+        ))
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .try_init();
+    let report = soak::run(opts).await?;
+    let json = report.to_json().map_err(|e| ClusterError::Io(e.to_string()))?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| ClusterError::Io(format!("{}: {e}", dir.display())))?;
+    }
+    std::fs::write(out, json).map_err(|e| ClusterError::Io(format!("{}: {e}", out.display())))?;
+    print!("{}", report.markdown());
+    eprintln!("wrote {}; logs in {}", out.display(), opts.logs_dir.display());
+    let failures = report.failures();
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for l in &report.lost_sessions {
+            eprintln!(
+                "lost: session {} ({}) at {:.1} s ({}), noticed by {}, cause {:?}, last states {:?}",
+                l.session,
+                l.role,
+                l.detected_at_s,
+                l.detected_utc,
+                l.sources.join("+"),
+                l.cause,
+                l.state_changes
+            );
+        }
+        eprintln!("driftlock-bench soak: {}", failures.join("; "));
+        Ok(ExitCode::from(SOAK_FAILED))
     }
 }
 
@@ -346,6 +528,25 @@ async fn compare(
     Ok(())
 }
 
+fn etcd_version() -> String {
+    driftlock_benches::cluster::etcd_exe()
+        .ok()
+        .and_then(|exe| std::process::Command::new(exe).arg("--version").output().ok())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
+        .unwrap_or_else(|| "etcd version unknown".into())
+}
+
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 async fn cluster_rate(
     seconds: u64,
     label: String,
@@ -373,23 +574,4 @@ async fn cluster_rate(
     std::fs::write(&path, json + "\n").map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
     eprintln!("wrote {}", path.display());
     Ok(())
-}
-
-fn etcd_version() -> String {
-    driftlock_benches::cluster::etcd_exe()
-        .ok()
-        .and_then(|exe| std::process::Command::new(exe).arg("--version").output().ok())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.lines().next().map(|l| l.trim().to_string()))
-        .unwrap_or_else(|| "etcd version unknown".into())
-}
-
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
