@@ -369,6 +369,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `i`'s status, or `None` when it does not answer within a
+    /// second.
+    pub async fn status(&self, i: usize) -> Option<driftlock_proto::NodeStatus> {
+        self.procs.nodes[i].status(Duration::from_secs(1)).await.ok()
+    }
+
     /// The leader's index as some running node reports it.
     pub async fn leader(&self) -> Option<usize> {
         self.procs.leader().await
@@ -408,6 +414,33 @@ impl Cluster {
     pub fn block(&self, pairs: &[(usize, usize)]) -> Result<(), ClusterError> {
         for &(a, b) in pairs {
             for (x, y) in [(a, b), (b, a)] {
+                self.ns_cmd(x, &["iptables", "-A", "INPUT", "-s", &self.nodes[y].ip, "-j", "DROP"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Like [`block`](Self::block), but each side answers the other with a
+    /// TCP reset instead of silence: connections fail at once.
+    pub fn block_rejecting(&self, pairs: &[(usize, usize)]) -> Result<(), ClusterError> {
+        for &(a, b) in pairs {
+            for (x, y) in [(a, b), (b, a)] {
+                self.ns_cmd(
+                    x,
+                    &[
+                        "iptables",
+                        "-A",
+                        "INPUT",
+                        "-s",
+                        &self.nodes[y].ip,
+                        "-p",
+                        "tcp",
+                        "-j",
+                        "REJECT",
+                        "--reject-with",
+                        "tcp-reset",
+                    ],
+                )?;
                 self.ns_cmd(x, &["iptables", "-A", "INPUT", "-s", &self.nodes[y].ip, "-j", "DROP"])?;
             }
         }
@@ -456,6 +489,19 @@ impl Cluster {
         for i in 0..self.nodes.len() {
             let _ = self.ns_cmd(i, &["tc", "qdisc", "del", "dev", "eth0", "root"]);
         }
+    }
+
+    /// Asks the cluster for a warm handover of `election`'s mastership to
+    /// the healthiest candidate.
+    pub async fn handover(&self, election: &str) -> Result<(), ClusterError> {
+        self.admin()?
+            .admin(AdminRequest::Handover {
+                election: election.to_owned(),
+                to: None,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| ClusterError::Client(e.to_string()))
     }
 
     /// Hands Raft leadership to node index `to`.

@@ -41,11 +41,27 @@ pub enum Nemesis {
     Transfer,
     /// Remove a node from the voters, add it back later.
     Membership,
+    /// Cut a follower off until the leader's log has moved past it, so it
+    /// catches up by installing a snapshot, then make it the leader (its
+    /// cluster-time anchor is the installed snapshot's). The run starts its
+    /// nodes with a small snapshot interval and log tail for this
+    /// ([`SNAPSHOT_NODE_ARGS`]).
+    Snapshot,
+    /// Ask for a warm handover of the election workload's election and cut
+    /// the old master off the network right after it sent its state: the
+    /// candidate must not become master while the old one may still
+    /// believe it leads (needs the election workload).
+    HandoverCut,
 }
+
+/// `serve` flags a run adds when the snapshot nemesis is enabled: frequent
+/// snapshots and a short log tail, so a follower cut off for a few seconds
+/// lags beyond what the leader keeps.
+pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "--log-kept-after-snapshot", "20"];
 
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
-    pub const ALL: [Nemesis; 7] = [
+    pub const ALL: [Nemesis; 9] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
@@ -53,6 +69,8 @@ impl Nemesis {
         Nemesis::Clock,
         Nemesis::Transfer,
         Nemesis::Membership,
+        Nemesis::Snapshot,
+        Nemesis::HandoverCut,
     ];
 
     /// Its command-line name.
@@ -65,6 +83,8 @@ impl Nemesis {
             Nemesis::Clock => "clock",
             Nemesis::Transfer => "transfer",
             Nemesis::Membership => "membership",
+            Nemesis::Snapshot => "snapshot",
+            Nemesis::HandoverCut => "handover-cut",
         }
     }
 }
@@ -80,7 +100,7 @@ impl FromStr for Nemesis {
     fn from_str(s: &str) -> Result<Self, String> {
         Nemesis::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis '{s}' (known: kill, pause, partition, netem, clock, transfer, membership, all, none)"
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, clock, transfer, membership, snapshot, handover-cut, all, none)"
             )
         })
     }
@@ -132,6 +152,9 @@ pub struct NemesisCtx {
     pub active: std::sync::Mutex<Option<Nemesis>>,
     /// Per-nemesis statistics.
     pub stats: std::sync::Mutex<BTreeMap<Nemesis, NemesisStats>>,
+    /// The election candidates' network switches (empty without the
+    /// election workload), for the handover-cut fault.
+    pub election_switches: crate::workload::CutSwitches,
 }
 
 fn record(history: &History, action: String) {
@@ -150,7 +173,7 @@ pub fn usable(wanted: &[Nemesis], netns: bool) -> Vec<Nemesis> {
         .iter()
         .copied()
         .filter(|n| match n {
-            Nemesis::Partition | Nemesis::Netem if !netns => {
+            Nemesis::Partition | Nemesis::Netem | Nemesis::Snapshot if !netns => {
                 println!("nemesis {n}: skipped: needs network namespaces (root, ip netns, iptables, tc)");
                 false
             }
@@ -179,6 +202,12 @@ enum Undo {
     HealNetem,
     ClearClock(usize),
     Readd(usize),
+    /// Heal the isolation of this node, wait until it caught up, check it
+    /// installed a snapshot (it had installed this many before), make it
+    /// lead.
+    CatchUpAndLead(usize, u64),
+    /// Reconnect the election candidates; say whether one was cut off.
+    Uncut,
     Nothing,
 }
 
@@ -393,6 +422,58 @@ impl NemesisCtx {
                     Undo::Nothing,
                 ))
             }
+            Nemesis::Snapshot => {
+                let leader = c.leader().await.ok_or("no leader")?;
+                let followers: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
+                let f = *followers.choose(rng).ok_or("no follower to isolate")?;
+                let installed = c.status(f).await.map(|s| s.snapshots_installed).unwrap_or(0);
+                // Refused, not dropped: the leader's replication to it fails
+                // at once instead of hanging, so no request to it stays in
+                // flight and the leader may purge the log it would need.
+                c.block_rejecting(&split(&[f], count)).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("isolate n{} until it must catch up by snapshot", c.nodes[f].id),
+                    Undo::CatchUpAndLead(f, installed),
+                ))
+            }
+            Nemesis::HandoverCut => {
+                let switches = self
+                    .election_switches
+                    .lock()
+                    .map(|s| s.clone())
+                    .map_err(|_| "switches poisoned".to_string())?;
+                if switches.is_empty() {
+                    return Err("needs the election workload".into());
+                }
+                for s in &switches {
+                    s.cut.store(false, Ordering::SeqCst);
+                    s.armed.store(true, Ordering::SeqCst);
+                }
+                // The election may have no master or no waiting candidate at
+                // this moment, or a handover may be under way already: ask
+                // again until one reaches the old master's last chunk.
+                let mut last_error = None;
+                for _ in 0..20 {
+                    if let Err(e) = c.handover(crate::workload::ELECTION_NAME).await {
+                        last_error = Some(e.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if switches.iter().any(|s| s.cut.load(Ordering::SeqCst)) {
+                        last_error = None;
+                        break;
+                    }
+                }
+                if let Some(e) = last_error {
+                    return Err(format!("handover request: {e}"));
+                }
+                Ok((
+                    format!(
+                        "handover of {} with the old master cut off after its last state chunk",
+                        crate::workload::ELECTION_NAME
+                    ),
+                    Undo::Uncut,
+                ))
+            }
             Nemesis::Membership => {
                 let leader = c.leader().await.ok_or("no leader")?;
                 let victims: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
@@ -434,6 +515,62 @@ impl NemesisCtx {
                 c.spawn(i)
                     .map(|_| format!("restart n{} on the real clock", c.nodes[i].id))
                     .map_err(|e| e.to_string())
+            }
+            Undo::CatchUpAndLead(f, installed_before) => {
+                c.heal_partitions();
+                let id = c.nodes[f].id;
+                // Caught up: applied as far as the leader had when healed
+                // (the healed node's election attempts may unseat it for a
+                // moment: wait for one).
+                let mut target = 0;
+                let settle = std::time::Instant::now() + Duration::from_secs(15);
+                while target == 0 && std::time::Instant::now() < settle {
+                    if let Ok(l) = c.wait_leader(Duration::from_secs(5)).await {
+                        target = c.status(l).await.map(|s| s.applied_index).unwrap_or(0);
+                    }
+                }
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                let mut status = c.status(f).await;
+                while status.as_ref().is_none_or(|s| s.applied_index < target) && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    status = c.status(f).await;
+                }
+                let installed = status.as_ref().map_or(0, |s| s.snapshots_installed);
+                match status {
+                    _ if target == 0 => Err("no leader after the isolation was healed".into()),
+                    None => Err(format!("n{id} does not answer after the isolation")),
+                    Some(s) if s.applied_index < target => {
+                        Err(format!("n{id} did not catch up (applied {} of {target})", s.applied_index))
+                    }
+                    Some(s) if installed <= installed_before => Err(format!(
+                        "n{id} caught up (applied {} of {target}) without installing a snapshot \
+                         ({installed} installed since its start, {installed_before} before): the log still reached back to it",
+                        s.applied_index
+                    )),
+                    Some(_) => match c.transfer_leader(f).await {
+                        Ok(()) => Ok(format!(
+                            "n{id} caught up by snapshot ({} installed) and is asked to lead",
+                            installed - installed_before
+                        )),
+                        Err(e) => Err(format!("n{id} caught up by snapshot, but the transfer failed: {e}")),
+                    },
+                }
+            }
+            Undo::Uncut => {
+                let switches = self.election_switches.lock().map(|s| s.clone()).unwrap_or_default();
+                let cut = switches.iter().filter(|s| s.cut.load(Ordering::SeqCst)).count();
+                for s in &switches {
+                    s.armed.store(false, Ordering::SeqCst);
+                    s.cut.store(false, Ordering::SeqCst);
+                }
+                if cut > 0 {
+                    Ok("reconnect the election candidates (the old master had been cut off after its state)".into())
+                } else {
+                    Err(
+                        "no candidate sent its last state chunk while armed (the handover did not reach that point)"
+                            .into(),
+                    )
+                }
             }
             Undo::Readd(i) => {
                 let all: Vec<usize> = (0..c.nodes.len()).collect();

@@ -130,7 +130,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         binary: opts.driftlock.clone(),
         run_dir: run_dir.clone(),
         netns,
-        extra_args: opts.node_args.clone(),
+        extra_args: {
+            let mut args = opts.node_args.clone();
+            if opts.nemeses.contains(&Nemesis::Snapshot) {
+                args.extend(crate::nemesis::SNAPSHOT_NODE_ARGS.iter().map(|a| a.to_string()));
+            }
+            args
+        },
     })
     .await
     .map_err(|e| format!("cluster setup: {e}"))?;
@@ -155,6 +161,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
             stop.clone(),
         )));
     }
+    let switches: workload::CutSwitches = Arc::default();
     if opts.workloads.election {
         tasks.push(tokio::spawn(workload::run_election(
             endpoints.clone(),
@@ -163,6 +170,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
             100_000,
             Duration::from_millis(opts.session_ttl_ms),
             opts.seed,
+            switches.clone(),
             stop.clone(),
         )));
     }
@@ -193,6 +201,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         workers: workers.iter().filter_map(|w| w.pid).collect(),
         active: std::sync::Mutex::new(None),
         stats: std::sync::Mutex::new(BTreeMap::new()),
+        election_switches: switches.clone(),
     });
     let nemesis_stop = Arc::new(AtomicBool::new(false));
     let nemesis_task = tokio::spawn(nemesis.clone().run(enabled, opts.seed, nemesis_stop.clone()));

@@ -23,8 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_client::proto::AdminRequest;
+use driftlock_client::proto::{AdminRequest, DriftlockApiRequest, SessionOp};
 use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Rejection, Session};
+use driftlock_testkit::FaultProxy;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -266,11 +267,58 @@ pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64
 /// Mean pause between the election workload's handover requests, ms.
 pub const HANDOVER_EVERY_MS: u64 = 2_000;
 
+/// One election candidate's network, as the handover-cut nemesis sees it:
+/// every request the candidate sends passes a proxy that can cut it off
+/// right after it sent the last chunk of its handover state.
+#[derive(Debug, Default)]
+pub struct CutSwitch {
+    /// Cut this candidate off once it sends the last state chunk.
+    pub armed: AtomicBool,
+    /// It sent it: every further request is dropped until healed.
+    pub cut: AtomicBool,
+}
+
+/// The election workload's candidates' switches, shared with the nemesis.
+pub type CutSwitches = Arc<std::sync::Mutex<Vec<Arc<CutSwitch>>>>;
+
+/// Proxies in front of every endpoint, each dropping the candidate's
+/// requests once `switch` says it is cut off; returns them (they live as
+/// long as the client) and their addresses.
+async fn cut_proxies(endpoints: &[String], switch: &Arc<CutSwitch>) -> Option<(Vec<FaultProxy>, Vec<String>)> {
+    let mut proxies = Vec::new();
+    for ep in endpoints {
+        let proxy = FaultProxy::start(ep).await.ok()?;
+        proxy.set_recording(false);
+        let sw = switch.clone();
+        proxy.block(move |r| {
+            if sw.cut.load(Ordering::SeqCst) {
+                return true;
+            }
+            let last_chunk = matches!(
+                r,
+                DriftlockApiRequest::SessionOp {
+                    op: SessionOp::HandoverState { last: true, .. },
+                    ..
+                }
+            );
+            if last_chunk && sw.armed.load(Ordering::SeqCst) {
+                // This chunk still goes through; nothing after it does.
+                sw.cut.store(true, Ordering::SeqCst);
+            }
+            false
+        });
+        proxies.push(proxy);
+    }
+    let addrs = proxies.iter().map(FaultProxy::addr).collect();
+    Some((proxies, addrs))
+}
+
 /// Runs the election workload: `candidates` campaigning processes, one
 /// observer (process `first_process + candidates`) and one operator that
 /// asks for a warm handover of the election every ~[`HANDOVER_EVERY_MS`]
 /// (recorded as [`Function::Nemesis`] ops of process
 /// `first_process + candidates + 1`), until `stop`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_election(
     endpoints: Vec<String>,
     history: History,
@@ -278,6 +326,7 @@ pub async fn run_election(
     first_process: u64,
     session_ttl: Duration,
     seed: u64,
+    switches: CutSwitches,
     stop: Arc<AtomicBool>,
 ) {
     let mut tasks = Vec::new();
@@ -285,9 +334,17 @@ pub async fn run_election(
         let endpoints = endpoints.clone();
         let history = history.clone();
         let stop = stop.clone();
+        let switches = switches.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (0xe1ec_0000 + k));
-            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-election")).await else {
+            let switch = Arc::new(CutSwitch::default());
+            let Some((_proxies, via)) = cut_proxies(&endpoints, &switch).await else {
+                return;
+            };
+            if let Ok(mut all) = switches.lock() {
+                all.push(switch);
+            }
+            let Ok(client) = Client::connect_with(workload_client_config(via, "jepsen-election")).await else {
                 return;
             };
             let mut process = first_process + k;

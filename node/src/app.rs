@@ -116,6 +116,7 @@ fn open_store(config: &NodeConfig) -> Result<Store, NodeError> {
 fn store_config(config: &NodeConfig) -> StoreConfig {
     StoreConfig {
         snapshot_every_entries: config.raft.snapshot_every_entries,
+        entries_kept_after_snapshot: config.raft.log_kept_after_snapshot,
         ..StoreConfig::default()
     }
 }
@@ -280,7 +281,11 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
                 ctx.predict.on_events(&applied.events);
                 events.push(applied.index, applied.events);
             }
-            Ok(SmNotice::SnapshotInstalled { last_index }) => events.mark_gap(last_index),
+            Ok(SmNotice::SnapshotInstalled { last_index }) => {
+                tracing::info!(last_index, "installed a snapshot from the leader");
+                ctx.metrics.snapshots_installed.inc();
+                events.mark_gap(last_index);
+            }
             Err(RecvError::Lagged(_)) => events.mark_gap(events.newest_index().saturating_add(1)),
             Err(RecvError::Closed) => break,
         }

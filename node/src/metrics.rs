@@ -30,6 +30,10 @@ pub struct Metrics {
     pub term: Gauge,
     /// Leader changes seen by this node.
     pub leader_changes: Counter,
+    /// Snapshots this node installed from a leader since it started
+    /// (`driftlock_raft_snapshots_installed`): it lagged beyond the log the
+    /// leader still kept.
+    pub snapshots_installed: Counter,
     /// Index of the newest entry in this node's log, committed or not
     /// (`driftlock_raft_last_log_index`).
     pub last_log_index: Gauge,
@@ -76,6 +80,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("driftlock");
         let term = Gauge::default();
         let leader_changes = Counter::default();
+        let snapshots_installed = Counter::default();
         let last_log_index = Gauge::default();
         let committed_index = Gauge::default();
         let applied_index = Gauge::default();
@@ -94,6 +99,11 @@ impl Metrics {
             "raft_leader_changes",
             "Leader changes seen by this node",
             leader_changes.clone(),
+        );
+        registry.register(
+            "raft_snapshots_installed",
+            "Snapshots installed from a leader since the node started",
+            snapshots_installed.clone(),
         );
         registry.register("raft_last_log_index", "Last log index", last_log_index.clone());
         registry.register(
@@ -132,6 +142,7 @@ impl Metrics {
             registry,
             term,
             leader_changes,
+            snapshots_installed,
             last_log_index,
             committed_index,
             applied_index,

@@ -258,6 +258,7 @@ impl NodeContext {
             } else {
                 Vec::new()
             },
+            snapshots_installed: self.metrics.snapshots_installed.get(),
         }
     }
 

@@ -188,6 +188,9 @@ pub struct NodeStatus {
     /// Locks with the highest acquire rates seen by this node as leader,
     /// hottest first (empty on followers).
     pub hot_locks: Vec<HotLock>,
+    /// Snapshots this node installed from a leader since it started: each
+    /// time it lagged beyond the log the leader still kept.
+    pub snapshots_installed: u64,
 }
 
 /// A lock whose acquire rate is at or above the node's hot threshold

@@ -88,6 +88,9 @@ struct Shared {
     paused: watch::Sender<bool>,
     connections: Mutex<Vec<AbortHandle>>,
     seen: Mutex<Vec<DriftlockApiRequest>>,
+    /// Whether requests are kept for [`FaultProxy::count`]; off for long
+    /// runs, where the record would only grow.
+    recording: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +132,7 @@ impl FaultProxy {
             paused,
             connections: Mutex::new(Vec::new()),
             seen: Mutex::new(Vec::new()),
+            recording: std::sync::atomic::AtomicBool::new(true),
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FaultProxy { shared, addr, accept })
@@ -198,6 +202,15 @@ impl FaultProxy {
     /// then `mode` applies. One-shot.
     pub fn drop_reply_of(&self, pred: impl Fn(&DriftlockApiRequest) -> bool + Send + Sync + 'static, mode: DropMode) {
         lock(&self.shared.rules).drop_replies.push((Box::new(pred), mode));
+    }
+
+    /// Stops (or resumes) keeping requests for [`count`](Self::count):
+    /// a proxy in front of a long run would otherwise keep every request.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recording.store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            lock(&self.shared.seen).clear();
+        }
     }
 
     /// Requests seen so far (forwarded or not) that match `pred`.
@@ -305,7 +318,9 @@ async fn requests_in(
                     let (_, mode) = rules.drop_replies.remove(i);
                     lock(&drops).insert(req.id, mode);
                 }
-                lock(&shared.seen).push(req.message);
+                if shared.recording.load(std::sync::atomic::Ordering::Relaxed) {
+                    lock(&shared.seen).push(req.message);
+                }
             }
         }
         if forward && tx.send((Instant::now() + delay, frame)).is_err() {

@@ -140,6 +140,16 @@ pub struct RaftSettings {
         default_value_t = 10_000
     )]
     pub snapshot_every_entries: u64,
+    /// Entries already in a snapshot kept in the log for followers that lag
+    /// a little: a follower further behind catches up by installing the
+    /// snapshot instead (default 1000).
+    #[arg(
+        id = "raft.log_kept_after_snapshot",
+        long = "log-kept-after-snapshot",
+        env = "DRIFTLOCK_LOG_KEPT_AFTER_SNAPSHOT",
+        default_value_t = 1_000
+    )]
+    pub log_kept_after_snapshot: u64,
     /// Accepted and checked (> 0) but not read: openraft derives its RPC
     /// deadlines from heartbeat_ms (replication) and its snapshot timeout,
     /// ms.
