@@ -105,6 +105,7 @@ async fn cluster_time_does_not_follow_a_slewed_monotonic_clock() {
         rate <= 1.002,
         "cluster time ran ahead of real time at rate {rate:.5} while the monotonic clock was slewed 5 % fast"
     );
-    // And it still advances (it is not frozen by the change).
-    assert!(rate > 0.9, "cluster time advanced at only {rate:.5} of real time");
+    // And it still advances (it is not frozen by the change). A node that
+    // has not measured its own rate yet stamps 10 % slow on purpose.
+    assert!(rate > 0.8, "cluster time advanced at only {rate:.5} of real time");
 }
