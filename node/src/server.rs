@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_proto::limits;
+use driftlock_proto::tls::Principal;
 use driftlock_proto::{
     AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
     QueryReply, QueryResult, Role,
@@ -395,6 +396,10 @@ fn answer(sm: &StateMachine, query: &Query, now_us: u64) -> Result<QueryResult, 
 #[derive(Clone)]
 pub struct ApiHandler {
     ctx: Arc<NodeContext>,
+    /// Who is on the other end of the connection: from its verified client
+    /// certificate, or [`Principal::Anonymous`] on a node started with
+    /// `--insecure`.
+    principal: Principal,
 }
 
 /// Counts a request as in flight while alive, and times it.
@@ -518,6 +523,11 @@ impl DriftlockApi for ApiHandler {
 
     async fn admin(self, _: tarpc::context::Context, request: AdminRequest) -> Result<AdminReply, ApiError> {
         let _f = InFlight::new(&self.ctx, "admin");
+        // An audit line per administrative change; health reports come every
+        // few seconds from every node and are not changes an operator made.
+        if !matches!(request, AdminRequest::ReportHealth { .. }) {
+            tracing::info!(principal = %self.principal, request = request.kind(), "admin request");
+        }
         self.ctx.admin(request).await
     }
 }
@@ -531,7 +541,10 @@ pub async fn serve(
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
     incoming.config_mut().max_frame_length(limits::MAX_FRAME_BYTES);
-    let handler = ApiHandler { ctx };
+    let handler = ApiHandler {
+        ctx,
+        principal: Principal::Anonymous,
+    };
     Ok(async move {
         while let Some(conn) = incoming.next().await {
             let Ok(transport) = conn else { continue };

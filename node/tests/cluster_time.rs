@@ -169,7 +169,10 @@ async fn cluster_time_keeps_pace_with_real_time_under_sequential_writes() {
         if rho <= 10_000 {
             break;
         }
-        assert!(Instant::now() < measured_by, "the leader's clock was not measured within 60 s (ρ_hi {rho} ppm)");
+        assert!(
+            Instant::now() < measured_by,
+            "the leader's clock was not measured within 60 s (ρ_hi {rho} ppm)"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let addr = c.client_addr(leader).to_string();

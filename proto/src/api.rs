@@ -249,6 +249,21 @@ pub enum AdminRequest {
     },
 }
 
+impl AdminRequest {
+    /// The request's kind, for logs and metrics: `init`, `add_learner`,
+    /// `change_voters`, `report_health`, `handover`, `transfer_leader`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AdminRequest::Init { .. } => "init",
+            AdminRequest::AddLearner { .. } => "add_learner",
+            AdminRequest::ChangeVoters { .. } => "change_voters",
+            AdminRequest::ReportHealth { .. } => "report_health",
+            AdminRequest::Handover { .. } => "handover",
+            AdminRequest::TransferLeader { .. } => "transfer_leader",
+        }
+    }
+}
+
 /// A member's addresses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberAddr {
