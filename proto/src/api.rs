@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AccessPolicy, Action, Denied, PolicyView};
 use crate::reply::Rejection;
 use crate::types::{ClockEstimate, HealthSample, HealthTier, SessionId};
 use crate::views::{ElectionView, KvView, LockView, SessionView, Stats};
@@ -88,6 +89,8 @@ pub enum Query {
     },
     /// Counts of the state ([`Stats`]).
     Stats,
+    /// The access policy in force and its revision (administrators only).
+    Policy,
 }
 
 /// Answer to a [`Query`].
@@ -126,6 +129,8 @@ pub enum QueryResult {
     Election(Option<ElectionView>),
     /// Counts of the node's applied state.
     Stats(Stats),
+    /// The access policy in force.
+    Policy(PolicyView),
 }
 
 /// A node's role in Raft, as openraft reports it.
@@ -247,11 +252,24 @@ pub enum AdminRequest {
         /// The target's Raft id; must be a voter.
         to: u64,
     },
+    /// Put a new access policy in force (committed as `SetPolicy`, so every
+    /// node enforces it from the same entry on). Refused with
+    /// `InvalidPolicy` unless it passes [`AccessPolicy::validate`].
+    SetPolicy {
+        /// The whole new policy (it replaces the old one).
+        policy: AccessPolicy,
+        /// The revision (`PolicyView::revision`) the change was made
+        /// against; the state machine refuses it with `RevisionMismatch` if
+        /// another change came in between. `None` replaces whatever is in
+        /// force.
+        expected_revision: Option<u64>,
+    },
 }
 
 impl AdminRequest {
-    /// The request's kind, for logs and metrics: `init`, `add_learner`,
-    /// `change_voters`, `report_health`, `handover`, `transfer_leader`.
+    /// The request's kind, for logs, metrics and refusals: `init`,
+    /// `add_learner`, `change_voters`, `report_health`, `handover`,
+    /// `transfer_leader`, `set_policy`.
     pub fn kind(&self) -> &'static str {
         match self {
             AdminRequest::Init { .. } => "init",
@@ -260,6 +278,7 @@ impl AdminRequest {
             AdminRequest::ReportHealth { .. } => "report_health",
             AdminRequest::Handover { .. } => "handover",
             AdminRequest::TransferLeader { .. } => "transfer_leader",
+            AdminRequest::SetPolicy { .. } => "set_policy",
         }
     }
 }
@@ -307,4 +326,37 @@ pub enum ApiError {
     /// initialized); nothing was done, so the request may go elsewhere.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The principal of the connection may not do this (docs/security.md,
+    /// "Policy model"); the node refused before proposing, so nothing
+    /// changed. Retrying will not help until the policy changes.
+    #[error("{}", DeniedDisplay(.principal, .action, .name))]
+    PermissionDenied {
+        /// Who asked, as the certificate names them (`alice`, `ops
+        /// (admin)`, `node 3`).
+        principal: String,
+        /// What was refused.
+        action: Action,
+        /// The lock, key, prefix, election, session or request refused;
+        /// empty when the action names nothing.
+        name: String,
+    },
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        ApiError::PermissionDenied {
+            principal: d.principal,
+            action: d.action,
+            name: d.name,
+        }
+    }
+}
+
+/// Formats a refusal's fields as [`Denied`] does.
+pub(crate) struct DeniedDisplay<'a>(pub &'a str, pub &'a Action, pub &'a str);
+
+impl std::fmt::Display for DeniedDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        crate::auth::write_denied(f, self.0, *self.1, self.2)
+    }
 }

@@ -7,6 +7,8 @@
 //! - [`views`] and [`api`]: reads, status, administration, errors;
 //! - [`config`]: the replicated configuration, with its validation, and
 //!   [`health`]: the Node Health Index both sides compute;
+//! - [`auth`]: principals, the replicated access policy, refusals and
+//!   the per-session secret;
 //! - [`limits`]: frame, wait and size bounds, declared once;
 //! - `service` and `tls` (feature `rpc`): the tarpc service, one-shot
 //!   calls and mutual TLS; `pki` (feature `pki`): making certificates.
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod event;
 pub mod health;
@@ -34,6 +37,7 @@ pub mod types;
 pub mod views;
 
 pub use api::*;
+pub use auth::{AccessPolicy, Action, Denied, Grant, PolicyView, Principal, Right, Rights, SessionSecret};
 pub use config::{Config, LeaseConfig, Limits, TimeConfig};
 pub use event::*;
 pub use ops::SessionOp;

@@ -93,6 +93,18 @@ pub const MESSAGE_OVERHEAD_BYTES: usize = 4 << 10;
 /// handover chunk.
 pub const MAX_ITEM_BYTES: usize = 2 * MAX_NAME_BYTES_CEILING + MAX_VALUE_BYTES_CEILING + MESSAGE_OVERHEAD_BYTES;
 
+/// Longest principal name a policy can name (a grant's principal or an
+/// admin), bytes. Certificate names longer than this can be given rights
+/// only through `*`.
+pub const MAX_PRINCIPAL_BYTES: usize = 256;
+
+/// Most grants an access policy may hold (`AccessPolicy::validate`); every
+/// request is checked against each, so the bound is also a cost bound.
+pub const MAX_POLICY_GRANTS: usize = 256;
+
+/// Most named administrators an access policy may hold.
+pub const MAX_POLICY_ADMINS: usize = 256;
+
 const _: () = {
     assert!(DEFAULT_MAX_NAME_BYTES <= MAX_NAME_BYTES_CEILING);
     assert!(DEFAULT_MAX_VALUE_BYTES <= MAX_VALUE_BYTES_CEILING);
@@ -112,6 +124,13 @@ const _: () = {
     // The longest wait fits the µs arithmetic of cluster time with room for
     // centuries of uptime.
     assert!(MAX_WAIT_US < u64::MAX / 1_000_000);
+    // The largest valid access policy fits one reply (and one entry).
+    assert!(
+        MAX_POLICY_GRANTS * (MAX_PRINCIPAL_BYTES + MAX_NAME_BYTES_CEILING + 64)
+            + MAX_POLICY_ADMINS * (MAX_PRINCIPAL_BYTES + 8)
+            + MESSAGE_OVERHEAD_BYTES
+            <= MAX_BATCH_BYTES
+    );
 };
 
 #[cfg(test)]

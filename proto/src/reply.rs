@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Action, Denied};
 use crate::types::{LeaseDecision, SessionId};
 
 /// A successful result.
@@ -208,6 +209,42 @@ pub enum Rejection {
         /// What was wrong, naming the field.
         detail: String,
     },
+    /// The command's proposer may not do this under the policy in force
+    /// when the entry was applied (docs/security.md, "Policy model"), or
+    /// is not the owner of the session it names.
+    PermissionDenied {
+        /// Who proposed it, as [`Principal`](crate::Principal)'s display
+        /// form.
+        principal: String,
+        /// What was refused.
+        action: Action,
+        /// The lock, key, election or session refused.
+        name: String,
+    },
+    /// A session operation arrived under a sequence number the session
+    /// already used for a different operation: the dedupe cache answers a
+    /// retry only when it is the same request. Nothing changed; the
+    /// client's sequence numbers are broken.
+    SequenceReused {
+        /// The sequence number sent.
+        seq: u64,
+    },
+    /// A `SetPolicy` whose policy fails
+    /// [`AccessPolicy::validate`](crate::AccessPolicy::validate).
+    InvalidPolicy {
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl From<Denied> for Rejection {
+    fn from(d: Denied) -> Self {
+        Rejection::PermissionDenied {
+            principal: d.principal,
+            action: d.action,
+            name: d.name,
+        }
+    }
 }
 
 impl std::fmt::Display for Rejection {
@@ -253,6 +290,16 @@ impl std::fmt::Display for Rejection {
             Rejection::ChunkChecksum { chunk_seq } => write!(f, "handover chunk {chunk_seq} failed its crc32 check"),
             Rejection::InvalidConfig { detail } => write!(f, "invalid configuration: {detail}"),
             Rejection::InvalidReport { detail } => write!(f, "invalid report: {detail}"),
+            Rejection::PermissionDenied {
+                principal,
+                action,
+                name,
+            } => crate::auth::write_denied(f, principal, *action, name),
+            Rejection::SequenceReused { seq } => write!(
+                f,
+                "sequence {seq} was already used for a different operation of this session"
+            ),
+            Rejection::InvalidPolicy { detail } => write!(f, "invalid access policy: {detail}"),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! any node's applied state when asked. Reads that depend on expiry are
 //! answered as of the leader's current cluster time.
 
+use crate::auth::SessionSecret;
 use crate::api::{AdminReply, AdminRequest, ApiError, Consistency, KvWrite, NodeStatus, Query, QueryReply};
 use crate::event::{EventBatch, EventFilter};
 use crate::ops::SessionOp;
@@ -22,16 +23,26 @@ pub trait DriftlockApi {
     /// `limits.max_client_name_bytes`) that asks for `requested_ttl_us` of
     /// validity (within `lease.min_ttl_us ..= lease.max_ttl_us`). `nonce` is
     /// random per open, kept across its retries: a retry with the same nonce
-    /// returns the same session.
-    async fn open_session(nonce: u128, client_name: String, requested_ttl_us: u64) -> Result<Reply, ApiError>;
+    /// (and secret, from the same principal) returns the same session.
+    /// `secret` is drawn at random by the client and sent with every
+    /// operation of the session; the node keeps only its SHA-256, with the
+    /// connection's principal as the session's owner.
+    async fn open_session(
+        nonce: u128,
+        client_name: String,
+        requested_ttl_us: u64,
+        secret: SessionSecret,
+    ) -> Result<Reply, ApiError>;
 
     /// Runs one deduplicated operation in a session: keepalive, close,
     /// acquire, release, fenced KV writes, campaign, resign, proclaim,
     /// handover state and acknowledgement, probe answers. `seq` starts at 1
     /// and increases with each new operation of the session; a retry reuses
     /// it and gets the first reply (while it is within the session's dedupe
-    /// window).
-    async fn session_op(session: SessionId, seq: u64, op: SessionOp) -> Result<Reply, ApiError>;
+    /// window, and only if it is the same operation). Refused with
+    /// `PermissionDenied` unless the connection's principal opened the
+    /// session and `secret` is the one it was opened with.
+    async fn session_op(session: SessionId, secret: SessionSecret, seq: u64, op: SessionOp) -> Result<Reply, ApiError>;
 
     /// A KV write outside any session (not deduplicated, not fenced: for
     /// operators and the CLI).

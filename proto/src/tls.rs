@@ -172,50 +172,9 @@ pub fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
     ServerName::try_from(name.to_owned()).map_err(|e| TlsError::Identity(format!("'{name}' is no server name: {e}")))
 }
 
-/// Who holds a certificate: what the server knows of the other end of an
-/// authenticated connection.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Principal {
-    /// A cluster node, by Raft id.
-    Node(u64),
-    /// A client, by the name in its certificate; `admin` for a
-    /// certificate issued with the admin role.
-    Client {
-        /// The certificate's common name.
-        name: String,
-        /// Issued with OU `admin`.
-        admin: bool,
-    },
-    /// No certificate: a node started with `--insecure` (tests only).
-    Anonymous,
-}
-
-impl Principal {
-    /// The name policies and sessions refer to the principal by.
-    pub fn name(&self) -> String {
-        match self {
-            Principal::Node(id) => format!("node-{id}"),
-            Principal::Client { name, .. } => name.clone(),
-            Principal::Anonymous => "anonymous".into(),
-        }
-    }
-
-    /// Whether the certificate itself grants the administrator role.
-    pub fn is_admin_by_certificate(&self) -> bool {
-        matches!(self, Principal::Client { admin: true, .. })
-    }
-}
-
-impl std::fmt::Display for Principal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Principal::Node(id) => write!(f, "node {id}"),
-            Principal::Client { name, admin: true } => write!(f, "{name} (admin)"),
-            Principal::Client { name, admin: false } => write!(f, "{name}"),
-            Principal::Anonymous => write!(f, "anonymous"),
-        }
-    }
-}
+/// Who holds a certificate: declared in [`crate::auth`] (the state
+/// machine, which links no TLS, records it as a command's proposer).
+pub use crate::auth::Principal;
 
 /// The principal a verified peer certificate names: its CN and OU.
 pub fn principal_of(cert: &CertificateDer<'_>) -> Result<Principal, TlsError> {
