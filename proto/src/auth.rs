@@ -335,16 +335,12 @@ impl AccessPolicy {
             Action::Write => self.allows(principal, Right::Write, name),
             Action::Campaign => self.allows(principal, Right::Campaign, name),
             Action::Read => self.allows(principal, Right::Read, name),
-            Action::ReadLock => {
-                self.allows(principal, Right::Read, name) || self.allows(principal, Right::Lock, name)
-            }
+            Action::ReadLock => self.allows(principal, Right::Read, name) || self.allows(principal, Right::Lock, name),
             Action::ReadElection => {
                 self.allows(principal, Right::Read, name) || self.allows(principal, Right::Campaign, name)
             }
             Action::ReadUnder => self.allows_under(principal, Right::Read, name),
-            Action::UseSession | Action::ObserveAll | Action::Admin | Action::ReportHealth => {
-                self.is_admin(principal)
-            }
+            Action::UseSession | Action::ObserveAll | Action::Admin | Action::ReportHealth => self.is_admin(principal),
         };
         if allowed {
             Ok(())
@@ -398,7 +394,12 @@ impl AccessPolicy {
                 ));
             }
             if g.rights.is_empty() {
-                return Err(format!("grant {} ({} on '{}') gives no right", i + 1, g.principal, g.prefix));
+                return Err(format!(
+                    "grant {} ({} on '{}') gives no right",
+                    i + 1,
+                    g.principal,
+                    g.prefix
+                ));
             }
             if !seen.insert((g.principal.as_str(), g.prefix.as_str())) {
                 return Err(format!(
@@ -432,7 +433,8 @@ impl AccessPolicy {
     /// whether there was one.
     pub fn without_grant(mut self, principal: &str, prefix: &str) -> (AccessPolicy, bool) {
         let before = self.grants.len();
-        self.grants.retain(|g| !(g.principal == principal && g.prefix == prefix));
+        self.grants
+            .retain(|g| !(g.principal == principal && g.prefix == prefix));
         let removed = self.grants.len() != before;
         (self, removed)
     }
@@ -684,7 +686,10 @@ mod tests {
         let denied = p
             .check(&Principal::client("alice"), Action::Write, "billing/x")
             .unwrap_err();
-        assert_eq!(denied.to_string(), "permission denied: alice may not write key 'billing/x'");
+        assert_eq!(
+            denied.to_string(),
+            "permission denied: alice may not write key 'billing/x'"
+        );
         let denied = p
             .check(&Principal::client("bob"), Action::ReadUnder, "billing/")
             .unwrap_err();
@@ -695,7 +700,9 @@ mod tests {
         let denied = p.check(&Principal::client("bob"), Action::ObserveAll, "").unwrap_err();
         assert_eq!(denied.to_string(), "permission denied: bob may not observe every event");
         // Reading a lock is allowed with the lock right alone.
-        assert!(p.check(&Principal::client("alice"), Action::ReadLock, "billing/j").is_ok());
+        assert!(p
+            .check(&Principal::client("alice"), Action::ReadLock, "billing/j")
+            .is_ok());
     }
 
     #[test]
@@ -719,10 +726,7 @@ mod tests {
             mode: crate::LockMode::Exclusive,
             wait_us: 0,
         };
-        assert_eq!(
-            p.check_op(&nobody, &acquire).unwrap_err().action,
-            Action::Lock
-        );
+        assert_eq!(p.check_op(&nobody, &acquire).unwrap_err().action, Action::Lock);
     }
 
     #[test]

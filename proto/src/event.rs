@@ -182,6 +182,11 @@ pub enum Event {
     },
     /// A `SetConfig` replaced the replicated configuration.
     ConfigChanged,
+    /// A `SetPolicy` put a new access policy in force.
+    PolicyChanged {
+        /// The new policy's revision: this entry's log index.
+        revision: u64,
+    },
 }
 
 /// Why a session, lock or candidacy ended.

@@ -164,6 +164,13 @@ pub enum Rejection {
         /// The token given.
         token: u64,
     },
+    /// A fenced write from a session that does not hold the fence's grant:
+    /// the token is held, by another session (tokens are published by
+    /// reads and events, so holding one proves nothing).
+    FenceNotHolder {
+        /// The token given.
+        token: u64,
+    },
     /// A compare-and-set found another modification revision.
     RevisionMismatch {
         /// The revision the write expected (0 = key absent).
@@ -278,6 +285,9 @@ impl std::fmt::Display for Rejection {
                 write!(f, "fencing token {token} is stale (newest grant is {latest})")
             }
             Rejection::FenceNotHeld { token } => write!(f, "fencing token {token} is not held now"),
+            Rejection::FenceNotHolder { token } => {
+                write!(f, "fencing token {token} is held by another session, not the writer")
+            }
             Rejection::RevisionMismatch { expected, actual } => {
                 write!(f, "revision mismatch: expected {expected}, found {actual}")
             }

@@ -8,8 +8,8 @@
 //! any node's applied state when asked. Reads that depend on expiry are
 //! answered as of the leader's current cluster time.
 
-use crate::auth::SessionSecret;
 use crate::api::{AdminReply, AdminRequest, ApiError, Consistency, KvWrite, NodeStatus, Query, QueryReply};
+use crate::auth::SessionSecret;
 use crate::event::{EventBatch, EventFilter};
 use crate::ops::SessionOp;
 use crate::reply::Reply;

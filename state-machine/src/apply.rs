@@ -1,13 +1,16 @@
 //! The entry point of every committed entry: [`StateMachine::apply`]
 //! advances cluster time (docs/design.md "Time", rule 3), fires the timers
 //! that are due, then dispatches the command to the file that handles it.
-//! Session operations pass through the per-session dedupe cache first
-//! (Raft thesis §6.3), so a retried sequence number returns the response it
-//! got the first time and changes nothing.
+//! Session operations pass the owner check and then the per-session dedupe
+//! cache (Raft thesis §6.3), so a retried sequence number returns the
+//! response it got the first time and changes nothing; commands a client
+//! caused are checked against the access policy in force (`authz.rs`).
 
-use driftlock_proto::{EndCause, Event, Rejection, Reply, SessionId, SessionOp};
+use driftlock_proto::{Action, EndCause, Event, Principal, Rejection, Reply, SessionId, SessionOp};
 
+use crate::authz::op_digest;
 use crate::command::{Command, EntryMeta, Response};
+use crate::entities::Cached;
 use crate::StateMachine;
 
 /// Context of one apply: the entry's index and effective time, and the
@@ -50,15 +53,27 @@ impl StateMachine {
                 nonce,
                 client_name,
                 requested_ttl_us,
-            } => self.open_session(nonce, client_name, requested_ttl_us, ctx),
-            Command::Session { session, seq, op } => self.session_command(session, seq, op, ctx),
-            Command::KvPut { key, value } => self.kv_put(key, value, None, ctx),
-            Command::KvDelete { key } => self.kv_delete(key, None, ctx),
+                owner,
+                secret_sha256,
+            } => self.open_session(nonce, client_name, requested_ttl_us, owner, secret_sha256, ctx),
+            Command::Session { session, seq, op, by } => self.session_command(session, seq, op, &by, ctx),
+            Command::KvPut { key, value, by } => {
+                self.authorize(&by, Action::Write, &key)?;
+                self.kv_put(key, value, None, ctx)
+            }
+            Command::KvDelete { key, by } => {
+                self.authorize(&by, Action::Write, &key)?;
+                self.kv_delete(key, None, ctx)
+            }
             Command::KvCas {
                 key,
                 expected_revision,
                 value,
-            } => self.kv_cas(key, expected_revision, value, None, ctx),
+                by,
+            } => {
+                self.authorize(&by, Action::Write, &key)?;
+                self.kv_cas(key, expected_revision, value, None, ctx)
+            }
             Command::HandoverBegin {
                 election,
                 from,
@@ -100,11 +115,27 @@ impl StateMachine {
                 ctx.events.push(Event::ConfigChanged);
                 Ok(Reply::Done)
             }
+            Command::SetPolicy {
+                policy,
+                expected_revision,
+                by,
+            } => self.set_policy(policy, expected_revision, &by, ctx),
         }
     }
 
-    /// A deduplicated session operation (Raft thesis §6.3).
-    fn session_command(&mut self, session: SessionId, seq: u64, op: SessionOp, ctx: &mut Ctx) -> Response {
+    /// A deduplicated session operation (Raft thesis §6.3), from its
+    /// owner only: another principal's operation is refused before it can
+    /// read or fill the dedupe cache, and a remembered sequence number
+    /// answers from the cache only for the same operation.
+    fn session_command(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        op: SessionOp,
+        by: &Principal,
+        ctx: &mut Ctx,
+    ) -> Response {
+        self.check_owner(session, by)?;
         let Some(s) = self.sessions.get(&session) else {
             return Err(Rejection::UnknownSession { session });
         };
@@ -114,10 +145,35 @@ impl StateMachine {
                 forgotten_through: s.forgotten_through,
             });
         }
+        let digest = op_digest(&op);
         if let Some(cached) = s.responses.get(&seq) {
-            return cached.clone();
+            if cached.digest != digest {
+                return Err(Rejection::SequenceReused { seq });
+            }
+            return cached.response.clone();
         }
-        let response = match op {
+        let response = match self.authorize_op(by, &op) {
+            Ok(()) => self.run_session_op(session, op, ctx),
+            Err(denied) => Err(denied),
+        };
+        let window = self.config.limits.dedupe_window;
+        // The session may have ended inside the operation (Close).
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.responses.insert(
+                seq,
+                Cached {
+                    digest,
+                    response: response.clone(),
+                },
+            );
+            s.trim_responses(window);
+        }
+        response
+    }
+
+    /// Runs an authorized session operation.
+    fn run_session_op(&mut self, session: SessionId, op: SessionOp, ctx: &mut Ctx) -> Response {
+        match op {
             SessionOp::Keepalive { health, clock } => self.keepalive(session, health, clock, ctx),
             SessionOp::Close => {
                 self.end_session(session, EndCause::Released, ctx);
@@ -125,14 +181,14 @@ impl StateMachine {
             }
             SessionOp::Acquire { name, mode, wait_us } => self.acquire(session, name, mode, wait_us, ctx),
             SessionOp::Release { name } => self.release(session, &name, ctx),
-            SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence, ctx),
+            SessionOp::KvPut { key, value, fence } => self.kv_put(key, value, fence.map(|f| (session, f)), ctx),
             SessionOp::KvCas {
                 key,
                 expected_revision,
                 value,
                 fence,
-            } => self.kv_cas(key, expected_revision, value, fence, ctx),
-            SessionOp::KvDelete { key, fence } => self.kv_delete(key, fence, ctx),
+            } => self.kv_cas(key, expected_revision, value, fence.map(|f| (session, f)), ctx),
+            SessionOp::KvDelete { key, fence } => self.kv_delete(key, fence.map(|f| (session, f)), ctx),
             SessionOp::Campaign { election, value } => self.campaign(session, election, value, ctx),
             SessionOp::Resign { election } => self.resign(session, &election, ctx),
             SessionOp::Proclaim { election, epoch, value } => self.proclaim(session, &election, epoch, value, ctx),
@@ -152,13 +208,6 @@ impl StateMachine {
             } => self.handover_ack(session, &election, epoch, chunks, total_crc32, ctx),
             SessionOp::ProbeAnswer => self.probe_answer(session),
             SessionOp::Relinquish { election, epoch } => self.relinquish(session, &election, epoch, ctx),
-        };
-        let window = self.config.limits.dedupe_window;
-        // The session may have ended inside the operation (Close).
-        if let Some(s) = self.sessions.get_mut(&session) {
-            s.responses.insert(seq, response.clone());
-            s.trim_responses(window);
         }
-        response
     }
 }

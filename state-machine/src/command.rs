@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use driftlock_proto::{ClockEstimate, Config, HealthSample, Rejection, Reply, SessionId, SessionOp, Subject};
+use driftlock_proto::{
+    AccessPolicy, ClockEstimate, Config, HealthSample, Principal, Rejection, Reply, SessionId, SessionOp, Subject,
+};
 
 /// Position and cluster time of the entry being applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,15 @@ pub enum Command {
         client_name: String,
         /// Requested time-to-live, µs.
         requested_ttl_us: u64,
+        /// The principal that opened it (the node sets it from the
+        /// connection's certificate): the session's owner, the only one
+        /// whose operations on it are applied.
+        owner: Principal,
+        /// SHA-256 of the secret the client drew for the session. The node
+        /// checks every operation's secret against it before proposing; the
+        /// secret itself is never in the log. A retried open (same nonce)
+        /// finds the session only with the same owner and digest.
+        secret_sha256: [u8; 32],
     },
     /// A deduplicated operation inside a session.
     Session {
@@ -46,8 +57,14 @@ pub enum Command {
         /// Client sequence number, strictly increasing per session.
         seq: u64,
         /// What to do; applied once per `(session, seq)`, a retry gets the
-        /// cached response while `seq` is within `limits.dedupe_window`.
+        /// cached response while `seq` is within `limits.dedupe_window` and
+        /// it is the same operation (else `SequenceReused`).
         op: SessionOp,
+        /// Who proposed it (set by the node from the connection's
+        /// certificate): refused with `PermissionDenied`, touching nothing,
+        /// unless it is the session's owner; the operation's rights are
+        /// checked against the policy in force at this entry.
+        by: Principal,
     },
     /// A KV write outside any session (not deduplicated; for operators).
     KvPut {
@@ -56,11 +73,15 @@ pub enum Command {
         key: String,
         /// Replaces the whole value; at most `limits.max_value_bytes`.
         value: Vec<u8>,
+        /// Who proposed it; needs the `write` right on `key`.
+        by: Principal,
     },
     /// A KV delete outside any session.
     KvDelete {
         /// Key to remove; rejected with `KeyNotFound` if it does not exist.
         key: String,
+        /// Who proposed it; needs the `write` right on `key`.
+        by: Principal,
     },
     /// A KV compare-and-set outside any session.
     KvCas {
@@ -71,6 +92,8 @@ pub enum Command {
         /// Written only if the key's `mod_revision` equals `expected_revision`;
         /// at most `limits.max_value_bytes`.
         value: Vec<u8>,
+        /// Who proposed it; needs the `write` right on `key`.
+        by: Principal,
     },
     /// Start a warm handover of `election` from its master to `to`.
     HandoverBegin {
@@ -155,8 +178,24 @@ pub enum Command {
     },
     /// Advance cluster time without other effect (expiries run).
     Tick,
-    /// Replace the replicated configuration.
+    /// Replace the replicated configuration. Proposed only by the node
+    /// itself (no client request reaches it).
     SetConfig(Config),
+    /// Put a new access policy in force (docs/security.md, "Policy
+    /// model"); from this entry on every replica checks commands against
+    /// it.
+    SetPolicy {
+        /// The whole new policy; refused with `InvalidPolicy` unless it
+        /// passes `AccessPolicy::validate`.
+        policy: AccessPolicy,
+        /// The policy revision the change was made against; refused with
+        /// `RevisionMismatch` if another `SetPolicy` came in between.
+        /// `None`: replace whatever is in force.
+        expected_revision: Option<u64>,
+        /// Who proposed it; must be an administrator under the policy in
+        /// force before this entry.
+        by: Principal,
+    },
 }
 
 /// The state machine's answer to one entry.

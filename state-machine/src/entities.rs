@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use driftlock_proto::{ClockEstimate, ClockSample, HealthSample, LeaseDecision, LockMode, SessionId};
+use driftlock_proto::{ClockEstimate, ClockSample, HealthSample, LeaseDecision, LockMode, Principal, SessionId};
 use serde::{Deserialize, Serialize};
 
 use crate::command::Response;
@@ -30,6 +30,10 @@ pub(crate) struct Suspicion {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Session {
     pub(crate) nonce: u128,
+    /// Who opened it: the only principal whose operations on it apply.
+    pub(crate) owner: Principal,
+    /// SHA-256 of the client's session secret (never the secret itself).
+    pub(crate) secret_sha256: [u8; 32],
     pub(crate) client_name: String,
     pub(crate) requested_ttl_us: u64,
     /// End of the longest validity ever granted to this session, cluster µs.
@@ -48,8 +52,9 @@ pub(crate) struct Session {
     pub(crate) waiting: BTreeSet<String>,
     /// Elections this session is master of or a candidate in.
     pub(crate) campaigns: BTreeSet<String>,
-    /// Cached responses by sequence number, for retries.
-    pub(crate) responses: BTreeMap<u64, Response>,
+    /// Cached responses by sequence number, for retries, each with the
+    /// digest of the operation that produced it.
+    pub(crate) responses: BTreeMap<u64, Cached>,
     /// Highest sequence number whose response was evicted from the cache.
     pub(crate) forgotten_through: u64,
 }
@@ -70,6 +75,17 @@ impl Session {
         }
         debug_assert!(self.responses.len() as u64 <= window);
     }
+}
+
+/// A remembered response of a session operation, with the digest of the
+/// operation (`authz::op_digest`): a retry is answered from the cache only
+/// if its digest matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Cached {
+    /// The first 16 bytes of the operation's SHA-256.
+    pub(crate) digest: u128,
+    /// What the operation answered the first time.
+    pub(crate) response: Response,
 }
 
 /// Pairs of renewals whose evidence must agree before a client's drift

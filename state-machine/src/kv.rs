@@ -1,5 +1,5 @@
 //! The KV store: put, compare-and-set and delete, each optionally fenced by
-//! a lock's token. Revisions are log indexes.
+//! a lock's token held by the writing session. Revisions are log indexes.
 
 use driftlock_proto::*;
 
@@ -10,9 +10,10 @@ use crate::StateMachine;
 
 impl StateMachine {
     /// Accepts a fence only if its token is the lock's newest grant and that
-    /// grant is still held.
-    fn check_fence(&self, fence: &Option<Fence>) -> Result<(), Rejection> {
-        let Some(f) = fence else { return Ok(()) };
+    /// grant is still held, by the writing session: a session cannot borrow
+    /// another's token (it is published by reads and events).
+    fn check_fence(&self, fence: &Option<(SessionId, Fence)>) -> Result<(), Rejection> {
+        let Some((writer, f)) = fence else { return Ok(()) };
         let Some(lock) = self.locks.get(&f.lock) else {
             return Err(Rejection::FenceNotHeld { token: f.token });
         };
@@ -22,16 +23,22 @@ impl StateMachine {
                 latest: lock.latest_token,
             });
         }
-        if !lock.holders.values().any(|h| h.token == f.token) {
-            return Err(Rejection::FenceNotHeld { token: f.token });
+        // Shared waiters granted in one entry share its token: the writer
+        // must be one of the holders of that grant.
+        let grant_holders = || lock.holders.iter().filter(|(_, h)| h.token == f.token).map(|(s, _)| *s);
+        if grant_holders().next().is_none() {
+            Err(Rejection::FenceNotHeld { token: f.token })
+        } else if grant_holders().any(|s| s == *writer) {
+            Ok(())
+        } else {
+            Err(Rejection::FenceNotHolder { token: f.token })
         }
-        Ok(())
     }
 
-    fn check_kv_write(&self, key: &str, value_len: usize, fence: &Option<Fence>) -> Result<(), Rejection> {
+    fn check_kv_write(&self, key: &str, value_len: usize, fence: &Option<(SessionId, Fence)>) -> Result<(), Rejection> {
         self.check_name(key)?;
         self.check_value(value_len)?;
-        if let Some(f) = fence {
+        if let Some((_, f)) = fence {
             self.check_name(&f.lock)?;
         }
         if !self.kv.contains_key(key) && self.kv.len() as u64 >= self.config.limits.max_keys {
@@ -59,7 +66,13 @@ impl StateMachine {
         Ok(Reply::KvWritten { revision })
     }
 
-    pub(crate) fn kv_put(&mut self, key: String, value: Vec<u8>, fence: Option<Fence>, ctx: &mut Ctx) -> Response {
+    pub(crate) fn kv_put(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        fence: Option<(SessionId, Fence)>,
+        ctx: &mut Ctx,
+    ) -> Response {
         self.check_kv_write(&key, value.len(), &fence)?;
         self.write_key(key, value, ctx)
     }
@@ -69,7 +82,7 @@ impl StateMachine {
         key: String,
         expected_revision: u64,
         value: Vec<u8>,
-        fence: Option<Fence>,
+        fence: Option<(SessionId, Fence)>,
         ctx: &mut Ctx,
     ) -> Response {
         self.check_kv_write(&key, value.len(), &fence)?;
@@ -83,7 +96,7 @@ impl StateMachine {
         self.write_key(key, value, ctx)
     }
 
-    pub(crate) fn kv_delete(&mut self, key: String, fence: Option<Fence>, ctx: &mut Ctx) -> Response {
+    pub(crate) fn kv_delete(&mut self, key: String, fence: Option<(SessionId, Fence)>, ctx: &mut Ctx) -> Response {
         self.check_name(&key)?;
         if !self.kv.contains_key(&key) {
             return Err(Rejection::KeyNotFound);

@@ -23,6 +23,8 @@
 //! - `sessions.rs`, `locks.rs`, `kv.rs`, `elections.rs`, `reports.rs`: one
 //!   file per kind of request, each changing its records;
 //! - `validate.rs`: the input checks those requests share;
+//! - `authz.rs`: the access policy's checks at apply (proposer rights,
+//!   session ownership, `SetPolicy`) and the dedupe digest;
 //! - `time.rs`: the safety arithmetic of time (drift bounds, drift margins,
 //!   lock-delay, the client clock check);
 //! - [`lease`]: the adaptive lease formula;
@@ -34,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod apply;
+mod authz;
 mod command;
 mod elections;
 mod entities;
@@ -54,7 +57,7 @@ pub use snapshot::{RestoreError, Snapshot, SNAPSHOT_VERSION};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use driftlock_proto::{ClockEstimate, Config, HealthSample, SessionId};
+use driftlock_proto::{AccessPolicy, ClockEstimate, Config, HealthSample, PolicyView, Principal, SessionId};
 use serde::{Deserialize, Serialize};
 
 use entities::{Election, KvEntry, Lock, LockCounts, Session};
@@ -77,6 +80,12 @@ pub struct StateMachine {
     pub(crate) timers: BTreeSet<(u64, Timer)>,
     pub(crate) node_health: BTreeMap<u64, HealthSample>,
     pub(crate) node_clocks: BTreeMap<u64, ClockEstimate>,
+    /// The access policy in force (docs/security.md, "Policy model"); the
+    /// open default until the first `SetPolicy`.
+    pub(crate) policy: AccessPolicy,
+    /// Log index of the `SetPolicy` that put `policy` in force; 0 = the
+    /// default.
+    pub(crate) policy_revision: u64,
     /// Locks with at least one holder and waiters across all locks, kept
     /// as each changes so `stats()` never walks the lock table. Derived
     /// state: not serialized, recounted on restore and checked by
@@ -107,5 +116,25 @@ impl StateMachine {
     /// The replicated configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The access policy in force.
+    pub fn policy(&self) -> &AccessPolicy {
+        &self.policy
+    }
+
+    /// The access policy in force with the index of the entry that set it.
+    pub fn policy_view(&self) -> PolicyView {
+        PolicyView {
+            policy: self.policy.clone(),
+            revision: self.policy_revision,
+        }
+    }
+
+    /// Who opened `session` and the SHA-256 of its secret, while the
+    /// session exists (whatever its deadline): what the node checks a
+    /// session operation against before proposing it.
+    pub fn session_owner(&self, session: SessionId) -> Option<(&Principal, &[u8; 32])> {
+        self.sessions.get(&session).map(|s| (&s.owner, &s.secret_sha256))
     }
 }

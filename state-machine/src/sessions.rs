@@ -19,11 +19,18 @@ impl StateMachine {
         nonce: u128,
         client_name: String,
         requested_ttl_us: u64,
+        owner: Principal,
+        secret_sha256: [u8; 32],
         ctx: &mut Ctx,
     ) -> Response {
-        // A retried open finds the session it already opened.
+        // A retried open finds the session it already opened; an open that
+        // reuses the nonce from another principal or with another secret is
+        // not that retry, and gets nothing of the session.
         if let Some(&id) = self.session_by_nonce.get(&nonce) {
             if let Some(s) = self.sessions.get(&id) {
+                if !s.owner.same_party(&owner) || s.secret_sha256 != secret_sha256 {
+                    return Err(Denied::new(&owner, Action::UseSession, &id.to_string()).into());
+                }
                 return Ok(Reply::SessionOpened {
                     session: id,
                     validity_us: s.deadline_us.saturating_sub(ctx.now_us),
@@ -57,6 +64,8 @@ impl StateMachine {
         let deadline_us = ctx.now_us.saturating_add(decision.validity_us);
         let session = Session {
             nonce,
+            owner,
+            secret_sha256,
             client_name,
             requested_ttl_us,
             deadline_us,

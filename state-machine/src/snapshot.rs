@@ -16,7 +16,9 @@ use crate::StateMachine;
 /// 2: lock holders no longer carry a predicted release time.
 /// 3: the client clock check moved from lock holds to renewals (holders
 /// carry no client clock; sessions carry `ClientClock`).
-pub const SNAPSHOT_VERSION: u32 = 3;
+/// 4: the access policy and its revision; sessions carry their owner and
+/// secret digest; cached responses carry the digest of their operation.
+pub const SNAPSHOT_VERSION: u32 = 4;
 
 /// A versioned, serializable image of the whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Harness, SEC};
+use common::{Harness, SEC, SECRET};
 use driftlock_proto::*;
 use driftlock_state_machine::*;
 
@@ -28,6 +28,8 @@ fn session_ttl_and_name_limits_are_typed_errors() {
             nonce: 1,
             client_name: "c".into(),
             requested_ttl_us: 10,
+            owner: h.by.clone(),
+            secret_sha256: SECRET.digest(),
         })
         .0;
     assert!(
@@ -40,6 +42,8 @@ fn session_ttl_and_name_limits_are_typed_errors() {
             nonce: 2,
             client_name: long,
             requested_ttl_us: 5 * SEC,
+            owner: h.by.clone(),
+            secret_sha256: SECRET.digest(),
         })
         .0;
     assert!(matches!(r, Err(Rejection::NameTooLong { .. })), "{r:?}");
@@ -58,6 +62,8 @@ fn session_count_limit() {
             nonce: 99,
             client_name: "c".into(),
             requested_ttl_us: 5 * SEC,
+            owner: h.by.clone(),
+            secret_sha256: SECRET.digest(),
         })
         .0;
     assert_eq!(
@@ -76,6 +82,8 @@ fn retried_open_with_same_nonce_returns_the_same_session() {
         nonce: 7,
         client_name: "c".into(),
         requested_ttl_us: 5 * SEC,
+        owner: h.by.clone(),
+        secret_sha256: SECRET.digest(),
     };
     let a = h.apply(cmd.clone()).0;
     let b = h.apply(cmd).0;
@@ -99,6 +107,7 @@ fn retry_returns_cached_response_and_changes_nothing() {
             mode: LockMode::Exclusive,
             wait_us: 0,
         },
+        by: h.by.clone(),
     };
     let first = h.apply(acquire.clone()).0;
     let token = granted_token(&first);
@@ -129,6 +138,7 @@ fn sequence_older_than_the_window_is_refused() {
                 health: None,
                 clock: None,
             },
+            by: h.by.clone(),
         })
         .0;
     assert_eq!(
@@ -501,6 +511,7 @@ fn kv_cas_delete_and_limits() {
             key: "k".into(),
             expected_revision: 0,
             value: b"v".to_vec(),
+            by: h.by.clone(),
         })
         .0
     {
@@ -512,6 +523,7 @@ fn kv_cas_delete_and_limits() {
             key: "k".into(),
             expected_revision: 0,
             value: b"w".to_vec(),
+            by: h.by.clone(),
         })
         .0;
     assert_eq!(
@@ -525,6 +537,7 @@ fn kv_cas_delete_and_limits() {
         .apply(Command::KvPut {
             key: "k2".into(),
             value: vec![],
+            by: h.by.clone(),
         })
         .0;
     assert_eq!(
@@ -538,13 +551,23 @@ fn kv_cas_delete_and_limits() {
         .apply(Command::KvPut {
             key: "k".into(),
             value: vec![0; 5],
+            by: h.by.clone(),
         })
         .0;
     assert_eq!(r, Err(Rejection::ValueTooLarge { len: 5, max: 4 }));
     assert_eq!(h.sm.kv_get("k").map(|v| v.value), Some(b"v".to_vec()));
-    h.apply(Command::KvDelete { key: "k".into() }).0.expect("delete");
+    h.apply(Command::KvDelete {
+        key: "k".into(),
+        by: h.by.clone(),
+    })
+    .0
+    .expect("delete");
     assert_eq!(
-        h.apply(Command::KvDelete { key: "k".into() }).0,
+        h.apply(Command::KvDelete {
+            key: "k".into(),
+            by: h.by.clone(),
+        })
+        .0,
         Err(Rejection::KeyNotFound)
     );
 }

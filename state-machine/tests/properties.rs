@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Harness, SEC};
+use common::{Harness, SEC, SECRET};
 use driftlock_proto::*;
 use driftlock_state_machine::*;
 use proptest::prelude::*;
@@ -207,6 +207,7 @@ impl Driver {
             session,
             seq,
             op: op.clone(),
+            by: self.h.by.clone(),
         })?;
         self.last_session_cmd = Some((session, seq, op, r.clone()));
         Ok(r)
@@ -377,6 +378,8 @@ impl Driver {
                         nonce,
                         client_name: format!("c{slot}"),
                         requested_ttl_us: ttl_s * SEC,
+                        owner: self.h.by.clone(),
+                        secret_sha256: SECRET.digest(),
                     };
                     if let (Ok(Reply::SessionOpened { session, .. }), _) = self.step(cmd)? {
                         self.slots[slot] = Some(session);
@@ -525,7 +528,16 @@ impl Driver {
                             last,
                         };
                         let seq = self.h.next_seq(from);
-                        if self.step(Command::Session { session: from, seq, op })?.0.is_ok() {
+                        if self
+                            .step(Command::Session {
+                                session: from,
+                                seq,
+                                op,
+                                by: self.h.by.clone(),
+                            })?
+                            .0
+                            .is_ok()
+                        {
                             if let Some(d) = self.handover_data.get_mut(&name) {
                                 d.1 += 1;
                                 d.2.extend_from_slice(&data);
@@ -547,7 +559,12 @@ impl Driver {
                             total_crc32: crc32fast::hash(&data),
                         };
                         let seq = self.h.next_seq(to);
-                        let _ = self.step(Command::Session { session: to, seq, op })?;
+                        let _ = self.step(Command::Session {
+                            session: to,
+                            seq,
+                            op,
+                            by: self.h.by.clone(),
+                        })?;
                     }
                 }
             }
@@ -572,7 +589,12 @@ impl Driver {
                             epoch: v.epoch,
                         };
                         let seq = self.h.next_seq(from);
-                        let _ = self.step(Command::Session { session: from, seq, op })?;
+                        let _ = self.step(Command::Session {
+                            session: from,
+                            seq,
+                            op,
+                            by: self.h.by.clone(),
+                        })?;
                     }
                 }
             }
@@ -628,7 +650,12 @@ impl Driver {
                     let meta = self.h.next_meta();
                     let mut expected = self.h.sm.clone();
                     let _ = expected.apply(Command::Tick, meta);
-                    let cmd = Command::Session { session, seq, op };
+                    let cmd = Command::Session {
+                        session,
+                        seq,
+                        op,
+                        by: self.h.by.clone(),
+                    };
                     self.h.log.push((cmd.clone(), meta));
                     let (r, events) = self.h.sm.apply(cmd, meta);
                     prop_assert!(self.h.sm == expected, "a retry changed state");

@@ -15,7 +15,14 @@ pub struct Harness {
     pub seqs: std::collections::BTreeMap<SessionId, u64>,
     /// Every entry applied, for replay on another replica.
     pub log: Vec<(Command, EntryMeta)>,
+    /// Who proposes the harness's commands (an ordinary client, so the
+    /// default policy is what lets them through).
+    pub by: Principal,
 }
+
+/// The secret the harness opens sessions with (tests of ownership use
+/// others).
+pub const SECRET: SessionSecret = SessionSecret([42; 32]);
 
 impl Harness {
     pub fn new(config: Config) -> Self {
@@ -25,6 +32,7 @@ impl Harness {
             ts_us: 1_000 * SEC,
             seqs: Default::default(),
             log: Vec::new(),
+            by: Principal::client("t"),
         }
     }
 
@@ -59,12 +67,20 @@ impl Harness {
     }
 
     pub fn open(&mut self, ttl_us: u64) -> SessionId {
+        let by = self.by.clone();
+        self.open_as(&by, ttl_us)
+    }
+
+    /// Opens a session owned by `owner` with [`SECRET`].
+    pub fn open_as(&mut self, owner: &Principal, ttl_us: u64) -> SessionId {
         let nonce = u128::from(self.index) + 1_000_000;
         match self
             .apply(Command::OpenSession {
                 nonce,
                 client_name: "t".into(),
                 requested_ttl_us: ttl_us,
+                owner: owner.clone(),
+                secret_sha256: SECRET.digest(),
             })
             .0
         {
@@ -81,7 +97,19 @@ impl Harness {
 
     pub fn op(&mut self, session: SessionId, op: SessionOp) -> (Response, Vec<Event>) {
         let seq = self.next_seq(session);
-        self.apply(Command::Session { session, seq, op })
+        let by = self.by.clone();
+        self.apply(Command::Session { session, seq, op, by })
+    }
+
+    /// Like [`Self::op`], proposed by `by` instead of the harness's principal.
+    pub fn op_as(&mut self, by: &Principal, session: SessionId, op: SessionOp) -> (Response, Vec<Event>) {
+        let seq = self.next_seq(session);
+        self.apply(Command::Session {
+            session,
+            seq,
+            op,
+            by: by.clone(),
+        })
     }
 
     pub fn acquire(&mut self, session: SessionId, name: &str, mode: LockMode, wait_us: u64) -> Response {
