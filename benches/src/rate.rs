@@ -129,18 +129,18 @@ pub async fn cluster_rate(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     eprintln!("idle for {seconds} s");
-    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT)
+    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
         .await
         .map_err(mark_err)?;
     tokio::time::sleep(window).await;
-    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT)
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
         .await
         .map_err(mark_err)?;
     let idle = phase("idle", &start, &end, 0, 0, rho_hi_ppm(&addr).await?);
 
     eprintln!("sequential lock/unlock for {seconds} s");
     let mut worker = Worker::open(System::Driftlock, &cluster.endpoints, 0, false, TTL).await?;
-    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT)
+    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
         .await
         .map_err(mark_err)?;
     let deadline = Instant::now() + window;
@@ -154,7 +154,7 @@ pub async fn cluster_rate(
             Err(_) => failed += 1,
         }
     }
-    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT)
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
         .await
         .map_err(mark_err)?;
     worker.close().await;

@@ -76,14 +76,9 @@ pub(crate) async fn cluster(cmd: ClusterCmd) -> CmdResult {
         ClusterCmd::Init { endpoints, members } => {
             let members = members.iter().map(|m| parse_member(m)).collect::<Result<Vec<_>, _>>()?;
             let first = endpoints.endpoints.first().ok_or("no endpoint given")?;
-            driftlock_proto::admin(
-                first,
-                AdminRequest::Init { members },
-                timeout,
-                &driftlock_proto::Security::Insecure,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            driftlock_proto::admin(first, AdminRequest::Init { members }, timeout, &endpoints.security()?)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("cluster initialized");
         }
         ClusterCmd::AddLearner { endpoints, member } => {
@@ -135,8 +130,7 @@ pub(crate) async fn cluster(cmd: ClusterCmd) -> CmdResult {
 
 async fn current_voters(client: &Client) -> Result<Vec<u64>, String> {
     for ep in client.endpoints() {
-        if let Ok(s) = driftlock_proto::status(&ep, Duration::from_secs(2), &driftlock_proto::Security::Insecure).await
-        {
+        if let Ok(s) = client.status_of(&ep).await {
             if s.role == Role::Leader {
                 return Ok(s.voters.into_iter().map(|(id, _)| id).collect());
             }

@@ -64,12 +64,56 @@ pub async fn run(command: UserCommand) -> ExitCode {
     }
 }
 
-/// Where the cluster is.
+/// Where the cluster is, and the certificate to show it.
 #[derive(Args, Debug, Clone)]
 pub struct Endpoints {
     /// Client addresses of the nodes, comma-separated (host:port,…).
     #[arg(long, env = "DRIFTLOCK_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// The cluster CA's certificate (PEM); with --cert and --key, talk TLS.
+    /// `driftlock dev` prints all three.
+    #[arg(long, env = "DRIFTLOCK_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), issued by the cluster CA
+    /// (`driftlock cert create-client NAME`).
+    #[arg(long, env = "DRIFTLOCK_CERT")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, env = "DRIFTLOCK_KEY")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// Set once a command talks plain TCP, so a failure can say why it may
+/// have failed.
+static PLAIN_TCP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Endpoints {
+    /// The TLS files, if all three were given (an error for one or two).
+    pub fn tls(&self) -> Result<Option<driftlock_proto::tls::TlsFiles>, String> {
+        let tls = match (&self.ca, &self.cert, &self.key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(driftlock_proto::tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                return Err(
+                    "give all of --ca, --cert and --key (DRIFTLOCK_CA, DRIFTLOCK_CERT, DRIFTLOCK_KEY), or none".into(),
+                )
+            }
+        };
+        if tls.is_none() {
+            PLAIN_TCP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(tls)
+    }
+
+    /// How to reach the nodes: mutual TLS with the files given, plain TCP
+    /// without any.
+    pub fn security(&self) -> Result<driftlock_proto::Security, String> {
+        driftlock_proto::Security::from_files(self.tls()?.as_ref()).map_err(|e| e.to_string())
+    }
 }
 
 /// A command's failure, printed on stderr.
@@ -81,6 +125,13 @@ pub fn report(result: CmdResult) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("driftlock: {e}");
+            if PLAIN_TCP.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "driftlock: (no certificates were given, so this talked plain TCP; a cluster that runs TLS, as \
+                     `driftlock dev` does, refuses that: set DRIFTLOCK_CA, DRIFTLOCK_CERT and DRIFTLOCK_KEY as dev \
+                     printed them)"
+                );
+            }
             ExitCode::from(1)
         }
     }
@@ -89,6 +140,7 @@ pub fn report(result: CmdResult) -> ExitCode {
 async fn connect(endpoints: &Endpoints) -> Result<Client, String> {
     let config = ClientConfig {
         client_name: cli_name(),
+        tls: endpoints.tls()?,
         ..ClientConfig::new(endpoints.endpoints.clone())
     };
     Client::connect_with(config).await.map_err(|e| e.to_string())

@@ -22,11 +22,12 @@ pub struct StatusArgs {
 /// `driftlock status`: one row per node, and optionally one session.
 pub(crate) async fn status(args: StatusArgs) -> CmdResult {
     let endpoints = args.endpoints;
+    let security = endpoints.security()?;
     let mut rows = Vec::new();
     for ep in &endpoints.endpoints {
         rows.push((
             ep.clone(),
-            driftlock_proto::status(ep, Duration::from_secs(2), &driftlock_proto::Security::Insecure).await,
+            driftlock_proto::status(ep, Duration::from_secs(2), &security).await,
         ));
     }
     let leader_last = rows
@@ -92,6 +93,12 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
     }
     if leader_last.is_none() {
         println!("no leader among the reachable nodes");
+    }
+    for (_, r) in &rows {
+        let Ok(s) = r else { continue };
+        for warning in &s.warnings {
+            println!("warning: node {}: {warning}", s.id);
+        }
     }
     for (_, r) in &rows {
         let Ok(s) = r else { continue };

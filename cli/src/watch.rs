@@ -27,18 +27,18 @@ pub(crate) async fn watch(args: WatchArgs) -> CmdResult {
     let mut after = 0u64;
     let mut endpoint = 0usize;
     let mut started = false;
+    let security = args.endpoints.security()?;
     loop {
         let ep = &args.endpoints.endpoints[endpoint % args.endpoints.endpoints.len()];
-        let client =
-            match driftlock_proto::connect(ep, Duration::from_secs(2), &driftlock_proto::Security::Insecure).await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("driftlock watch: {e}; trying the next node");
-                    endpoint += 1;
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
+        let client = match driftlock_proto::connect(ep, Duration::from_secs(2), &security).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("driftlock watch: {e}; trying the next node");
+                endpoint += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         if !started {
             // Start from now: the newest index this node has.
             after = client

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use driftlock_client::{Client, ClientConfig, ClientError, LockMode, LockOptions, Rejection, SessionState};
 use driftlock_proto::{AdminRequest, Consistency, DriftlockApiRequest, KvWrite, Query, QueryResult, SessionOp};
 use support::{
-    client_config, eventually_async, quick_suspicion_args, rpc_count, DropMode, FaultProxy, Node, TestCluster,
+    client_config, eventually_async, quick_suspicion_args, rpc_count, DropMode, FaultProxy, Node, ProxyTls, TestCluster,
 };
 
 const LONG: Duration = Duration::from_secs(20);
 
 async fn connect(node: &Node) -> Client {
-    Client::connect_with(client_config(vec![node.addr()]))
+    Client::connect_with(client_config(&node.cluster, vec![node.addr()]))
         .await
         .expect("connect")
 }
@@ -139,7 +139,7 @@ async fn grants_reach_waiters_by_event_by_gap_recovery_and_by_polling() {
     let node = Node::start().await;
     let no_poll = ClientConfig {
         poll_interval_ms: 600_000,
-        ..client_config(vec![node.addr()])
+        ..client_config(&node.cluster, vec![node.addr()])
     };
     let client = Client::connect_with(no_poll.clone()).await.expect("connect");
     handover(&node, &client, "by-event").await;
@@ -149,8 +149,8 @@ async fn grants_reach_waiters_by_event_by_gap_recovery_and_by_polling() {
     // truncated batch makes it re-read.
     let node = Node::start_with(["--event-buffer-len", "1"].map(String::from).to_vec()).await;
     let client = Client::connect_with(ClientConfig {
-        endpoints: vec![node.addr()],
-        ..no_poll
+        poll_interval_ms: no_poll.poll_interval_ms,
+        ..client_config(&node.cluster, vec![node.addr()])
     })
     .await
     .expect("connect");
@@ -281,10 +281,8 @@ async fn not_leader_hints_are_followed() {
     let leader_addr = cluster.client_addr(leader).to_owned();
     let opens_at_leader = rpc_count(cluster.metrics_addr(leader), "open_session");
     // Only a follower is configured, behind a proxy that counts.
-    let follower = FaultProxy::start(cluster.client_addr((leader + 1) % 3))
-        .await
-        .expect("proxy");
-    let client = Client::connect_with(client_config(vec![follower.addr()]))
+    let follower = cluster.proxy((leader + 1) % 3).await;
+    let client = Client::connect_with(client_config(&cluster, vec![follower.addr()]))
         .await
         .expect("connect");
     let session = client
@@ -307,8 +305,14 @@ async fn not_leader_hints_are_followed() {
     let mut lone = TestCluster::new(1).expect("node slot");
     lone.spawn(0);
     lone.wait_up(0).await;
-    let silent = FaultProxy::start(lone.client_addr(0)).await.expect("proxy");
-    let client = Client::connect_with(client_config(vec![silent.addr(), leader_addr.clone()]))
+    // The proxy shows the client a certificate of the client's cluster and
+    // dials the lone node (of another CA) as that node's administrator.
+    let bridge = match (cluster.spec(0).tls.as_ref(), lone.admin_tls()) {
+        (Some(node), Some(admin)) => Some(ProxyTls::new(node, &admin).expect("proxy certificates")),
+        _ => None,
+    };
+    let silent = FaultProxy::start_tls(lone.client_addr(0), bridge).await.expect("proxy");
+    let client = Client::connect_with(client_config(&cluster, vec![silent.addr(), leader_addr.clone()]))
         .await
         .expect("connect");
     assert!(client.kv_put("k2", b"v".to_vec()).await.expect("put") > rev);
@@ -319,7 +323,7 @@ async fn not_leader_hints_are_followed() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr").to_string()
     };
-    let client = Client::connect_with(client_config(vec![dead, leader_addr.clone()]))
+    let client = Client::connect_with(client_config(&cluster, vec![dead, leader_addr.clone()]))
         .await
         .expect("connect");
     assert_eq!(
@@ -336,7 +340,7 @@ async fn a_stopped_server_puts_the_session_in_jeopardy_then_expires_it_before_th
     // A wide ε so that the ordering below survives a slow scheduler.
     let config = ClientConfig {
         local_margin_us: 500_000,
-        ..client_config(vec![node.addr()])
+        ..client_config(&node.cluster, vec![node.addr()])
     };
     let client = Client::connect_with(config).await.expect("connect");
     let session = client.open_session(Duration::from_secs(2)).await.expect("open");
@@ -504,7 +508,7 @@ async fn a_campaign_ends_when_its_session_ends() {
     let client = connect(&node).await;
     // s2's client has a way to the node of its own, to be stalled alone.
     let p2 = node.another_proxy().await;
-    let client2 = Client::connect_with(client_config(vec![p2.addr()]))
+    let client2 = Client::connect_with(client_config(&node.cluster, vec![p2.addr()]))
         .await
         .expect("connect");
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
@@ -531,7 +535,7 @@ async fn a_waiting_acquire_ends_when_its_session_ends_or_its_wait_runs_out() {
     let client = connect(&node).await;
     // s2's client has a way to the node of its own, to be stalled alone.
     let p2 = node.another_proxy().await;
-    let client2 = Client::connect_with(client_config(vec![p2.addr()]))
+    let client2 = Client::connect_with(client_config(&node.cluster, vec![p2.addr()]))
         .await
         .expect("connect");
     let s1 = client.open_session(Duration::from_secs(3)).await.expect("open");
@@ -694,7 +698,7 @@ async fn connect_fails_cleanly_without_a_reachable_endpoint() {
     };
     let config = ClientConfig {
         op_deadline_ms: 300,
-        ..client_config(vec![dead])
+        ..ClientConfig::new(vec![dead])
     };
     let r = Client::connect_with(config).await;
     assert!(matches!(r, Err(ClientError::Unavailable(_))), "{r:?}");

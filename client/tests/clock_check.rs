@@ -28,7 +28,7 @@ fn is_acquire(r: &DriftlockApiRequest) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_acquire_is_not_clock_skew() {
     let node = Node::start().await;
-    let client = Client::connect_with(client_config(vec![node.addr()]))
+    let client = Client::connect_with(client_config(&node.cluster, vec![node.addr()]))
         .await
         .expect("connect");
     let session = client.open_session(Duration::from_secs(10)).await.expect("open");

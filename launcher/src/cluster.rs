@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use driftlock_proto::{AdminRequest, MemberAddr, NodeStatus, Role};
+use driftlock_proto::pki::{self, Subject};
+use driftlock_proto::tls::TlsFiles;
+use driftlock_proto::{AdminRequest, MemberAddr, NodeStatus, Role, Security};
 use tokio::time::Instant;
 
 use crate::process::ERROR_TAIL_LINES;
@@ -38,14 +40,90 @@ pub struct Cluster {
     exe: PathBuf,
     /// The nodes, running or not.
     pub nodes: Vec<NodeProcess>,
+    /// Where [`secure`](Self::secure) keeps the certificates, once it ran.
+    certs: Option<PathBuf>,
+    /// How this launcher reaches the nodes.
+    security: Security,
 }
+
+/// The name of the administrator certificate [`Cluster::secure`] makes.
+pub const ADMIN_CERT: &str = "admin";
+
+/// Validity of the certificates [`Cluster::secure`] makes, days.
+const CERT_VALID_DAYS: u32 = 365;
 
 impl Cluster {
     /// A cluster of these nodes, none started yet.
     pub fn new(exe: impl Into<PathBuf>, specs: impl IntoIterator<Item = NodeSpec>) -> Cluster {
         let exe = exe.into();
         let nodes = specs.into_iter().map(|s| NodeProcess::new(exe.clone(), s)).collect();
-        Cluster { exe, nodes }
+        Cluster {
+            exe,
+            nodes,
+            certs: None,
+            security: Security::Insecure,
+        }
+    }
+
+    /// Runs every node, present and added later, with mutual TLS: makes
+    /// what is missing in `certs_dir` (a CA, a certificate per node, an
+    /// administrator client certificate [`ADMIN_CERT`]; existing files are
+    /// kept, so a restarted cluster keeps its CA) and talks to the nodes
+    /// with the administrator certificate.
+    pub fn secure(&mut self, certs_dir: &Path) -> Result<(), LaunchError> {
+        let admin = Subject::Client {
+            name: ADMIN_CERT.into(),
+            admin: true,
+        };
+        let pki_error = |source: pki::PkiError| LaunchError::Certificates {
+            dir: certs_dir.to_path_buf(),
+            message: source.to_string(),
+        };
+        pki::ensure(certs_dir, "driftlock", &[admin], CERT_VALID_DAYS).map_err(pki_error)?;
+        let files = TlsFiles::in_dir(certs_dir, ADMIN_CERT);
+        self.security = Security::from_files(Some(&files)).map_err(|e| LaunchError::Certificates {
+            dir: certs_dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        self.certs = Some(certs_dir.to_path_buf());
+        for i in 0..self.nodes.len() {
+            self.secure_node(i)?;
+        }
+        Ok(())
+    }
+
+    /// Gives node `i` its certificate (made if missing) and the launcher's
+    /// security, when the cluster is [`secure`](Self::secure).
+    fn secure_node(&mut self, i: usize) -> Result<(), LaunchError> {
+        let Some(dir) = &self.certs else {
+            return Ok(());
+        };
+        let node = &mut self.nodes[i];
+        let subject = Subject::Node {
+            id: node.spec.id,
+            hosts: Vec::new(),
+        };
+        pki::ensure(dir, "driftlock", std::slice::from_ref(&subject), CERT_VALID_DAYS).map_err(|e| {
+            LaunchError::Certificates {
+                dir: dir.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        node.spec.tls = Some(TlsFiles::in_dir(dir, &subject.file_stem()));
+        node.security = self.security.clone();
+        Ok(())
+    }
+
+    /// How this launcher reaches the nodes (plain TCP until
+    /// [`secure`](Self::secure)).
+    pub fn security(&self) -> &Security {
+        &self.security
+    }
+
+    /// The directory of the cluster's certificates, once
+    /// [`secure`](Self::secure) ran.
+    pub fn certs_dir(&self) -> Option<&Path> {
+        self.certs.as_deref()
     }
 
     /// The `driftlock` binary the nodes run.
@@ -53,10 +131,16 @@ impl Cluster {
         &self.exe
     }
 
-    /// Adds a node slot (not started, not a member); returns its index.
-    pub fn add(&mut self, spec: NodeSpec) -> usize {
+    /// Adds a node slot (not started, not a member), with its certificate
+    /// when the cluster is [`secure`](Self::secure); returns its index.
+    pub fn add(&mut self, spec: NodeSpec) -> Result<usize, LaunchError> {
         self.nodes.push(NodeProcess::new(self.exe.clone(), spec));
-        self.nodes.len() - 1
+        let i = self.nodes.len() - 1;
+        if let Err(e) = self.secure_node(i) {
+            self.nodes.pop();
+            return Err(e);
+        }
+        Ok(i)
     }
 
     /// The member records of every node, for `Init`.
@@ -100,7 +184,7 @@ impl Cluster {
             &first.spec.client_addr,
             AdminRequest::Init { members },
             timeout,
-            &driftlock_proto::Security::Insecure,
+            &self.security,
         )
         .await
         .map(|_| ())

@@ -31,6 +31,14 @@ pub enum LaunchError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The cluster's certificates could not be made or read.
+    #[error("certificates in {dir}: {message}")]
+    Certificates {
+        /// The certificate directory.
+        dir: PathBuf,
+        /// What went wrong, naming the file.
+        message: String,
+    },
     /// Asked to start a node whose process still runs.
     #[error("node {id} is already running (pid {pid})")]
     AlreadyRunning {

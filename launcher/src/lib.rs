@@ -8,9 +8,10 @@
 //! - [`NodeProcess`]: one node's process: spawn, SIGKILL, SIGTERM with a
 //!   grace period, SIGSTOP/SIGCONT, restart on the same data directory,
 //!   waiting until it answers status, the tail of its log;
-//! - [`Cluster`]: the nodes together: bring-up (spawn, wait, `Init` when
-//!   new, wait for a leader that has applied its first entry), leader
-//!   lookups, stopping all.
+//! - [`Cluster`]: the nodes together: certificates ([`Cluster::secure`]:
+//!   a CA, one per node and an administrator's, for mutual TLS),
+//!   bring-up (spawn, wait, `Init` when new, wait for a leader that has
+//!   applied its first entry), leader lookups, stopping all.
 //!
 //! `driftlock dev`, the process tests (through `driftlock-testkit`), the
 //! jepsen suite and the benchmarks all start nodes through this crate. It
@@ -27,7 +28,7 @@ mod log;
 mod process;
 mod spec;
 
-pub use cluster::{BringUp, Cluster};
+pub use cluster::{BringUp, Cluster, ADMIN_CERT};
 pub use error::LaunchError;
 pub use log::tail;
 pub use process::NodeProcess;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
-use driftlock_proto::NodeStatus;
+use driftlock_proto::{NodeStatus, Security};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -27,6 +27,9 @@ pub struct NodeProcess {
     exe: PathBuf,
     /// What the process is (re)started with.
     pub spec: NodeSpec,
+    /// How status calls reach the node: with the cluster's admin
+    /// certificate once [`Cluster::secure`](crate::Cluster::secure) ran.
+    pub security: Security,
     child: Option<Child>,
     paused: bool,
     last_exit: Option<ExitStatus>,
@@ -38,6 +41,7 @@ impl NodeProcess {
         NodeProcess {
             exe: exe.into(),
             spec,
+            security: Security::Insecure,
             child: None,
             paused: false,
             last_exit: None,
@@ -237,7 +241,7 @@ impl NodeProcess {
 
     /// The node's own status, one call of at most `timeout`.
     pub async fn status(&self, timeout: Duration) -> Result<NodeStatus, LaunchError> {
-        driftlock_proto::status(&self.spec.client_addr, timeout, &driftlock_proto::Security::Insecure)
+        driftlock_proto::status(&self.spec.client_addr, timeout, &self.security)
             .await
             .map_err(|source| LaunchError::Status {
                 id: self.spec.id,
@@ -266,16 +270,13 @@ impl NodeProcess {
                 return Err(LaunchError::NotRunning { id });
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            let last_error = match driftlock_proto::status(
-                &self.spec.client_addr,
-                left.min(STATUS_CALL_TIMEOUT),
-                &driftlock_proto::Security::Insecure,
-            )
-            .await
-            {
-                Ok(status) => return Ok(status),
-                Err(e) => e.to_string(),
-            };
+            let last_error =
+                match driftlock_proto::status(&self.spec.client_addr, left.min(STATUS_CALL_TIMEOUT), &self.security)
+                    .await
+                {
+                    Ok(status) => return Ok(status),
+                    Err(e) => e.to_string(),
+                };
             if Instant::now() >= deadline {
                 return Err(LaunchError::NotUp {
                     id,

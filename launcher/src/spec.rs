@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use driftlock_proto::tls::TlsFiles;
 use driftlock_proto::MemberAddr;
 
 use crate::LaunchError;
@@ -113,6 +114,10 @@ pub struct NodeSpec {
     /// File the node's stdout and stderr are appended to (its directory is
     /// created when missing).
     pub log_file: PathBuf,
+    /// This node's TLS files (`--tls-ca`, `--tls-cert`, `--tls-key`);
+    /// `None` runs it `--insecure` (plain TCP, tests that need it only).
+    /// [`Cluster::secure`](crate::Cluster::secure) fills it in.
+    pub tls: Option<TlsFiles>,
     /// Further `serve` flags, after the ones above.
     pub serve_args: Vec<String>,
     /// Environment variables set for the node.
@@ -130,7 +135,7 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     /// A node with these addresses and paths, no extra flags, environment
-    /// or wrapper, exiting with its parent.
+    /// or wrapper, exiting with its parent; insecure until given TLS files.
     pub fn new(
         id: u64,
         raft_addr: impl Into<String>,
@@ -145,6 +150,7 @@ impl NodeSpec {
             metrics_addr: None,
             data_dir: data_dir.into(),
             log_file: log_file.into(),
+            tls: None,
             serve_args: Vec::new(),
             env: Vec::new(),
             env_remove: Vec::new(),
@@ -179,6 +185,19 @@ impl NodeSpec {
         if let Some(metrics) = &self.metrics_addr {
             argv.push("--metrics-addr".into());
             argv.push(metrics.clone().into());
+        }
+        match &self.tls {
+            Some(tls) => {
+                for (flag, path) in [
+                    ("--tls-ca", &tls.ca),
+                    ("--tls-cert", &tls.cert),
+                    ("--tls-key", &tls.key),
+                ] {
+                    argv.push(flag.into());
+                    argv.push(path.clone().into());
+                }
+            }
+            None => argv.push("--insecure".into()),
         }
         argv.extend(self.serve_args.iter().map(OsString::from));
         if self.exit_with_parent {
@@ -235,8 +254,12 @@ mod tests {
         assert_eq!(
             s.command_line(Path::new("/bin/driftlock")),
             "/bin/driftlock serve --id 2 --raft-addr 127.0.0.1:2 --client-addr 127.0.0.1:1 --data-dir /d/n2 \
-             --metrics-addr 127.0.0.1:3 --heartbeat-ms 50 --exit-with-parent"
+             --metrics-addr 127.0.0.1:3 --insecure --heartbeat-ms 50 --exit-with-parent"
         );
+        s.tls = Some(TlsFiles::in_dir(Path::new("/c"), "node-2"));
+        assert!(s
+            .command_line(Path::new("x"))
+            .contains("--tls-ca /c/ca.pem --tls-cert /c/node-2.pem --tls-key /c/node-2.key --heartbeat-ms"));
         s.exit_with_parent = false;
         assert!(!s.command_line(Path::new("x")).contains("--exit-with-parent"));
     }

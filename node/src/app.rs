@@ -17,10 +17,12 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::clock::ClusterClock;
 use crate::config::NodeConfig;
 use crate::events::EventBuffer;
+use crate::listener::Acceptor;
 use crate::metrics::Metrics;
 use crate::network::{Network, Raft};
 use crate::server::NodeContext;
 use crate::tasks::{Stop, TaskEnded, Tasks};
+use crate::tls::NodeSecurity;
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,9 @@ pub enum NodeError {
         /// for an address that does not parse.
         source: std::io::Error,
     },
+    /// The TLS files are missing, unreadable or not this node's.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsSetupError),
     /// openraft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
@@ -72,10 +77,13 @@ pub struct RunOptions {
 /// `Ok`. If one of its tasks ends on its own (an error or a panic), the
 /// node shuts down the same way and returns [`NodeError::TaskEnded`].
 pub async fn run(config: NodeConfig, options: RunOptions) -> Result<(), NodeError> {
+    // Certificates first: a node that cannot authenticate must not touch
+    // its store.
+    let security = NodeSecurity::from_config(&config)?;
     let store = open_store(&config)?;
     // Subscribed before Raft starts applying, so the pump misses no event.
     let notices = store.state_machine.reader().subscribe();
-    let node = start_raft(&config, options, store).await?;
+    let node = start_raft(&config, options, store, security).await?;
     let mut tasks = Tasks::default();
     tasks.spawn("event pump", Stop::AfterRaft, event_pump(notices, node.clone()));
     if let Err(e) = start_servers(&config, &node, &mut tasks).await {
@@ -122,7 +130,12 @@ fn store_config(config: &NodeConfig) -> StoreConfig {
 }
 
 /// Starts Raft on the store and builds what the servers and loops share.
-async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> Result<Arc<NodeContext>, NodeError> {
+async fn start_raft(
+    config: &NodeConfig,
+    options: RunOptions,
+    store: Store,
+    security: NodeSecurity,
+) -> Result<Arc<NodeContext>, NodeError> {
     let stamps = store.log_store.stamp_handle();
     let state = store.state_machine.reader();
     // A node that had applied entries before is restarting: a failure for
@@ -146,7 +159,9 @@ async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> R
     let raft: Raft = openraft::Raft::new(
         config.node.id,
         raft_config,
-        Network,
+        Network {
+            security: security.clone(),
+        },
         store.log_store,
         store.state_machine,
     )
@@ -170,6 +185,7 @@ async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> R
             client_addr: config.node.client_addr.clone(),
         },
         raft,
+        security,
         stamps,
         state,
         events: Arc::new(EventBuffer::restored(config.events.buffer_len, restored_through)),
@@ -189,11 +205,22 @@ async fn start_raft(config: &NodeConfig, options: RunOptions, store: Store) -> R
 /// Binds the Raft, client and metrics ports and runs their accept loops.
 async fn start_servers(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) -> Result<(), NodeError> {
     let n = &config.node;
-    let raft_server = crate::network::serve(parse(&n.raft_addr, "raft")?, ctx.raft.clone(), ctx.clock_sync.clone())
-        .await
-        .map_err(|source| bind_error(&n.raft_addr, "raft", source))?;
+    let acceptor = |port| Acceptor {
+        security: ctx.security.clone(),
+        handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
+        metrics: ctx.metrics.clone(),
+        port,
+    };
+    let raft_server = crate::network::serve(
+        parse(&n.raft_addr, "raft")?,
+        ctx.raft.clone(),
+        ctx.clock_sync.clone(),
+        acceptor("raft"),
+    )
+    .await
+    .map_err(|source| bind_error(&n.raft_addr, "raft", source))?;
     tasks.spawn("raft server", Stop::AfterRaft, raft_server);
-    let client_server = crate::server::serve(parse(&n.client_addr, "client")?, ctx.clone())
+    let client_server = crate::server::serve(parse(&n.client_addr, "client")?, ctx.clone(), acceptor("client"))
         .await
         .map_err(|source| bind_error(&n.client_addr, "client", source))?;
     tasks.spawn("client server", Stop::WithRequests, client_server);
@@ -228,6 +255,11 @@ fn start_loops(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) {
         crate::clocksync::run(ctx.clone(), ctx.clock_sync.clone()),
     );
     tasks.spawn("failure prediction", Stop::BeforeRaft, crate::predict::run(ctx.clone()));
+    tasks.spawn(
+        "certificate reload",
+        Stop::BeforeRaft,
+        crate::tls::reload_on_sighup(ctx.security.clone()),
+    );
 }
 
 /// Shuts the node down: refuses new requests and stops the client port,
@@ -341,6 +373,9 @@ async fn gauge_loop(ctx: Arc<NodeContext>) {
         metrics.sessions.set(stats.sessions as i64);
         metrics.held_locks.set(stats.held_locks as i64);
         metrics.waiters.set(stats.waiters as i64);
+        if let Some(left_s) = ctx.security.expires_in_s() {
+            metrics.security.cert_expiry_seconds.set(left_s);
+        }
     }
 }
 

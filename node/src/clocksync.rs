@@ -64,8 +64,9 @@ const COMMIT_STEP_PPM: f64 = 5.0;
 /// One node's clock estimate as gossiped.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GossipEntry {
-    /// The node the estimate is of, not necessarily the sender: a node gossips
-    /// every fresh estimate it knows.
+    /// The node the estimate is of. A node gossips every fresh estimate it
+    /// knows, but under TLS a receiver keeps only the sender's own: an
+    /// estimate of node X is believed only from X (docs/security.md).
     pub node: u64,
     /// Its estimate (relative-only estimates already widened).
     pub estimate: ClockEstimate,
@@ -162,6 +163,9 @@ struct State {
     peers: BTreeMap<u64, Track>,
     /// Freshest estimate per node (including this one) and when it was made.
     view: BTreeMap<u64, (ClockEstimate, Instant)>,
+    /// The cluster's members as the sampler last saw them: the tables keep
+    /// no other node (empty until the first sampling round).
+    members: std::collections::BTreeSet<u64>,
     /// Whether this node's own estimate rests on NTP.
     anchored: bool,
     steps: u64,
@@ -298,12 +302,18 @@ impl ClockSync {
     }
 
     /// Folds in a peer's view: per node, the fresher estimate wins; nothing
-    /// a peer says about this node replaces its own.
-    pub fn merge_view(&self, entries: Vec<GossipEntry>) {
+    /// a peer says about this node replaces its own, and nothing about a
+    /// node outside the membership is kept. With `only_about` (the sender
+    /// authenticated by its certificate), only the sender's estimate of
+    /// itself is taken: a node cannot speak for another.
+    pub fn merge_view(&self, entries: Vec<GossipEntry>, only_about: Option<u64>) {
         let now = Instant::now();
         let mut st = lock(&self.state);
         for e in entries {
-            if e.node == self.cfg.node_id {
+            if e.node == self.cfg.node_id || only_about.is_some_and(|sender| sender != e.node) {
+                continue;
+            }
+            if !st.members.contains(&e.node) {
                 continue;
             }
             let Some(at) = now.checked_sub(Duration::from_millis(e.age_ms)) else {
@@ -314,6 +324,16 @@ impl ClockSync {
                 st.view.insert(e.node, (e.estimate, at));
             }
         }
+    }
+
+    /// Sets the membership the tables are bounded by, dropping what they
+    /// held about nodes outside it.
+    pub fn set_members(&self, members: std::collections::BTreeSet<u64>) {
+        let mut st = lock(&self.state);
+        let own = self.cfg.node_id;
+        st.view.retain(|node, _| *node == own || members.contains(node));
+        st.peers.retain(|node, _| members.contains(node));
+        st.members = members;
     }
 
     fn note_outcome(st: &mut State, source: &str, outcome: &SampleOutcome) {
@@ -484,11 +504,12 @@ pub async fn run(ctx: Arc<NodeContext>, clock: Arc<ClockSync>) {
                 .map(|(id, n)| (*id, n.raft_addr.clone()))
                 .collect()
         };
+        clock.set_members(members.iter().map(|(id, _)| *id).collect());
         peers.retain(|id, (addr, _)| members.iter().any(|(i, a)| i == id && a == addr));
         let timeout = clock.cfg.interval;
         for (id, addr) in &members {
             if !peers.contains_key(id) {
-                match crate::network::connect(addr, timeout).await {
+                match crate::network::connect(*id, addr, timeout, &ctx.security).await {
                     Ok(c) => {
                         peers.insert(*id, (addr.clone(), c));
                     }
@@ -502,7 +523,12 @@ pub async fn run(ctx: Arc<NodeContext>, clock: Arc<ClockSync>) {
             let mut rpc_ctx = tarpc::context::current();
             rpc_ctx.deadline = Instant::now() + timeout;
             let t1 = clock.now_us();
-            match client.clock_probe(rpc_ctx).await {
+            match client
+                .clock_probe(rpc_ctx)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            {
                 Ok(peer_us) => {
                     let t4 = clock.now_us();
                     clock.record_peer(*id, t1, peer_us, t4);
@@ -542,8 +568,16 @@ pub async fn run(ctx: Arc<NodeContext>, clock: Arc<ClockSync>) {
             let Some((_, client)) = peers.get(&id) else { continue };
             let mut rpc_ctx = tarpc::context::current();
             rpc_ctx.deadline = Instant::now() + timeout;
-            match client.clock_gossip(rpc_ctx, clock.view()).await {
-                Ok(view) => clock.merge_view(view),
+            // The answer comes from node `id` (its certificate was verified
+            // against `id`'s name when the connection was made).
+            let only_about = matches!(ctx.security, crate::tls::NodeSecurity::Tls(_)).then_some(id);
+            match client
+                .clock_gossip(rpc_ctx, clock.view())
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+            {
+                Ok(view) => clock.merge_view(view, only_about),
                 Err(e) => tracing::debug!(peer = id, error = %e, "clock gossip failed"),
             }
         }
@@ -731,34 +765,54 @@ mod tests {
         assert!(tr.admit(100, 90));
     }
 
+    fn est(drift_ppb: i64) -> ClockEstimate {
+        ClockEstimate {
+            offset_us: 0,
+            offset_sigma_us: 1,
+            drift_ppb,
+            drift_sigma_ppb: 1,
+            samples: 9,
+        }
+    }
+
+    fn entry(node: u64, drift_ppb: i64, age_ms: u64) -> GossipEntry {
+        GossipEntry {
+            node,
+            estimate: est(drift_ppb),
+            age_ms,
+        }
+    }
+
     #[test]
     fn gossip_keeps_the_freshest_estimate_and_never_overrides_our_own() {
         let c = ClockSync::new(cfg(500));
-        let est = |d| ClockEstimate {
-            offset_us: 0,
-            offset_sigma_us: 1,
-            drift_ppb: d,
-            drift_sigma_ppb: 1,
-            samples: 9,
-        };
-        c.merge_view(vec![GossipEntry {
-            node: 2,
-            estimate: est(1),
-            age_ms: 100,
-        }]);
-        c.merge_view(vec![GossipEntry {
-            node: 2,
-            estimate: est(2),
-            age_ms: 5_000,
-        }]);
-        c.merge_view(vec![GossipEntry {
-            node: 1,
-            estimate: est(3),
-            age_ms: 0,
-        }]);
+        c.set_members([1, 2, 3].into());
+        c.merge_view(vec![entry(2, 1, 100)], None);
+        c.merge_view(vec![entry(2, 2, 5_000)], None);
+        c.merge_view(vec![entry(1, 3, 0)], None);
         let view = c.view();
         assert_eq!(view.len(), 1, "{view:?}");
         assert_eq!(view[0].estimate.drift_ppb, 1, "older news lost");
+    }
+
+    #[test]
+    fn an_authenticated_sender_speaks_only_for_itself_and_only_members_count() {
+        let c = ClockSync::new(cfg(500));
+        c.set_members([1, 2, 3].into());
+        // Node 2 (authenticated) claims estimates of 2, 3 and of a node that
+        // is no member: only its own is kept.
+        c.merge_view(vec![entry(2, 20, 0), entry(3, 30, 0), entry(99, 990, 0)], Some(2));
+        let nodes: Vec<u64> = c.view().iter().map(|e| e.node).collect();
+        assert_eq!(nodes, vec![2]);
+        // Unauthenticated (insecure) gossip is transitive, but still bounded
+        // by the membership.
+        c.merge_view(vec![entry(3, 30, 0), entry(99, 990, 0)], None);
+        let nodes: Vec<u64> = c.view().iter().map(|e| e.node).collect();
+        assert_eq!(nodes, vec![2, 3]);
+        // A removed member's estimate is dropped with it.
+        c.set_members([1, 2].into());
+        let nodes: Vec<u64> = c.view().iter().map(|e| e.node).collect();
+        assert_eq!(nodes, vec![2]);
     }
 
     #[test]

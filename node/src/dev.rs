@@ -1,6 +1,9 @@
 //! `driftlock dev`: a local cluster of child `driftlock serve` processes on
 //! loopback, data under one directory, initialized on first start, stopped
-//! cleanly on Ctrl-C. The processes are started and watched through
+//! cleanly on Ctrl-C. It runs with mutual TLS like any cluster: the first
+//! start makes a CA, node certificates and an administrator certificate
+//! under `<data-dir>/certs`, and the banner prints the environment lines
+//! that point the CLI and the client library at them. The processes are started and watched through
 //! `driftlock-launcher`, as the tests and the jepsen suite start theirs.
 
 use std::path::{Path, PathBuf};
@@ -86,11 +89,13 @@ pub async fn run(args: DevArgs) -> Result<(), DevError> {
         specs.push(spec);
     }
     let mut cluster = Cluster::new(exe, specs);
+    let certs = absolute(&args.data_dir.join("certs"));
+    cluster.secure(&certs)?;
     if let Err(e) = cluster.bring_up(BRING_UP_TIMEOUT).await {
         cluster.terminate_all(STOP_GRACE).await;
         return Err(bring_up_error(e));
     }
-    print_banner(&cluster, &args.data_dir);
+    print_banner(&cluster, &args.data_dir, &certs);
     wait_for_stop(&mut cluster).await;
     cluster.terminate_all(STOP_GRACE).await;
     println!(
@@ -119,24 +124,44 @@ fn bring_up_error(e: LaunchError) -> DevError {
     }
 }
 
-fn print_banner(cluster: &Cluster, data_dir: &Path) {
+/// `path` made absolute against the current directory, so the printed
+/// certificate paths work from anywhere.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn print_banner(cluster: &Cluster, data_dir: &Path, certs: &Path) {
     let endpoints = cluster.endpoints().join(",");
+    let tls = driftlock_proto::tls::TlsFiles::in_dir(certs, driftlock_launcher::ADMIN_CERT);
+    let settings = [
+        format!("DRIFTLOCK_ENDPOINTS={endpoints}"),
+        format!("DRIFTLOCK_CA={}", tls.ca.display()),
+        format!("DRIFTLOCK_CERT={}", tls.cert.display()),
+        format!("DRIFTLOCK_KEY={}", tls.key.display()),
+    ];
     println!(
-        "driftlock dev: {} nodes up, data in {}",
+        "driftlock dev: {} nodes up with mutual TLS, data in {}, certificates in {}",
         cluster.nodes.len(),
-        data_dir.display()
+        data_dir.display(),
+        certs.display()
     );
-    println!("DRIFTLOCK_ENDPOINTS={endpoints}");
+    for line in &settings {
+        println!("{line}");
+    }
     println!();
     let exe = invocation();
     println!("In another terminal (from this directory):");
-    println!("  export DRIFTLOCK_ENDPOINTS={endpoints}");
+    println!("  export {}", settings.join(" "));
     println!("  {exe} status");
     println!("  {exe} lock demo -- sh -c 'echo holding with token $DRIFTLOCK_FENCING_TOKEN; sleep 2'");
     println!("  {exe} kv put greeting hello");
     println!("  {exe} kv get greeting");
     println!("  {exe} elect service-a --value node-a");
     println!("  {exe} watch greeting");
+    println!(
+        "The certificate is an administrator's; `{exe} cert create-client NAME --dir {}` makes others.",
+        certs.display()
+    );
     println!("Ctrl-C stops the cluster.");
 }
 

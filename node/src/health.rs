@@ -174,7 +174,7 @@ pub async fn report_loop(ctx: Arc<NodeContext>) {
                     &addr,
                     AdminRequest::ReportHealth { node: ctx.id, sample },
                     ctx.health.interval,
-                    &driftlock_proto::Security::Insecure,
+                    &ctx.security.dialer(),
                 )
                 .await
                 .map(|_| ())

@@ -24,7 +24,7 @@ enum Cmd {
     /// Run a local cluster of child nodes on loopback (data under ./data).
     Dev(DevArgs),
     #[command(flatten)]
-    User(UserCommand),
+    User(Box<UserCommand>),
 }
 
 fn main() -> ExitCode {
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             },
-            Cmd::User(cmd) => driftlock_cli::run(cmd).await,
+            Cmd::User(cmd) => driftlock_cli::run(*cmd).await,
         }
     })
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     pub clock: ClockMetrics,
     /// Predictive failure analysis and contention metrics.
     pub predict: PredictMetrics,
+    /// TLS and peer-identity metrics.
+    pub security: SecurityMetrics,
 }
 
 impl Default for Metrics {
@@ -135,7 +137,9 @@ impl Metrics {
         let health = HealthMetrics::register(&mut registry);
         let clock = ClockMetrics::register(&mut registry);
         let predict = PredictMetrics::register(&mut registry);
+        let security = SecurityMetrics::register(&mut registry);
         Metrics {
+            security,
             predict,
             clock,
             health,
@@ -379,6 +383,61 @@ pub struct ClockMetrics {
     /// Applied `NodeClockAlert` events (a node's drift crossed
     /// `alert_drift_ppm`).
     pub node_alerts: Counter,
+}
+
+/// Label of per-port metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabel {
+    /// `client` or `raft`.
+    pub port: String,
+}
+
+/// TLS and peer identity.
+pub struct SecurityMetrics {
+    /// Seconds until this node's certificate expires, negative once it has
+    /// (`driftlock_tls_cert_expiry_seconds`); absent under `--insecure`.
+    pub cert_expiry_seconds: Gauge,
+    /// Connections dropped before they could send a request: a failed or
+    /// timed-out TLS handshake (no certificate, another CA's, garbage), by
+    /// port.
+    pub handshake_failures: Family<PortLabel, Counter>,
+    /// Raft-port requests refused because the peer's certificate names no
+    /// current member, or a node other than the one the message claims to
+    /// come from (`driftlock_raft_refused_requests`).
+    pub raft_refused: Counter,
+}
+
+impl SecurityMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = SecurityMetrics {
+            cert_expiry_seconds: Gauge::default(),
+            handshake_failures: Family::default(),
+            raft_refused: Counter::default(),
+        };
+        registry.register(
+            "tls_cert_expiry_seconds",
+            "Seconds until this node's TLS certificate expires (negative once it has)",
+            m.cert_expiry_seconds.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Connections dropped in or before the TLS handshake, by port",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "raft_refused_requests",
+            "Raft-port requests refused for the sender's identity",
+            m.raft_refused.clone(),
+        );
+        m
+    }
+
+    /// Counts a connection that failed its handshake on `port`.
+    pub fn handshake_failed(&self, port: &str) {
+        self.handshake_failures
+            .get_or_create(&PortLabel { port: port.into() })
+            .inc();
+    }
 }
 
 impl ClockMetrics {

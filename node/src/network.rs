@@ -1,11 +1,19 @@
 //! Raft traffic between nodes: a tarpc service carrying openraft's own
-//! messages (bincode over TCP), the server side that hands them to the local
-//! `Raft`, and openraft's network factory for the client side, with one
+//! messages (bincode over mutual TLS, or TCP under `--insecure`), the
+//! server side that hands them to the local `Raft` once it has checked who
+//! sent them, and openraft's network factory for the client side, with one
 //! reused connection per peer that is re-established after a failure.
+//!
+//! Node identity (docs/security.md): a peer dials node `id` verifying the
+//! name only `id`'s certificate carries, and the server takes a message
+//! only from a peer whose certificate names a current member — and a
+//! leader's or candidate's message only from the node it claims to be
+//! from.
 
 use std::time::Duration;
 
 use driftlock_proto::limits::MAX_RAFT_FRAME_BYTES;
+use driftlock_proto::tls::Principal;
 use driftlock_raft_store::{NodeAddr, SnapshotMeta, TypeConfig, Vote};
 use futures::StreamExt;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -14,8 +22,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::vote::RaftLeaderId;
 use tarpc::server::Channel;
-use tarpc::tokio_serde::formats::Bincode;
+
+use crate::listener::Acceptor;
+use crate::tls::NodeSecurity;
 
 /// The openraft instance of a driftlock node.
 pub type Raft = openraft::Raft<TypeConfig, driftlock_raft_store::SledStateMachine>;
@@ -46,19 +58,67 @@ pub trait RaftRpc {
     ) -> Result<TransferLeaderResponse<TypeConfig>, String>;
     /// This node's monotonic clock, µs since its clock module started
     /// (Cristian's method: the caller brackets it with its own readings).
-    async fn clock_probe() -> u64;
-    /// Push-pull gossip of clock estimates: takes the caller's view and
-    /// answers with this node's.
-    async fn clock_gossip(view: Vec<crate::clocksync::GossipEntry>) -> Vec<crate::clocksync::GossipEntry>;
+    async fn clock_probe() -> Result<u64, String>;
+    /// Push-pull gossip of clock estimates: takes the caller's view (of
+    /// which only its own estimate counts under TLS) and answers with this
+    /// node's.
+    async fn clock_gossip(
+        view: Vec<crate::clocksync::GossipEntry>,
+    ) -> Result<Vec<crate::clocksync::GossipEntry>, String>;
 }
 
-/// Server side: forwards each RPC to the local Raft.
+/// Server side of one connection: checks the sender, then forwards each
+/// RPC to the local Raft.
 #[derive(Clone)]
 pub struct RaftRpcServer {
     /// The Raft instance every Raft RPC is handed to.
     pub raft: Raft,
     /// The local clock module.
     pub clock: std::sync::Arc<crate::clocksync::ClockSync>,
+    /// The node on the other end, from its certificate; `None` under
+    /// `--insecure`, where nothing can be checked.
+    pub peer: Option<u64>,
+    /// Where refusals are counted.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+impl RaftRpcServer {
+    /// Admits a message from this connection's peer that claims to come
+    /// from node `claimed` (a leader's or candidate's vote names it), or
+    /// from no one in particular. The peer must be a member of the
+    /// membership this node knows — any node, while it knows none yet (it
+    /// is about to be initialized or added) — and be the node it claims.
+    fn admit(&self, claimed: Option<u64>, what: &str) -> Result<(), String> {
+        let Some(peer) = self.peer else {
+            return Ok(());
+        };
+        if let Some(claimed) = claimed.filter(|c| *c != peer) {
+            return Err(self.refuse(format!("node {peer} sent a {what} as node {claimed}")));
+        }
+        let known = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow_watched();
+            let membership = m.membership_config.membership();
+            let mut nodes = membership.nodes().map(|(id, _)| *id).peekable();
+            nodes.peek().is_none() || nodes.any(|id| id == peer)
+        };
+        if !known {
+            return Err(self.refuse(format!("node {peer} is not a member; its {what} is refused")));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, message: String) -> String {
+        self.metrics.security.raft_refused.inc();
+        tracing::debug!("raft port: {message}");
+        message
+    }
+}
+
+/// The node a vote is for: the leader of an AppendEntries, the candidate of
+/// a vote request.
+fn voter(vote: &Vote) -> Option<u64> {
+    Some(*vote.leader_id().node_id())
 }
 
 impl RaftRpc for RaftRpcServer {
@@ -67,6 +127,7 @@ impl RaftRpc for RaftRpcServer {
         _: tarpc::context::Context,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
+        self.admit(voter(&req.vote), "append-entries")?;
         self.raft.append_entries(req).await.map_err(|e| e.to_string())
     }
 
@@ -75,6 +136,7 @@ impl RaftRpc for RaftRpcServer {
         _: tarpc::context::Context,
         req: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, String> {
+        self.admit(voter(&req.vote), "vote request")?;
         self.raft.vote(req).await.map_err(|e| e.to_string())
     }
 
@@ -83,6 +145,7 @@ impl RaftRpc for RaftRpcServer {
         _: tarpc::context::Context,
         req: VoteRequest<TypeConfig>,
     ) -> Result<VoteResponse<TypeConfig>, String> {
+        self.admit(voter(&req.vote), "pre-vote request")?;
         self.raft.pre_vote(req).await.map_err(|e| e.to_string())
     }
 
@@ -93,6 +156,7 @@ impl RaftRpc for RaftRpcServer {
         meta: SnapshotMeta,
         data: Vec<u8>,
     ) -> Result<SnapshotResponse<TypeConfig>, String> {
+        self.admit(voter(&vote), "snapshot")?;
         let snapshot = openraft::storage::Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),
@@ -108,66 +172,88 @@ impl RaftRpc for RaftRpcServer {
         _: tarpc::context::Context,
         req: TransferLeaderRequest<TypeConfig>,
     ) -> Result<TransferLeaderResponse<TypeConfig>, String> {
+        self.admit(voter(req.from_leader()), "leader transfer")?;
         self.raft.handle_transfer_leader(req).await.map_err(|e| e.to_string())
     }
 
-    async fn clock_probe(self, _: tarpc::context::Context) -> u64 {
-        self.clock.now_us()
+    async fn clock_probe(self, _: tarpc::context::Context) -> Result<u64, String> {
+        self.admit(None, "clock probe")?;
+        Ok(self.clock.now_us())
     }
 
     async fn clock_gossip(
         self,
         _: tarpc::context::Context,
         view: Vec<crate::clocksync::GossipEntry>,
-    ) -> Vec<crate::clocksync::GossipEntry> {
-        self.clock.merge_view(view);
-        self.clock.view()
+    ) -> Result<Vec<crate::clocksync::GossipEntry>, String> {
+        self.admit(None, "clock gossip")?;
+        self.clock.merge_view(view, self.peer);
+        Ok(self.clock.view())
     }
 }
 
-/// Opens a Raft-port connection to `addr` (used by the clock module; the
-/// replication streams keep their own).
-pub async fn connect(addr: &str, timeout: Duration) -> Result<RaftRpcClient, String> {
-    let mut connect = tarpc::serde_transport::tcp::connect(addr, Bincode::default);
-    connect.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
-    let transport = tokio::time::timeout(timeout, connect)
+/// Opens a Raft-port connection to node `id` at `addr` (used by the clock
+/// module; the replication streams keep their own), verifying under TLS
+/// that the other end is node `id`.
+pub async fn connect(id: u64, addr: &str, timeout: Duration, security: &NodeSecurity) -> Result<RaftRpcClient, String> {
+    let stream = security
+        .dialer()
+        .open(addr, &NodeSecurity::peer_name(id), timeout)
         .await
-        .map_err(|_| format!("connect to {addr} timed out"))?
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
+        .map_err(|e| format!("node {id}: {e}"))?;
+    let transport = driftlock_proto::service::bincode_transport(stream, MAX_RAFT_FRAME_BYTES);
     Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
 /// Binds the Raft port on `addr` and returns its accept loop, which the
 /// caller runs as a task (it ends only if the listener fails). A
-/// connection that sends garbage is closed by the transport; the node goes
-/// on serving.
+/// connection that fails the handshake or sends garbage is closed; the node
+/// goes on serving. Only a node certificate gets past the handshake's
+/// identity check.
 pub async fn serve(
     addr: std::net::SocketAddr,
     raft: Raft,
     clock: std::sync::Arc<crate::clocksync::ClockSync>,
+    acceptor: Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
-    incoming.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
-    let server = RaftRpcServer { raft, clock };
-    Ok(async move {
-        while let Some(conn) = incoming.next().await {
-            let Ok(transport) = conn else { continue };
-            let server = server.clone();
-            tokio::spawn(async move {
-                tarpc::server::BaseChannel::with_defaults(transport)
-                    .execute(server.serve())
-                    .for_each(|response| async move {
-                        tokio::spawn(response);
-                    })
-                    .await;
-            });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let metrics = acceptor.metrics.clone();
+    Ok(acceptor.run(listener, move |io, principal| {
+        let peer = match principal {
+            Principal::Node(id) => Some(Some(id)),
+            Principal::Anonymous => Some(None),
+            Principal::Client { .. } => None,
+        };
+        let server = peer.map(|peer| RaftRpcServer {
+            raft: raft.clone(),
+            clock: clock.clone(),
+            peer,
+            metrics: metrics.clone(),
+        });
+        let metrics = metrics.clone();
+        async move {
+            let Some(server) = server else {
+                metrics.security.raft_refused.inc();
+                tracing::debug!(%principal, "raft port: a client certificate is refused");
+                return;
+            };
+            let transport = driftlock_proto::service::bincode_transport(io, MAX_RAFT_FRAME_BYTES);
+            tarpc::server::BaseChannel::with_defaults(transport)
+                .execute(server.serve())
+                .for_each(|response| async move {
+                    tokio::spawn(response);
+                })
+                .await;
         }
-    })
+    }))
 }
 
 /// openraft's network factory: one [`PeerClient`] per replication stream.
-#[derive(Clone, Default)]
-pub struct Network;
+#[derive(Clone)]
+pub struct Network {
+    /// How peers are dialed: with this node's certificate.
+    pub security: NodeSecurity,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -176,6 +262,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
+            security: self.security.clone(),
             client: None,
         }
     }
@@ -185,6 +272,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: u64,
     addr: String,
+    security: NodeSecurity,
     client: Option<RaftRpcClient>,
 }
 
@@ -199,15 +287,9 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let mut connect = tarpc::serde_transport::tcp::connect(&self.addr, Bincode::default);
-        connect.config_mut().max_frame_length(MAX_RAFT_FRAME_BYTES);
-        let transport = tokio::time::timeout(timeout, connect)
+        let client = connect(self.target, &self.addr, timeout, &self.security)
             .await
-            .map_err(|_| {
-                Unreachable::from_string(format!("connect to node {} at {} timed out", self.target, self.addr))
-            })?
-            .map_err(|e| Unreachable::from_string(format!("connect to node {} at {}: {e}", self.target, self.addr)))?;
-        let client = RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn();
+            .map_err(Unreachable::from_string)?;
         self.client = Some(client.clone());
         Ok(client)
     }

@@ -30,7 +30,6 @@ use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
 use tarpc::server::Channel;
-use tarpc::tokio_serde::formats::Bincode;
 
 use crate::clock::ClusterClock;
 use crate::events::EventBuffer;
@@ -46,6 +45,9 @@ pub struct NodeContext {
     /// This node's openraft instance: proposals, leadership checks for reads,
     /// membership changes and the metrics behind status and gauges.
     pub raft: Raft,
+    /// How this node's ports authenticate, and how it dials others (a
+    /// leader's client port for health reports, peers' Raft ports).
+    pub security: crate::tls::NodeSecurity,
     /// The cluster-time anchor of the local log.
     pub stamps: StampHandle,
     /// Read access to the applied state.
@@ -260,6 +262,9 @@ impl NodeContext {
                 Vec::new()
             },
             snapshots_installed: self.metrics.snapshots_installed.get(),
+            warnings: crate::tls::expiry_warning(self.security.expires_in_s())
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -534,29 +539,27 @@ impl DriftlockApi for ApiHandler {
 
 /// Binds the client port on `addr` and returns its accept loop, which the
 /// caller runs as a task until it aborts it (it ends only if the listener
-/// fails).
+/// fails). Each connection is served with the principal its certificate
+/// names.
 pub async fn serve(
     addr: std::net::SocketAddr,
     ctx: Arc<NodeContext>,
+    acceptor: crate::listener::Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let mut incoming = tarpc::serde_transport::tcp::listen(addr, Bincode::default).await?;
-    incoming.config_mut().max_frame_length(limits::MAX_FRAME_BYTES);
-    let handler = ApiHandler {
-        ctx,
-        principal: Principal::Anonymous,
-    };
-    Ok(async move {
-        while let Some(conn) = incoming.next().await {
-            let Ok(transport) = conn else { continue };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                tarpc::server::BaseChannel::with_defaults(transport)
-                    .execute(handler.serve())
-                    .for_each(|response| async move {
-                        tokio::spawn(response);
-                    })
-                    .await;
-            });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    Ok(acceptor.run(listener, move |io, principal| {
+        let handler = ApiHandler {
+            ctx: ctx.clone(),
+            principal,
+        };
+        async move {
+            let transport = driftlock_proto::service::bincode_transport(io, limits::MAX_FRAME_BYTES);
+            tarpc::server::BaseChannel::with_defaults(transport)
+                .execute(handler.serve())
+                .for_each(|response| async move {
+                    tokio::spawn(response);
+                })
+                .await;
         }
-    })
+    }))
 }

@@ -15,7 +15,7 @@ const T: Duration = Duration::from_secs(5);
 
 async fn leader_client(c: &TestCluster) -> driftlock_proto::DriftlockApiClient {
     let leader = c.wait_leader(Duration::from_secs(20)).await;
-    driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+    driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect")
 }
@@ -138,7 +138,7 @@ async fn followers_point_to_the_leader() {
     let c = TestCluster::start(3).await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let follower = (leader + 1) % 3;
-    let api = driftlock_proto::connect(c.client_addr(follower), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(follower), T, &c.security())
         .await
         .expect("connect");
     let r = api

@@ -68,10 +68,9 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
     let mut writers = Vec::new();
     for w in 0..8 {
         let addr = leader_addr.clone();
+        let security = c.security();
         writers.push(tokio::spawn(async move {
-            let api = driftlock_proto::connect(&addr, T, &driftlock_proto::Security::Insecure)
-                .await
-                .expect("connect");
+            let api = driftlock_proto::connect(&addr, T, &security).await.expect("connect");
             for i in 0..(KEPT_AFTER_SNAPSHOT + 200) / 8 {
                 put(&api, format!("w{w}/{i}")).await;
             }
@@ -80,7 +79,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
     for w in writers {
         w.await.expect("writer");
     }
-    let start: StartMark = cluster_time::start_mark(&leader_addr, "mark", T)
+    let start: StartMark = cluster_time::start_mark(&leader_addr, "mark", T, &c.security())
         .await
         .expect("start mark");
     // Let the leader snapshot the mark's entry too.
@@ -88,14 +87,9 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
 
     let member = c.spec(late).member();
     let late_id = member.id;
-    driftlock_proto::admin(
-        &leader_addr,
-        AdminRequest::AddLearner { member },
-        T,
-        &driftlock_proto::Security::Insecure,
-    )
-    .await
-    .expect("add learner");
+    driftlock_proto::admin(&leader_addr, AdminRequest::AddLearner { member }, T, &c.security())
+        .await
+        .expect("add learner");
     let deadline = Instant::now() + T;
     while c.status(late).await.is_none_or(|s| s.applied_index < start.index) {
         assert!(
@@ -116,7 +110,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
             voters: vec![1, 2, 3, late_id],
         },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("promote");
@@ -124,7 +118,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
         &leader_addr,
         AdminRequest::TransferLeader { to: late_id },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("transfer");
@@ -136,7 +130,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
 
     // An entry the late node stamps as leader.
     let late_addr = c.client_addr(late).to_string();
-    let end: EndMark = cluster_time::end_mark_by_write(&late_addr, "stamped-by-the-late-node", T)
+    let end: EndMark = cluster_time::end_mark_by_write(&late_addr, "stamped-by-the-late-node", T, &c.security())
         .await
         .expect("end mark");
     let ahead_us = cluster_time::ahead_us(&start, &end);
@@ -157,7 +151,7 @@ const MIN_RATE_UNDER_SEQUENTIAL_WRITES: f64 = 0.9;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_time_keeps_pace_with_real_time_under_sequential_writes() {
     let c = TestCluster::start(3).await;
-    let mut leader = c.wait_leader(T).await;
+    let mut leader;
     // Until its peers have measured its clock, a node stamps with the
     // unmeasured bound (10 %, docs/design.md "Time", where ρ_hi comes
     // from), which slows cluster time on purpose. The loss under load is
@@ -176,17 +170,19 @@ async fn cluster_time_keeps_pace_with_real_time_under_sequential_writes() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let addr = c.client_addr(leader).to_string();
-    let api = driftlock_proto::connect(&addr, T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(&addr, T, &c.security())
         .await
         .expect("connect");
-    let start = cluster_time::start_mark(&addr, "mark", T).await.expect("start mark");
+    let start = cluster_time::start_mark(&addr, "mark", T, &c.security())
+        .await
+        .expect("start mark");
     let until = Instant::now() + Duration::from_secs(3);
     let mut writes = 0u64;
     while Instant::now() < until {
         put(&api, format!("k{}", writes % 16)).await;
         writes += 1;
     }
-    let end = cluster_time::end_mark_by_write(&addr, "mark", T)
+    let end = cluster_time::end_mark_by_write(&addr, "mark", T, &c.security())
         .await
         .expect("end mark");
     let rate = cluster_time::rate(&start, &end).expect("a real span");

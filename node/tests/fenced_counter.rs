@@ -60,7 +60,9 @@ async fn fenced_counter_survives_a_leader_kill() {
         "service did not resume after the leader was killed"
     );
 
-    let client = Client::connect(endpoints).await.expect("connect");
+    let client = Client::connect_with(cluster.client_config(endpoints))
+        .await
+        .expect("connect");
     let value = client.kv_get(COUNTER).await.expect("read").expect("counter exists");
     let n = u64::from_le_bytes(value.value.try_into().expect("8 bytes"));
     assert!(

@@ -21,7 +21,7 @@ use driftlock_proto::{
     AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
 };
 use driftlock_proto::{Event, HealthTier};
-use driftlock_testkit::{FaultProxy, TestCluster};
+use driftlock_testkit::TestCluster;
 
 fn fast_health(_: u64) -> Vec<String> {
     ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
@@ -29,12 +29,12 @@ fn fast_health(_: u64) -> Vec<String> {
         .to_vec()
 }
 
-async fn client(endpoints: &[String], name: &str, tier: HealthTier) -> Client {
+async fn client(cluster: &TestCluster, endpoints: &[String], name: &str, tier: HealthTier) -> Client {
     let config = ClientConfig {
         client_name: name.into(),
         health_override: Some(tier),
         health_report_interval_ms: 200,
-        ..ClientConfig::new(endpoints.to_vec())
+        ..cluster.client_config(endpoints.to_vec())
     };
     Client::connect_with(config).await.expect("connect")
 }
@@ -70,7 +70,7 @@ async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state()
     let observer = Client::connect(endpoints.clone()).await.expect("observer");
     let mut watch = observer.watch_election("scheduler");
 
-    let master_client = client(&endpoints, "master", HealthTier::Critical).await;
+    let master_client = client(&cluster, &endpoints, "master", HealthTier::Critical).await;
     let master = master_client
         .open_session(Duration::from_secs(3))
         .await
@@ -82,9 +82,9 @@ async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state()
     let initial = watch.next().await.expect("initial state");
     assert_eq!((initial.master, initial.epoch), (Some(master.id()), first.epoch()));
 
-    let good_client = client(&endpoints, "good", HealthTier::Good).await;
+    let good_client = client(&cluster, &endpoints, "good", HealthTier::Good).await;
     let good = good_client.open_session(Duration::from_secs(3)).await.expect("session");
-    let excellent_client = client(&endpoints, "excellent", HealthTier::Excellent).await;
+    let excellent_client = client(&cluster, &endpoints, "excellent", HealthTier::Excellent).await;
     let excellent = excellent_client
         .open_session(Duration::from_secs(3))
         .await
@@ -169,7 +169,7 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
     let observer = Client::connect(endpoints.clone()).await.expect("observer");
     let mut watch = observer.watch_election("db");
 
-    let master_client = client(&endpoints, "master", HealthTier::Good).await;
+    let master_client = client(&cluster, &endpoints, "master", HealthTier::Good).await;
     let master = master_client
         .open_session(Duration::from_secs(3))
         .await
@@ -179,7 +179,7 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
 
     // The doomed candidate is first in line, a healthy one second.
     let (mut doomed, doomed_session) = spawn_elect(&endpoints, "db", "doomed");
-    let backup_client = client(&endpoints, "backup", HealthTier::Good).await;
+    let backup_client = client(&cluster, &endpoints, "backup", HealthTier::Good).await;
     let backup = backup_client
         .open_session(Duration::from_secs(3))
         .await
@@ -291,9 +291,10 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     let failed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let locker = {
-        let (ok, failed, stop, endpoints) = (ok.clone(), failed.clone(), stop.clone(), endpoints.clone());
+        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+        let config = cluster.client_config(endpoints.clone());
         tokio::spawn(async move {
-            let c = Client::connect(endpoints).await.expect("connect");
+            let c = Client::connect_with(config).await.expect("connect");
             let s = c.open_session(Duration::from_secs(5)).await.expect("session");
             while !stop.load(Ordering::SeqCst) {
                 match s.lock("work").await {
@@ -315,7 +316,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
             &endpoints[leader],
             AdminRequest::TransferLeader { to: 2 },
             Duration::from_secs(5),
-            &driftlock_proto::Security::Insecure,
+            &cluster.security(),
         )
         .await
         .expect("transfer to node 2");
@@ -403,7 +404,7 @@ async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside
     })
     .await;
     let endpoints = cluster.endpoints();
-    let proxy = FaultProxy::start(cluster.client_addr(0)).await.expect("proxy");
+    let proxy = cluster.proxy(0).await;
     let cut = Arc::new(AtomicBool::new(false));
     {
         let cut = cut.clone();

@@ -17,7 +17,7 @@ const T: Duration = Duration::from_secs(10);
 async fn add_learner_promote_and_remove() {
     let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect");
     for i in 0..20 {
@@ -39,7 +39,7 @@ async fn add_learner_promote_and_remove() {
         c.client_addr(leader),
         AdminRequest::AddLearner { member },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("add learner");
@@ -65,7 +65,7 @@ async fn add_learner_promote_and_remove() {
             voters: vec![1, 2, 3, 4],
         },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("promote");
@@ -86,7 +86,7 @@ async fn add_learner_promote_and_remove() {
         c.client_addr(leader),
         AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("remove");
@@ -103,7 +103,7 @@ async fn add_learner_promote_and_remove() {
         c.client_addr(leader),
         AdminRequest::TransferLeader { to: 9 },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await;
     assert!(r.is_err());
@@ -119,7 +119,7 @@ async fn transfer_leader_moves_leadership() {
         c.client_addr(leader),
         AdminRequest::TransferLeader { to: c.id(target) },
         T,
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("transfer");
@@ -141,7 +141,7 @@ async fn transfer_leader_moves_leadership() {
 async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
     let mut c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect");
     let put = KvWrite::Put {
@@ -179,7 +179,7 @@ async fn prometheus_endpoint_serves_the_metrics() {
     use std::io::{Read, Write};
     let c = TestCluster::start(1).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect");
     let put = KvWrite::Put {

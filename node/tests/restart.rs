@@ -24,7 +24,7 @@ const ROUNDS: u8 = 30;
 /// Reads `key` linearizably from node `i`; `None` if the node does not
 /// answer with data (down, not the leader, not ready).
 async fn read_key(c: &TestCluster, i: usize, key: &str) -> Option<(QueryResult, u64)> {
-    let api = driftlock_proto::connect(c.client_addr(i), ATTEMPT, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(i), ATTEMPT, &c.security())
         .await
         .ok()?;
     let reply = api
@@ -45,7 +45,7 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
     let mut answered_by_restarted = 0;
     for round in 1..=ROUNDS {
         let leader = c.wait_leader(T).await;
-        let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+        let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
             .await
             .expect("connect");
         let put = KvWrite::Put {
@@ -99,7 +99,7 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
 async fn observe_on_a_restarted_node_reports_the_events_behind_its_restored_snapshot_as_missed() {
     let mut c = TestCluster::start_with(3, |_| ["--snapshot-every-entries", "10"].map(String::from).to_vec()).await;
     let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect");
     let mut last = 0;
@@ -131,7 +131,7 @@ async fn observe_on_a_restarted_node_reports_the_events_behind_its_restored_snap
 
     // An observer that had seen nothing: most of the 40 changes are inside
     // the snapshot the node restored from, and their events are gone.
-    let follower_api = driftlock_proto::connect(c.client_addr(follower), T, &driftlock_proto::Security::Insecure)
+    let follower_api = driftlock_proto::connect(c.client_addr(follower), T, &c.security())
         .await
         .expect("connect");
     let batch = follower_api

@@ -51,7 +51,7 @@ async fn an_unmeasured_fast_clock_does_not_run_cluster_time_ahead() {
         c.client_addr(leader),
         AdminRequest::TransferLeader { to },
         Duration::from_secs(5),
-        &driftlock_proto::Security::Insecure,
+        &c.security(),
     )
     .await
     .expect("transfer leadership to the fast node");

@@ -196,6 +196,10 @@ pub struct NodeStatus {
     /// Snapshots this node installed from a leader since it started: each
     /// time it lagged beyond the log the leader still kept.
     pub snapshots_installed: u64,
+    /// What an operator should act on about this node, one sentence each
+    /// (e.g. its TLS certificate expires within 30 days); empty when all
+    /// is well.
+    pub warnings: Vec<String>,
 }
 
 /// A lock whose acquire rate is at or above the node's hot threshold

@@ -220,10 +220,68 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, subject: &Subject, valid_days: u32) 
     Ok(written)
 }
 
+/// Makes whatever is missing of a cluster's certificate directory: the CA
+/// (when `ca.pem` is absent) and a certificate for each subject whose
+/// `<stem>.pem` and `<stem>.key` are both absent. What exists is kept, so
+/// a development or test cluster restarts on the certificates it made
+/// first; a half-present pair is an error naming the file.
+pub fn ensure(dir: &Path, cluster_name: &str, subjects: &[Subject], valid_days: u32) -> Result<(), PkiError> {
+    if !dir.join("ca.pem").exists() {
+        create_ca(dir, cluster_name, valid_days.max(DEFAULT_CA_VALID_DAYS))?;
+    }
+    for subject in subjects {
+        let stem = subject.file_stem();
+        let (cert, key) = (dir.join(format!("{stem}.pem")), dir.join(format!("{stem}.key")));
+        match (cert.exists(), key.exists()) {
+            (true, true) => {}
+            (false, false) => {
+                issue(dir, dir, subject, valid_days)?;
+            }
+            (true, false) => {
+                return Err(PkiError::Io {
+                    path: key,
+                    detail: "missing beside its certificate".into(),
+                })
+            }
+            (false, true) => {
+                return Err(PkiError::Io {
+                    path: cert,
+                    detail: "missing beside its key".into(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tls::{principal_of, Principal};
+
+    #[test]
+    fn ensure_makes_what_is_missing_and_keeps_what_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let subjects = [
+            Subject::Node { id: 1, hosts: vec![] },
+            Subject::Client {
+                name: "admin".into(),
+                admin: true,
+            },
+        ];
+        ensure(d, "test", &subjects, 30).unwrap();
+        let ca_before = std::fs::read(d.join("ca.pem")).unwrap();
+        let node_before = std::fs::read(d.join("node-1.pem")).unwrap();
+        let more = [subjects[0].clone(), Subject::Node { id: 2, hosts: vec![] }];
+        ensure(d, "test", &more, 30).unwrap();
+        assert_eq!(std::fs::read(d.join("ca.pem")).unwrap(), ca_before);
+        assert_eq!(std::fs::read(d.join("node-1.pem")).unwrap(), node_before);
+        assert_eq!(principal(&d.join("node-2.pem")), Principal::Node(2));
+        std::fs::remove_file(d.join("node-2.key")).unwrap();
+        let err = ensure(d, "test", &more, 30).unwrap_err().to_string();
+        assert!(err.contains("node-2.key"), "{err}");
+    }
     use rustls::pki_types::pem::PemObject;
 
     fn principal(path: &Path) -> Principal {

@@ -165,6 +165,34 @@ impl Security {
     }
 }
 
+/// A stream cut into length-delimited frames of at most `max_frame_bytes`:
+/// what both ends of either port put bincode messages in.
+pub type Framed = tarpc::tokio_util::codec::Framed<BoxedIo, tarpc::tokio_util::codec::LengthDelimitedCodec>;
+
+/// Frames `io` with a length-delimited codec refusing frames above
+/// `max_frame_bytes` (the connection is then closed).
+pub fn framed(io: BoxedIo, max_frame_bytes: usize) -> Framed {
+    let mut codec = tarpc::tokio_util::codec::LengthDelimitedCodec::new();
+    codec.set_max_frame_length(max_frame_bytes);
+    tarpc::tokio_util::codec::Framed::new(io, codec)
+}
+
+/// A tarpc transport of bincode messages over [`framed`] bytes.
+pub type BincodeTransport<In, Out> =
+    tarpc::serde_transport::Transport<BoxedIo, In, Out, tarpc::tokio_serde::formats::Bincode<In, Out>>;
+
+/// [`framed`] `io` carrying bincode messages, for a tarpc client or server.
+pub fn bincode_transport<In, Out>(io: BoxedIo, max_frame_bytes: usize) -> BincodeTransport<In, Out>
+where
+    In: for<'de> serde::Deserialize<'de>,
+    Out: serde::Serialize,
+{
+    tarpc::serde_transport::new(
+        framed(io, max_frame_bytes),
+        tarpc::tokio_serde::formats::Bincode::default(),
+    )
+}
+
 /// A connected tarpc client and the task that drives its connection; the
 /// task ends when the connection breaks.
 pub type NewApiClient = tarpc::client::NewClient<
@@ -172,15 +200,7 @@ pub type NewApiClient = tarpc::client::NewClient<
     tarpc::client::RequestDispatch<
         DriftlockApiRequest,
         DriftlockApiResponse,
-        tarpc::serde_transport::Transport<
-            BoxedIo,
-            tarpc::Response<DriftlockApiResponse>,
-            tarpc::ClientMessage<DriftlockApiRequest>,
-            tarpc::tokio_serde::formats::Bincode<
-                tarpc::Response<DriftlockApiResponse>,
-                tarpc::ClientMessage<DriftlockApiRequest>,
-            >,
-        >,
+        BincodeTransport<tarpc::Response<DriftlockApiResponse>, tarpc::ClientMessage<DriftlockApiRequest>>,
     >,
 >;
 
@@ -189,14 +209,8 @@ pub type NewApiClient = tarpc::client::NewClient<
 /// [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES). The caller spawns
 /// the returned dispatch future (or uses [`connect`], which does).
 pub async fn dial(addr: &str, timeout: std::time::Duration, security: &Security) -> Result<NewApiClient, RpcError> {
-    use tarpc::tokio_util::codec::{Framed, LengthDelimitedCodec};
     let stream = security.open(addr, tls::NODE_SERVER_NAME, timeout).await?;
-    let mut codec = LengthDelimitedCodec::new();
-    codec.set_max_frame_length(crate::limits::MAX_FRAME_BYTES);
-    let transport = tarpc::serde_transport::new(
-        Framed::new(stream, codec),
-        tarpc::tokio_serde::formats::Bincode::default(),
-    );
+    let transport = bincode_transport(stream, crate::limits::MAX_FRAME_BYTES);
     Ok(DriftlockApiClient::new(tarpc::client::Config::default(), transport))
 }
 

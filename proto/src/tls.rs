@@ -17,6 +17,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// The TLS library the configurations are built with, for callers that
+/// hold them.
+pub use rustls;
+
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
@@ -205,6 +209,61 @@ pub fn principal_of(cert: &CertificateDer<'_>) -> Result<Principal, TlsError> {
     }
 }
 
+/// What a certificate file says about its holder: who, and until when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// The principal the leaf certificate names.
+    pub principal: Principal,
+    /// End of the leaf certificate's validity, seconds since the Unix epoch.
+    pub not_after_unix_s: i64,
+}
+
+/// Reads the leaf (first) certificate of a PEM file.
+pub fn certificate_info(path: &Path) -> Result<CertificateInfo, TlsError> {
+    let leaf = certs(path)?.into_iter().next().ok_or_else(|| TlsError::NoCertificate {
+        path: path.to_path_buf(),
+    })?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        detail: format!("certificate does not parse: {e}"),
+    })?;
+    let not_after_unix_s = parsed.validity().not_after.timestamp();
+    let principal = principal_of(&leaf).map_err(|e| TlsError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok(CertificateInfo {
+        principal,
+        not_after_unix_s,
+    })
+}
+
+/// The principal of the other end of a server-side TLS connection: its
+/// verified client certificate's subject.
+pub fn peer_principal(conn: &rustls::ServerConnection) -> Result<Principal, TlsError> {
+    let cert = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or_else(|| TlsError::Identity("no client certificate".into()))?;
+    principal_of(cert)
+}
+
+/// Runs the server side of the TLS handshake on an accepted connection and
+/// returns the stream with the verified peer's principal. The caller bounds
+/// it with a timeout: a peer that stops sending mid-handshake would hold it
+/// forever otherwise.
+pub async fn accept(
+    config: Arc<rustls::ServerConfig>,
+    stream: tokio::net::TcpStream,
+) -> Result<(crate::service::BoxedIo, Principal), TlsError> {
+    let tls = tokio_rustls::TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+        .map_err(|e| TlsError::Identity(format!("TLS handshake: {e}")))?;
+    let principal = peer_principal(tls.get_ref().1)?;
+    Ok((Box::new(tls), principal))
+}
+
 #[cfg(test)]
 #[cfg(feature = "pki")]
 mod tests {
@@ -237,16 +296,30 @@ mod tests {
         server: Arc<rustls::ServerConfig>,
     ) -> Result<Principal, String> {
         let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
-        let tls = tokio_rustls::TlsAcceptor::from(server)
-            .accept(stream)
+        accept(server, stream)
             .await
-            .map_err(|e| e.to_string())?;
-        let (_, conn) = tls.get_ref();
-        let cert = conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .ok_or("no client certificate")?;
-        principal_of(cert).map_err(|e| e.to_string())
+            .map(|(_, principal)| principal)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn certificate_info_names_the_holder_and_the_end_of_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, alice) = pki(dir.path());
+        let info = certificate_info(&node.cert).unwrap();
+        assert_eq!(info.principal, Principal::Node(1));
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let days = (info.not_after_unix_s - now_s) / 86_400;
+        assert!((29..=30).contains(&days), "valid for {days} days, issued for 30");
+        assert!(matches!(
+            certificate_info(&alice.cert).unwrap().principal,
+            Principal::Client { ref name, admin: false } if name == "alice"
+        ));
+        let err = certificate_info(&alice.key).unwrap_err().to_string();
+        assert!(err.contains("alice.key"), "{err}");
     }
 
     #[tokio::test]

@@ -1,5 +1,11 @@
 //! A cluster of real `driftlock serve` processes on loopback for one test,
-//! with its data and logs in a temporary directory.
+//! with its data, logs and certificates in a temporary directory.
+//!
+//! Nodes run mutual TLS as in production (a CA, node certificates and an
+//! administrator certificate under `certs/`); the test talks to them with
+//! [`TestCluster::security`] and [`TestCluster::client_config`], and
+//! through [`TestCluster::proxy`] when it needs a [`FaultProxy`].
+//! [`TestCluster::new_insecure`] runs plain TCP instead.
 //!
 //! Nodes get their own loopback addresses ([`crate::free_addr`]), a
 //! metrics listener, `RUST_LOG=info` and fast Raft timing
@@ -13,10 +19,13 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use driftlock_launcher::{BringUp, Cluster, LaunchError, NodeSpec, Wrapper};
-use driftlock_proto::NodeStatus;
+use driftlock_launcher::{BringUp, Cluster, LaunchError, NodeSpec, Wrapper, ADMIN_CERT};
+use driftlock_proto::pki::{self, Subject};
+use driftlock_proto::tls::TlsFiles;
+use driftlock_proto::{NodeStatus, Security};
 
 use crate::exe::ExeError;
+use crate::proxy::{FaultProxy, ProxyTls};
 
 /// Fast Raft timing for tests: 50 ms heartbeats, elections after 300–600 ms.
 pub const TEST_TIMING_ARGS: [&str; 6] = [
@@ -69,6 +78,16 @@ impl TestCluster {
     /// [`try_bring_up`](Self::try_bring_up), or to run nodes that are never
     /// initialized.
     pub fn new(n: u64) -> Result<TestCluster, TestkitError> {
+        TestCluster::new_with_tls(n, true)
+    }
+
+    /// [`new`](Self::new) with nodes on plain TCP (`--insecure`), for the
+    /// tests of that mode itself.
+    pub fn new_insecure(n: u64) -> Result<TestCluster, TestkitError> {
+        TestCluster::new_with_tls(n, false)
+    }
+
+    fn new_with_tls(n: u64, tls: bool) -> Result<TestCluster, TestkitError> {
         let exe = crate::driftlock_exe()?;
         let dir = tempfile::tempdir().map_err(|source| TestkitError::Io {
             what: "create a temporary directory",
@@ -78,6 +97,10 @@ impl TestCluster {
             cluster: Cluster::new(exe, Vec::new()),
             dir,
         };
+        if tls {
+            let certs = cluster.dir.path().join("certs");
+            cluster.cluster.secure(&certs)?;
+        }
         for _ in 0..n {
             cluster.try_add_slot()?;
         }
@@ -150,7 +173,7 @@ impl TestCluster {
         spec.metrics_addr = Some(addr()?);
         spec.serve_args = TEST_TIMING_ARGS.iter().map(|a| a.to_string()).collect();
         spec.env = vec![("RUST_LOG".into(), "info".into())];
-        Ok(self.cluster.add(spec))
+        Ok(self.cluster.add(spec)?)
     }
 
     /// [`try_add_slot`](Self::try_add_slot), panicking on failure.
@@ -172,6 +195,60 @@ impl TestCluster {
     /// The temporary directory holding data directories and logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// How the test reaches the nodes: with the administrator's certificate
+    /// (plain TCP for an insecure cluster).
+    pub fn security(&self) -> Security {
+        self.cluster.security().clone()
+    }
+
+    /// The administrator's certificate files, `None` for an insecure
+    /// cluster.
+    pub fn admin_tls(&self) -> Option<TlsFiles> {
+        self.cluster.certs_dir().map(|d| TlsFiles::in_dir(d, ADMIN_CERT))
+    }
+
+    /// Certificate files of the client principal `name` (made on first
+    /// use; `admin` gives it the administrator role). Panics for an
+    /// insecure cluster, which has no CA.
+    pub fn client_tls(&self, name: &str, admin: bool) -> TlsFiles {
+        let Some(dir) = self.cluster.certs_dir() else {
+            panic!("an insecure test cluster has no certificates");
+        };
+        let subject = Subject::Client {
+            name: name.into(),
+            admin,
+        };
+        if let Err(e) = pki::ensure(dir, "driftlock", std::slice::from_ref(&subject), 30) {
+            panic!("cannot make a certificate for {name}: {e}");
+        }
+        TlsFiles::in_dir(dir, &subject.file_stem())
+    }
+
+    /// The client library's defaults for `endpoints`, with the
+    /// administrator's certificate.
+    pub fn client_config(&self, endpoints: Vec<String>) -> driftlock_client::ClientConfig {
+        driftlock_client::ClientConfig {
+            tls: self.admin_tls(),
+            ..driftlock_client::ClientConfig::new(endpoints)
+        }
+    }
+
+    /// A fault proxy in front of node `i`'s client port; for a TLS cluster
+    /// it terminates TLS, shows clients node `i`'s certificate and dials
+    /// the node as the administrator.
+    pub async fn proxy(&self, i: usize) -> FaultProxy {
+        let tls = self
+            .spec(i)
+            .tls
+            .as_ref()
+            .zip(self.admin_tls())
+            .map(|(node, admin)| ProxyTls::new(node, &admin).unwrap_or_else(|e| panic!("proxy certificates: {e}")));
+        match FaultProxy::start_tls(self.client_addr(i), tls).await {
+            Ok(p) => p,
+            Err(e) => panic!("cannot start a proxy to node {}: {e}", self.id(i)),
+        }
     }
 
     /// Number of node slots.

@@ -22,6 +22,7 @@
 
 use std::time::Duration;
 
+use driftlock_proto::Security;
 use driftlock_proto::{ApiError, KvWrite, Reply, RpcError};
 use driftlock_sensors::clock::RawInstant;
 
@@ -92,8 +93,8 @@ struct MarkedWrite {
 /// leader's status until the status shows exactly that write as the last
 /// applied entry; retries with a new write when another entry slipped in
 /// between (idle ticks, health reports), up to [`START_MARK_ATTEMPTS`].
-async fn marked_write(addr: &str, key: &str, timeout: Duration) -> Result<MarkedWrite, MarkError> {
-    let api = driftlock_proto::connect(addr, timeout, &driftlock_proto::Security::Insecure).await?;
+async fn marked_write(addr: &str, key: &str, timeout: Duration, security: &Security) -> Result<MarkedWrite, MarkError> {
+    let api = driftlock_proto::connect(addr, timeout, security).await?;
     let call_failed = |e: tarpc::client::RpcError| RpcError::Call {
         addr: addr.to_string(),
         message: e.to_string(),
@@ -138,9 +139,9 @@ async fn marked_write(addr: &str, key: &str, timeout: Duration) -> Result<Marked
 }
 
 /// A start mark from a fresh write of `key` through the leader at `addr`
-/// (see the module documentation).
-pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<StartMark, MarkError> {
-    let w = marked_write(addr, key, timeout).await?;
+/// (see the module documentation), reached with `security`.
+pub async fn start_mark(addr: &str, key: &str, timeout: Duration, security: &Security) -> Result<StartMark, MarkError> {
+    let w = marked_write(addr, key, timeout, security).await?;
     Ok(StartMark {
         before: w.before,
         cluster_ts_us: w.cluster_ts_us,
@@ -152,8 +153,13 @@ pub async fn start_mark(addr: &str, key: &str, timeout: Duration) -> Result<Star
 /// unlike [`end_mark`], it does not lag by the time since the last entry
 /// (up to an idle tick interval), so a rate measured with it is not biased
 /// low by it.
-pub async fn end_mark_by_write(addr: &str, key: &str, timeout: Duration) -> Result<EndMark, MarkError> {
-    let w = marked_write(addr, key, timeout).await?;
+pub async fn end_mark_by_write(
+    addr: &str,
+    key: &str,
+    timeout: Duration,
+    security: &Security,
+) -> Result<EndMark, MarkError> {
+    let w = marked_write(addr, key, timeout, security).await?;
     Ok(EndMark {
         after: w.after,
         cluster_ts_us: w.cluster_ts_us,
@@ -163,8 +169,8 @@ pub async fn end_mark_by_write(addr: &str, key: &str, timeout: Duration) -> Resu
 
 /// The applied cluster time of the node at `addr` (any role): the cluster
 /// time of its last applied entry, however long ago that was.
-pub async fn end_mark(addr: &str, timeout: Duration) -> Result<EndMark, MarkError> {
-    let status = driftlock_proto::status(addr, timeout, &driftlock_proto::Security::Insecure).await?;
+pub async fn end_mark(addr: &str, timeout: Duration, security: &Security) -> Result<EndMark, MarkError> {
+    let status = driftlock_proto::status(addr, timeout, security).await?;
     Ok(EndMark {
         after: RawInstant::now(),
         cluster_ts_us: status.cluster_ts_us,

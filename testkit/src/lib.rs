@@ -34,5 +34,5 @@ pub use cluster::{TestCluster, TestkitError, START_TIMEOUT, TERMINATE_GRACE, TES
 pub use driftlock_launcher as launcher;
 pub use driftlock_launcher::{libfaketime, BringUp, Cluster, LaunchError, NodeProcess, NodeSpec, Wrapper};
 pub use exe::{driftlock_exe, ExeError};
-pub use proxy::{DropMode, FaultProxy, RuleId};
+pub use proxy::{DropMode, FaultProxy, ProxyTls, RuleId};
 pub use wait::{eventually, eventually_async};

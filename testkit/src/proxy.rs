@@ -21,16 +21,23 @@
 //! - [`count`](FaultProxy::count): the requests seen, by any predicate.
 //!
 //! A frame that does not decode is forwarded as it is, uncounted.
+//!
+//! In front of a node that runs mutual TLS the proxy terminates TLS
+//! ([`FaultProxy::start_tls`]): clients verify it as a node (it shows a
+//! node certificate of the cluster) and it dials the node with a client
+//! certificate of its own, so the node sees the proxy's principal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bincode::Options;
+use driftlock_proto::service::BoxedIo;
+use driftlock_proto::tls::{rustls, TlsFiles};
+use driftlock_proto::Security;
 use driftlock_proto::{DriftlockApiRequest, DriftlockApiResponse};
 use tarpc::{ClientMessage, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -82,8 +89,33 @@ struct Rules {
     next_rule: u64,
 }
 
+/// How a proxy in front of a TLS node talks to each side.
+#[derive(Clone)]
+pub struct ProxyTls {
+    /// What clients see: a node certificate of the cluster.
+    server: Arc<rustls::ServerConfig>,
+    /// How the proxy dials the node: with a client certificate.
+    upstream: Security,
+}
+
+impl ProxyTls {
+    /// Shows clients the node certificate `as_node` and dials the node
+    /// with the client certificate `upstream_as` (both issued by the
+    /// cluster's CA).
+    pub fn new(as_node: &TlsFiles, upstream_as: &TlsFiles) -> Result<ProxyTls, driftlock_proto::tls::TlsError> {
+        Ok(ProxyTls {
+            server: driftlock_proto::tls::server_config(as_node)?,
+            upstream: Security::from_files(Some(upstream_as))?,
+        })
+    }
+}
+
+/// How long a connection through the proxy has for its handshakes.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Shared {
     upstream: String,
+    tls: Option<ProxyTls>,
     rules: Mutex<Rules>,
     paused: watch::Sender<bool>,
     connections: Mutex<Vec<AbortHandle>>,
@@ -123,11 +155,18 @@ impl FaultProxy {
     /// Starts a proxy to `upstream` (a node's client address) on a fresh
     /// loopback address.
     pub async fn start(upstream: &str) -> std::io::Result<FaultProxy> {
+        FaultProxy::start_tls(upstream, None).await
+    }
+
+    /// Starts a proxy to `upstream` that terminates TLS with `tls` (plain
+    /// TCP with `None`).
+    pub async fn start_tls(upstream: &str, tls: Option<ProxyTls>) -> std::io::Result<FaultProxy> {
         let listener = TcpListener::bind(crate::try_free_addr()?).await?;
         let addr = listener.local_addr()?.to_string();
         let (paused, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
+            tls,
             rules: Mutex::new(Rules::default()),
             paused,
             connections: Mutex::new(Vec::new()),
@@ -253,7 +292,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// as the node would.
 const MAX_FRAME_BYTES: usize = driftlock_proto::limits::MAX_FRAME_BYTES;
 
-async fn read_frame(rd: &mut OwnedReadHalf) -> std::io::Result<Vec<u8>> {
+async fn read_frame(rd: &mut ReadHalf<BoxedIo>) -> std::io::Result<Vec<u8>> {
     let len = rd.read_u32().await? as usize;
     if len > MAX_FRAME_BYTES {
         return Err(std::io::Error::new(
@@ -266,7 +305,7 @@ async fn read_frame(rd: &mut OwnedReadHalf) -> std::io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-async fn write_frame(wr: &mut OwnedWriteHalf, frame: &[u8]) -> std::io::Result<()> {
+async fn write_frame(wr: &mut WriteHalf<BoxedIo>, frame: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(frame.len()).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
     let mut buf = Vec::with_capacity(4 + frame.len());
     buf.extend_from_slice(&len.to_be_bytes());
@@ -277,15 +316,41 @@ async fn write_frame(wr: &mut OwnedWriteHalf, frame: &[u8]) -> std::io::Result<(
 /// Request ids on one connection whose replies are to be dropped.
 type DropSet = Arc<Mutex<HashMap<u64, DropMode>>>;
 
+/// Both ends of a connection through the proxy, TLS done where it runs.
+async fn open_ends(client: TcpStream, shared: &Shared) -> Result<(BoxedIo, BoxedIo), String> {
+    let _ = client.set_nodelay(true);
+    let (client, upstream) = match &shared.tls {
+        None => (Box::new(client) as BoxedIo, Security::Insecure),
+        Some(tls) => {
+            let accepted = tokio::time::timeout(
+                HANDSHAKE_TIMEOUT,
+                driftlock_proto::tls::accept(tls.server.clone(), client),
+            )
+            .await
+            .map_err(|_| "client handshake timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+            (accepted.0, tls.upstream.clone())
+        }
+    };
+    let node = upstream
+        .open(
+            &shared.upstream,
+            driftlock_proto::tls::NODE_SERVER_NAME,
+            HANDSHAKE_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((client, node))
+}
+
 async fn connection(client: TcpStream, shared: Arc<Shared>) {
-    let Ok(node) = TcpStream::connect(&shared.upstream).await else {
-        // The node is down: so is the connection through the proxy.
+    let Ok((client, node)) = open_ends(client, &shared).await else {
+        // The node is down (or the client failed its handshake): so is the
+        // connection through the proxy.
         return;
     };
-    let _ = client.set_nodelay(true);
-    let _ = node.set_nodelay(true);
-    let (client_rd, client_wr) = client.into_split();
-    let (node_rd, node_wr) = node.into_split();
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (node_rd, node_wr) = tokio::io::split(node);
     let drops: DropSet = Arc::default();
     let (tx, rx) = mpsc::unbounded_channel();
     // Whichever direction ends first ends the connection: both sockets are
@@ -300,7 +365,7 @@ async fn connection(client: TcpStream, shared: Arc<Shared>) {
 /// Reads requests from the client, applies the rules, queues what passes
 /// with the time it is due at the node.
 async fn requests_in(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf<BoxedIo>,
     tx: mpsc::UnboundedSender<(Instant, Vec<u8>)>,
     shared: Arc<Shared>,
     drops: DropSet,
@@ -332,7 +397,7 @@ async fn requests_in(
 /// Writes queued requests to the node when due and not paused.
 async fn requests_out(
     mut rx: mpsc::UnboundedReceiver<(Instant, Vec<u8>)>,
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<BoxedIo>,
     shared: Arc<Shared>,
 ) {
     while let Some((due, frame)) = rx.recv().await {
@@ -345,7 +410,7 @@ async fn requests_out(
 }
 
 /// Passes replies back to the client, dropping the marked ones.
-async fn replies(mut rd: OwnedReadHalf, mut wr: OwnedWriteHalf, shared: Arc<Shared>, drops: DropSet) {
+async fn replies(mut rd: ReadHalf<BoxedIo>, mut wr: WriteHalf<BoxedIo>, shared: Arc<Shared>, drops: DropSet) {
     while let Ok(frame) = read_frame(&mut rd).await {
         if let Ok(reply) = codec().deserialize::<Response<DriftlockApiResponse>>(&frame) {
             let mode = lock(&drops).remove(&reply.request_id);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use driftlock_proto::{Consistency, DriftlockApiRequest, KvWrite, Query, QueryResult, Reply, Role};
-use driftlock_testkit::{DropMode, FaultProxy, LaunchError, TestCluster, TestkitError, Wrapper};
+use driftlock_testkit::{DropMode, LaunchError, TestCluster, TestkitError, Wrapper};
 
 const T: Duration = Duration::from_secs(5);
 
@@ -17,10 +17,8 @@ fn put(key: &str) -> KvWrite {
     }
 }
 
-async fn read_key(addr: &str, key: &str) -> Option<Vec<u8>> {
-    let api = driftlock_proto::connect(addr, T, &driftlock_proto::Security::Insecure)
-        .await
-        .unwrap();
+async fn read_key(c: &TestCluster, addr: &str, key: &str) -> Option<Vec<u8>> {
+    let api = driftlock_proto::connect(addr, T, &c.security()).await.unwrap();
     let reply = api
         .read(
             driftlock_proto::context(T),
@@ -40,7 +38,7 @@ async fn read_key(addr: &str, key: &str) -> Option<Vec<u8>> {
 async fn a_node_restarts_on_its_data_and_sigterm_exits_cleanly() {
     let mut c = TestCluster::start(1).await;
     assert_eq!(c.status(0).await.map(|s| s.role), Some(Role::Leader));
-    let api = driftlock_proto::connect(c.client_addr(0), T, &driftlock_proto::Security::Insecure)
+    let api = driftlock_proto::connect(c.client_addr(0), T, &c.security())
         .await
         .unwrap();
     let r = api.kv_write(driftlock_proto::context(T), put("kept")).await.unwrap();
@@ -53,7 +51,7 @@ async fn a_node_restarts_on_its_data_and_sigterm_exits_cleanly() {
     // A restart finds its membership: no second Init.
     let up = c.try_bring_up().await.unwrap();
     assert!(!up.initialized);
-    assert_eq!(read_key(c.client_addr(0), "kept").await, Some(b"v".to_vec()));
+    assert_eq!(read_key(&c, c.client_addr(0), "kept").await, Some(b"v".to_vec()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,11 +84,9 @@ async fn a_wrapper_prefix_runs_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
     let c = TestCluster::start(1).await;
-    let proxy = FaultProxy::start(c.client_addr(0)).await.unwrap();
+    let proxy = c.proxy(0).await;
     let short = || driftlock_proto::context(Duration::from_millis(500));
-    let api = driftlock_proto::connect(&proxy.addr(), T, &driftlock_proto::Security::Insecure)
-        .await
-        .unwrap();
+    let api = driftlock_proto::connect(&proxy.addr(), T, &c.security()).await.unwrap();
 
     // Requests pass and are counted by method.
     let r = api.kv_write(driftlock_proto::context(T), put("a")).await.unwrap();
@@ -104,7 +100,7 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
         DropMode::Hang,
     );
     assert!(api.kv_write(short(), put("b")).await.is_err(), "the reply came through");
-    assert_eq!(read_key(c.client_addr(0), "b").await, Some(b"v".to_vec()));
+    assert_eq!(read_key(&c, c.client_addr(0), "b").await, Some(b"v".to_vec()));
     // One-shot: the next one is answered, on the same connection.
     assert!(api.kv_write(short(), put("b")).await.unwrap().is_ok());
 
@@ -112,7 +108,7 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
     let rule =
         proxy.block(|r| matches!(r, DriftlockApiRequest::KvWrite { write: KvWrite::Put { key, .. } } if key == "c"));
     assert!(api.kv_write(short(), put("c")).await.is_err());
-    assert_eq!(read_key(c.client_addr(0), "c").await, None);
+    assert_eq!(read_key(&c, c.client_addr(0), "c").await, None);
     assert!(api.status(short()).await.is_ok(), "other requests still pass");
     proxy.unblock(rule);
     assert!(api.kv_write(short(), put("c")).await.unwrap().is_ok());
@@ -138,17 +134,10 @@ async fn the_proxy_counts_blocks_pauses_drops_and_stops() {
 
     // Stopped: no connection gets through until it serves again.
     proxy.stop();
-    let refused = driftlock_proto::status(
-        &proxy.addr(),
-        Duration::from_millis(500),
-        &driftlock_proto::Security::Insecure,
-    )
-    .await;
+    let refused = driftlock_proto::status(&proxy.addr(), Duration::from_millis(500), &c.security()).await;
     assert!(refused.is_err(), "{refused:?}");
     proxy.set_refusing(false);
-    let s = driftlock_proto::status(&proxy.addr(), T, &driftlock_proto::Security::Insecure)
-        .await
-        .unwrap();
+    let s = driftlock_proto::status(&proxy.addr(), T, &c.security()).await.unwrap();
     assert_eq!(s.id, 1);
     assert_eq!(proxy.count(|r| matches!(r, DriftlockApiRequest::KvWrite { .. })), 5);
 }

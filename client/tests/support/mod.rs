@@ -14,7 +14,7 @@ use driftlock_proto::{
     Consistency, DriftlockApiClient, ElectionView, LockView, Query, QueryReply, QueryResult, SessionId, SessionView,
 };
 #[allow(unused_imports)]
-pub use driftlock_testkit::{eventually_async, DropMode, FaultProxy, TestCluster};
+pub use driftlock_testkit::{eventually_async, DropMode, FaultProxy, ProxyTls, TestCluster};
 
 /// Timeout of the tests' own calls to the node.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,16 +56,10 @@ impl Node {
     /// A new single-node cluster with these extra `serve` flags.
     pub async fn start_with(args: Vec<String>) -> Node {
         let cluster = TestCluster::start_with(1, move |_| args.clone()).await;
-        let proxy = FaultProxy::start(cluster.client_addr(0))
+        let proxy = cluster.proxy(0).await;
+        let api = driftlock_proto::connect(cluster.client_addr(0), CALL_TIMEOUT, &cluster.security())
             .await
-            .expect("start the proxy");
-        let api = driftlock_proto::connect(
-            cluster.client_addr(0),
-            CALL_TIMEOUT,
-            &driftlock_proto::Security::Insecure,
-        )
-        .await
-        .expect("connect to the node");
+            .expect("connect to the node");
         Node { cluster, proxy, api }
     }
 
@@ -82,9 +76,7 @@ impl Node {
     /// Another proxy to the node, for a client whose traffic alone should
     /// suffer.
     pub async fn another_proxy(&self) -> FaultProxy {
-        FaultProxy::start(self.cluster.client_addr(0))
-            .await
-            .expect("start a proxy")
+        self.cluster.proxy(0).await
     }
 
     /// A linearizable read, straight from the node.
@@ -181,8 +173,9 @@ impl Node {
     }
 }
 
-/// Client configuration for tests: fast retries, short timeouts.
-pub fn client_config(endpoints: Vec<String>) -> driftlock_client::ClientConfig {
+/// Client configuration for tests of `cluster`: its administrator's
+/// certificate, fast retries, short timeouts.
+pub fn client_config(cluster: &TestCluster, endpoints: Vec<String>) -> driftlock_client::ClientConfig {
     driftlock_client::ClientConfig {
         client_name: "test".into(),
         request_timeout_ms: 1_000,
@@ -191,7 +184,7 @@ pub fn client_config(endpoints: Vec<String>) -> driftlock_client::ClientConfig {
         backoff_max_ms: 200,
         observe_wait_ms: 1_000,
         poll_interval_ms: 300,
-        ..driftlock_client::ClientConfig::new(endpoints)
+        ..cluster.client_config(endpoints)
     }
 }
 

@@ -2,7 +2,7 @@
 //! groups below ([`NodeSettings`] `[node]`, [`RaftSettings`] `[raft]`,
 //! [`EventSettings`] `[events]`, [`ClockSettings`] `[clock]`,
 //! [`HealthSettings`] `[health]`, [`HandoverSettings`] `[handover]`,
-//! [`PredictSettings`] `[predict]`); that field carries its flag, its
+//! [`PredictSettings`] `[predict]`, [`TlsSettings`] `[tls]`); that field carries its flag, its
 //! `DRIFTLOCK_*` environment variable, its default and its help. clap builds
 //! `driftlock serve` and its `--help` from it, serde the `[group] key` of the
 //! TOML file, and a missing key takes the default clap declares (the
@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// Predictive failure analysis.
     #[command(flatten)]
     pub predict: PredictSettings,
+    /// The certificates both ports run mutual TLS with.
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// `[node]`: who this node is and where it listens.
@@ -439,6 +442,49 @@ pub struct PredictSettings {
     pub hot_lock_rate_per_s: f64,
 }
 
+/// `[tls]`: mutual TLS on both ports (docs/security.md). Either all three
+/// files or `insecure`; with neither the node refuses to start.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[command(next_help_heading = "TLS [tls]")]
+pub struct TlsSettings {
+    /// PEM certificate of the cluster CA: the only root this node trusts,
+    /// for clients and peers alike (`driftlock cert create-ca`).
+    #[arg(id = "tls.ca", long = "tls-ca", env = "DRIFTLOCK_TLS_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// PEM certificate of this node, issued by the CA for its id
+    /// (`driftlock cert create-node ID`); re-read on SIGHUP.
+    #[arg(id = "tls.cert", long = "tls-cert", env = "DRIFTLOCK_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key of this node's certificate; re-read on SIGHUP.
+    #[arg(id = "tls.key", long = "tls-key", env = "DRIFTLOCK_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Plain TCP on both ports, no certificates: anyone who reaches a port
+    /// can do anything. Tests only; the node logs a warning.
+    #[arg(
+        id = "tls.insecure",
+        long = "insecure",
+        env = "DRIFTLOCK_INSECURE",
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        default_value_t = false
+    )]
+    pub insecure: bool,
+    /// Time a new connection has to complete its TLS handshake before it is
+    /// dropped, ms.
+    #[arg(
+        id = "tls.handshake_timeout_ms",
+        long = "tls-handshake-timeout-ms",
+        env = "DRIFTLOCK_TLS_HANDSHAKE_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub handshake_timeout_ms: u64,
+}
+
 /// What an empty command line parses to, with the environment ignored: the
 /// one place a group's defaults come from (its `Default`, hence also the
 /// value of a key missing from the file).
@@ -473,6 +519,7 @@ defaults_from_declaration!(
     HealthSettings,
     HandoverSettings,
     PredictSettings,
+    TlsSettings,
 );
 
 /// The declared settings, as clap sees them.

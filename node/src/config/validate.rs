@@ -76,6 +76,22 @@ impl NodeConfig {
 
         positive(self.events.buffer_len as u64, "events.buffer_len")?;
 
+        let t = &self.tls;
+        positive(t.handshake_timeout_ms, "tls.handshake_timeout_ms")?;
+        let files = [("tls.ca", &t.ca), ("tls.cert", &t.cert), ("tls.key", &t.key)];
+        for (field, file) in files {
+            check(!(t.insecure && file.is_some()), field, || {
+                "cannot be given with --insecure (plain TCP has no certificates)".into()
+            })?;
+        }
+        if files.iter().any(|(_, f)| f.is_some()) {
+            for (field, file) in files {
+                check(file.is_some(), field, || {
+                    "is missing: TLS needs the CA certificate, this node's certificate and its key".into()
+                })?;
+            }
+        }
+
         let c = &self.clock;
         positive(c.interval_ms, "clock.interval_ms")?;
         for server in &c.ntp_servers {
