@@ -14,7 +14,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use driftlock_proto::{Config, LockMode, Reply, SessionOp};
+use driftlock_proto::{Config, LockMode, Principal, Reply, SessionOp, SessionSecret};
 use driftlock_state_machine::{Command, EntryMeta, StateMachine};
 
 /// Counts live heap bytes so the bench can report bytes per held lock.
@@ -79,7 +79,14 @@ fn acquire(session: u64, seq: u64, name: String) -> Command {
             mode: LockMode::Exclusive,
             wait_us: 0,
         },
+        by: bench_client(),
     }
+}
+
+/// The principal the benchmark's commands come from: an ordinary client,
+/// so each apply pays the default policy's check as in production.
+fn bench_client() -> Principal {
+    Principal::client("bench")
 }
 
 /// A state machine holding `HELD_LOCKS` locks across `SESSIONS` sessions.
@@ -96,6 +103,8 @@ fn loaded() -> (Leader, Vec<u64>, isize) {
             nonce: u128::from(i),
             client_name: format!("bench-{i}"),
             requested_ttl_us: 300_000_000,
+            owner: bench_client(),
+            secret_sha256: SessionSecret([7; 32]).digest(),
         };
         match leader.apply(open) {
             Reply::SessionOpened { session, .. } => sessions.push(session),
@@ -137,6 +146,7 @@ fn bench_apply(c: &mut Criterion) {
                 session,
                 seq,
                 op: SessionOp::Release { name },
+                by: bench_client(),
             });
         })
     });

@@ -9,11 +9,12 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use driftlock_proto::{DriftlockApiRequest, DriftlockApiResponse, LockMode, Reply, SessionOp};
+use driftlock_proto::{DriftlockApiRequest, DriftlockApiResponse, LockMode, Reply, SessionOp, SessionSecret};
 
 fn acquire_request() -> DriftlockApiRequest {
     DriftlockApiRequest::SessionOp {
         session: 42,
+        secret: SessionSecret([0x5a; 32]),
         seq: 1_000,
         op: SessionOp::Acquire {
             name: "jobs/nightly-compaction/shard-0017".into(),

@@ -45,6 +45,13 @@ pub enum ClientError {
         /// The lock that was not granted in time.
         name: String,
     },
+    /// The cluster's access policy does not let this client's certificate
+    /// do this (docs/security.md, "Policy model"); nothing changed, and a
+    /// retry will not help until an administrator changes the policy. The
+    /// message names who, what and where ("permission denied: alice may
+    /// not write key 'billing/x'").
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The node answered something this version of the library does not
     /// expect for the request (a protocol mismatch).
     #[error("unexpected reply: {0}")]

@@ -358,6 +358,9 @@ impl Transport {
             match err {
                 ApiError::Rejected(r) => return Err(ClientError::Rejected(r)),
                 ApiError::InvalidRequest(s) => return Err(ClientError::InvalidRequest(s)),
+                denied @ ApiError::PermissionDenied { .. } => {
+                    return Err(ClientError::PermissionDenied(denied.to_string()))
+                }
                 ApiError::NotLeader { leader_hint } => {
                     last_error = format!("{addr}: not the leader (leader: {leader_hint:?})");
                     if matches!(spec.route, Route::Exact(_)) {

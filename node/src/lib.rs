@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod authz;
 pub mod clock;
 pub mod clocksync;
 pub mod config;

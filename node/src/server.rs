@@ -7,6 +7,10 @@
 //! - A proposal whose outcome is unknown (leadership lost while it was in
 //!   flight) answers [`ApiError::Indeterminate`]: session commands are
 //!   retried safely with the same sequence number.
+//! - Every request is checked against the connection's principal and the
+//!   access policy before anything is proposed or read (`authz.rs`); the
+//!   commands that are proposed carry that principal, for the state
+//!   machine's own check at apply.
 //! - Linearizable reads confirm leadership with a quorum first (ReadIndex,
 //!   never a clock-based lease) and are answered as of the leader's current
 //!   cluster time (docs/design.md "Time", rule 8).
@@ -22,7 +26,7 @@ use driftlock_proto::{
     AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
     QueryReply, QueryResult, Role,
 };
-use driftlock_proto::{Reply, SessionId, SessionOp};
+use driftlock_proto::{Reply, SessionId, SessionOp, SessionSecret};
 use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
 use driftlock_sensors::clock::RawInstant;
 use driftlock_state_machine::{Command, StampedCommand, StateMachine};
@@ -202,11 +206,24 @@ impl NodeContext {
     /// with `NotLeader` on a follower); a serializable one reads this node's
     /// applied state as it is. Either way expiry is judged at this node's
     /// cluster time now, which the reply carries with the applied index.
-    pub async fn query(&self, query: Query, consistency: Consistency) -> Result<QueryReply, ApiError> {
+    ///
+    /// `principal` must be allowed the read (`authz::check_query`), judged
+    /// on the same applied state the answer comes from.
+    pub async fn query(
+        &self,
+        principal: &Principal,
+        query: Query,
+        consistency: Consistency,
+    ) -> Result<QueryReply, ApiError> {
+        // Refused reads cost no quorum round: checked once before the
+        // barrier, and again on the state that answers.
+        self.state
+            .with_state(|sm| crate::authz::check_query(sm, principal, &query))?;
         let now_us = self.read_barrier(consistency).await?;
-        let (applied_index, result) = self
-            .state
-            .with_state(|sm| (sm.last_index(), answer(sm, &query, now_us)));
+        let (applied_index, result) = self.state.with_state(|sm| {
+            let answer = crate::authz::check_query(sm, principal, &query).and_then(|()| answer(sm, &query, now_us));
+            (sm.last_index(), answer)
+        });
         Ok(QueryReply {
             applied_index,
             cluster_ts_us: now_us,
@@ -268,8 +285,11 @@ impl NodeContext {
         }
     }
 
-    /// Runs an administrative request.
-    pub async fn admin(&self, request: AdminRequest) -> Result<AdminReply, ApiError> {
+    /// Runs an administrative request from `principal`, who must be allowed
+    /// it (`authz::check_admin`).
+    pub async fn admin(&self, principal: &Principal, request: AdminRequest) -> Result<AdminReply, ApiError> {
+        self.state
+            .with_state(|sm| crate::authz::check_admin(sm.policy(), principal, &request))?;
         match request {
             AdminRequest::Init { members } => {
                 if members.is_empty() {
@@ -352,6 +372,21 @@ impl NodeContext {
                     .await
                     .map_err(|e| ApiError::Unavailable(e.to_string()))?;
             }
+            AdminRequest::SetPolicy {
+                policy,
+                expected_revision,
+            } => {
+                // An invalid policy never reaches the log.
+                policy
+                    .validate()
+                    .map_err(|detail| ApiError::Rejected(driftlock_proto::Rejection::InvalidPolicy { detail }))?;
+                self.propose(Command::SetPolicy {
+                    policy,
+                    expected_revision,
+                    by: principal.clone(),
+                })
+                .await?;
+            }
         }
         Ok(AdminReply::Done)
     }
@@ -394,6 +429,7 @@ fn answer(sm: &StateMachine, query: &Query, now_us: u64) -> Result<QueryResult, 
         Query::Session { session } => QueryResult::Session(sm.session_view(*session, now_us)),
         Query::Election { name } => QueryResult::Election(sm.election_view(name, now_us)),
         Query::Stats => QueryResult::Stats(sm.stats()),
+        Query::Policy => QueryResult::Policy(sm.policy_view()),
     })
 }
 
@@ -432,7 +468,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn check_session_op(op: &SessionOp) -> Result<(), ApiError> {
+fn check_op_bounds(op: &SessionOp) -> Result<(), ApiError> {
     // Cheap sanity checks before anything reaches the log; the state machine
     // checks limits itself.
     if let SessionOp::Acquire { wait_us, .. } = op {
@@ -453,13 +489,18 @@ impl DriftlockApi for ApiHandler {
         nonce: u128,
         client_name: String,
         requested_ttl_us: u64,
+        secret: SessionSecret,
     ) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "open_session");
+        // Any authenticated principal may open sessions; what it does in
+        // them is checked per operation. Only the secret's hash is kept.
         self.ctx
             .propose(Command::OpenSession {
                 nonce,
                 client_name,
                 requested_ttl_us,
+                owner: self.principal.clone(),
+                secret_sha256: secret.digest(),
             })
             .await
     }
@@ -468,23 +509,38 @@ impl DriftlockApi for ApiHandler {
         self,
         _: tarpc::context::Context,
         session: SessionId,
+        secret: SessionSecret,
         seq: u64,
         op: SessionOp,
     ) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "session_op");
-        check_session_op(&op)?;
+        check_op_bounds(&op)?;
         if seq == 0 {
             return Err(ApiError::InvalidRequest("sequence numbers start at 1".into()));
         }
+        self.ctx
+            .state
+            .with_state(|sm| crate::authz::check_session_op(sm, &self.principal, session, &secret, &op))?;
         let _profiled = self.ctx.predict.track(session, &op);
-        self.ctx.propose(Command::Session { session, seq, op }).await
+        self.ctx
+            .propose(Command::Session {
+                session,
+                seq,
+                op,
+                by: self.principal.clone(),
+            })
+            .await
     }
 
     async fn kv_write(self, _: tarpc::context::Context, write: KvWrite) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "kv_write");
+        self.ctx
+            .state
+            .with_state(|sm| crate::authz::check_kv_write(sm.policy(), &self.principal, &write))?;
+        let by = self.principal.clone();
         let command = match write {
-            KvWrite::Put { key, value } => Command::KvPut { key, value },
-            KvWrite::Delete { key } => Command::KvDelete { key },
+            KvWrite::Put { key, value } => Command::KvPut { key, value, by },
+            KvWrite::Delete { key } => Command::KvDelete { key, by },
             KvWrite::Cas {
                 key,
                 expected_revision,
@@ -493,6 +549,7 @@ impl DriftlockApi for ApiHandler {
                 key,
                 expected_revision,
                 value,
+                by,
             },
         };
         self.ctx.propose(command).await
@@ -505,7 +562,7 @@ impl DriftlockApi for ApiHandler {
         consistency: Consistency,
     ) -> Result<QueryReply, ApiError> {
         let _f = InFlight::new(&self.ctx, "read");
-        self.ctx.query(query, consistency).await
+        self.ctx.query(&self.principal, query, consistency).await
     }
 
     async fn observe(
@@ -518,12 +575,24 @@ impl DriftlockApi for ApiHandler {
         if self.ctx.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::Unavailable("node is shutting down".into()));
         }
+        self.ctx
+            .state
+            .with_state(|sm| crate::authz::check_observe(sm, &self.principal, &filter))?;
         let wait = Duration::from_millis(timeout_ms.min(limits::MAX_OBSERVE_WAIT_MS));
         Ok(self.ctx.events.wait(after_index, &filter, wait).await)
     }
 
     async fn status(self, _: tarpc::context::Context) -> NodeStatus {
-        self.ctx.status()
+        let status = self.ctx.status();
+        if self
+            .ctx
+            .state
+            .with_state(|sm| crate::authz::sees_full_status(sm.policy(), &self.principal))
+        {
+            status
+        } else {
+            crate::authz::basic_status(status)
+        }
     }
 
     async fn admin(self, _: tarpc::context::Context, request: AdminRequest) -> Result<AdminReply, ApiError> {
@@ -533,7 +602,11 @@ impl DriftlockApi for ApiHandler {
         if !matches!(request, AdminRequest::ReportHealth { .. }) {
             tracing::info!(principal = %self.principal, request = request.kind(), "admin request");
         }
-        self.ctx.admin(request).await
+        let result = self.ctx.admin(&self.principal, request).await;
+        if let Err(e @ ApiError::PermissionDenied { .. }) = &result {
+            tracing::warn!(principal = %self.principal, error = %e, "admin request refused");
+        }
+        result
     }
 }
 

@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use driftlock_proto::{ApiError, Consistency, KvWrite, Query, QueryResult};
 
-use driftlock_proto::{LockMode, Rejection, Reply, SessionOp};
+use driftlock_proto::{LockMode, Rejection, Reply, SessionOp, SessionSecret};
 use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(5);
+
+/// The secret of the test's sessions (by number).
+fn secret(n: u8) -> SessionSecret {
+    SessionSecret([n; 32])
+}
 
 async fn leader_client(c: &TestCluster) -> driftlock_proto::DriftlockApiClient {
     let leader = c.wait_leader(Duration::from_secs(20)).await;
@@ -35,7 +40,7 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
     let ctx = || driftlock_proto::context(T);
 
     let session = match api
-        .open_session(ctx(), 1, "test".into(), 10_000_000)
+        .open_session(ctx(), 1, "test".into(), 10_000_000, secret(1))
         .await
         .expect("rpc")
     {
@@ -43,7 +48,7 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
         other => panic!("open: {other:?}"),
     };
     let other = match api
-        .open_session(ctx(), 2, "other".into(), 10_000_000)
+        .open_session(ctx(), 2, "other".into(), 10_000_000, secret(2))
         .await
         .expect("rpc")
     {
@@ -53,14 +58,20 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
 
     // Oversized lock name.
     let long = "n".repeat(10_000);
-    let r = api.session_op(ctx(), session, 1, acquire(&long)).await.expect("rpc");
+    let r = api
+        .session_op(ctx(), session, secret(1), 1, acquire(&long))
+        .await
+        .expect("rpc");
     assert!(
         matches!(r, Err(ApiError::Rejected(Rejection::NameTooLong { len: 10_000, .. }))),
         "{r:?}"
     );
 
     // Unknown session.
-    let r = api.session_op(ctx(), 999_999, 1, acquire("x")).await.expect("rpc");
+    let r = api
+        .session_op(ctx(), 999_999, secret(1), 1, acquire("x"))
+        .await
+        .expect("rpc");
     assert_eq!(
         r,
         Err(ApiError::Rejected(Rejection::UnknownSession { session: 999_999 }))
@@ -68,17 +79,22 @@ async fn typed_errors_for_bad_requests_and_garbage_is_survived() {
 
     // Release by a non-holder.
     assert!(matches!(
-        api.session_op(ctx(), session, 2, acquire("x")).await.expect("rpc"),
+        api.session_op(ctx(), session, secret(1), 2, acquire("x"))
+            .await
+            .expect("rpc"),
         Ok(Reply::Granted { .. })
     ));
     let r = api
-        .session_op(ctx(), other, 1, SessionOp::Release { name: "x".into() })
+        .session_op(ctx(), other, secret(2), 1, SessionOp::Release { name: "x".into() })
         .await
         .expect("rpc");
     assert_eq!(r, Err(ApiError::Rejected(Rejection::NotHolder)));
 
     // Sequence 0 is refused before it reaches the log.
-    let r = api.session_op(ctx(), session, 0, acquire("y")).await.expect("rpc");
+    let r = api
+        .session_op(ctx(), session, secret(1), 0, acquire("y"))
+        .await
+        .expect("rpc");
     assert!(matches!(r, Err(ApiError::InvalidRequest(_))), "{r:?}");
 
     // Garbage on the client and Raft ports of every node: the connection is
@@ -224,7 +240,11 @@ async fn large_values_that_exceed_a_frame_together_are_read_in_bounded_batches()
 
     // A master's value travels in its `MasterChanged` event: 200 elections
     // won with 60 KiB values are 12 MiB of events.
-    let session = match api.open_session(ctx(), 7, "big".into(), 30_000_000).await.expect("rpc") {
+    let session = match api
+        .open_session(ctx(), 7, "big".into(), 30_000_000, secret(7))
+        .await
+        .expect("rpc")
+    {
         Ok(Reply::SessionOpened { session, .. }) => session,
         other => panic!("open: {other:?}"),
     };
@@ -234,7 +254,7 @@ async fn large_values_that_exceed_a_frame_together_are_read_in_bounded_batches()
             value: value.clone(),
         };
         let r = api
-            .session_op(ctx(), session, i as u64 + 1, campaign)
+            .session_op(ctx(), session, secret(7), i as u64 + 1, campaign)
             .await
             .expect("rpc");
         assert!(matches!(r, Ok(Reply::Elected { .. })), "campaign: {r:?}");

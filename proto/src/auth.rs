@@ -561,7 +561,9 @@ pub(crate) fn write_denied(
     action: Action,
     name: &str,
 ) -> std::fmt::Result {
-    if name.is_empty() {
+    if name.is_empty() && action == Action::ReadUnder {
+        write!(f, "permission denied: {principal} may not read every key")
+    } else if name.is_empty() {
         write!(f, "permission denied: {principal} may not {}", action.phrase())
     } else {
         write!(f, "permission denied: {principal} may not {} '{name}'", action.phrase())

@@ -34,6 +34,7 @@ fn entry(index: u64) -> Entry {
             command: Command::KvPut {
                 key: "k".to_string(),
                 value: vec![(index % 251) as u8; ENTRY_BYTES],
+                by: driftlock_proto::Principal::Anonymous,
             },
         }),
     )

@@ -121,6 +121,7 @@ async fn events_reach_subscribers_and_state_is_readable() {
                 command: Command::KvPut {
                     key: key.to_string(),
                     value: vec![index as u8],
+                    by: driftlock_proto::Principal::Anonymous,
                 },
             }),
         )

@@ -214,6 +214,7 @@ mod tests {
         SessionInner::new(
             client,
             ME,
+            driftlock_proto::SessionSecret([0; 32]),
             Lease::opened(driftlock_sensors::clock::RawInstant::now(), 10_000_000, 0, 0),
         )
     }
@@ -368,6 +369,7 @@ mod tests {
         let s = SessionInner::new(
             client,
             ME,
+            driftlock_proto::SessionSecret([0; 32]),
             Lease::opened(driftlock_sensors::clock::RawInstant::now(), 20_000, 0, 0),
         );
         let l = leadership(&s, "e", 5);

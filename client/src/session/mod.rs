@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use driftlock_sensors::clock::RawInstant;
 
-use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp};
+use driftlock_proto::{Fence, LockMode, Rejection, Reply, SessionId, SessionOp, SessionSecret};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -117,6 +117,9 @@ pub(crate) struct SessionInner {
     pub(crate) client: Client,
     /// The session id: the log index of the entry that opened it.
     pub(crate) id: SessionId,
+    /// The secret drawn at open, sent with every operation; never logged
+    /// (its `Debug` is redacted).
+    pub(crate) secret: SessionSecret,
     /// The next operation's sequence number (see [`op`]).
     next_seq: AtomicU64,
     /// The session's state; every change is sent to the watchers.
@@ -155,6 +158,10 @@ impl Session {
         // One nonce for every attempt: a retried open finds the session the
         // first attempt may have opened.
         let nonce: u128 = rand::random();
+        // The session's secret: only this handle knows it, so only this
+        // handle (over a connection with this client's certificate) can act
+        // in the session; the cluster keeps only its SHA-256.
+        let secret = SessionSecret(rand::random());
         let name = config.client_name.clone();
         let t_send = RawInstant::now();
         let spec = client.spec("open_session", Route::Leader, Delivery::Idempotent);
@@ -163,7 +170,8 @@ impl Session {
             .transport
             .call(spec, |api, ctx| {
                 let name = name.clone();
-                async move { api.open_session(ctx, nonce, name, ttl_us).await }
+                let secret = secret.clone();
+                async move { api.open_session(ctx, nonce, name, ttl_us, secret).await }
             })
             .await?;
         let Reply::SessionOpened {
@@ -174,7 +182,7 @@ impl Session {
         };
         let lease = Lease::opened(t_send, validity_us, config.default_drift_ppm, config.local_margin_us);
         let expiry = lease.local_expiry();
-        let inner = SessionInner::new(client, session, lease);
+        let inner = SessionInner::new(client, session, secret, lease);
         let handle = Arc::new(SessionHandle { inner: inner.clone() });
         if RawInstant::now() >= expiry {
             // Granted, but the answer took longer than the validity: the
@@ -393,11 +401,12 @@ impl Session {
 impl SessionInner {
     /// The shared state of the session `id`, opened with `lease`: `Valid`,
     /// no background task yet.
-    fn new(client: Client, id: SessionId, lease: Lease) -> Arc<SessionInner> {
+    fn new(client: Client, id: SessionId, secret: SessionSecret, lease: Lease) -> Arc<SessionInner> {
         let (state_tx, _) = watch::channel(SessionState::Valid);
         Arc::new(SessionInner {
             client,
             id,
+            secret,
             next_seq: AtomicU64::new(1),
             state_tx,
             lease: Mutex::new(lease),

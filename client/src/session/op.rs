@@ -35,13 +35,15 @@ impl SessionInner {
     pub(super) async fn op_with(&self, seq: u64, op: SessionOp, spec: CallSpec) -> Result<Reply> {
         debug_assert!(seq >= 1, "sequence numbers start at 1");
         let id = self.id;
+        let secret = &self.secret;
         let result = self
             .client
             .inner
             .transport
             .call(spec, |api, ctx| {
                 let op = op.clone();
-                async move { api.session_op(ctx, id, seq, op).await }
+                let secret = secret.clone();
+                async move { api.session_op(ctx, id, secret, seq, op).await }
             })
             .await;
         match result {

@@ -37,6 +37,7 @@ pub fn command_of(index: u64) -> Command {
         Command::KvPut {
             key: format!("k{}", index % 17),
             value: value_of(index),
+            by: driftlock_proto::Principal::Anonymous,
         }
     }
 }
