@@ -1,12 +1,13 @@
 //! The user and operator commands of the `driftlock` binary: `lock`,
-//! `elect`, `kv`, `watch`, `status` and `cluster`. Each lives in its own
-//! module and speaks the client protocol, through the client library except
-//! where it must address nodes one by one (`status`, `watch`, `cluster
-//! init`). The server commands (`serve`, `dev`) are the node crate's; its
+//! `elect`, `kv`, `watch`, `status`, `cluster` and `auth` (the access
+//! policy). Each lives in its own module and speaks the client protocol,
+//! through the client library except where it must address nodes one by
+//! one (`status`, `watch`, `cluster init`). The server commands (`serve`, `dev`) are the node crate's; its
 //! `main` puts both under one binary.
 
 #![forbid(unsafe_code)]
 
+mod auth;
 mod cert;
 mod cluster;
 mod elect;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use driftlock_client::{Client, ClientConfig};
 
+pub use auth::AuthCmd;
 pub use cert::CertCmd;
 pub use cluster::ClusterCmd;
 pub use elect::{ElectArgs, ElectCmd};
@@ -35,6 +37,10 @@ pub enum UserCommand {
     /// Initialize a cluster, change its membership, move Raft leadership.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Show and change the access policy: who may lock, read, write and
+    /// campaign under which prefixes, and who is an administrator.
+    #[command(subcommand)]
+    Auth(AuthCmd),
     /// Make the cluster's certificates: a CA, node and client certificates.
     #[command(subcommand)]
     Cert(CertCmd),
@@ -55,6 +61,7 @@ pub enum UserCommand {
 pub async fn run(command: UserCommand) -> ExitCode {
     match command {
         UserCommand::Cluster(cmd) => report(cluster::cluster(cmd).await),
+        UserCommand::Auth(cmd) => report(auth::auth(cmd).await),
         UserCommand::Cert(cmd) => report(cert::cert(cmd)),
         UserCommand::Lock(args) => lock::lock(args).await,
         UserCommand::Elect(args) => report(elect::elect(args).await),
