@@ -71,7 +71,9 @@ pub async fn run(command: UserCommand) -> ExitCode {
     }
 }
 
-/// Where the cluster is, and the certificate to show it.
+/// Where the cluster is, and the certificate to show it. The TLS
+/// arguments have ids of their own (`tls_key`, …) so that they cannot clash
+/// with a subcommand's positional arguments (`kv put KEY VALUE`).
 #[derive(Args, Debug, Clone)]
 pub struct Endpoints {
     /// Client addresses of the nodes, comma-separated (host:port,…).
@@ -79,14 +81,14 @@ pub struct Endpoints {
     pub endpoints: Vec<String>,
     /// The cluster CA's certificate (PEM); with --cert and --key, talk TLS.
     /// `driftlock dev` prints all three.
-    #[arg(long, env = "DRIFTLOCK_CA")]
+    #[arg(long = "ca", id = "tls_ca", env = "DRIFTLOCK_CA")]
     pub ca: Option<std::path::PathBuf>,
     /// This client's certificate (PEM), issued by the cluster CA
     /// (`driftlock cert create-client NAME`).
-    #[arg(long, env = "DRIFTLOCK_CERT")]
+    #[arg(long = "cert", id = "tls_cert", env = "DRIFTLOCK_CERT")]
     pub cert: Option<std::path::PathBuf>,
     /// The private key of --cert (PEM).
-    #[arg(long, env = "DRIFTLOCK_KEY")]
+    #[arg(long = "key", id = "tls_key", env = "DRIFTLOCK_KEY")]
     pub key: Option<std::path::PathBuf>,
 }
 
@@ -155,4 +157,40 @@ async fn connect(endpoints: &Endpoints) -> Result<Client, String> {
 
 fn cli_name() -> String {
     format!("driftlock-cli/{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    /// The binary's command line as `driftlock`'s main builds it.
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: super::UserCommand,
+    }
+
+    #[test]
+    fn every_command_line_is_well_formed() {
+        // clap checks argument ids only when a command is built: a clash
+        // (the TLS `key` against `kv put KEY`) panics here, not in use.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "driftlock",
+            "kv",
+            "put",
+            "--endpoints",
+            "127.0.0.1:1",
+            "--key",
+            "client.key",
+            "config/mode",
+            "active",
+        ])
+        .unwrap();
+        let super::UserCommand::Kv(super::KvCmd::Put { endpoints, key, value }) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!((key.as_str(), value.as_str()), ("config/mode", "active"));
+        assert_eq!(endpoints.key, Some(std::path::PathBuf::from("client.key")));
+    }
 }
