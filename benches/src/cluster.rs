@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{PoisonError, RwLock};
+
+use driftlock_client::proto::tls::TlsFiles;
+use driftlock_client::proto::Security;
 use driftlock_client::{Client, ClientConfig};
 use driftlock_testkit::{ExeError, LaunchError, NodeSpec};
 
@@ -112,6 +117,72 @@ impl Proc {
     }
 }
 
+/// Whether driftlock clusters started from now on run plain TCP instead of
+/// mutual TLS (`driftlock-bench … --plain-tcp`, to measure what TLS costs).
+static PLAIN_TCP: AtomicBool = AtomicBool::new(false);
+
+/// The client certificate of the secure cluster in use, if any.
+static CLIENT_TLS: RwLock<Option<TlsFiles>> = RwLock::new(None);
+
+/// Runs the driftlock clusters started from now on with plain TCP
+/// (`true`) or mutual TLS (`false`, the default, as in production).
+pub fn set_plain_tcp(plain: bool) {
+    PLAIN_TCP.store(plain, Ordering::SeqCst);
+}
+
+/// Whether the clusters run plain TCP; for the reports.
+pub fn plain_tcp() -> bool {
+    PLAIN_TCP.load(Ordering::SeqCst)
+}
+
+/// Secures `nodes` with a CA and certificates in `certs_dir` (unless
+/// [`plain_tcp`]) and makes [`client_config`] use the administrator's
+/// certificate from then on.
+pub fn secure(nodes: &mut driftlock_testkit::Cluster, certs_dir: &Path) -> Result<(), ClusterError> {
+    if plain_tcp() {
+        *CLIENT_TLS.write().unwrap_or_else(PoisonError::into_inner) = None;
+        return Ok(());
+    }
+    nodes.secure(certs_dir)?;
+    let files = TlsFiles::in_dir(certs_dir, driftlock_testkit::launcher::ADMIN_CERT);
+    *CLIENT_TLS.write().unwrap_or_else(PoisonError::into_inner) = Some(files);
+    Ok(())
+}
+
+/// The client certificate of the secure cluster in use, if any.
+pub fn client_tls() -> Option<TlsFiles> {
+    CLIENT_TLS.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Client settings for the cluster in use: [`ClientConfig::new`] with the
+/// cluster's certificate (in a child process, with the certificate its
+/// parent passed through [`tls_env`]).
+pub fn client_config(endpoints: &[String]) -> ClientConfig {
+    let mut c = ClientConfig::new(endpoints.to_vec());
+    if let Some(files) = client_tls() {
+        c.tls = Some(files);
+    }
+    c
+}
+
+/// How one-shot protocol calls reach the cluster in use.
+pub fn security() -> Result<Security, ClusterError> {
+    Security::from_files(client_tls().as_ref()).map_err(|e| ClusterError::Client(format!("tls: {e}")))
+}
+
+/// The `DRIFTLOCK_CA/CERT/KEY` variables a child process (a lock holder)
+/// needs to reach the cluster in use; empty for plain TCP.
+pub fn tls_env() -> Vec<(&'static str, PathBuf)> {
+    match client_tls() {
+        Some(t) => vec![
+            (driftlock_client::CA_ENV, t.ca),
+            (driftlock_client::CERT_ENV, t.cert),
+            (driftlock_client::KEY_ENV, t.key),
+        ],
+        None => Vec::new(),
+    }
+}
+
 /// A 3-node driftlock cluster.
 pub struct DriftlockCluster {
     nodes: driftlock_testkit::Cluster,
@@ -155,6 +226,7 @@ impl DriftlockCluster {
             specs.push(spec);
         }
         let mut nodes = driftlock_testkit::Cluster::new(exe, specs);
+        secure(&mut nodes, &dir.path().join("certs"))?;
         nodes.bring_up(DRIFTLOCK_START_TIMEOUT).await?;
         Ok(DriftlockCluster {
             endpoints: nodes.endpoints(),
@@ -191,7 +263,7 @@ impl DriftlockCluster {
 
     /// A client for administration and status.
     pub async fn admin_client(&self) -> Result<Client, ClusterError> {
-        Client::connect_with(ClientConfig::new(self.endpoints.clone()))
+        Client::connect_with(client_config(&self.endpoints))
             .await
             .map_err(|e| ClusterError::Client(e.to_string()))
     }

@@ -100,8 +100,8 @@ fn phase(name: &str, start: &StartMark, end: &EndMark, pairs: u64, failed_ops: u
 }
 
 /// The stamping drift bound of the node at `addr`, ppm.
-async fn rho_hi_ppm(addr: &str) -> Result<u64, ClusterError> {
-    driftlock_proto::status(addr, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
+async fn rho_hi_ppm(addr: &str, security: &driftlock_proto::Security) -> Result<u64, ClusterError> {
+    driftlock_proto::status(addr, MARK_TIMEOUT, security)
         .await
         .map(|s| s.rho_hi_ppm)
         .map_err(|e| ClusterError::Client(e.to_string()))
@@ -123,24 +123,25 @@ pub async fn cluster_rate(
 ) -> Result<RateReport, ClusterError> {
     let window = Duration::from_secs(seconds.max(1));
     let cluster = DriftlockCluster::start(serve_args).await?;
+    let security = crate::cluster::security()?;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let addr = cluster.endpoints[leader].clone();
     // Let start-up traffic (health reports, first clock estimates) pass.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     eprintln!("idle for {seconds} s");
-    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
+    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &security)
         .await
         .map_err(mark_err)?;
     tokio::time::sleep(window).await;
-    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &security)
         .await
         .map_err(mark_err)?;
-    let idle = phase("idle", &start, &end, 0, 0, rho_hi_ppm(&addr).await?);
+    let idle = phase("idle", &start, &end, 0, 0, rho_hi_ppm(&addr, &security).await?);
 
     eprintln!("sequential lock/unlock for {seconds} s");
     let mut worker = Worker::open(System::Driftlock, &cluster.endpoints, 0, false, TTL).await?;
-    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
+    let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &security)
         .await
         .map_err(mark_err)?;
     let deadline = Instant::now() + window;
@@ -154,11 +155,18 @@ pub async fn cluster_rate(
             Err(_) => failed += 1,
         }
     }
-    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &driftlock_proto::Security::Insecure)
+    let end = cluster_time::end_mark_by_write(&addr, MARK_KEY, MARK_TIMEOUT, &security)
         .await
         .map_err(mark_err)?;
     worker.close().await;
-    let sequential = phase("sequential", &start, &end, pairs, failed, rho_hi_ppm(&addr).await?);
+    let sequential = phase(
+        "sequential",
+        &start,
+        &end,
+        pairs,
+        failed,
+        rho_hi_ppm(&addr, &security).await?,
+    );
 
     Ok(RateReport {
         label: label.to_string(),

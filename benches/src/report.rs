@@ -88,6 +88,10 @@ pub struct Machine {
     /// First line of `etcd --version` of the etcd binary the comparison ran
     /// (`etcd version unknown` if it could not be run).
     pub etcd_version: String,
+    /// How the driftlock nodes were reached: `mutual TLS` (the default) or
+    /// `plain TCP` (`--plain-tcp`). Empty in reports from before TLS.
+    #[serde(default)]
+    pub driftlock_transport: String,
 }
 
 /// Measures fdatasync latency in `dir` (`samples` 4 KiB write + fdatasync).
@@ -129,8 +133,17 @@ fn ratio(a: f64, b: f64) -> String {
 pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Run: `{command}` at {when}. Machine: {} logical cores; 4 KiB write + fdatasync p50 {} µs, p99 {} µs; {}.\n\n",
-        machine.cores, machine.fdatasync_p50_us, machine.fdatasync_p99_us, machine.etcd_version
+        "Run: `{command}` at {when}. Machine: {} logical cores; 4 KiB write + fdatasync p50 {} µs, p99 {} µs; {}; \
+         driftlock over {}.\n\n",
+        machine.cores,
+        machine.fdatasync_p50_us,
+        machine.fdatasync_p99_us,
+        machine.etcd_version,
+        if machine.driftlock_transport.is_empty() {
+            "plain TCP"
+        } else {
+            &machine.driftlock_transport
+        }
     ));
     s.push_str("| workload | clients | system | ops/s | p50 ms | p99 ms | max ms | failed | fault→first ok ms | leader CPU % | runs |\n");
     s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -135,7 +135,7 @@ pub enum Held {
 
 /// Client settings: failover workloads use a 1 s attempt timeout.
 pub fn driftlock_config(endpoints: &[String], failover: bool) -> ClientConfig {
-    let mut c = ClientConfig::new(endpoints.to_vec());
+    let mut c = crate::cluster::client_config(endpoints);
     c.client_name = "driftlock-bench".into();
     if failover {
         c.request_timeout_ms = 1_000;
@@ -693,7 +693,9 @@ pub async fn keepalive(target: &Target<'_>, timing: &Timing) -> BenchResult<Meas
 }
 
 async fn target_status_index(endpoints: &[String], leader: usize) -> Option<u64> {
-    let client = Client::connect_with(ClientConfig::new(endpoints.to_vec())).await.ok()?;
+    let client = Client::connect_with(crate::cluster::client_config(endpoints))
+        .await
+        .ok()?;
     client.status_of(&endpoints[leader]).await.ok().map(|s| s.applied_index)
 }
 
@@ -705,6 +707,7 @@ pub async fn regrant(target: &Target<'_>, run: usize) -> BenchResult<Measured> {
     let name = format!("bench/r/{run}");
     let exe = std::env::current_exe().map_err(|e| ClusterError::Io(e.to_string()))?;
     let mut holder = tokio::process::Command::new(exe)
+        .envs(crate::cluster::tls_env())
         .args([
             "hold-lock",
             "--system",

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use driftlock_client::{Client, ClientConfig};
 use driftlock_launcher::{LaunchError, NodeSpec, Wrapper};
+use driftlock_proto::tls::TlsFiles;
 use driftlock_proto::{AdminRequest, MemberAddr};
 
 pub use driftlock_launcher::libfaketime;
@@ -245,12 +246,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client for the harness with short timeouts.
 pub async fn harness_client(endpoints: Vec<String>, name: &str) -> Result<Client, ClusterError> {
+    let base = ClientConfig::new(endpoints);
     let config = ClientConfig {
         client_name: name.to_owned(),
         request_timeout_ms: 1_000,
         op_deadline_ms: 5_000,
         health_report_interval_ms: 0,
-        ..ClientConfig::new(endpoints)
+        tls: crate::workload::run_tls().map(|t| t.client).or(base.tls.clone()),
+        ..base
     };
     Client::connect_with(config)
         .await
@@ -290,7 +293,15 @@ impl Cluster {
             specs.push(spec);
             nodes.push(Node { id, ip, faketime: None });
         }
-        let procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
+        let mut procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
+        // Mutual TLS, as in production (docs/security.md): a CA and
+        // certificates for this run under `<run dir>/certs`.
+        let certs = opts.run_dir.join("certs");
+        procs.secure(&certs)?;
+        crate::workload::set_run_tls(Some(crate::workload::RunTls {
+            client: TlsFiles::in_dir(&certs, driftlock_launcher::ADMIN_CERT),
+            node: TlsFiles::in_dir(&certs, "node-1"),
+        }));
         // From here on, dropping `cluster` stops the nodes and removes the
         // namespaces, whatever fails.
         let mut cluster = Cluster {

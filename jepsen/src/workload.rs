@@ -23,9 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use driftlock_client::proto::tls::TlsFiles;
 use driftlock_client::proto::{AdminRequest, DriftlockApiRequest, SessionOp};
 use driftlock_client::{Client, ClientConfig, ClientError, LockOptions, Rejection, Session};
-use driftlock_testkit::FaultProxy;
+use driftlock_testkit::{FaultProxy, ProxyTls};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -70,10 +71,43 @@ pub fn mono_ns_at(instant: Instant) -> u64 {
     }
 }
 
+/// The certificates of the run's cluster (docs/security.md): every
+/// workload client connects with `client`, and a proxy that stands in for
+/// a node presents `node`.
+#[derive(Clone, Debug)]
+pub struct RunTls {
+    /// The harness's client certificate (an administrator: the operator
+    /// workload changes the membership).
+    pub client: TlsFiles,
+    /// A node certificate, for proxies clients must take for a node.
+    pub node: TlsFiles,
+}
+
+/// The certificates of the run in progress, `None` for a plain-TCP run.
+static RUN_TLS: std::sync::RwLock<Option<RunTls>> = std::sync::RwLock::new(None);
+
+/// Sets the certificates the workloads of this process connect with (a
+/// new run, a new CA).
+pub fn set_run_tls(tls: Option<RunTls>) {
+    *RUN_TLS.write().unwrap_or_else(std::sync::PoisonError::into_inner) = tls;
+}
+
+/// The certificates of the run in progress, if it runs TLS.
+pub fn run_tls() -> Option<RunTls> {
+    RUN_TLS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// Client settings of the workloads: short deadlines so that faults show
-/// up as failed and indeterminate ops rather than long stalls.
+/// up as failed and indeterminate ops rather than long stalls. The
+/// certificates are the run's ([`set_run_tls`]), or in a worker process
+/// those its parent passed in `DRIFTLOCK_CA/CERT/KEY`.
 pub fn workload_client_config(endpoints: Vec<String>, name: &str) -> ClientConfig {
+    let base = ClientConfig::new(endpoints);
     ClientConfig {
+        tls: run_tls().map(|t| t.client).or(base.tls.clone()),
         client_name: name.to_owned(),
         request_timeout_ms: 1_000,
         op_deadline_ms: 4_000,
@@ -83,7 +117,7 @@ pub fn workload_client_config(endpoints: Vec<String>, name: &str) -> ClientConfi
         poll_interval_ms: 300,
         observe_wait_ms: 1_000,
         health_report_interval_ms: 0,
-        ..ClientConfig::new(endpoints)
+        ..base
     }
 }
 
@@ -286,8 +320,13 @@ pub type CutSwitches = Arc<std::sync::Mutex<Vec<Arc<CutSwitch>>>>;
 /// long as the client) and their addresses.
 async fn cut_proxies(endpoints: &[String], switch: &Arc<CutSwitch>) -> Option<(Vec<FaultProxy>, Vec<String>)> {
     let mut proxies = Vec::new();
+    let tls = run_tls();
     for ep in endpoints {
-        let proxy = FaultProxy::start(ep).await.ok()?;
+        let proxy_tls = match &tls {
+            Some(t) => Some(ProxyTls::new(&t.node, &t.client).ok()?),
+            None => None,
+        };
+        let proxy = FaultProxy::start_tls(ep, proxy_tls).await.ok()?;
         proxy.set_recording(false);
         let sw = switch.clone();
         proxy.block(move |r| {
@@ -717,7 +756,14 @@ pub fn spawn_worker(
 ) -> Result<Worker, String> {
     let stderr =
         std::fs::File::create(log_dir.join(format!("worker{index}.log"))).map_err(|e| format!("worker log: {e}"))?;
-    let mut child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    if let Some(t) = run_tls() {
+        command
+            .env(driftlock_client::CA_ENV, &t.client.ca)
+            .env(driftlock_client::CERT_ENV, &t.client.cert)
+            .env(driftlock_client::KEY_ENV, &t.client.key);
+    }
+    let mut child = command
         .arg("worker")
         .args(["--endpoints", &args.endpoints.join(",")])
         .args(["--session-ttl-ms", &args.session_ttl_ms.to_string()])

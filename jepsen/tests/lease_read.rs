@@ -27,17 +27,15 @@
 use std::time::{Duration, Instant};
 
 use driftlock_jepsen::cluster::{cleanup_netns, netns_available, Cluster, ClusterOptions};
-use driftlock_proto::{Consistency, KvWrite, Query, QueryResult};
+use driftlock_proto::{Consistency, KvWrite, Query, QueryResult, Security};
 
 const KEY: &str = "lease/x";
 
 /// The value of `KEY` as one node answers a linearizable read, or `None`
 /// when it does not answer in time (or refuses).
-async fn read_on(addr: &str) -> Option<Vec<u8>> {
+async fn read_on(addr: &str, security: &Security) -> Option<Vec<u8>> {
     let timeout = Duration::from_millis(300);
-    let api = driftlock_proto::connect(addr, timeout, &driftlock_proto::Security::Insecure)
-        .await
-        .ok()?;
+    let api = driftlock_proto::connect(addr, timeout, security).await.ok()?;
     let reply = api
         .read(
             driftlock_proto::context(timeout),
@@ -56,13 +54,11 @@ async fn read_on(addr: &str) -> Option<Vec<u8>> {
 
 /// Writes `KEY = value` through whichever of `addrs` leads, retrying until
 /// one acknowledges it; returns when it did.
-async fn write_through(addrs: &[String], value: &[u8], within: Duration) -> Instant {
+async fn write_through(addrs: &[String], value: &[u8], within: Duration, security: &Security) -> Instant {
     let deadline = Instant::now() + within;
     loop {
         for addr in addrs {
-            let Ok(api) =
-                driftlock_proto::connect(addr, Duration::from_millis(300), &driftlock_proto::Security::Insecure).await
-            else {
+            let Ok(api) = driftlock_proto::connect(addr, Duration::from_millis(300), security).await else {
                 continue;
             };
             let put = KvWrite::Put {
@@ -123,8 +119,9 @@ async fn a_slow_clocked_leader_cut_off_serves_no_stale_read() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let endpoints = c.endpoints();
-    write_through(&endpoints[..1], b"old", Duration::from_secs(10)).await;
-    assert_eq!(read_on(&endpoints[0]).await.as_deref(), Some(&b"old"[..]));
+    let security = c.procs.security().clone();
+    write_through(&endpoints[..1], b"old", Duration::from_secs(10), &security).await;
+    assert_eq!(read_on(&endpoints[0], &security).await.as_deref(), Some(&b"old"[..]));
 
     // Cut node 1 off from the others (the test still reaches every node).
     c.block(&[(0, 1), (0, 2)]).expect("partition");
@@ -134,19 +131,20 @@ async fn a_slow_clocked_leader_cut_off_serves_no_stale_read() {
     // time out; it must not answer with the old value once the new one was
     // acknowledged.
     let probe_addr = endpoints[0].clone();
+    let probe_security = security.clone();
     let prober = tokio::spawn(async move {
         let mut reads = Vec::new();
         let until = Instant::now() + Duration::from_secs(4);
         while Instant::now() < until {
             let started = Instant::now();
-            if let Some(value) = read_on(&probe_addr).await {
+            if let Some(value) = read_on(&probe_addr, &probe_security).await {
                 reads.push((started, value));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         reads
     });
-    let acknowledged_at = write_through(&endpoints[1..], b"new", Duration::from_secs(20)).await;
+    let acknowledged_at = write_through(&endpoints[1..], b"new", Duration::from_secs(20), &security).await;
     let reads = prober.await.expect("prober");
     eprintln!(
         "the majority acknowledged the new value {:?} after the cut; node 1 answered {} reads, the last {:?} after the cut",

@@ -211,11 +211,35 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
         .arg(&data)
         .args(["--client-addr", &driftlock_testkit::free_addr()])
         .args(["--raft-addr", &driftlock_testkit::free_addr()])
+        .arg("--insecure")
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("meta") && stderr.contains("probe"), "stderr: {stderr}");
+}
+
+/// `serve` without certificates and without `--insecure` refuses to
+/// start, says what to give, and creates no store.
+#[test]
+fn serve_without_certificates_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("node1");
+    let out = std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args(["--client-addr", &driftlock_testkit::free_addr()])
+        .args(["--raft-addr", &driftlock_testkit::free_addr()])
+        .env_remove("DRIFTLOCK_CONFIG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no certificates") && stderr.contains("--tls-cert") && stderr.contains("--insecure"),
+        "stderr: {stderr}"
+    );
+    assert!(!data.exists(), "a refused start created {}", data.display());
 }
 
 /// Replies are bounded by bytes, not only by count: many large values

@@ -149,7 +149,7 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
         let acked = acked.clone();
         let indeterminate = indeterminate.clone();
         workers.push(tokio::spawn(run_worker(
-            endpoints,
+            cluster.client_config(endpoints),
             format!("counter-{c}"),
             stop_at,
             acked,
@@ -182,7 +182,9 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
     eprintln!("node {FAST_NODE} estimated within ±{TOLERANCE_PPM} ppm after {converged_after:?}: {last:?}");
 
     // The alert was committed.
-    let client = Client::connect(endpoints.clone()).await.expect("connect");
+    let client = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("connect");
     let mut after = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
     let alert = loop {
@@ -216,6 +218,7 @@ async fn a_fast_node_is_measured_flagged_and_kept_from_leading() {
     // `driftlock status` shows it.
     let out = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["status", "--endpoints", &endpoints.join(",")])
+        .envs(cluster.cli_env())
         .output()
         .expect("run status");
     let text = String::from_utf8_lossy(&out.stdout);

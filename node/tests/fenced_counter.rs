@@ -31,7 +31,7 @@ async fn fenced_counter_survives_a_leader_kill() {
         let acked = acked.clone();
         let indeterminate = indeterminate.clone();
         tasks.push(tokio::spawn(run_worker(
-            endpoints,
+            cluster.client_config(endpoints),
             format!("counter-{c}"),
             stop_at,
             acked,

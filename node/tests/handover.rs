@@ -67,7 +67,9 @@ fn assert_one_master_per_epoch(changes: &[LeaderChange]) {
 async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state() {
     let cluster = TestCluster::start_with(3, fast_health).await;
     let endpoints = cluster.endpoints();
-    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let observer = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("observer");
     let mut watch = observer.watch_election("scheduler");
 
     let master_client = client(&cluster, &endpoints, "master", HealthTier::Critical).await;
@@ -134,10 +136,11 @@ fn scrape(addr: &str) -> String {
 }
 
 /// Starts `driftlock elect` as a child process and returns it with its session id.
-fn spawn_elect(endpoints: &[String], election: &str, value: &str) -> (std::process::Child, u64) {
+fn spawn_elect(cluster: &TestCluster, endpoints: &[String], election: &str, value: &str) -> (std::process::Child, u64) {
     let mut child = Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
         .args(["elect", election, "--value", value, "--ttl", "2s"])
         .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
+        .envs(cluster.cli_env())
         .env("DRIFTLOCK_HEALTH_OVERRIDE", "excellent")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -166,7 +169,9 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
     })
     .await;
     let endpoints = cluster.endpoints();
-    let observer = Client::connect(endpoints.clone()).await.expect("observer");
+    let observer = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("observer");
     let mut watch = observer.watch_election("db");
 
     let master_client = client(&cluster, &endpoints, "master", HealthTier::Good).await;
@@ -178,7 +183,7 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
     let first = master_election.campaign(b"m".to_vec()).await.expect("master");
 
     // The doomed candidate is first in line, a healthy one second.
-    let (mut doomed, doomed_session) = spawn_elect(&endpoints, "db", "doomed");
+    let (mut doomed, doomed_session) = spawn_elect(&cluster, &endpoints, "db", "doomed");
     let backup_client = client(&cluster, &endpoints, "backup", HealthTier::Good).await;
     let backup = backup_client
         .open_session(Duration::from_secs(3))
@@ -426,14 +431,20 @@ async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside
             false
         });
     }
-    let observer = Client::connect(endpoints.clone()).await.expect("observer");
-    let old_client = Client::connect(vec![proxy.addr()]).await.expect("old master's client");
+    let observer = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("observer");
+    let old_client = Client::connect_with(cluster.client_config(vec![proxy.addr()]))
+        .await
+        .expect("old master's client");
     let old = old_client.open_session(Duration::from_secs(3)).await.expect("session");
     let old_election = old.election("cut");
     old_election.on_handover(|| b"the old master's state".to_vec());
     let first = old_election.campaign(b"old".to_vec()).await.expect("old master");
 
-    let new_client = Client::connect(endpoints.clone()).await.expect("candidate's client");
+    let new_client = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("candidate's client");
     let new = new_client.open_session(Duration::from_secs(3)).await.expect("session");
     let campaign = campaign_in_background(new.election("cut"), b"new");
     wait_candidate(&observer, "cut", new.id()).await;
@@ -478,8 +489,12 @@ async fn an_old_master_cut_off_after_sending_its_state_is_never_master_alongside
 async fn after_a_handover_the_old_master_can_campaign_again_and_is_not_silently_made_master() {
     let cluster = TestCluster::start_with(1, |_| ["--auto-handover", "false"].map(String::from).to_vec()).await;
     let endpoints = cluster.endpoints();
-    let observer = Client::connect(endpoints.clone()).await.expect("observer");
-    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let observer = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("observer");
+    let client = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("client");
     let old = client.open_session(Duration::from_secs(3)).await.expect("session");
     let new = client.open_session(Duration::from_secs(3)).await.expect("session");
     let old_election = old.election("again");
@@ -548,6 +563,7 @@ async fn elect_prints_the_loss_at_a_handover_and_campaigns_again() {
             "cli-state",
         ])
         .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
+        .envs(cluster.cli_env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -576,8 +592,12 @@ async fn elect_prints_the_loss_at_a_handover_and_campaigns_again() {
     let master_line = next_line("mastership");
     assert!(master_line.starts_with("master of 'cli' at epoch "), "{master_line}");
 
-    let observer = Client::connect(endpoints.clone()).await.expect("observer");
-    let client = Client::connect(endpoints.clone()).await.expect("client");
+    let observer = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("observer");
+    let client = Client::connect_with(cluster.client_config(endpoints.clone()))
+        .await
+        .expect("client");
     let candidate = client.open_session(Duration::from_secs(3)).await.expect("session");
     let election = candidate.election("cli");
     let campaign = campaign_in_background(election.clone(), b"lib");

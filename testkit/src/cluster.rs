@@ -226,6 +226,20 @@ impl TestCluster {
         TlsFiles::in_dir(dir, &subject.file_stem())
     }
 
+    /// The `DRIFTLOCK_CA/CERT/KEY` variables that let a `driftlock`
+    /// command (or any client-library process) reach the cluster as its
+    /// administrator; empty for an insecure cluster.
+    pub fn cli_env(&self) -> Vec<(&'static str, std::path::PathBuf)> {
+        match self.admin_tls() {
+            Some(t) => vec![
+                (driftlock_client::CA_ENV, t.ca),
+                (driftlock_client::CERT_ENV, t.cert),
+                (driftlock_client::KEY_ENV, t.key),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     /// The client library's defaults for `endpoints`, with the
     /// administrator's certificate.
     pub fn client_config(&self, endpoints: Vec<String>) -> driftlock_client::ClientConfig {

@@ -60,11 +60,13 @@ pub async fn increment(client: &Client, session: &Session) -> Outcome {
     }
 }
 
-/// One counter client until `stop_at`: its own connection and session
-/// (reopened when it expires), counting acknowledged and indeterminate
-/// increments. Panics if it cannot connect or open its first session.
+/// One counter client until `stop_at`: its own connection (with `config`,
+/// e.g. [`TestCluster::client_config`](crate::TestCluster::client_config))
+/// and session (reopened when it expires), counting acknowledged and
+/// indeterminate increments. Panics if it cannot connect or open its first
+/// session.
 pub async fn run_worker(
-    endpoints: Vec<String>,
+    config: ClientConfig,
     name: String,
     stop_at: Instant,
     acked: Arc<AtomicU64>,
@@ -72,7 +74,7 @@ pub async fn run_worker(
 ) {
     let config = ClientConfig {
         client_name: name.clone(),
-        ..ClientConfig::new(endpoints)
+        ..config
     };
     let client = Client::connect_with(config)
         .await

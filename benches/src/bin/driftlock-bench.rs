@@ -30,6 +30,10 @@ use driftlock_benches::workload::{self, Fault, Measured, System, Target, Timing}
 #[derive(Parser, Debug)]
 #[command(name = "driftlock-bench", about = "driftlock vs etcd load generator")]
 struct Cli {
+    /// Run the driftlock nodes on plain TCP instead of mutual TLS (the
+    /// default, as in production): to measure what TLS costs.
+    #[arg(long, global = true)]
+    plain_tcp: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    driftlock_benches::cluster::set_plain_tcp(cli.plain_tcp);
     let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Soak {
@@ -293,6 +298,24 @@ fn main() -> ExitCode {
 
 /// Exit status of a soak run that lost a session or raised a skew event.
 const SOAK_FAILED: u8 = 2;
+
+/// How the driftlock nodes are reached, for the reports.
+fn transport() -> &'static str {
+    if driftlock_benches::cluster::plain_tcp() {
+        "plain TCP"
+    } else {
+        "mutual TLS"
+    }
+}
+
+/// ` --plain-tcp` when given, for the command lines in the reports.
+fn plain_tcp_flag() -> &'static str {
+    if driftlock_benches::cluster::plain_tcp() {
+        " --plain-tcp"
+    } else {
+        ""
+    }
+}
 
 /// The command line as typed, for the soak report.
 fn command_line() -> String {
@@ -419,6 +442,7 @@ async fn compare(
         fdatasync_p50_us: fs50,
         fdatasync_p99_us: fs99,
         etcd_version: etcd_version(),
+        driftlock_transport: transport().into(),
     };
     eprintln!("machine: {machine:?}");
 
@@ -509,7 +533,8 @@ async fn compare(
         }
     }
     let command = format!(
-        "driftlock-bench compare-etcd{}{}",
+        "driftlock-bench{} compare-etcd{}{}",
+        plain_tcp_flag(),
         if quick { " --quick" } else { "" },
         if runs != if quick { 1 } else { 3 } {
             format!(" --runs {runs}")
@@ -557,7 +582,10 @@ async fn cluster_rate(
     std::fs::create_dir_all(&out_dir).map_err(|e| ClusterError::Io(format!("{}: {e}", out_dir.display())))?;
     let probe_dir = tempfile::tempdir().map_err(|e| ClusterError::Io(e.to_string()))?;
     let fdatasync = report::fdatasync_latency(probe_dir.path(), 200).map_err(|e| ClusterError::Io(e.to_string()))?;
-    let mut command = format!("driftlock-bench cluster-rate --seconds {seconds} --label {label}");
+    let mut command = format!(
+        "driftlock-bench{} cluster-rate --seconds {seconds} --label {label}",
+        plain_tcp_flag()
+    );
     if !serve_args.is_empty() {
         command.push_str(" -- ");
         command.push_str(&serve_args.join(" "));

@@ -32,6 +32,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use driftlock_benches::cluster;
 use driftlock_client::{Client, ClientError, Fence, LockOptions, Session};
 use driftlock_proto::{Consistency, EventFilter, Query, QueryResult};
 use driftlock_proto::{EndCause, Event, SessionId};
@@ -133,7 +134,7 @@ async fn holder_main(args: &[String]) -> Result<(), BoxError> {
     let counter = arg_value(args, "--counter").ok_or("--counter missing")?;
     let bursty = arg_value(args, "--pattern").as_deref() == Some("bursty");
     let run = Duration::from_millis(parse_num(args, "--run-ms", 0u64)?);
-    let client = Client::connect(endpoints).await?;
+    let client = Client::connect_with(cluster::client_config(&endpoints)).await?;
     let session = client.open_session(ttl).await?;
     say(format!("SESSION {}", session.id()));
     let guard = session
@@ -277,6 +278,7 @@ async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) ->
         spec
     });
     let mut nodes = driftlock_testkit::Cluster::new(bin, specs);
+    cluster::secure(&mut nodes, &dir.join("certs"))?;
     nodes.bring_up(Duration::from_secs(60)).await?;
     let endpoints = nodes.endpoints();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -288,7 +290,7 @@ async fn start_cluster(bin: &Path, dir: &Path, base_port: u16, predict: bool) ->
             )
             .into());
         }
-        if let Ok(client) = Client::connect(endpoints.clone()).await {
+        if let Ok(client) = Client::connect_with(cluster::client_config(&endpoints)).await {
             if let Ok(s) = client.open_session(Duration::from_secs(5)).await {
                 let _ = s.close().await;
                 return Ok(Cluster { nodes, endpoints });
@@ -351,6 +353,7 @@ async fn spawn_holder(
     run: Duration,
 ) -> Result<Holder, BoxError> {
     let mut child = Command::new(std::env::current_exe()?)
+        .envs(cluster::tls_env())
         .arg("holder")
         .args(["--endpoints", &endpoints.join(",")])
         .args(["--ttl-ms", &ttl.as_millis().to_string()])
@@ -453,7 +456,7 @@ async fn run_one(endpoints: &[String], ttl: Duration, scenario: Scenario, tag: &
         .wait_line("LOCKED ", Duration::from_secs(20))
         .await
         .ok_or("holder got no lock")?;
-    let client = Client::connect(endpoints.to_vec()).await?;
+    let client = Client::connect_with(cluster::client_config(endpoints)).await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let observed = observe_holder(client.clone(), holder_session, stop.clone());
 

@@ -123,7 +123,7 @@ fn client_err(e: impl std::fmt::Display) -> ClusterError {
 fn config(endpoints: &[String], name: String) -> ClientConfig {
     ClientConfig {
         client_name: name,
-        ..ClientConfig::new(endpoints.to_vec())
+        ..crate::cluster::client_config(endpoints)
     }
 }
 
