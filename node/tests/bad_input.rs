@@ -207,7 +207,7 @@ fn corrupt_store_refuses_to_start_naming_the_key() {
         db.flush().expect("flush");
     }
     let out = std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
-        .args(["serve", "--insecure", "--data-dir"])
+        .args(["serve", "--data-dir"])
         .arg(&data)
         .args(["--client-addr", &driftlock_testkit::free_addr()])
         .args(["--raft-addr", &driftlock_testkit::free_addr()])
