@@ -70,17 +70,18 @@ pub struct Endpoints {
     /// Client addresses of the nodes, comma-separated (host:port,…).
     #[arg(long, env = "DRIFTLOCK_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
-    /// The cluster CA's certificate (PEM); with --cert and --key, talk TLS.
+    /// The cluster CA's certificate (PEM); with --tls-cert and --tls-key,
+    /// talk TLS.
     /// `driftlock dev` prints all three.
-    #[arg(long, env = "DRIFTLOCK_CA")]
-    pub ca: Option<std::path::PathBuf>,
+    #[arg(long = "tls-ca", env = "DRIFTLOCK_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// This client's certificate (PEM), issued by the cluster CA
     /// (`driftlock cert create-client NAME`).
-    #[arg(long, env = "DRIFTLOCK_CERT")]
-    pub cert: Option<std::path::PathBuf>,
-    /// The private key of --cert (PEM).
-    #[arg(long, env = "DRIFTLOCK_KEY")]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(long = "tls-cert", env = "DRIFTLOCK_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", env = "DRIFTLOCK_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Set once a command talks plain TCP, so a failure can say why it may
@@ -90,18 +91,17 @@ static PLAIN_TCP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 impl Endpoints {
     /// The TLS files, if all three were given (an error for one or two).
     pub fn tls(&self) -> Result<Option<driftlock_proto::tls::TlsFiles>, String> {
-        let tls = match (&self.ca, &self.cert, &self.key) {
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (None, None, None) => None,
             (Some(ca), Some(cert), Some(key)) => Some(driftlock_proto::tls::TlsFiles {
                 ca: ca.clone(),
                 cert: cert.clone(),
                 key: key.clone(),
             }),
-            _ => {
-                return Err(
-                    "give all of --ca, --cert and --key (DRIFTLOCK_CA, DRIFTLOCK_CERT, DRIFTLOCK_KEY), or none".into(),
-                )
-            }
+            _ => return Err(
+                "give all of --tls-ca, --tls-cert and --tls-key (DRIFTLOCK_CA, DRIFTLOCK_CERT, DRIFTLOCK_KEY), or none"
+                    .into(),
+            ),
         };
         if tls.is_none() {
             PLAIN_TCP.store(true, std::sync::atomic::Ordering::Relaxed);
