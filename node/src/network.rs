@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use driftlock_proto::limits::MAX_RAFT_FRAME_BYTES;
+use driftlock_proto::codec::FrameCodec;
 use driftlock_proto::tls::Principal;
 use driftlock_raft_store::{NodeAddr, SnapshotMeta, TypeConfig, Vote};
 use futures::StreamExt;
@@ -201,7 +201,7 @@ pub async fn connect(id: u64, addr: &str, timeout: Duration, security: &NodeSecu
         .open(addr, &NodeSecurity::peer_name(id), timeout)
         .await
         .map_err(|e| format!("node {id}: {e}"))?;
-    let transport = driftlock_proto::service::bincode_transport(stream, MAX_RAFT_FRAME_BYTES);
+    let transport = driftlock_proto::service::bincode_transport(stream, FrameCodec::raft());
     Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
@@ -237,7 +237,7 @@ pub async fn serve(
                 tracing::debug!(%principal, "raft port: a client certificate is refused");
                 return;
             };
-            let transport = driftlock_proto::service::bincode_transport(io, MAX_RAFT_FRAME_BYTES);
+            let transport = driftlock_proto::service::bincode_transport(io, FrameCodec::raft());
             tarpc::server::BaseChannel::with_defaults(transport)
                 .execute(server.serve())
                 .for_each(|response| async move {
