@@ -217,6 +217,7 @@ pub async fn serve(
     acceptor: Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let in_flight = acceptor.caps.in_flight;
     let metrics = acceptor.metrics.clone();
     Ok(acceptor.run(listener, move |io, principal| {
         let peer = match principal {
@@ -239,6 +240,7 @@ pub async fn serve(
             };
             let transport = driftlock_proto::service::bincode_transport(io, FrameCodec::raft());
             tarpc::server::BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(in_flight)
                 .execute(server.serve())
                 .for_each(|response| async move {
                     tokio::spawn(response);

@@ -533,6 +533,7 @@ pub async fn serve(
     acceptor: crate::listener::Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let in_flight = acceptor.caps.in_flight;
     Ok(acceptor.run(listener, move |io, principal| {
         let handler = ApiHandler {
             ctx: ctx.clone(),
@@ -541,6 +542,7 @@ pub async fn serve(
         async move {
             let transport = driftlock_proto::service::bincode_transport(io, driftlock_proto::codec::FrameCodec::node());
             tarpc::server::BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(in_flight)
                 .execute(handler.serve())
                 .for_each(|response| async move {
                     tokio::spawn(response);
