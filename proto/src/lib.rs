@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+#[cfg(feature = "rpc")]
+pub mod codec;
 pub mod config;
 pub mod event;
 pub mod health;
