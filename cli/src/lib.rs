@@ -79,17 +79,18 @@ pub struct Endpoints {
     /// Client addresses of the nodes, comma-separated (host:port,…).
     #[arg(long, env = "DRIFTLOCK_ENDPOINTS", value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
-    /// The cluster CA's certificate (PEM); with --cert and --key, talk TLS.
+    /// The cluster CA's certificate (PEM); with --tls-cert and --tls-key,
+    /// talk TLS.
     /// `driftlock dev` prints all three.
-    #[arg(long = "ca", id = "tls_ca", env = "DRIFTLOCK_CA")]
-    pub ca: Option<std::path::PathBuf>,
+    #[arg(long = "tls-ca", env = "DRIFTLOCK_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// This client's certificate (PEM), issued by the cluster CA
     /// (`driftlock cert create-client NAME`).
-    #[arg(long = "cert", id = "tls_cert", env = "DRIFTLOCK_CERT")]
-    pub cert: Option<std::path::PathBuf>,
-    /// The private key of --cert (PEM).
-    #[arg(long = "key", id = "tls_key", env = "DRIFTLOCK_KEY")]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(long = "tls-cert", env = "DRIFTLOCK_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long = "tls-key", env = "DRIFTLOCK_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// Set once a command talks plain TCP, so a failure can say why it may
@@ -99,18 +100,17 @@ static PLAIN_TCP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 impl Endpoints {
     /// The TLS files, if all three were given (an error for one or two).
     pub fn tls(&self) -> Result<Option<driftlock_proto::tls::TlsFiles>, String> {
-        let tls = match (&self.ca, &self.cert, &self.key) {
+        let tls = match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (None, None, None) => None,
             (Some(ca), Some(cert), Some(key)) => Some(driftlock_proto::tls::TlsFiles {
                 ca: ca.clone(),
                 cert: cert.clone(),
                 key: key.clone(),
             }),
-            _ => {
-                return Err(
-                    "give all of --ca, --cert and --key (DRIFTLOCK_CA, DRIFTLOCK_CERT, DRIFTLOCK_KEY), or none".into(),
-                )
-            }
+            _ => return Err(
+                "give all of --tls-ca, --tls-cert and --tls-key (DRIFTLOCK_CA, DRIFTLOCK_CERT, DRIFTLOCK_KEY), or none"
+                    .into(),
+            ),
         };
         if tls.is_none() {
             PLAIN_TCP.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -173,7 +173,8 @@ mod tests {
     #[test]
     fn every_command_line_is_well_formed() {
         // clap checks argument ids only when a command is built: a clash
-        // (the TLS `key` against `kv put KEY`) panics here, not in use.
+        // (a TLS `key` argument against `kv put KEY`) panics here, not in
+        // use.
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
             "driftlock",
@@ -181,7 +182,7 @@ mod tests {
             "put",
             "--endpoints",
             "127.0.0.1:1",
-            "--key",
+            "--tls-key",
             "client.key",
             "config/mode",
             "active",
@@ -191,6 +192,6 @@ mod tests {
             panic!("{cli:?}")
         };
         assert_eq!((key.as_str(), value.as_str()), ("config/mode", "active"));
-        assert_eq!(endpoints.key, Some(std::path::PathBuf::from("client.key")));
+        assert_eq!(endpoints.tls_key, Some(std::path::PathBuf::from("client.key")));
     }
 }

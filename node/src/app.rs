@@ -205,24 +205,29 @@ async fn start_raft(
 /// Binds the Raft, client and metrics ports and runs their accept loops.
 async fn start_servers(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) -> Result<(), NodeError> {
     let n = &config.node;
-    let acceptor = |port| Acceptor {
+    let acceptor = |port, caps| Acceptor {
         security: ctx.security.clone(),
         handshake_timeout: Duration::from_millis(config.tls.handshake_timeout_ms),
         metrics: ctx.metrics.clone(),
         port,
+        caps,
     };
     let raft_server = crate::network::serve(
         parse(&n.raft_addr, "raft")?,
         ctx.raft.clone(),
         ctx.clock_sync.clone(),
-        acceptor("raft"),
+        acceptor("raft", crate::listener::Caps::RAFT),
     )
     .await
     .map_err(|source| bind_error(&n.raft_addr, "raft", source))?;
     tasks.spawn("raft server", Stop::AfterRaft, raft_server);
-    let client_server = crate::server::serve(parse(&n.client_addr, "client")?, ctx.clone(), acceptor("client"))
-        .await
-        .map_err(|source| bind_error(&n.client_addr, "client", source))?;
+    let client_server = crate::server::serve(
+        parse(&n.client_addr, "client")?,
+        ctx.clone(),
+        acceptor("client", crate::listener::Caps::CLIENT),
+    )
+    .await
+    .map_err(|source| bind_error(&n.client_addr, "client", source))?;
     tasks.spawn("client server", Stop::WithRequests, client_server);
     if let Some(addr) = &n.metrics_addr {
         let metrics_server = crate::metrics::serve(parse(addr, "metrics")?, ctx.metrics.clone())

@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod authz;
+pub mod check;
 pub mod clock;
 pub mod clocksync;
 pub mod config;

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub predict: PredictMetrics,
     /// TLS and peer-identity metrics.
     pub security: SecurityMetrics,
+    /// Open connections and connections refused for the caps.
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -138,7 +140,9 @@ impl Metrics {
         let clock = ClockMetrics::register(&mut registry);
         let predict = PredictMetrics::register(&mut registry);
         let security = SecurityMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
         Metrics {
+            connections,
             security,
             predict,
             clock,
@@ -436,6 +440,57 @@ impl SecurityMetrics {
     pub fn handshake_failed(&self, port: &str) {
         self.handshake_failures
             .get_or_create(&PortLabel { port: port.into() })
+            .inc();
+    }
+}
+
+/// Label of refused connections: the port and the cap that refused it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    /// `client` or `raft`.
+    pub port: String,
+    /// `port_full` (the port's connection cap) or `principal_full` (the
+    /// cap on one principal's connections).
+    pub reason: String,
+}
+
+/// Connections per port, against the caps of `crate::listener`.
+pub struct ConnectionMetrics {
+    /// Connections open now, in or past the TLS handshake, by port
+    /// (`driftlock_connections`).
+    pub open: Family<PortLabel, Gauge>,
+    /// Connections closed at once because a cap was reached, by port and
+    /// cap (`driftlock_connections_refused`).
+    pub refused: Family<RefusedLabel, Counter>,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ConnectionMetrics {
+            open: Family::default(),
+            refused: Family::default(),
+        };
+        registry.register("connections", "Open connections, by port", m.open.clone());
+        registry.register(
+            "connections_refused",
+            "Connections closed at once for a connection cap, by port and cap",
+            m.refused.clone(),
+        );
+        m
+    }
+
+    /// The gauge of open connections on `port`.
+    pub fn open_on(&self, port: &str) -> Gauge {
+        self.open.get_or_create(&PortLabel { port: port.into() }).clone()
+    }
+
+    /// Counts a connection refused on `port` for the cap `reason`.
+    pub fn refused(&self, port: &str, reason: &str) {
+        self.refused
+            .get_or_create(&RefusedLabel {
+                port: port.into(),
+                reason: reason.into(),
+            })
             .inc();
     }
 }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use driftlock_proto::limits::MAX_RAFT_FRAME_BYTES;
+use driftlock_proto::codec::FrameCodec;
 use driftlock_proto::tls::Principal;
 use driftlock_raft_store::{NodeAddr, SnapshotMeta, TypeConfig, Vote};
 use futures::StreamExt;
@@ -201,7 +201,7 @@ pub async fn connect(id: u64, addr: &str, timeout: Duration, security: &NodeSecu
         .open(addr, &NodeSecurity::peer_name(id), timeout)
         .await
         .map_err(|e| format!("node {id}: {e}"))?;
-    let transport = driftlock_proto::service::bincode_transport(stream, MAX_RAFT_FRAME_BYTES);
+    let transport = driftlock_proto::service::bincode_transport(stream, FrameCodec::raft());
     Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
@@ -217,6 +217,7 @@ pub async fn serve(
     acceptor: Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let in_flight = acceptor.caps.in_flight;
     let metrics = acceptor.metrics.clone();
     Ok(acceptor.run(listener, move |io, principal| {
         let peer = match principal {
@@ -237,8 +238,9 @@ pub async fn serve(
                 tracing::debug!(%principal, "raft port: a client certificate is refused");
                 return;
             };
-            let transport = driftlock_proto::service::bincode_transport(io, MAX_RAFT_FRAME_BYTES);
+            let transport = driftlock_proto::service::bincode_transport(io, FrameCodec::raft());
             tarpc::server::BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(in_flight)
                 .execute(server.serve())
                 .for_each(|response| async move {
                     tokio::spawn(response);

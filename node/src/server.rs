@@ -468,20 +468,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn check_op_bounds(op: &SessionOp) -> Result<(), ApiError> {
-    // Cheap sanity checks before anything reaches the log; the state machine
-    // checks limits itself.
-    if let SessionOp::Acquire { wait_us, .. } = op {
-        if *wait_us > limits::MAX_WAIT_US {
-            return Err(ApiError::InvalidRequest(format!(
-                "wait_us {wait_us} is above the protocol's longest wait ({} µs)",
-                limits::MAX_WAIT_US
-            )));
-        }
-    }
-    Ok(())
-}
-
 impl DriftlockApi for ApiHandler {
     async fn open_session(
         self,
@@ -494,6 +480,7 @@ impl DriftlockApi for ApiHandler {
         let _f = InFlight::new(&self.ctx, "open_session");
         // Any authenticated principal may open sessions; what it does in
         // them is checked per operation. Only the secret's hash is kept.
+        crate::check::open_session(&self.ctx, nonce, &client_name, requested_ttl_us)?;
         self.ctx
             .propose(Command::OpenSession {
                 nonce,
@@ -514,10 +501,7 @@ impl DriftlockApi for ApiHandler {
         op: SessionOp,
     ) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "session_op");
-        check_op_bounds(&op)?;
-        if seq == 0 {
-            return Err(ApiError::InvalidRequest("sequence numbers start at 1".into()));
-        }
+        crate::check::session_op(&self.ctx, session, seq, &op)?;
         self.ctx
             .state
             .with_state(|sm| crate::authz::check_session_op(sm, &self.principal, session, &secret, &op))?;
@@ -534,6 +518,7 @@ impl DriftlockApi for ApiHandler {
 
     async fn kv_write(self, _: tarpc::context::Context, write: KvWrite) -> Result<Reply, ApiError> {
         let _f = InFlight::new(&self.ctx, "kv_write");
+        crate::check::kv_write(&self.ctx, &write)?;
         self.ctx
             .state
             .with_state(|sm| crate::authz::check_kv_write(sm.policy(), &self.principal, &write))?;
@@ -597,6 +582,7 @@ impl DriftlockApi for ApiHandler {
 
     async fn admin(self, _: tarpc::context::Context, request: AdminRequest) -> Result<AdminReply, ApiError> {
         let _f = InFlight::new(&self.ctx, "admin");
+        crate::check::admin(&request)?;
         // An audit line per administrative change; health reports come every
         // few seconds from every node and are not changes an operator made.
         if !matches!(request, AdminRequest::ReportHealth { .. }) {
@@ -620,14 +606,16 @@ pub async fn serve(
     acceptor: crate::listener::Acceptor,
 ) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let in_flight = acceptor.caps.in_flight;
     Ok(acceptor.run(listener, move |io, principal| {
         let handler = ApiHandler {
             ctx: ctx.clone(),
             principal,
         };
         async move {
-            let transport = driftlock_proto::service::bincode_transport(io, limits::MAX_FRAME_BYTES);
+            let transport = driftlock_proto::service::bincode_transport(io, driftlock_proto::codec::FrameCodec::node());
             tarpc::server::BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(in_flight)
                 .execute(handler.serve())
                 .for_each(|response| async move {
                     tokio::spawn(response);

@@ -120,7 +120,7 @@ async fn raft_client(addr: &str, security: &Security) -> Result<RaftRpcClient, S
         .open(addr, &tls::node_server_name(1), T)
         .await
         .map_err(|e| e.to_string())?;
-    let transport = driftlock_proto::service::bincode_transport(io, 1 << 20);
+    let transport = driftlock_proto::service::bincode_transport(io, driftlock_proto::codec::FrameCodec::raft());
     Ok(RaftRpcClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 

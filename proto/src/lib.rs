@@ -21,6 +21,8 @@
 
 pub mod api;
 pub mod auth;
+#[cfg(feature = "rpc")]
+pub mod codec;
 pub mod config;
 pub mod event;
 pub mod health;

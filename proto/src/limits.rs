@@ -8,16 +8,41 @@
 //! always fit in one frame. The `const` assertions at the end check that
 //! arithmetic at compile time.
 
-/// Largest frame (one request or one reply) a node or client accepts on the
-/// client API, bytes (8 MiB): the length limit of the length-delimited
-/// codec on both ends. A larger frame breaks the connection.
+/// Largest reply frame a client accepts on the client API, bytes (8 MiB):
+/// a batch of events or range entries ([`MAX_BATCH_BYTES`]) with room to
+/// spare. A larger frame breaks the connection.
 pub const MAX_FRAME_BYTES: usize = 8 << 20;
+
+/// Largest request frame a node accepts on the client port, bytes
+/// (1 MiB + 12 KiB, [`MAX_ITEM_BYTES`]): the largest legitimate request
+/// at the limits' ceilings — a fenced KV write or a handover chunk, i.e.
+/// two names and a value at their ceilings plus the envelope. Every other
+/// request is smaller (a range read or an observe filter names at most two
+/// names; an admin `Init` lists member addresses). A larger frame breaks
+/// the connection before any of it is decoded, and the node never holds
+/// more than about twice what arrived of it (`codec::FrameCodec`).
+pub const MAX_REQUEST_FRAME_BYTES: usize = MAX_ITEM_BYTES;
 
 /// Largest Raft frame between nodes, bytes (1 GiB): an append of many
 /// entries, or a whole snapshot (the node sends a snapshot in one
 /// `install_snapshot` message, so a state whose snapshot exceeds this cannot
 /// reach a lagging follower). Only nodes talk on the Raft port.
 pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
+
+/// Time a peer has to deliver a frame from its first byte, besides the
+/// time its length takes at [`MIN_FRAME_BYTES_PER_S`], ms (10 s). A frame
+/// still incomplete then closes the connection (`codec::DeadlineIo`): a
+/// peer cannot hold a connection and its buffer by stalling mid-frame.
+pub const FRAME_TIMEOUT_MS: u64 = 10_000;
+
+/// Slowest transfer rate a frame is allowed, bytes per second (64 KiB/s):
+/// a frame of `len` bytes has `FRAME_TIMEOUT_MS + len / this` to arrive.
+pub const MIN_FRAME_BYTES_PER_S: u64 = 64 << 10;
+
+/// Time a write may make no progress before the connection is closed, ms
+/// (30 s): a peer that stops reading its replies does not keep them queued
+/// here.
+pub const WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 
 /// Longest an acquire may ask to wait in the queue (`wait_us`), µs (one
 /// hour). The client library refuses a longer wait before sending; a node
@@ -112,8 +137,11 @@ const _: () = {
     assert!(DEFAULT_MAX_CLIENT_NAME_BYTES <= MAX_NAME_BYTES_CEILING);
     // The state machine refuses a handover chunk above the value ceiling.
     assert!(HANDOVER_CHUNK_BYTES <= MAX_VALUE_BYTES_CEILING);
-    // Any one request or event fits in a frame.
+    // Any one request fits in a request frame, any one event in a reply.
+    assert!(MAX_ITEM_BYTES <= MAX_REQUEST_FRAME_BYTES);
     assert!(MAX_ITEM_BYTES <= MAX_FRAME_BYTES);
+    // Far less than a reply frame: an attacker's frame costs little.
+    assert!(MAX_REQUEST_FRAME_BYTES <= MAX_FRAME_BYTES / 4);
     // A batch fits, and so does any one item (a range page always holds at
     // least one entry, an event batch at least one event).
     assert!(MAX_BATCH_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);

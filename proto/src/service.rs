@@ -10,6 +10,7 @@
 
 use crate::api::{AdminReply, AdminRequest, ApiError, Consistency, KvWrite, NodeStatus, Query, QueryReply};
 use crate::auth::SessionSecret;
+use crate::codec::FrameCodec;
 use crate::event::{EventBatch, EventFilter};
 use crate::ops::SessionOp;
 use crate::reply::Reply;
@@ -165,32 +166,53 @@ impl Security {
     }
 }
 
-/// A stream cut into length-delimited frames of at most `max_frame_bytes`:
-/// what both ends of either port put bincode messages in.
-pub type Framed = tarpc::tokio_util::codec::Framed<BoxedIo, tarpc::tokio_util::codec::LengthDelimitedCodec>;
+/// A stream cut into length-delimited frames by [`FrameCodec`]: what both
+/// ends of either port put bincode messages in.
+pub type Framed = tarpc::tokio_util::codec::Framed<crate::codec::DeadlineIo, FrameCodec>;
 
-/// Frames `io` with a length-delimited codec refusing frames above
-/// `max_frame_bytes` (the connection is then closed).
-pub fn framed(io: BoxedIo, max_frame_bytes: usize) -> Framed {
-    let mut codec = tarpc::tokio_util::codec::LengthDelimitedCodec::new();
-    codec.set_max_frame_length(max_frame_bytes);
-    tarpc::tokio_util::codec::Framed::new(io, codec)
+/// Frames `io` with `codec`, which refuses frames above its caps (the
+/// connection is then closed), holds only the bytes that arrived, and
+/// drops a peer that stalls mid-frame or stops reading.
+pub fn framed(io: BoxedIo, codec: FrameCodec) -> Framed {
+    tarpc::tokio_util::codec::Framed::new(codec.guard(io), codec)
 }
 
 /// A tarpc transport of bincode messages over [`framed`] bytes.
 pub type BincodeTransport<In, Out> =
-    tarpc::serde_transport::Transport<BoxedIo, In, Out, tarpc::tokio_serde::formats::Bincode<In, Out>>;
+    tarpc::tokio_serde::Framed<Framed, In, Out, tarpc::tokio_serde::formats::Bincode<In, Out>>;
 
 /// [`framed`] `io` carrying bincode messages, for a tarpc client or server.
-pub fn bincode_transport<In, Out>(io: BoxedIo, max_frame_bytes: usize) -> BincodeTransport<In, Out>
+pub fn bincode_transport<In, Out>(io: BoxedIo, codec: FrameCodec) -> BincodeTransport<In, Out>
 where
     In: for<'de> serde::Deserialize<'de>,
     Out: serde::Serialize,
 {
-    tarpc::serde_transport::new(
-        framed(io, max_frame_bytes),
-        tarpc::tokio_serde::formats::Bincode::default(),
-    )
+    tarpc::tokio_serde::Framed::new(framed(io, codec), tarpc::tokio_serde::formats::Bincode::default())
+}
+
+impl FrameCodec {
+    /// A client's end of the client port: replies of at most
+    /// [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES) in, requests of
+    /// at most [`MAX_REQUEST_FRAME_BYTES`](crate::limits::MAX_REQUEST_FRAME_BYTES)
+    /// out (a larger one fails here rather than at the node).
+    pub fn client() -> FrameCodec {
+        FrameCodec::new(crate::limits::MAX_FRAME_BYTES, crate::limits::MAX_REQUEST_FRAME_BYTES)
+    }
+
+    /// A node's end of the client port: requests of at most
+    /// [`MAX_REQUEST_FRAME_BYTES`](crate::limits::MAX_REQUEST_FRAME_BYTES)
+    /// in, replies of at most [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES)
+    /// out.
+    pub fn node() -> FrameCodec {
+        FrameCodec::new(crate::limits::MAX_REQUEST_FRAME_BYTES, crate::limits::MAX_FRAME_BYTES)
+    }
+
+    /// Either end of the Raft port: frames of at most
+    /// [`MAX_RAFT_FRAME_BYTES`](crate::limits::MAX_RAFT_FRAME_BYTES) both
+    /// ways.
+    pub fn raft() -> FrameCodec {
+        FrameCodec::new(crate::limits::MAX_RAFT_FRAME_BYTES, crate::limits::MAX_RAFT_FRAME_BYTES)
+    }
 }
 
 /// A connected tarpc client and the task that drives its connection; the
@@ -205,12 +227,11 @@ pub type NewApiClient = tarpc::client::NewClient<
 >;
 
 /// Opens a client connection to a node (see [`Security::open`]), with
-/// length-delimited bincode frames of at most
-/// [`MAX_FRAME_BYTES`](crate::limits::MAX_FRAME_BYTES). The caller spawns
+/// length-delimited bincode frames ([`FrameCodec::client`]). The caller spawns
 /// the returned dispatch future (or uses [`connect`], which does).
 pub async fn dial(addr: &str, timeout: std::time::Duration, security: &Security) -> Result<NewApiClient, RpcError> {
     let stream = security.open(addr, tls::NODE_SERVER_NAME, timeout).await?;
-    let transport = bincode_transport(stream, crate::limits::MAX_FRAME_BYTES);
+    let transport = bincode_transport(stream, FrameCodec::client());
     Ok(DriftlockApiClient::new(tarpc::client::Config::default(), transport))
 }
 

@@ -54,6 +54,26 @@ impl StateMachine {
         })
     }
 
+    /// Whether the state machine would answer `(session, seq)` from the
+    /// session's dedupe cache, without looking at the operation. A node
+    /// checks a request against the limits before proposing it only when
+    /// this is false: a retry must get its first answer even if the limits
+    /// shrank since.
+    pub fn remembers_op(&self, session: SessionId, seq: u64) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.responses.contains_key(&seq))
+    }
+
+    /// Whether an open with `nonce` would return the session it already
+    /// opened, without looking at the rest of the request (see
+    /// [`remembers_op`](Self::remembers_op)).
+    pub fn remembers_open(&self, nonce: u128) -> bool {
+        self.session_by_nonce
+            .get(&nonce)
+            .is_some_and(|id| self.sessions.contains_key(id))
+    }
+
     /// The value and revisions of `key`, or `None` if it does not exist. KV
     /// entries never expire, so unlike the other views this needs no cluster
     /// time.

@@ -562,4 +562,58 @@ mod tests {
             assert!(help.contains(&format!("[file: {id}]")), "{id} in --help");
         }
     }
+
+    /// Fuzz target of the config file parser (a file an operator or a
+    /// deployment tool wrote): random text and mutations of docs/node.toml
+    /// (bytes overwritten, inserted, removed; huge numbers; truncation),
+    /// parsed and validated. It may refuse, never panic.
+    /// `DRIFTLOCK_FUZZ_CASES` raises the number of cases (default 512).
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        const SAMPLE: &str = include_str!("../../../docs/node.toml");
+
+        fn mutated() -> impl Strategy<Value = String> {
+            let edits = proptest::collection::vec((any::<Index>(), 0u8..4, any::<char>()), 0..6);
+            (edits, proptest::option::of(any::<Index>())).prop_map(|(edits, cut)| {
+                let mut text: Vec<char> = SAMPLE.chars().collect();
+                for (at, kind, c) in edits {
+                    if text.is_empty() {
+                        text.push(c);
+                        continue;
+                    }
+                    let p = at.index(text.len());
+                    match kind {
+                        0 => text[p] = c,
+                        1 => text.insert(p, c),
+                        2 => {
+                            text.remove(p);
+                        }
+                        _ => text.splice(p..p, "99999999999999999999999".chars()).for_each(drop),
+                    }
+                }
+                if let Some(cut) = cut {
+                    text.truncate(cut.index(text.len() + 1));
+                }
+                text.into_iter().collect()
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("DRIFTLOCK_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn config_files(text in prop_oneof![any::<String>(), "[a-z_.\\[\\]= \n0-9\"]{0,200}", mutated()]) {
+                if let Ok(config) = parse_toml(&text) {
+                    let _ = config.validate();
+                }
+            }
+        }
+    }
 }
