@@ -135,6 +135,16 @@ pub fn plain_tcp() -> bool {
     PLAIN_TCP.load(Ordering::SeqCst)
 }
 
+/// How the nodes are reached, for the reports: `mutual TLS` or `plain
+/// TCP`.
+pub fn transport() -> &'static str {
+    if plain_tcp() {
+        "plain TCP"
+    } else {
+        "mutual TLS"
+    }
+}
+
 /// Secures `nodes` with a CA and certificates in `certs_dir` (unless
 /// [`plain_tcp`]) and makes [`client_config`] use the administrator's
 /// certificate from then on.

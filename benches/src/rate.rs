@@ -75,6 +75,10 @@ pub struct RateReport {
     pub fdatasync_p50_us: u64,
     /// The same, 99th percentile, µs.
     pub fdatasync_p99_us: u64,
+    /// How the nodes were reached: `mutual TLS` or `plain TCP`
+    /// (`--plain-tcp`); empty in reports from before TLS.
+    #[serde(default)]
+    pub transport: String,
     /// The cluster left alone (it commits a `Tick` every 200 ms).
     pub idle: RatePhase,
     /// One client locking and unlocking sequentially.
@@ -177,6 +181,7 @@ pub async fn cluster_rate(
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         fdatasync_p50_us: fdatasync.0,
         fdatasync_p99_us: fdatasync.1,
+        transport: crate::cluster::transport().into(),
         idle,
         sequential,
     })

@@ -299,15 +299,6 @@ fn main() -> ExitCode {
 /// Exit status of a soak run that lost a session or raised a skew event.
 const SOAK_FAILED: u8 = 2;
 
-/// How the driftlock nodes are reached, for the reports.
-fn transport() -> &'static str {
-    if driftlock_benches::cluster::plain_tcp() {
-        "plain TCP"
-    } else {
-        "mutual TLS"
-    }
-}
-
 /// ` --plain-tcp` when given, for the command lines in the reports.
 fn plain_tcp_flag() -> &'static str {
     if driftlock_benches::cluster::plain_tcp() {
@@ -442,7 +433,7 @@ async fn compare(
         fdatasync_p50_us: fs50,
         fdatasync_p99_us: fs99,
         etcd_version: etcd_version(),
-        driftlock_transport: transport().into(),
+        driftlock_transport: driftlock_benches::cluster::transport().into(),
     };
     eprintln!("machine: {machine:?}");
 
