@@ -115,6 +115,10 @@ fn mark_err(e: cluster_time::MarkError) -> ClusterError {
     ClusterError::Client(e.to_string())
 }
 
+/// A stamping bound at or below this means the leader has measured its own
+/// clock rate (the unmeasured bound is 100 000 ppm).
+const MEASURED_RHO_HI_PPM: u64 = 10_000;
+
 /// Starts a 3-node cluster with `serve_args`, measures the idle phase and
 /// then the sequential phase, each for `seconds`.
 pub async fn cluster_rate(
@@ -130,8 +134,20 @@ pub async fn cluster_rate(
     let security = crate::cluster::security()?;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
     let addr = cluster.endpoints[leader].clone();
-    // Let start-up traffic (health reports, first clock estimates) pass.
+    // Let start-up traffic (health reports, first clock estimates) pass,
+    // and the leader's own clock rate be measured: until it is, the leader
+    // stamps as if its clock were 10 % fast (docs/design.md "Time"), which
+    // slows cluster time on purpose and is not what this measures.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let measured_by = Instant::now() + Duration::from_secs(60);
+    while rho_hi_ppm(&addr, &security).await? > MEASURED_RHO_HI_PPM {
+        if Instant::now() > measured_by {
+            return Err(ClusterError::Timeout(format!(
+                "the leader's clock rate was not measured within 60 s (ρ_hi above {MEASURED_RHO_HI_PPM} ppm)"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     eprintln!("idle for {seconds} s");
     let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &security)
