@@ -336,14 +336,7 @@ impl Transport {
                 Ok(Err(e)) => e,
                 Err(rpc) => {
                     self.discard(&addr, &conn).await;
-                    // `Send` means the frame never left; `Shutdown` on a
-                    // connection that was already dead means it was never
-                    // handed to one. Anything else may have been delivered.
-                    let maybe_delivered = match &rpc {
-                        RpcError::Send(_) => false,
-                        RpcError::Shutdown => was_alive,
-                        _ => true,
-                    };
+                    let maybe_delivered = maybe_delivered(&rpc, was_alive);
                     last_error = format!("{addr}: {rpc}");
                     if spec.delivery == Delivery::AtMostOnce && maybe_delivered {
                         return Err(ClientError::Indeterminate(format!("{}: {last_error}", spec.what)));
@@ -406,8 +399,40 @@ impl Transport {
     }
 }
 
+/// Whether a request that failed with `rpc` may have reached the node
+/// (and so may have taken effect). `Send` means the frame never left;
+/// `Shutdown` on a connection that was already dead means it was never
+/// handed to one; a `WouldBlock` server error is the node's in-flight cap
+/// per connection turning the request away unread (the next attempt takes
+/// a new connection). Anything else may have been delivered.
+fn maybe_delivered(rpc: &RpcError, was_alive: bool) -> bool {
+    match rpc {
+        RpcError::Send(_) => false,
+        RpcError::Shutdown => was_alive,
+        RpcError::Server(e) => e.kind != std::io::ErrorKind::WouldBlock,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_request_the_node_throttled_was_not_delivered() {
+        let throttled = RpcError::Server(tarpc::ServerError::new(
+            std::io::ErrorKind::WouldBlock,
+            "server throttled the request.".into(),
+        ));
+        assert!(!maybe_delivered(&throttled, true));
+        let other = RpcError::Server(tarpc::ServerError::new(
+            std::io::ErrorKind::Other,
+            "handler panicked".into(),
+        ));
+        assert!(maybe_delivered(&other, true));
+        assert!(maybe_delivered(&RpcError::DeadlineExceeded, true));
+        assert!(!maybe_delivered(&RpcError::Shutdown, false));
+        assert!(maybe_delivered(&RpcError::Shutdown, true));
+    }
     use super::*;
 
     #[test]

@@ -704,3 +704,45 @@ async fn connect_fails_cleanly_without_a_reachable_endpoint() {
     assert!(matches!(r, Err(ClientError::Unavailable(_))), "{r:?}");
     assert!(matches!(Client::connect(vec![]).await, Err(ClientError::NoEndpoints)));
 }
+
+/// A client multiplexes every session's event stream (one long poll each)
+/// and every operation over one connection per node: 300 sessions on one
+/// client, all long-polling, still lock, write and close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_serves_hundreds_of_sessions_over_one_connection() {
+    let node = Node::start().await;
+    let client = Client::connect_with(client_config(&node.cluster, vec![node.node_addr()]))
+        .await
+        .expect("connect");
+    let mut sessions = Vec::new();
+    for i in 0..300 {
+        let session = client
+            .open_session(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("session {i}: {e}"));
+        sessions.push(session);
+    }
+    // Let every session's event loop start its long poll.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (i, session) in sessions.iter().enumerate().step_by(50) {
+        let guard = session
+            .lock(&format!("many/{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("lock by session {i}: {e}"));
+        session
+            .kv_put_fenced(&format!("many/{i}/state"), b"held".to_vec(), &guard)
+            .await
+            .unwrap_or_else(|e| panic!("fenced put by session {i}: {e}"));
+        guard.release().await.expect("release");
+    }
+    client
+        .kv_put("many/done", b"yes".to_vec())
+        .await
+        .expect("sessionless put");
+    for (i, session) in sessions.iter().enumerate() {
+        session
+            .close()
+            .await
+            .unwrap_or_else(|e| panic!("close session {i}: {e}"));
+    }
+}
