@@ -458,6 +458,38 @@ impl Cluster {
         Ok(())
     }
 
+    /// Makes every node drop each incoming packet with `probability`
+    /// (iptables' `statistic` match, inside the namespaces): packet loss
+    /// without `sch_netem`. Healed by [`heal_partitions`](Self::heal_partitions).
+    pub fn drop_randomly(&self, probability: f64) -> Result<(), ClusterError> {
+        if !self.netns {
+            return Err(ClusterError::Command {
+                what: "iptables statistic".into(),
+                detail: "needs network namespaces".into(),
+            });
+        }
+        let p = format!("{probability:.4}");
+        for i in 0..self.nodes.len() {
+            self.ns_cmd(
+                i,
+                &[
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Removes every partition rule.
     pub fn heal_partitions(&self) {
         if !self.netns {

@@ -28,7 +28,10 @@
 //! - [`nemesis`]: the faults and their seeded schedule;
 //! - [`workload`]: register, election and lock/counter clients;
 //! - [`run`]: one whole run (used by the `driftlock-jepsen` binary and the
-//!   broken-mode test). See docs/jepsen.md.
+//!   broken-mode test), shown as it runs by [`progress`];
+//! - [`verdict`]: whether the run is valid — every requested checker
+//!   passed on enough data, every requested nemesis ran, the final restart
+//!   and reads completed. See docs/jepsen.md.
 
 #![forbid(unsafe_code)]
 
@@ -38,7 +41,9 @@ pub mod history;
 pub mod linearizability;
 pub mod nemesis;
 pub mod porcupine;
+pub mod progress;
 pub mod run;
+pub mod verdict;
 pub mod workload;
 
 pub use checkers::{check_all, CheckConfig, Status, Verdict, VerdictTable};

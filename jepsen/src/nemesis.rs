@@ -2,9 +2,13 @@
 //!
 //! Every few seconds the schedule picks one enabled fault, starts it, holds
 //! it a few seconds and heals it; start and stop are recorded in the
-//! history as [`Function::Nemesis`] ops. Faults that need network
-//! namespaces (partitions, netem) are skipped without them, with a printed
-//! reason; the clock fault needs libfaketime.
+//! history as [`Function::Nemesis`] ops, and in the run's fault list
+//! ([`FaultRecord`]: what, start, end, heal). A requested nemesis this
+//! machine cannot run (partitions, loss and snapshots need network
+//! namespaces, netem the kernel's `sch_netem`, clock libfaketime) is
+//! reported by [`usable`] and makes the run invalid (`crate::verdict`),
+//! unless it was only implied by `all` and optional here (netem without
+//! `sch_netem`: `loss` stands in for it).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,12 +24,15 @@ use tokio::sync::Mutex;
 
 use crate::cluster::{libfaketime, netem_available, Cluster};
 use crate::history::{Function, History, OpKind, Value};
+use crate::progress::Progress;
+use crate::verdict::FaultRecord;
 
 /// Process id the nemesis records its ops under.
 pub const NEMESIS_PROCESS: u64 = 999_999;
 
 /// A kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Nemesis {
     /// SIGKILL a node, restart it after a while.
     Kill,
@@ -35,6 +42,10 @@ pub enum Nemesis {
     Partition,
     /// `tc netem` delay and loss on every node.
     Netem,
+    /// Random packet loss on every node: iptables' `statistic` match drops
+    /// incoming packets with a probability (the stand-in for netem on
+    /// kernels without `sch_netem`).
+    Loss,
     /// Restart a node under libfaketime with a rate error and offset.
     Clock,
     /// A burst of Raft leader transfers.
@@ -61,11 +72,12 @@ pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "-
 
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 10] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Netem,
+        Nemesis::Loss,
         Nemesis::Clock,
         Nemesis::Transfer,
         Nemesis::Membership,
@@ -80,6 +92,7 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Netem => "netem",
+            Nemesis::Loss => "loss",
             Nemesis::Clock => "clock",
             Nemesis::Transfer => "transfer",
             Nemesis::Membership => "membership",
@@ -100,7 +113,7 @@ impl FromStr for Nemesis {
     fn from_str(s: &str) -> Result<Self, String> {
         Nemesis::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis '{s}' (known: kill, pause, partition, netem, clock, transfer, membership, snapshot, handover-cut, all, none)"
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, clock, transfer, membership, snapshot, handover-cut, all, none)"
             )
         })
     }
@@ -155,6 +168,10 @@ pub struct NemesisCtx {
     /// The election candidates' network switches (empty without the
     /// election workload), for the handover-cut fault.
     pub election_switches: crate::workload::CutSwitches,
+    /// Where the faults are shown while the run runs.
+    pub progress: Arc<Progress>,
+    /// Every fault applied, in order, with its heal.
+    pub faults: std::sync::Mutex<Vec<FaultRecord>>,
 }
 
 fn record(history: &History, action: String) {
@@ -167,30 +184,30 @@ fn record(history: &History, action: String) {
     history.record(NEMESIS_PROCESS, OpKind::Ok, Function::Nemesis { action }, Value::None);
 }
 
-/// Which of `wanted` can run here; prints why the others cannot.
-pub fn usable(wanted: &[Nemesis], netns: bool) -> Vec<Nemesis> {
-    wanted
-        .iter()
-        .copied()
-        .filter(|n| match n {
-            Nemesis::Partition | Nemesis::Netem | Nemesis::Snapshot if !netns => {
-                println!("nemesis {n}: skipped: needs network namespaces (root, ip netns, iptables, tc)");
-                false
+/// Which of `wanted` can run here, and why each other one cannot (no
+/// network namespaces, no `sch_netem`, no libfaketime).
+pub fn usable(wanted: &[Nemesis], netns: bool) -> (Vec<Nemesis>, BTreeMap<Nemesis, String>) {
+    let mut ok = Vec::new();
+    let mut not = BTreeMap::new();
+    for &n in wanted {
+        let why = match n {
+            Nemesis::Partition | Nemesis::Netem | Nemesis::Loss | Nemesis::Snapshot if !netns => {
+                Some("needs network namespaces (root, ip netns, iptables, tc)".to_owned())
             }
-            Nemesis::Netem => match netem_available() {
-                Ok(()) => true,
-                Err(why) => {
-                    println!("nemesis netem: skipped: {why}");
-                    false
-                }
-            },
+            Nemesis::Netem => netem_available().err(),
             Nemesis::Clock if libfaketime().is_none() => {
-                println!("nemesis clock: skipped: libfaketime not installed (apt-get install faketime)");
-                false
+                Some("libfaketime not installed (apt-get install faketime)".to_owned())
             }
-            _ => true,
-        })
-        .collect()
+            _ => None,
+        };
+        match why {
+            Some(why) => {
+                not.insert(n, why);
+            }
+            None => ok.push(n),
+        }
+    }
+    (ok, not)
 }
 
 /// A healing action remembered while a fault holds.
@@ -200,6 +217,7 @@ enum Undo {
     ResumeWorker(nix::unistd::Pid),
     HealPartition,
     HealNetem,
+    HealLoss,
     ClearClock(usize),
     Readd(usize),
     /// Heal the isolation of this node, wait until it caught up, check it
@@ -268,24 +286,52 @@ impl NemesisCtx {
             if let Ok(mut a) = self.active.lock() {
                 *a = Some(n);
             }
-            let undo = match self.start(n, &mut rng).await {
+            let applied = match self.start(n, &mut rng).await {
                 Ok((what, undo)) => {
-                    println!("nemesis: {what}");
-                    record(&self.history, what);
+                    self.progress.set_fault(Some(what.clone()));
+                    record(&self.history, what.clone());
                     self.stat(n, |s| s.started += 1);
-                    undo
+                    let start_ns = self.history.now_ns();
+                    if let Ok(mut f) = self.faults.lock() {
+                        f.push(FaultRecord {
+                            nemesis: n,
+                            what: what.clone(),
+                            start_ns,
+                            end_ns: None,
+                            heal: Err("not healed before the run ended".into()),
+                        });
+                    }
+                    Some((what, undo))
                 }
                 Err(e) => {
-                    println!("nemesis {n}: could not apply: {e}");
+                    self.progress.line(&format!("nemesis {n}: could not apply: {e}"));
                     self.stat(n, |s| {
                         s.errors += 1;
                         s.last_error = Some(e);
                     });
-                    Undo::Nothing
+                    None
                 }
             };
             sleep_unless(Duration::from_millis(rng.random_range(3_000..7_000)), &stop).await;
-            self.heal(n, undo).await;
+            if let Some((what, undo)) = applied {
+                let heal = self.heal(n, undo).await;
+                let end_ns = self.history.now_ns();
+                let mut secs = 0.0;
+                if let Ok(mut f) = self.faults.lock() {
+                    if let Some(last) = f.last_mut() {
+                        last.end_ns = Some(end_ns);
+                        last.heal = heal.clone();
+                        secs = end_ns.saturating_sub(last.start_ns) as f64 / 1e9;
+                    }
+                }
+                self.progress.set_fault(None);
+                match heal {
+                    Ok(h) => self.progress.line(&format!("nemesis: {what} ({secs:.1} s); {h}")),
+                    Err(e) => self
+                        .progress
+                        .line(&format!("nemesis: {what} ({secs:.1} s); heal failed: {e}")),
+                }
+            }
             // Leader changes caused by the fault show up shortly after.
             tokio::time::sleep(Duration::from_millis(1_000)).await;
             if let Ok(mut a) = self.active.lock() {
@@ -373,6 +419,14 @@ impl NemesisCtx {
                 let loss = rng.random_range(1..10);
                 c.netem(delay, delay / 3, loss).map_err(|e| e.to_string())?;
                 Ok((format!("netem delay {delay}ms loss {loss}%"), Undo::HealNetem))
+            }
+            Nemesis::Loss => {
+                let probability = [0.05, 0.1, 0.2, 0.3][rng.random_range(0..4)];
+                c.drop_randomly(probability).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("loss: every node drops {:.0}% of incoming packets", probability * 100.0),
+                    Undo::HealLoss,
+                ))
             }
             Nemesis::Clock => {
                 let i = pick(rng)?;
@@ -485,10 +539,12 @@ impl NemesisCtx {
         }
     }
 
-    async fn heal(&self, n: Nemesis, undo: Undo) {
+    /// Undoes a fault; returns what was done, or why it failed (also
+    /// counted as an error of `n`).
+    async fn heal(&self, n: Nemesis, undo: Undo) -> Result<String, String> {
         let mut c = self.cluster.lock().await;
         let result: Result<String, String> = match undo {
-            Undo::Nothing => return,
+            Undo::Nothing => Ok("heal: nothing to undo".into()),
             Undo::Restart(i) => c
                 .spawn(i)
                 .map(|_| format!("restart n{}", c.nodes[i].id))
@@ -508,6 +564,10 @@ impl NemesisCtx {
             Undo::HealNetem => {
                 c.heal_netem();
                 Ok("heal netem".into())
+            }
+            Undo::HealLoss => {
+                c.heal_partitions();
+                Ok("heal loss".into())
             }
             Undo::ClearClock(i) => {
                 c.kill(i);
@@ -584,19 +644,16 @@ impl NemesisCtx {
                 }
             }
         };
-        match result {
-            Ok(what) => {
-                println!("nemesis: {what}");
-                record(&self.history, what);
-            }
+        match &result {
+            Ok(what) => record(&self.history, what.clone()),
             Err(e) => {
-                println!("nemesis {n}: heal failed: {e}");
                 self.stat(n, |s| {
                     s.errors += 1;
                     s.last_error = Some(format!("heal: {e}"));
                 });
             }
         }
+        result
     }
 
     /// Undoes every fault at the end of a run: resumes paused processes and
@@ -612,7 +669,7 @@ impl NemesisCtx {
         for i in 0..c.nodes.len() {
             if c.is_paused(i) {
                 if let Err(e) = c.pause(i, false) {
-                    println!("heal: cannot resume n{}: {e}", c.nodes[i].id);
+                    self.progress.line(&format!("heal: cannot resume n{}: {e}", c.nodes[i].id));
                 }
             }
             if c.nodes[i].faketime.is_some() {
@@ -621,7 +678,7 @@ impl NemesisCtx {
             }
             if !c.is_running(i) {
                 if let Err(e) = c.spawn(i) {
-                    println!("heal: cannot restart n{}: {e}", c.nodes[i].id);
+                    self.progress.line(&format!("heal: cannot restart n{}: {e}", c.nodes[i].id));
                 }
             }
         }
@@ -635,7 +692,7 @@ impl NemesisCtx {
             }
             if voters.len() != c.nodes.len() {
                 if let Err(e) = c.set_voters(&all).await {
-                    println!("heal: cannot restore the voters: {e}");
+                    self.progress.line(&format!("heal: cannot restore the voters: {e}"));
                 }
             }
         }
