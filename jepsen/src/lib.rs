@@ -31,10 +31,12 @@
 //!   broken-mode test), shown as it runs by [`progress`];
 //! - [`verdict`]: whether the run is valid — every requested checker
 //!   passed on enough data, every requested nemesis ran, the final restart
-//!   and reads completed. See docs/jepsen.md.
+//!   and reads completed;
+//! - [`campaign`]: the table of a campaign of seeds. See docs/jepsen.md.
 
 #![forbid(unsafe_code)]
 
+pub mod campaign;
 pub mod checkers;
 pub mod cluster;
 pub mod history;

@@ -236,8 +236,12 @@ impl NemesisCtx {
         }
     }
 
-    /// Runs the schedule until `stop`.
-    pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>) {
+    /// Runs the schedule until `stop`. `duration` is the faulty phase's
+    /// planned length: when it leaves less than 12 s per enabled nemesis,
+    /// gaps and holds shrink (gap 0.5–1.5 s, hold 2.5–5 s instead of
+    /// 1.5–3.5 s and 3–7 s) so that the first cycle still fits, as every
+    /// requested nemesis must run for a valid run.
+    pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>, duration: Duration) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
         if enabled.is_empty() {
             return;
@@ -271,9 +275,10 @@ impl NemesisCtx {
         };
         // Faults come in shuffled cycles: every enabled nemesis runs once
         // per cycle, so a short run still exercises each of them.
+        let (gap_ms, hold_ms) = schedule_ms(duration, enabled.len());
         let mut cycle = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            sleep_unless(Duration::from_millis(rng.random_range(1_500..3_500)), &stop).await;
+            sleep_unless(Duration::from_millis(rng.random_range(gap_ms.clone())), &stop).await;
             if stop.load(Ordering::Relaxed) {
                 break;
             }
@@ -312,7 +317,7 @@ impl NemesisCtx {
                     None
                 }
             };
-            sleep_unless(Duration::from_millis(rng.random_range(3_000..7_000)), &stop).await;
+            sleep_unless(Duration::from_millis(rng.random_range(hold_ms.clone())), &stop).await;
             if let Some((what, undo)) = applied {
                 let heal = self.heal(n, undo).await;
                 let end_ns = self.history.now_ns();
@@ -669,7 +674,8 @@ impl NemesisCtx {
         for i in 0..c.nodes.len() {
             if c.is_paused(i) {
                 if let Err(e) = c.pause(i, false) {
-                    self.progress.line(&format!("heal: cannot resume n{}: {e}", c.nodes[i].id));
+                    self.progress
+                        .line(&format!("heal: cannot resume n{}: {e}", c.nodes[i].id));
                 }
             }
             if c.nodes[i].faketime.is_some() {
@@ -678,7 +684,8 @@ impl NemesisCtx {
             }
             if !c.is_running(i) {
                 if let Err(e) = c.spawn(i) {
-                    self.progress.line(&format!("heal: cannot restart n{}: {e}", c.nodes[i].id));
+                    self.progress
+                        .line(&format!("heal: cannot restart n{}: {e}", c.nodes[i].id));
                 }
             }
         }
@@ -697,6 +704,17 @@ impl NemesisCtx {
             }
         }
         record(&self.history, "heal all".into());
+    }
+}
+
+/// The gap before each fault and the time it is held, ms ranges: tighter
+/// when `duration` leaves less than 12 s for each of `nemeses`.
+pub fn schedule_ms(duration: Duration, nemeses: usize) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+    let per_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX) / nemeses.max(1) as u64;
+    if per_ms < 12_000 {
+        (500..1_500, 2_500..5_000)
+    } else {
+        (1_500..3_500, 3_000..7_000)
     }
 }
 

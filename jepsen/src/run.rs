@@ -224,7 +224,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         faults: std::sync::Mutex::new(Vec::new()),
     });
     let nemesis_stop = Arc::new(AtomicBool::new(false));
-    let nemesis_task = tokio::spawn(nemesis.clone().run(enabled, opts.seed, nemesis_stop.clone()));
+    let nemesis_task = tokio::spawn(
+        nemesis
+            .clone()
+            .run(enabled, opts.seed, nemesis_stop.clone(), opts.duration),
+    );
 
     let started = Instant::now();
     while started.elapsed() < opts.duration {

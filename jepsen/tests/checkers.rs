@@ -544,7 +544,10 @@ fn check_all_builds_the_verdict_table() {
     assert_eq!(table.get("counter").unwrap().status, Status::Skipped);
     // Skipped passes only when its workload was not requested.
     assert!(table.passed(&["linearizability", "durability", "lock-safety", "fencing"], false));
-    assert!(!table.passed(&["linearizability", "durability", "lock-safety", "fencing", "counter"], true));
+    assert!(!table.passed(
+        &["linearizability", "durability", "lock-safety", "fencing", "counter"],
+        true
+    ));
     assert!(!table.passed(&["elections"], true));
 
     let text = table.to_string();

@@ -37,10 +37,17 @@ fn row(checker: &str, status: Status) -> Verdict {
 /// Every checker `ok`.
 fn all_pass() -> VerdictTable {
     VerdictTable {
-        rows: ["linearizability", "durability", "lock-safety", "fencing", "counter", "elections"]
-            .into_iter()
-            .map(|c| row(c, Status::Pass))
-            .collect(),
+        rows: [
+            "linearizability",
+            "durability",
+            "lock-safety",
+            "fencing",
+            "counter",
+            "elections",
+        ]
+        .into_iter()
+        .map(|c| row(c, Status::Pass))
+        .collect(),
     }
 }
 
@@ -95,14 +102,20 @@ fn a_clean_run_is_valid() {
 #[test]
 fn a_violation_is_invalid() {
     let v = verdict(&with_status("fencing", Status::Violation), &good_facts());
-    assert!(matches!(&v[..], [Invalid::Violation { checker, .. }] if checker == "fencing"), "{v:?}");
+    assert!(
+        matches!(&v[..], [Invalid::Violation { checker, .. }] if checker == "fencing"),
+        "{v:?}"
+    );
 }
 
 #[test]
 fn unknown_is_invalid_unless_allowed() {
     let table = with_status("linearizability", Status::Unknown);
     let v = verdict(&table, &good_facts());
-    assert!(matches!(&v[..], [Invalid::Unknown { checker, .. }] if checker == "linearizability"), "{v:?}");
+    assert!(
+        matches!(&v[..], [Invalid::Unknown { checker, .. }] if checker == "linearizability"),
+        "{v:?}"
+    );
     assert!(v[0].to_string().contains("--allow-unknown"));
     assert_eq!(judge(&table, &good_facts(), &MIN, true, &BTreeMap::new()), vec![]);
 }
@@ -111,13 +124,19 @@ fn unknown_is_invalid_unless_allowed() {
 fn a_skipped_checker_of_a_requested_workload_is_invalid() {
     for checker in ["durability", "counter", "elections"] {
         let v = verdict(&with_status(checker, Status::Skipped), &good_facts());
-        assert!(matches!(&v[..], [Invalid::Skipped { checker: c }] if c == checker), "{v:?}");
+        assert!(
+            matches!(&v[..], [Invalid::Skipped { checker: c }] if c == checker),
+            "{v:?}"
+        );
     }
     // A checker missing from the table altogether, too.
     let mut table = all_pass();
     table.rows.retain(|r| r.checker != "lock-safety");
     let v = verdict(&table, &good_facts());
-    assert!(matches!(&v[..], [Invalid::Skipped { checker }] if checker == "lock-safety"), "{v:?}");
+    assert!(
+        matches!(&v[..], [Invalid::Skipped { checker }] if checker == "lock-safety"),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -138,7 +157,8 @@ fn a_skipped_checker_of_a_workload_not_requested_is_fine() {
 
 #[test]
 fn too_few_ops_of_any_requested_workload_is_invalid() {
-    let cases: [(&str, fn(&mut WorkloadCounts)); 3] = [
+    type Lower = fn(&mut WorkloadCounts);
+    let cases: [(&str, Lower); 3] = [
         ("register ok ops", |c| c.register_ok = 99),
         ("lock holds", |c| c.lock_holds = 9),
         ("masterships", |c| c.masterships = 0),
@@ -191,7 +211,13 @@ fn a_requested_nemesis_that_never_ran_is_invalid() {
     facts.nemeses.push(Nemesis::Snapshot);
     let v = verdict(&all_pass(), &facts);
     assert!(
-        matches!(&v[..], [Invalid::NemesisDidNotRun { nemesis: Nemesis::Snapshot, .. }]),
+        matches!(
+            &v[..],
+            [Invalid::NemesisDidNotRun {
+                nemesis: Nemesis::Snapshot,
+                ..
+            }]
+        ),
         "{v:?}"
     );
     // A fault that was applied counts even if its heal failed.
@@ -203,8 +229,12 @@ fn a_requested_nemesis_that_never_ran_is_invalid() {
 #[test]
 fn a_workload_error_is_invalid() {
     let mut facts = good_facts();
-    facts.workload_errors.push("register: process 0 cannot connect: refused".into());
-    facts.workload_errors.push("lock worker 1 exited with exit status: 2".into());
+    facts
+        .workload_errors
+        .push("register: process 0 cannot connect: refused".into());
+    facts
+        .workload_errors
+        .push("lock worker 1 exited with exit status: 2".into());
     let v = verdict(&all_pass(), &facts);
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(v.iter().all(|i| matches!(i, Invalid::Workload(_))));
@@ -215,7 +245,10 @@ fn a_failed_final_restart_or_final_read_is_invalid() {
     let mut facts = good_facts();
     facts.final_restart = Err("n3 does not answer".into());
     let v = verdict(&all_pass(), &facts);
-    assert!(matches!(&v[..], [Invalid::FinalRestart(e)] if e.contains("n3")), "{v:?}");
+    assert!(
+        matches!(&v[..], [Invalid::FinalRestart(e)] if e.contains("n3")),
+        "{v:?}"
+    );
     let mut facts = good_facts();
     facts.final_reads = Err("not read: r1".into());
     let v = verdict(&all_pass(), &facts);
@@ -239,9 +272,24 @@ fn workload_counts_are_ok_ops_before_the_final_phase() {
         .ok(1, write("a", 1), 0, 10, Value::None)
         .op(2, write("a", 2), 0, 10, OpKind::Info, Value::None)
         .ok(3, read("a"), 20, 30, got(Some(1)))
-        .op(4, common::cas("a", 1, 3), 20, 30, OpKind::Fail, Value::Error("value differs".into()))
+        .op(
+            4,
+            common::cas("a", 1, 3),
+            20,
+            30,
+            OpKind::Fail,
+            Value::Error("value differs".into()),
+        )
         .ok(5, acquire("L"), 0, 10, hold(5, 100, 10, 50))
-        .ok(6, Function::Phase { name: FINAL_PHASE.into() }, 100, 100, Value::None)
+        .ok(
+            6,
+            Function::Phase {
+                name: FINAL_PHASE.into(),
+            },
+            100,
+            100,
+            Value::None,
+        )
         .ok(7, read("a"), 110, 120, got(Some(1)))
         .build();
     let pairs = pair(&ops).unwrap();
