@@ -48,6 +48,14 @@ pub enum Nemesis {
     Loss,
     /// Restart a node under libfaketime with a rate error and offset.
     Clock,
+    /// Rate strobes on a running node: its clock's rate flips among
+    /// 1.002, 0.998, 1.0005, 0.9995 every 0.3–1 s, continuously (no step),
+    /// through its libfaketime spec file ([`crate::cluster::LiveClock`]).
+    ClockLive,
+    /// Steps every clock of a running node by ±0.1–2 s, and back at heal.
+    /// Outside driftlock's model (the monotonic clock never steps; the
+    /// design bounds its rate only): not part of `all`, for exploration.
+    ClockBump,
     /// A burst of Raft leader transfers.
     Transfer,
     /// Remove a node from the voters, add it back later.
@@ -72,18 +80,42 @@ pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "-
 
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
-    pub const ALL: [Nemesis; 10] = [
+    pub const ALL: [Nemesis; 11] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Netem,
         Nemesis::Loss,
         Nemesis::Clock,
+        Nemesis::ClockLive,
         Nemesis::Transfer,
         Nemesis::Membership,
         Nemesis::Snapshot,
         Nemesis::HandoverCut,
     ];
+
+    /// Every nemesis there is: [`Nemesis::ALL`] and those only run when
+    /// named ([`Nemesis::ClockBump`]).
+    pub const EVERY: [Nemesis; 12] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Partition,
+        Nemesis::Netem,
+        Nemesis::Loss,
+        Nemesis::Clock,
+        Nemesis::ClockLive,
+        Nemesis::ClockBump,
+        Nemesis::Transfer,
+        Nemesis::Membership,
+        Nemesis::Snapshot,
+        Nemesis::HandoverCut,
+    ];
+
+    /// Whether it changes clocks at run time (the nodes then run under
+    /// libfaketime with a spec file from the start).
+    pub fn needs_live_clocks(self) -> bool {
+        matches!(self, Nemesis::ClockLive | Nemesis::ClockBump)
+    }
 
     /// Its command-line name.
     pub fn name(self) -> &'static str {
@@ -94,6 +126,8 @@ impl Nemesis {
             Nemesis::Netem => "netem",
             Nemesis::Loss => "loss",
             Nemesis::Clock => "clock",
+            Nemesis::ClockLive => "clock-live",
+            Nemesis::ClockBump => "clock-bump",
             Nemesis::Transfer => "transfer",
             Nemesis::Membership => "membership",
             Nemesis::Snapshot => "snapshot",
@@ -111,9 +145,9 @@ impl fmt::Display for Nemesis {
 impl FromStr for Nemesis {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Nemesis::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
+        Nemesis::EVERY.into_iter().find(|n| n.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, clock, transfer, membership, snapshot, handover-cut, all, none)"
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, clock, clock-live, clock-bump, transfer, membership, snapshot, handover-cut, all, none)"
             )
         })
     }
@@ -195,7 +229,7 @@ pub fn usable(wanted: &[Nemesis], netns: bool) -> (Vec<Nemesis>, BTreeMap<Nemesi
                 Some("needs network namespaces (root, ip netns, iptables, tc)".to_owned())
             }
             Nemesis::Netem => netem_available().err(),
-            Nemesis::Clock if libfaketime().is_none() => {
+            Nemesis::Clock | Nemesis::ClockLive | Nemesis::ClockBump if libfaketime().is_none() => {
                 Some("libfaketime not installed (apt-get install faketime)".to_owned())
             }
             _ => None,
@@ -219,6 +253,11 @@ enum Undo {
     HealNetem,
     HealLoss,
     ClearClock(usize),
+    /// Stop the rate strobe of this node (its task returns the number of
+    /// rate changes) and put its clock back at the real rate.
+    StopStrobe(usize, Arc<AtomicBool>, tokio::task::JoinHandle<Result<u64, String>>),
+    /// Step this node's clock back by this many seconds.
+    Unbump(usize, f64),
     Readd(usize),
     /// Heal the isolation of this node, wait until it caught up, check it
     /// installed a snapshot (it had installed this many before), make it
@@ -446,6 +485,29 @@ impl NemesisCtx {
                     Undo::ClearClock(i),
                 ))
             }
+            Nemesis::ClockLive => {
+                let i = live_clock_node(&c, &live, rng)?;
+                let clock = c.nodes[i].live_clock.clone().ok_or("no live clock")?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(strobe(clock, stop.clone(), rng.random()));
+                Ok((
+                    format!(
+                        "clock-live: n{} rate strobes among 1.002, 0.998, 1.0005, 0.9995 while it runs",
+                        c.nodes[i].id
+                    ),
+                    Undo::StopStrobe(i, stop, task),
+                ))
+            }
+            Nemesis::ClockBump => {
+                let i = live_clock_node(&c, &live, rng)?;
+                let clock = c.nodes[i].live_clock.clone().ok_or("no live clock")?;
+                let step = [-2.0, -0.5, -0.1, 0.1, 0.5, 2.0][rng.random_range(0..6)];
+                clock.bump(step).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("clock-bump: n{} clocks stepped {step:+} s while it runs", c.nodes[i].id),
+                    Undo::Unbump(i, step),
+                ))
+            }
             Nemesis::Transfer => {
                 // The leader watcher cannot look while the cluster is held:
                 // count the changes here.
@@ -581,6 +643,22 @@ impl NemesisCtx {
                     .map(|_| format!("restart n{} on the real clock", c.nodes[i].id))
                     .map_err(|e| e.to_string())
             }
+            Undo::StopStrobe(i, stop, task) => {
+                stop.store(true, Ordering::Relaxed);
+                let id = c.nodes[i].id;
+                match task.await {
+                    Ok(Ok(changes)) => Ok(format!("n{id} back at the real rate after {changes} rate changes")),
+                    Ok(Err(e)) => Err(format!("n{id} rate strobe: {e}")),
+                    Err(e) => Err(format!("n{id} rate strobe task: {e}")),
+                }
+            }
+            Undo::Unbump(i, step) => match c.nodes[i].live_clock.as_ref() {
+                Some(clock) => clock
+                    .bump(-step)
+                    .map(|_| format!("n{} clocks stepped back {:+} s", c.nodes[i].id, -step))
+                    .map_err(|e| e.to_string()),
+                None => Err("no live clock".into()),
+            },
             Undo::CatchUpAndLead(f, installed_before) => {
                 c.heal_partitions();
                 let id = c.nodes[f].id;
@@ -716,6 +794,35 @@ pub fn schedule_ms(duration: Duration, nemeses: usize) -> (std::ops::Range<u64>,
     } else {
         (1_500..3_500, 3_000..7_000)
     }
+}
+
+/// A running node whose clock the harness can change (not under the
+/// restart-clock fault's fixed spec).
+fn live_clock_node(c: &Cluster, live: &[usize], rng: &mut StdRng) -> Result<usize, String> {
+    let candidates: Vec<usize> = live
+        .iter()
+        .copied()
+        .filter(|&i| c.nodes[i].live_clock.is_some() && c.nodes[i].faketime.is_none())
+        .collect();
+    candidates
+        .choose(rng)
+        .copied()
+        .ok_or_else(|| "no running node with a live clock".to_string())
+}
+
+/// Flips `clock`'s rate every 0.3–1 s until `stop`, then restores the real
+/// rate; returns how many rate changes it made.
+async fn strobe(clock: crate::cluster::LiveClock, stop: Arc<AtomicBool>, seed: u64) -> Result<u64, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut changes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let rate = [1.002, 0.998, 1.0005, 0.9995][rng.random_range(0..4)];
+        clock.set_rate(rate).map_err(|e| e.to_string())?;
+        changes += 1;
+        sleep_unless(Duration::from_millis(rng.random_range(300..1_000)), &stop).await;
+    }
+    clock.set_rate(1.0).map_err(|e| e.to_string())?;
+    Ok(changes)
 }
 
 fn ids(c: &Cluster, idx: &[usize]) -> Vec<u64> {

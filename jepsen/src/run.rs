@@ -135,6 +135,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
             }
             args
         },
+        live_clocks: opts.nemeses.iter().any(|n| n.needs_live_clocks()),
     })
     .await
     .map_err(|e| format!("cluster setup: {e}"))?;

@@ -443,6 +443,14 @@ async fn cut_proxies(endpoints: &[String], switch: &Arc<CutSwitch>) -> Option<(V
     Some((proxies, addrs))
 }
 
+/// History process id of election candidate `k` (of `candidates`) after
+/// `infos` indeterminate ops: a fresh id each time, never the observer's
+/// (`first + candidates`) nor the operator's (`first + candidates + 1`)
+/// nor another candidate's.
+pub fn candidate_process(first: u64, candidates: u64, k: u64, infos: u64) -> u64 {
+    first + k + infos * (candidates + 2)
+}
+
 /// Runs the election workload: `candidates` campaigning processes, one
 /// observer (process `first_process + candidates`) and one operator that
 /// asks for a warm handover of the election every ~[`HANDOVER_EVERY_MS`]
@@ -477,7 +485,8 @@ pub async fn run_election(
             let client = Client::connect_with(workload_client_config(via, "jepsen-election"))
                 .await
                 .map_err(|e| format!("candidate {k} cannot connect: {e}"))?;
-            let mut process = first_process + k;
+            let mut infos = 0;
+            let mut process = candidate_process(first_process, candidates, k, infos);
             while !stop.load(Ordering::Relaxed) {
                 let session = match client.open_session(session_ttl).await {
                     Ok(s) => s,
@@ -489,7 +498,8 @@ pub async fn run_election(
                 let info = candidate_term(&session, &history, process, &mut rng, &stop).await;
                 let _ = session.close().await;
                 if info {
-                    process += candidates + 1;
+                    infos += 1;
+                    process = candidate_process(first_process, candidates, k, infos);
                 }
             }
             Ok::<(), String>(())

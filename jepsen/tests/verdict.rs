@@ -326,3 +326,19 @@ fn cas_mostly_expects_the_last_value_this_process_saw() {
         .count();
     assert!(hits < 5, "{hits}");
 }
+
+#[test]
+fn election_process_ids_never_collide() {
+    use driftlock_jepsen::workload::candidate_process;
+    let (first, n) = (100_000, 3);
+    let observer = first + n;
+    let operator = first + n + 1;
+    let mut seen = std::collections::BTreeSet::new();
+    for k in 0..n {
+        for infos in 0..50 {
+            let p = candidate_process(first, n, k, infos);
+            assert!(p != observer && p != operator, "candidate {k} after {infos}: {p}");
+            assert!(seen.insert(p), "candidate {k} after {infos}: {p} reused");
+        }
+    }
+}
