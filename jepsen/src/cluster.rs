@@ -136,6 +136,9 @@ pub struct Node {
     /// The clock the harness can change while the node runs (libfaketime
     /// reading its spec from a file), when the run enables `clock-live`.
     pub live_clock: Option<LiveClock>,
+    /// The file holding this node's fsync delay, µs, when the run enables
+    /// `slow-disk` ([`crate::slowdisk`]).
+    pub fsync_delay_file: Option<PathBuf>,
 }
 
 /// A node's clock that changes while it runs: libfaketime in the node
@@ -251,6 +254,9 @@ pub struct ClusterOptions {
     /// changes at run time ([`LiveClock`]; the `clock-live` and
     /// `clock-bump` nemeses).
     pub live_clocks: bool,
+    /// The slow-disk shim ([`crate::slowdisk::build`]) every node preloads,
+    /// when the run enables `slow-disk`.
+    pub slow_disk_shim: Option<PathBuf>,
 }
 
 /// The nodes of a run: their processes, and what the nemeses act on besides
@@ -402,11 +408,23 @@ impl Cluster {
             } else {
                 None
             };
+            let fsync_delay_file = match &opts.slow_disk_shim {
+                Some(_) => {
+                    let file = opts.run_dir.join(format!("n{id}.fsync-delay-us"));
+                    crate::slowdisk::set_delay_us(&file, 0).map_err(|source| ClusterError::Io {
+                        path: file.clone(),
+                        source,
+                    })?;
+                    Some(file)
+                }
+                None => None,
+            };
             nodes.push(Node {
                 id,
                 ip,
                 faketime: None,
                 live_clock,
+                fsync_delay_file,
             });
         }
         let mut procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
@@ -442,6 +460,17 @@ impl Cluster {
             (None, Some(clock)) => Wrapper::libfaketime_file(&clock.path)?,
             (None, None) => Wrapper::none(),
         };
+        if let (Some(shim), Some(file)) = (&self.opts.slow_disk_shim, &self.nodes[i].fsync_delay_file) {
+            // One LD_PRELOAD for both libfaketime and the shim.
+            let shim = shim.display().to_string();
+            match wrapper.env.iter_mut().find(|(k, _)| k == "LD_PRELOAD") {
+                Some((_, v)) => *v = format!("{v}:{shim}"),
+                None => wrapper.env.push(("LD_PRELOAD".into(), shim)),
+            }
+            wrapper
+                .env
+                .push((crate::slowdisk::DELAY_FILE_ENV.into(), file.display().to_string()));
+        }
         if self.netns {
             let ns = ns_name(self.nodes[i].id);
             wrapper = wrapper.within(Wrapper::command(["ip", "netns", "exec", ns.as_str()]));

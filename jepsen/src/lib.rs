@@ -25,7 +25,8 @@
 //!
 //! - [`cluster`]: real `driftlock serve` processes, in network namespaces
 //!   when possible;
-//! - [`nemesis`]: the faults and their seeded schedule;
+//! - [`nemesis`]: the faults and their seeded schedule ([`slowdisk`]: the
+//!   fsync shim of the slow-disk fault);
 //! - [`workload`]: register, election and lock/counter clients;
 //! - [`run`]: one whole run (used by the `driftlock-jepsen` binary and the
 //!   broken-mode test), shown as it runs by [`progress`];
@@ -45,6 +46,7 @@ pub mod nemesis;
 pub mod porcupine;
 pub mod progress;
 pub mod run;
+pub mod slowdisk;
 pub mod verdict;
 pub mod workload;
 

@@ -42,12 +42,21 @@ pub enum Nemesis {
     Partition,
     /// `tc netem` delay and loss on every node.
     Netem,
+    /// Slow client links: every workload client reaches the nodes through a
+    /// delaying proxy per node; this sets a delay of 20–200 ms on the proxy
+    /// of one node or of all (requests only; Raft traffic between nodes is
+    /// not delayed).
+    Delay,
     /// Random packet loss on every node: iptables' `statistic` match drops
     /// incoming packets with a probability (the stand-in for netem on
     /// kernels without `sch_netem`).
     Loss,
     /// Restart a node under libfaketime with a rate error and offset.
     Clock,
+    /// Slow disk on one node: its `fsync`, `fdatasync` and
+    /// `sync_file_range` sleep 20–250 ms first (an `LD_PRELOAD` shim,
+    /// [`crate::slowdisk`]).
+    SlowDisk,
     /// Rate strobes on a running node: its clock's rate flips among
     /// 1.002, 0.998, 1.0005, 0.9995 every 0.3–1 s, continuously (no step),
     /// through its libfaketime spec file ([`crate::cluster::LiveClock`]).
@@ -80,14 +89,16 @@ pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "-
 
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
-    pub const ALL: [Nemesis; 11] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Netem,
         Nemesis::Loss,
+        Nemesis::Delay,
         Nemesis::Clock,
         Nemesis::ClockLive,
+        Nemesis::SlowDisk,
         Nemesis::Transfer,
         Nemesis::Membership,
         Nemesis::Snapshot,
@@ -96,15 +107,17 @@ impl Nemesis {
 
     /// Every nemesis there is: [`Nemesis::ALL`] and those only run when
     /// named ([`Nemesis::ClockBump`]).
-    pub const EVERY: [Nemesis; 12] = [
+    pub const EVERY: [Nemesis; 14] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Netem,
         Nemesis::Loss,
+        Nemesis::Delay,
         Nemesis::Clock,
         Nemesis::ClockLive,
         Nemesis::ClockBump,
+        Nemesis::SlowDisk,
         Nemesis::Transfer,
         Nemesis::Membership,
         Nemesis::Snapshot,
@@ -125,6 +138,8 @@ impl Nemesis {
             Nemesis::Partition => "partition",
             Nemesis::Netem => "netem",
             Nemesis::Loss => "loss",
+            Nemesis::Delay => "delay",
+            Nemesis::SlowDisk => "slow-disk",
             Nemesis::Clock => "clock",
             Nemesis::ClockLive => "clock-live",
             Nemesis::ClockBump => "clock-bump",
@@ -147,7 +162,7 @@ impl FromStr for Nemesis {
     fn from_str(s: &str) -> Result<Self, String> {
         Nemesis::EVERY.into_iter().find(|n| n.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, clock, clock-live, clock-bump, transfer, membership, snapshot, handover-cut, all, none)"
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, delay, clock, clock-live, clock-bump, slow-disk, transfer, membership, snapshot, handover-cut, all, none)"
             )
         })
     }
@@ -204,6 +219,9 @@ pub struct NemesisCtx {
     pub election_switches: crate::workload::CutSwitches,
     /// Where the faults are shown while the run runs.
     pub progress: Arc<Progress>,
+    /// The workload clients' delaying proxies, one per node (empty unless
+    /// the `delay` nemesis is enabled).
+    pub delay_proxies: Arc<Vec<driftlock_testkit::FaultProxy>>,
     /// Every fault applied, in order, with its heal.
     pub faults: std::sync::Mutex<Vec<FaultRecord>>,
 }
@@ -252,6 +270,10 @@ enum Undo {
     HealPartition,
     HealNetem,
     HealLoss,
+    /// Take the delay off every proxy.
+    Undelay,
+    /// This node's fsyncs are fast again.
+    FastDisk(usize),
     ClearClock(usize),
     /// Stop the rate strobe of this node (its task returns the number of
     /// rate changes) and put its clock back at the real rate.
@@ -276,10 +298,9 @@ impl NemesisCtx {
     }
 
     /// Runs the schedule until `stop`. `duration` is the faulty phase's
-    /// planned length: when it leaves less than 12 s per enabled nemesis,
-    /// gaps and holds shrink (gap 0.5–1.5 s, hold 2.5–5 s instead of
-    /// 1.5–3.5 s and 3–7 s) so that the first cycle still fits, as every
-    /// requested nemesis must run for a valid run.
+    /// planned length: when it leaves little time per enabled nemesis,
+    /// gaps and holds shrink ([`schedule_ms`]) so that the first cycle
+    /// still fits, as every requested nemesis must run for a valid run.
     pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>, duration: Duration) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
         if enabled.is_empty() {
@@ -485,6 +506,46 @@ impl NemesisCtx {
                     Undo::ClearClock(i),
                 ))
             }
+            Nemesis::Delay => {
+                if self.delay_proxies.is_empty() {
+                    return Err("no delaying proxies (the run did not start them)".into());
+                }
+                let delay_ms = [20, 50, 100, 200][rng.random_range(0..4)];
+                let delay = Duration::from_millis(delay_ms);
+                if rng.random_bool(0.5) {
+                    let i = rng.random_range(0..self.delay_proxies.len());
+                    self.delay_proxies[i].set_delay(delay);
+                    Ok((
+                        format!("delay: clients' requests to n{} {delay_ms} ms late", c.nodes[i].id),
+                        Undo::Undelay,
+                    ))
+                } else {
+                    for p in self.delay_proxies.iter() {
+                        p.set_delay(delay);
+                    }
+                    Ok((
+                        format!("delay: clients' requests to every node {delay_ms} ms late"),
+                        Undo::Undelay,
+                    ))
+                }
+            }
+            Nemesis::SlowDisk => {
+                let candidates: Vec<usize> = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| c.nodes[i].fsync_delay_file.is_some())
+                    .collect();
+                let i = *candidates
+                    .choose(rng)
+                    .ok_or("no running node with the slow-disk shim")?;
+                let file = c.nodes[i].fsync_delay_file.clone().ok_or("no delay file")?;
+                let delay_ms = [20u64, 50, 100, 250][rng.random_range(0..4)];
+                crate::slowdisk::set_delay_us(&file, delay_ms * 1000).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("slow-disk: every fsync of n{} takes {delay_ms} ms more", c.nodes[i].id),
+                    Undo::FastDisk(i),
+                ))
+            }
             Nemesis::ClockLive => {
                 let i = live_clock_node(&c, &live, rng)?;
                 let clock = c.nodes[i].live_clock.clone().ok_or("no live clock")?;
@@ -632,6 +693,18 @@ impl NemesisCtx {
                 c.heal_netem();
                 Ok("heal netem".into())
             }
+            Undo::FastDisk(i) => match &c.nodes[i].fsync_delay_file {
+                Some(file) => crate::slowdisk::set_delay_us(file, 0)
+                    .map(|_| format!("n{} fsyncs at disk speed again", c.nodes[i].id))
+                    .map_err(|e| e.to_string()),
+                None => Err("no delay file".into()),
+            },
+            Undo::Undelay => {
+                for p in self.delay_proxies.iter() {
+                    p.set_delay(Duration::ZERO);
+                }
+                Ok("heal delay".into())
+            }
             Undo::HealLoss => {
                 c.heal_partitions();
                 Ok("heal loss".into())
@@ -746,9 +819,20 @@ impl NemesisCtx {
         for pid in &self.workers {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
         }
+        for p in self.delay_proxies.iter() {
+            p.set_delay(Duration::ZERO);
+        }
         let mut c = self.cluster.lock().await;
         c.heal_partitions();
         c.heal_netem();
+        for node in &c.nodes {
+            if let Some(file) = &node.fsync_delay_file {
+                let _ = crate::slowdisk::set_delay_us(file, 0);
+            }
+            if let Some(clock) = &node.live_clock {
+                let _ = clock.set_rate(1.0);
+            }
+        }
         for i in 0..c.nodes.len() {
             if c.is_paused(i) {
                 if let Err(e) = c.pause(i, false) {
@@ -785,11 +869,15 @@ impl NemesisCtx {
     }
 }
 
-/// The gap before each fault and the time it is held, ms ranges: tighter
-/// when `duration` leaves less than 12 s for each of `nemeses`.
+/// The gap before each fault and the time it is held, ms ranges: 1.5–3.5 s
+/// and 3–7 s; 0.5–1.5 s and 2.5–5 s when `duration` leaves less than 12 s
+/// for each of `nemeses`; 0.3–0.8 s and 1.5–3 s below 8 s (the 75 s
+/// `--short` run with every nemesis).
 pub fn schedule_ms(duration: Duration, nemeses: usize) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
     let per_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX) / nemeses.max(1) as u64;
-    if per_ms < 12_000 {
+    if per_ms < 8_000 {
+        (300..800, 1_500..3_000)
+    } else if per_ms < 12_000 {
         (500..1_500, 2_500..5_000)
     } else {
         (1_500..3_500, 3_000..7_000)

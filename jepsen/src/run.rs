@@ -123,6 +123,16 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         }
     };
     println!("run dir: {}", run_dir.display());
+    // The slow-disk shim is compiled now; without a C compiler the nemesis
+    // cannot run (which makes the run invalid if it was requested).
+    let (slow_disk_shim, slow_disk_unavailable) = if opts.nemeses.contains(&Nemesis::SlowDisk) {
+        match crate::slowdisk::build(&run_dir) {
+            Ok(lib) => (Some(lib), None),
+            Err(why) => (None, Some(why)),
+        }
+    } else {
+        (None, None)
+    };
     let cluster = Cluster::start(ClusterOptions {
         nodes: opts.nodes,
         binary: opts.driftlock.clone(),
@@ -136,6 +146,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
             args
         },
         live_clocks: opts.nemeses.iter().any(|n| n.needs_live_clocks()),
+        slow_disk_shim,
     })
     .await
     .map_err(|e| format!("cluster setup: {e}"))?;
@@ -150,7 +161,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
 
     // Nemeses this machine cannot run: optional ones are dropped with a
     // note, the others make the run invalid.
-    let (enabled, mut unavailable) = usable(&opts.nemeses, netns);
+    let (mut enabled, mut unavailable) = usable(&opts.nemeses, netns);
+    if let Some(why) = slow_disk_unavailable {
+        enabled.retain(|n| *n != Nemesis::SlowDisk);
+        unavailable.insert(Nemesis::SlowDisk, why);
+    }
     let mut requested = opts.nemeses.clone();
     for n in &opts.optional_nemeses {
         if let Some(why) = unavailable.remove(n) {
@@ -161,6 +176,20 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
     for (n, why) in &unavailable {
         println!("nemesis {n}: cannot run here: {why} (the run will be invalid)");
     }
+
+    // With the delay nemesis, every workload client goes through a
+    // delaying proxy per node.
+    let delay_proxies = Arc::new(if opts.nemeses.contains(&Nemesis::Delay) {
+        workload::delay_proxies(&endpoints).await?
+    } else {
+        Vec::new()
+    });
+    let final_endpoints = endpoints.clone();
+    let endpoints = if delay_proxies.is_empty() {
+        endpoints
+    } else {
+        delay_proxies.iter().map(driftlock_testkit::FaultProxy::addr).collect()
+    };
 
     // Workloads.
     let mut tasks: Vec<(&str, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
@@ -222,6 +251,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         stats: std::sync::Mutex::new(BTreeMap::new()),
         election_switches: switches.clone(),
         progress: progress.clone(),
+        delay_proxies: delay_proxies.clone(),
         faults: std::sync::Mutex::new(Vec::new()),
     });
     let nemesis_stop = Arc::new(AtomicBool::new(false));
@@ -306,7 +336,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         println!("final restart: {e}");
     }
     history.mark_phase(NEMESIS_FINAL_PROCESS, FINAL_PHASE);
-    let final_reads = workload::final_reads(endpoints, &history, 300_000, Duration::from_secs(60)).await;
+    let final_reads = workload::final_reads(final_endpoints, &history, 300_000, Duration::from_secs(60)).await;
     history.flush().map_err(|e| e.to_string())?;
     cluster.lock().await.shutdown();
 

@@ -406,6 +406,27 @@ pub struct CutSwitch {
 /// The election workload's candidates' switches, shared with the nemesis.
 pub type CutSwitches = Arc<std::sync::Mutex<Vec<Arc<CutSwitch>>>>;
 
+/// Delaying proxies, one in front of each node's client endpoint, through
+/// which every workload client reaches the nodes when the run enables the
+/// `delay` nemesis (it sets their delay). They terminate TLS as a node
+/// would, like the election's cut proxies.
+pub async fn delay_proxies(endpoints: &[String]) -> Result<Vec<FaultProxy>, String> {
+    let tls = run_tls();
+    let mut proxies = Vec::new();
+    for ep in endpoints {
+        let proxy_tls = match &tls {
+            Some(t) => Some(ProxyTls::new(&t.node, &t.client).map_err(|e| format!("proxy certificates: {e}"))?),
+            None => None,
+        };
+        let proxy = FaultProxy::start_tls(ep, proxy_tls)
+            .await
+            .map_err(|e| format!("delay proxy for {ep}: {e}"))?;
+        proxy.set_recording(false);
+        proxies.push(proxy);
+    }
+    Ok(proxies)
+}
+
 /// Proxies in front of every endpoint, each dropping the candidate's
 /// requests once `switch` says it is cut off; returns them (they live as
 /// long as the client) and their addresses.

@@ -105,6 +105,7 @@ async fn a_slow_clocked_leader_cut_off_serves_no_stale_read() {
         // hold its reads back for reasons of its own and hide the question.
         extra_args: vec!["--tick-interval-ms".into(), "60000".into()],
         live_clocks: false,
+        slow_disk_shim: None,
     })
     .await
     .expect("cluster");
