@@ -33,6 +33,7 @@
 //! - [`verdict`]: whether the run is valid — every requested checker
 //!   passed on enough data, every requested nemesis ran, the final restart
 //!   and reads completed;
+//! - [`plots`]: each run's latency and throughput pictures;
 //! - [`campaign`]: the table of a campaign of seeds. See docs/jepsen.md.
 
 #![forbid(unsafe_code)]
@@ -43,6 +44,7 @@ pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod plots;
 pub mod porcupine;
 pub mod progress;
 pub mod run;

@@ -85,16 +85,16 @@ struct RunArgs {
     /// passes; without it they make the run invalid.
     #[arg(long)]
     allow_unknown: bool,
-    /// Least register ops completed `ok` for a valid run (default 2000,
-    /// 1000 under --short).
+    /// Least register ops completed `ok` for a valid run (default 1000,
+    /// 500 under --short).
     #[arg(long)]
     min_register_ops: Option<u64>,
     /// Least lock holds (acquires completed `ok`) for a valid run (default
-    /// 100, 60 under --short).
+    /// 60, 30 under --short).
     #[arg(long)]
     min_lock_holds: Option<u64>,
     /// Least masterships (campaigns completed `ok`) for a valid run
-    /// (default 25, 15 under --short).
+    /// (default 15, 8 under --short).
     #[arg(long)]
     min_masterships: Option<u64>,
 }

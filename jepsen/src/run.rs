@@ -346,6 +346,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, String> {
         println!("porcupine export failed: {e}");
     }
     let table = check_all(&ops, &CheckConfig::default()).map_err(|e| e.to_string())?;
+    if let Ok(faults) = nemesis.faults.lock() {
+        if let Err(e) = crate::plots::write_plots(&pairs, &faults, &run_dir) {
+            println!("plots failed: {e}");
+        }
+    }
     let faults = nemesis.faults.lock().map(|f| f.clone()).unwrap_or_default();
     let (failed_ops, op_counts) = op_summary(&history, &faults);
     let nemesis_stats = nemesis.stats.lock().map(|s| s.clone()).unwrap_or_default();
