@@ -463,11 +463,18 @@ pub fn report_text(outcome: &RunOutcome, minimums: &Minimums) -> String {
     s.push_str(&nemesis_table(outcome));
     s.push('\n');
     s.push_str(&counts_table(&outcome.by_type));
-    let c = &outcome.facts.counts;
-    s.push_str(&format!(
-        "\nok ops before the final phase: register {} (min {}), lock holds {} (min {}), masterships {} (min {})\n",
-        c.register_ok, minimums.register_ok, c.lock_holds, minimums.lock_holds, c.masterships, minimums.masterships
-    ));
+    let (c, w) = (&outcome.facts.counts, outcome.facts.workloads);
+    let mut did = Vec::new();
+    if w.register {
+        did.push(format!("register {} (min {})", c.register_ok, minimums.register_ok));
+    }
+    if w.lock {
+        did.push(format!("lock holds {} (min {})", c.lock_holds, minimums.lock_holds));
+    }
+    if w.election {
+        did.push(format!("masterships {} (min {})", c.masterships, minimums.masterships));
+    }
+    s.push_str(&format!("\nok ops before the final phase: {}\n", did.join(", ")));
     s.push_str(&format!("ops by completion: {:?}\n", outcome.op_counts));
     s.push_str(&format!("faults applied: {}\n", outcome.facts.faults.len()));
     if outcome.invalid.is_empty() {
