@@ -1,6 +1,9 @@
 //! driftlock's Jepsen-style suite: runs real node processes under faults
-//! (kill, pause, partition, clock skew), records operation histories and
-//! checks them for linearizability and lock safety.
+//! (kill, pause, partitions, packet loss, slow client links and disks,
+//! clock skew and rate changes, leader transfers, membership changes,
+//! snapshot installs, cut-off handovers), records operation histories and
+//! checks them for linearizability and lock safety; a run counts only if
+//! its checkers saw enough ([`verdict`]).
 //!
 //! The pure half needs no process and no network:
 //!
