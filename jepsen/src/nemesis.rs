@@ -87,6 +87,12 @@ pub enum Nemesis {
 /// lags beyond what the leader keeps.
 pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "--log-kept-after-snapshot", "20"];
 
+/// How far past an isolated follower's last entry the leader's log must be
+/// before the snapshot fault heals: two snapshot intervals and the kept
+/// tail of [`SNAPSHOT_NODE_ARGS`], so the entry the follower needs next is
+/// purged.
+pub const SNAPSHOT_LAG_ENTRIES: u64 = 2 * 200 + 20;
+
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
     pub const ALL: [Nemesis; 13] = [
@@ -123,6 +129,13 @@ impl Nemesis {
         Nemesis::Snapshot,
         Nemesis::HandoverCut,
     ];
+
+    /// Whether its fault takes effect only if its heal says so (the
+    /// snapshot install, the cut after the last state chunk), rather than
+    /// once applied.
+    pub fn confirmed_at_heal(self) -> bool {
+        matches!(self, Nemesis::Snapshot | Nemesis::HandoverCut)
+    }
 
     /// Whether it changes clocks at run time (the nodes then run under
     /// libfaketime with a spec file from the start).
@@ -284,7 +297,9 @@ enum Undo {
     /// Heal the isolation of this node, wait until it caught up, check it
     /// installed a snapshot (it had installed this many before), make it
     /// lead.
-    CatchUpAndLead(usize, u64),
+    /// The isolated follower's last log index is the third field: the
+    /// isolation holds until the leader's log is far enough past it.
+    CatchUpAndLead(usize, u64, u64),
     /// Reconnect the election candidates; say whether one was cut off.
     Uncut,
     Nothing,
@@ -345,6 +360,15 @@ impl NemesisCtx {
             if cycle.is_empty() {
                 cycle = enabled.to_vec();
                 cycle.shuffle(&mut rng);
+                // Those that have not taken effect yet come first (they are
+                // popped from the end): a short run gets a second try at
+                // them before the others run again.
+                let done: Vec<Nemesis> = self
+                    .faults
+                    .lock()
+                    .map(|f| f.iter().filter(|r| r.took_effect).map(|r| r.nemesis).collect())
+                    .unwrap_or_default();
+                cycle.sort_by_key(|n| !done.contains(n));
             }
             let Some(n) = cycle.pop() else { break };
             let start = std::time::Instant::now();
@@ -364,6 +388,7 @@ impl NemesisCtx {
                             start_ns,
                             end_ns: None,
                             heal: Err("not healed before the run ended".into()),
+                            took_effect: !n.confirmed_at_heal(),
                         });
                     }
                     Some((what, undo))
@@ -379,13 +404,14 @@ impl NemesisCtx {
             };
             sleep_unless(Duration::from_millis(rng.random_range(hold_ms.clone())), &stop).await;
             if let Some((what, undo)) = applied {
-                let heal = self.heal(n, undo).await;
+                let (heal, took_effect) = self.heal(n, undo).await;
                 let end_ns = self.history.now_ns();
                 let mut secs = 0.0;
                 if let Ok(mut f) = self.faults.lock() {
                     if let Some(last) = f.last_mut() {
                         last.end_ns = Some(end_ns);
                         last.heal = heal.clone();
+                        last.took_effect = took_effect;
                         secs = end_ns.saturating_sub(last.start_ns) as f64 / 1e9;
                     }
                 }
@@ -608,14 +634,18 @@ impl NemesisCtx {
                 let leader = c.leader().await.ok_or("no leader")?;
                 let followers: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
                 let f = *followers.choose(rng).ok_or("no follower to isolate")?;
-                let installed = c.status(f).await.map(|s| s.snapshots_installed).unwrap_or(0);
+                let (installed, last_index) = c
+                    .status(f)
+                    .await
+                    .map(|s| (s.snapshots_installed, s.last_log_index))
+                    .unwrap_or((0, 0));
                 // Refused, not dropped: the leader's replication to it fails
                 // at once instead of hanging, so no request to it stays in
                 // flight and the leader may purge the log it would need.
                 c.block_rejecting(&split(&[f], count)).map_err(|e| e.to_string())?;
                 Ok((
                     format!("isolate n{} until it must catch up by snapshot", c.nodes[f].id),
-                    Undo::CatchUpAndLead(f, installed),
+                    Undo::CatchUpAndLead(f, installed, last_index),
                 ))
             }
             Nemesis::HandoverCut => {
@@ -668,9 +698,13 @@ impl NemesisCtx {
     }
 
     /// Undoes a fault; returns what was done, or why it failed (also
-    /// counted as an error of `n`).
-    async fn heal(&self, n: Nemesis, undo: Undo) -> Result<String, String> {
+    /// counted as an error of `n`), and whether the fault took effect: the
+    /// snapshot fault only if the follower caught up by installing a
+    /// snapshot, the handover cut only if an old master was cut off after
+    /// its last state chunk; any other fault once it was applied.
+    async fn heal(&self, n: Nemesis, undo: Undo) -> (Result<String, String>, bool) {
         let mut c = self.cluster.lock().await;
+        let mut took_effect = true;
         let result: Result<String, String> = match undo {
             Undo::Nothing => Ok("heal: nothing to undo".into()),
             Undo::Restart(i) => c
@@ -732,7 +766,24 @@ impl NemesisCtx {
                     .map_err(|e| e.to_string()),
                 None => Err("no live clock".into()),
             },
-            Undo::CatchUpAndLead(f, installed_before) => {
+            Undo::CatchUpAndLead(f, installed_before, follower_index) => {
+                // Hold the isolation until the leader's log is past what
+                // it keeps beyond the follower: a snapshot every 200
+                // entries keeping a 20-entry tail purges the follower's
+                // next entry once the log is 420 entries past it
+                // (SNAPSHOT_NODE_ARGS).
+                let want = follower_index + SNAPSHOT_LAG_ENTRIES;
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while std::time::Instant::now() < deadline {
+                    let leader_index = match c.leader().await {
+                        Some(l) => c.status(l).await.map_or(0, |s| s.last_log_index),
+                        None => 0,
+                    };
+                    if leader_index >= want {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 c.heal_partitions();
                 let id = c.nodes[f].id;
                 // Caught up: applied as far as the leader had when healed
@@ -752,6 +803,7 @@ impl NemesisCtx {
                     status = c.status(f).await;
                 }
                 let installed = status.as_ref().map_or(0, |s| s.snapshots_installed);
+                took_effect = installed > installed_before;
                 match status {
                     _ if target == 0 => Err("no leader after the isolation was healed".into()),
                     None => Err(format!("n{id} does not answer after the isolation")),
@@ -775,6 +827,7 @@ impl NemesisCtx {
             Undo::Uncut => {
                 let switches = self.election_switches.lock().map(|s| s.clone()).unwrap_or_default();
                 let cut = switches.iter().filter(|s| s.cut.load(Ordering::SeqCst)).count();
+                took_effect = cut > 0;
                 for s in &switches {
                     s.armed.store(false, Ordering::SeqCst);
                     s.cut.store(false, Ordering::SeqCst);
@@ -809,7 +862,7 @@ impl NemesisCtx {
                 });
             }
         }
-        result
+        (result, took_effect)
     }
 
     /// Undoes every fault at the end of a run: resumes paused processes and

@@ -237,6 +237,11 @@ pub struct FaultRecord {
     pub end_ns: Option<u64>,
     /// The heal's description, or why it failed (`Err`).
     pub heal: Result<String, String>,
+    /// Whether the fault took effect: once applied for most; for the
+    /// snapshot fault only if the follower then installed a snapshot, for
+    /// the handover cut only if an old master was cut off after its last
+    /// state chunk ([`Nemesis::confirmed_at_heal`]).
+    pub took_effect: bool,
 }
 
 /// The facts of a run besides the checkers' verdicts, as [`judge`] needs
@@ -266,9 +271,9 @@ pub struct RunFacts {
 }
 
 impl RunFacts {
-    /// How many faults of nemesis `n` were applied.
+    /// How many faults of nemesis `n` took effect.
     pub fn ran(&self, n: Nemesis) -> usize {
-        self.faults.iter().filter(|f| f.nemesis == n).count()
+        self.faults.iter().filter(|f| f.nemesis == n && f.took_effect).count()
     }
 }
 
@@ -361,12 +366,22 @@ pub fn judge(
     out.extend(facts.workload_errors.iter().cloned().map(Invalid::Workload));
     for &n in &facts.nemeses {
         if facts.ran(n) == 0 {
-            let why = facts
-                .unavailable
-                .get(&n)
-                .or_else(|| errors.get(&n))
-                .cloned()
-                .unwrap_or_else(|| "the schedule never reached it (run too short?)".to_owned());
+            let applied: Vec<&FaultRecord> = facts.faults.iter().filter(|f| f.nemesis == n).collect();
+            let why = match (facts.unavailable.get(&n), applied.last()) {
+                (Some(why), _) => why.clone(),
+                (None, Some(last)) => format!(
+                    "applied {} times, never took effect (last heal: {})",
+                    applied.len(),
+                    match &last.heal {
+                        Ok(h) => h.clone(),
+                        Err(e) => e.clone(),
+                    }
+                ),
+                (None, None) => errors
+                    .get(&n)
+                    .cloned()
+                    .unwrap_or_else(|| "the schedule never reached it (run too short?)".to_owned()),
+            };
             out.push(Invalid::NemesisDidNotRun { nemesis: n, why });
         }
     }

@@ -48,6 +48,7 @@ fn points_and_throughput_come_from_completed_ops() {
         start_ns: S / 2,
         end_ns: Some(S + S / 2),
         heal: Ok("restart n1".into()),
+        took_effect: true,
     }];
     write_plots(&pairs, &faults, dir.path()).unwrap();
     for png in ["latency.png", "throughput.png"] {

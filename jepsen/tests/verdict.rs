@@ -68,6 +68,7 @@ fn fault(n: Nemesis) -> FaultRecord {
         start_ns: 1,
         end_ns: Some(2),
         heal: Ok("healed".into()),
+        took_effect: true,
     }
 }
 
@@ -220,10 +221,24 @@ fn a_requested_nemesis_that_never_ran_is_invalid() {
         ),
         "{v:?}"
     );
-    // A fault that was applied counts even if its heal failed.
+    // A fault that took effect counts even if its heal failed.
     let mut facts = good_facts();
     facts.faults[1].heal = Err("n2 did not catch up".into());
     assert_eq!(verdict(&all_pass(), &facts), vec![]);
+    // One that was applied but never took effect (a snapshot fault whose
+    // follower caught up from the log) does not.
+    let mut facts = good_facts();
+    facts.nemeses.push(Nemesis::Snapshot);
+    let mut f = fault(Nemesis::Snapshot);
+    f.took_effect = false;
+    f.heal = Err("n2 caught up without installing a snapshot".into());
+    facts.faults.push(f);
+    let v = verdict(&all_pass(), &facts);
+    assert!(
+        matches!(&v[..], [Invalid::NemesisDidNotRun { nemesis: Nemesis::Snapshot, why }]
+            if why.contains("never took effect") && why.contains("without installing")),
+        "{v:?}"
+    );
 }
 
 #[test]
