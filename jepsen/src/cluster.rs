@@ -130,8 +130,111 @@ pub struct Node {
     pub id: u64,
     /// Its IP address (partitions drop by it).
     pub ip: String,
-    /// `FAKETIME` spec it runs under from its next start, if any.
+    /// `FAKETIME` spec it runs under from its next start, if any (it takes
+    /// precedence over `live_clock`).
     pub faketime: Option<String>,
+    /// The clock the harness can change while the node runs (libfaketime
+    /// reading its spec from a file), when the run enables `clock-live`.
+    pub live_clock: Option<LiveClock>,
+    /// The file holding this node's fsync delay, µs, when the run enables
+    /// `slow-disk` ([`crate::slowdisk`]).
+    pub fsync_delay_file: Option<PathBuf>,
+}
+
+/// A node's clock that changes while it runs: libfaketime in the node
+/// reads its spec from `path` on every clock call
+/// ([`Wrapper::libfaketime_file`]). libfaketime applies a rate `r` from
+/// the process start: faked = real + offset + (real − start)·(r − 1), so a
+/// rate change alone would step the clock by uptime·Δr; [`set_rate`]
+/// compensates in the offset so the clock stays continuous and only its
+/// rate changes (the one clock fault driftlock's model admits: a rate
+/// within the drift bound, docs/design.md "Time"). [`bump`] steps it.
+///
+/// [`set_rate`]: LiveClock::set_rate
+/// [`bump`]: LiveClock::bump
+#[derive(Clone, Debug)]
+pub struct LiveClock {
+    /// The spec file, under the run directory (`n<id>.faketime`).
+    pub path: PathBuf,
+    state: std::sync::Arc<std::sync::Mutex<ClockState>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ClockState {
+    offset_s: f64,
+    rate: f64,
+    /// When the process (and its libfaketime) started.
+    since: std::time::Instant,
+}
+
+/// The offset that keeps a libfaketime clock continuous when its rate
+/// changes from `old_rate` to `new_rate` after `uptime_s` seconds of the
+/// process: real + off + u·(old − 1) = real + off' + u·(new − 1).
+pub fn continuous_offset_s(offset_s: f64, old_rate: f64, new_rate: f64, uptime_s: f64) -> f64 {
+    offset_s + uptime_s * (old_rate - new_rate)
+}
+
+/// libfaketime's spec for an offset and a rate: `+0.004000 x1.002`.
+pub fn faketime_spec(offset_s: f64, rate: f64) -> String {
+    format!("{offset_s:+.6} x{rate}")
+}
+
+impl LiveClock {
+    fn new(path: PathBuf) -> LiveClock {
+        LiveClock {
+            path,
+            state: std::sync::Arc::new(std::sync::Mutex::new(ClockState {
+                offset_s: 0.0,
+                rate: 1.0,
+                since: std::time::Instant::now(),
+            })),
+        }
+    }
+
+    fn write(&self, st: &ClockState) -> Result<(), ClusterError> {
+        // Written aside and renamed: the node never reads half a spec.
+        let tmp = self.path.with_extension("tmp");
+        let io = |source| ClusterError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        std::fs::write(&tmp, faketime_spec(st.offset_s, st.rate)).map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)
+    }
+
+    /// The real clock again, for a process starting now.
+    pub fn reset(&self) -> Result<(), ClusterError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *st = ClockState {
+            offset_s: 0.0,
+            rate: 1.0,
+            since: std::time::Instant::now(),
+        };
+        self.write(&st)
+    }
+
+    /// From now on the clock runs at `rate` (1.0: the real rate), without
+    /// a step.
+    pub fn set_rate(&self, rate: f64) -> Result<(), ClusterError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let uptime_s = st.since.elapsed().as_secs_f64();
+        st.offset_s = continuous_offset_s(st.offset_s, st.rate, rate, uptime_s);
+        st.rate = rate;
+        self.write(&st)
+    }
+
+    /// Steps every clock of the node by `step_s` seconds (negative: back).
+    pub fn bump(&self, step_s: f64) -> Result<(), ClusterError> {
+        let mut st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.offset_s += step_s;
+        self.write(&st)
+    }
+
+    /// The current offset (s) and rate.
+    pub fn current(&self) -> (f64, f64) {
+        let st = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (st.offset_s, st.rate)
+    }
 }
 
 /// How to start the cluster.
@@ -147,6 +250,13 @@ pub struct ClusterOptions {
     pub netns: bool,
     /// Extra `serve` flags for every node.
     pub extra_args: Vec<String>,
+    /// Run every node under libfaketime with a spec file the harness
+    /// changes at run time ([`LiveClock`]; the `clock-live` and
+    /// `clock-bump` nemeses).
+    pub live_clocks: bool,
+    /// The slow-disk shim ([`crate::slowdisk::build`]) every node preloads,
+    /// when the run enables `slow-disk`.
+    pub slow_disk_shim: Option<PathBuf>,
 }
 
 /// The nodes of a run: their processes, and what the nemeses act on besides
@@ -291,7 +401,31 @@ impl Cluster {
             spec.serve_args.extend(opts.extra_args.iter().cloned());
             spec.env = vec![("RUST_LOG".into(), "info".into())];
             specs.push(spec);
-            nodes.push(Node { id, ip, faketime: None });
+            let live_clock = if opts.live_clocks {
+                let clock = LiveClock::new(opts.run_dir.join(format!("n{id}.faketime")));
+                clock.reset()?;
+                Some(clock)
+            } else {
+                None
+            };
+            let fsync_delay_file = match &opts.slow_disk_shim {
+                Some(_) => {
+                    let file = opts.run_dir.join(format!("n{id}.fsync-delay-us"));
+                    crate::slowdisk::set_delay_us(&file, 0).map_err(|source| ClusterError::Io {
+                        path: file.clone(),
+                        source,
+                    })?;
+                    Some(file)
+                }
+                None => None,
+            };
+            nodes.push(Node {
+                id,
+                ip,
+                faketime: None,
+                live_clock,
+                fsync_delay_file,
+            });
         }
         let mut procs = driftlock_launcher::Cluster::new(opts.binary.clone(), specs);
         // Mutual TLS, as in production (docs/security.md): a CA and
@@ -321,10 +455,22 @@ impl Cluster {
 
     /// What node `i` runs under: its namespace and its `faketime` spec.
     fn wrapper(&self, i: usize) -> Result<Wrapper, ClusterError> {
-        let mut wrapper = match &self.nodes[i].faketime {
-            Some(spec) => Wrapper::libfaketime(spec)?,
-            None => Wrapper::none(),
+        let mut wrapper = match (&self.nodes[i].faketime, &self.nodes[i].live_clock) {
+            (Some(spec), _) => Wrapper::libfaketime(spec)?,
+            (None, Some(clock)) => Wrapper::libfaketime_file(&clock.path)?,
+            (None, None) => Wrapper::none(),
         };
+        if let (Some(shim), Some(file)) = (&self.opts.slow_disk_shim, &self.nodes[i].fsync_delay_file) {
+            // One LD_PRELOAD for both libfaketime and the shim.
+            let shim = shim.display().to_string();
+            match wrapper.env.iter_mut().find(|(k, _)| k == "LD_PRELOAD") {
+                Some((_, v)) => *v = format!("{v}:{shim}"),
+                None => wrapper.env.push(("LD_PRELOAD".into(), shim)),
+            }
+            wrapper
+                .env
+                .push((crate::slowdisk::DELAY_FILE_ENV.into(), file.display().to_string()));
+        }
         if self.netns {
             let ns = ns_name(self.nodes[i].id);
             wrapper = wrapper.within(Wrapper::command(["ip", "netns", "exec", ns.as_str()]));
@@ -368,6 +514,10 @@ impl Cluster {
     /// `faketime` spec if it has one.
     pub fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
         let wrapper = self.wrapper(i)?;
+        // A new process: its libfaketime counts rates from now.
+        if let Some(clock) = &self.nodes[i].live_clock {
+            clock.reset()?;
+        }
         let node = &mut self.procs.nodes[i];
         node.spec.wrapper = wrapper;
         node.spawn()?;
@@ -454,6 +604,38 @@ impl Cluster {
                 )?;
                 self.ns_cmd(x, &["iptables", "-A", "INPUT", "-s", &self.nodes[y].ip, "-j", "DROP"])?;
             }
+        }
+        Ok(())
+    }
+
+    /// Makes every node drop each incoming packet with `probability`
+    /// (iptables' `statistic` match, inside the namespaces): packet loss
+    /// without `sch_netem`. Healed by [`heal_partitions`](Self::heal_partitions).
+    pub fn drop_randomly(&self, probability: f64) -> Result<(), ClusterError> {
+        if !self.netns {
+            return Err(ClusterError::Command {
+                what: "iptables statistic".into(),
+                detail: "needs network namespaces".into(),
+            });
+        }
+        let p = format!("{probability:.4}");
+        for i in 0..self.nodes.len() {
+            self.ns_cmd(
+                i,
+                &[
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            )?;
         }
         Ok(())
     }
@@ -568,5 +750,50 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libfaketime's clock for a process started at 0: real + off + real·(r − 1).
+    fn faked(real: f64, offset: f64, rate: f64) -> f64 {
+        real + offset + real * (rate - 1.0)
+    }
+
+    #[test]
+    fn a_rate_change_keeps_the_clock_continuous() {
+        let (r0, r1, at) = (1.002, 0.998, 100.0);
+        let off = continuous_offset_s(0.0, r0, r1, at);
+        assert!((faked(at, 0.0, r0) - faked(at, off, r1)).abs() < 1e-9);
+        // After the change it runs at the new rate.
+        let d = faked(at + 10.0, off, r1) - faked(at, off, r1);
+        assert!((d - 10.0 * r1).abs() < 1e-9);
+        // And back to the real rate, still continuous.
+        let off2 = continuous_offset_s(off, r1, 1.0, 150.0);
+        assert!((faked(150.0, off, r1) - faked(150.0, off2, 1.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn specs_are_what_libfaketime_parses() {
+        assert_eq!(faketime_spec(0.0, 1.0), "+0.000000 x1");
+        assert_eq!(faketime_spec(-0.2, 1.002), "-0.200000 x1.002");
+    }
+
+    #[test]
+    fn a_live_clock_writes_its_spec_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = LiveClock::new(dir.path().join("n1.faketime"));
+        clock.reset().unwrap();
+        assert_eq!(std::fs::read_to_string(&clock.path).unwrap(), "+0.000000 x1");
+        clock.bump(0.25).unwrap();
+        clock.set_rate(1.0005).unwrap();
+        let (offset, rate) = clock.current();
+        assert_eq!(rate, 1.0005);
+        // 0.25 plus a compensation of uptime·(1 − 1.0005) ≤ 0.
+        assert!(offset <= 0.25 && offset > 0.24, "{offset}");
+        let text = std::fs::read_to_string(&clock.path).unwrap();
+        assert!(text.ends_with(" x1.0005"), "{text}");
     }
 }

@@ -1,6 +1,9 @@
 //! driftlock's Jepsen-style suite: runs real node processes under faults
-//! (kill, pause, partition, clock skew), records operation histories and
-//! checks them for linearizability and lock safety.
+//! (kill, pause, partitions, packet loss, slow client links and disks,
+//! clock skew and rate changes, leader transfers, membership changes,
+//! snapshot installs, cut-off handovers), records operation histories and
+//! checks them for linearizability and lock safety; a run counts only if
+//! its checkers saw enough ([`verdict`]).
 //!
 //! The pure half needs no process and no network:
 //!
@@ -25,20 +28,31 @@
 //!
 //! - [`cluster`]: real `driftlock serve` processes, in network namespaces
 //!   when possible;
-//! - [`nemesis`]: the faults and their seeded schedule;
+//! - [`nemesis`]: the faults and their seeded schedule ([`slowdisk`]: the
+//!   fsync shim of the slow-disk fault);
 //! - [`workload`]: register, election and lock/counter clients;
 //! - [`run`]: one whole run (used by the `driftlock-jepsen` binary and the
-//!   broken-mode test). See docs/jepsen.md.
+//!   broken-mode test), shown as it runs by [`progress`];
+//! - [`verdict`]: whether the run is valid — every requested checker
+//!   passed on enough data, every requested nemesis ran, the final restart
+//!   and reads completed;
+//! - [`plots`]: each run's latency and throughput pictures;
+//! - [`campaign`]: the table of a campaign of seeds. See docs/jepsen.md.
 
 #![forbid(unsafe_code)]
 
+pub mod campaign;
 pub mod checkers;
 pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod plots;
 pub mod porcupine;
+pub mod progress;
 pub mod run;
+pub mod slowdisk;
+pub mod verdict;
 pub mod workload;
 
 pub use checkers::{check_all, CheckConfig, Status, Verdict, VerdictTable};

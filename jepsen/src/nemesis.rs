@@ -2,9 +2,13 @@
 //!
 //! Every few seconds the schedule picks one enabled fault, starts it, holds
 //! it a few seconds and heals it; start and stop are recorded in the
-//! history as [`Function::Nemesis`] ops. Faults that need network
-//! namespaces (partitions, netem) are skipped without them, with a printed
-//! reason; the clock fault needs libfaketime.
+//! history as [`Function::Nemesis`] ops, and in the run's fault list
+//! ([`FaultRecord`]: what, start, end, heal). A requested nemesis this
+//! machine cannot run (partitions, loss and snapshots need network
+//! namespaces, netem the kernel's `sch_netem`, clock libfaketime) is
+//! reported by [`usable`] and makes the run invalid (`crate::verdict`),
+//! unless it was only implied by `all` and optional here (netem without
+//! `sch_netem`: `loss` stands in for it).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,12 +24,15 @@ use tokio::sync::Mutex;
 
 use crate::cluster::{libfaketime, netem_available, Cluster};
 use crate::history::{Function, History, OpKind, Value};
+use crate::progress::Progress;
+use crate::verdict::FaultRecord;
 
 /// Process id the nemesis records its ops under.
 pub const NEMESIS_PROCESS: u64 = 999_999;
 
 /// A kind of fault.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Nemesis {
     /// SIGKILL a node, restart it after a while.
     Kill,
@@ -35,8 +42,29 @@ pub enum Nemesis {
     Partition,
     /// `tc netem` delay and loss on every node.
     Netem,
+    /// Slow client links: every workload client reaches the nodes through a
+    /// delaying proxy per node; this sets a delay of 20–200 ms on the proxy
+    /// of one node or of all (requests only; Raft traffic between nodes is
+    /// not delayed).
+    Delay,
+    /// Random packet loss on every node: iptables' `statistic` match drops
+    /// incoming packets with a probability (the stand-in for netem on
+    /// kernels without `sch_netem`).
+    Loss,
     /// Restart a node under libfaketime with a rate error and offset.
     Clock,
+    /// Slow disk on one node: its `fsync`, `fdatasync` and
+    /// `sync_file_range` sleep 20–250 ms first (an `LD_PRELOAD` shim,
+    /// [`crate::slowdisk`]).
+    SlowDisk,
+    /// Rate strobes on a running node: its clock's rate flips among
+    /// 1.002, 0.998, 1.0005, 0.9995 every 0.3–1 s, continuously (no step),
+    /// through its libfaketime spec file ([`crate::cluster::LiveClock`]).
+    ClockLive,
+    /// Steps every clock of a running node by ±0.1–2 s, and back at heal.
+    /// Outside driftlock's model (the monotonic clock never steps; the
+    /// design bounds its rate only): not part of `all`, for exploration.
+    ClockBump,
     /// A burst of Raft leader transfers.
     Transfer,
     /// Remove a node from the voters, add it back later.
@@ -59,19 +87,61 @@ pub enum Nemesis {
 /// lags beyond what the leader keeps.
 pub const SNAPSHOT_NODE_ARGS: [&str; 4] = ["--snapshot-every-entries", "200", "--log-kept-after-snapshot", "20"];
 
+/// How far past an isolated follower's last entry the leader's log must be
+/// before the snapshot fault heals: two snapshot intervals and the kept
+/// tail of [`SNAPSHOT_NODE_ARGS`], so the entry the follower needs next is
+/// purged.
+pub const SNAPSHOT_LAG_ENTRIES: u64 = 2 * 200 + 20;
+
 impl Nemesis {
     /// Every nemesis: what `--nemesis all` selects.
-    pub const ALL: [Nemesis; 9] = [
+    pub const ALL: [Nemesis; 13] = [
         Nemesis::Kill,
         Nemesis::Pause,
         Nemesis::Partition,
         Nemesis::Netem,
+        Nemesis::Loss,
+        Nemesis::Delay,
         Nemesis::Clock,
+        Nemesis::ClockLive,
+        Nemesis::SlowDisk,
         Nemesis::Transfer,
         Nemesis::Membership,
         Nemesis::Snapshot,
         Nemesis::HandoverCut,
     ];
+
+    /// Every nemesis there is: [`Nemesis::ALL`] and those only run when
+    /// named ([`Nemesis::ClockBump`]).
+    pub const EVERY: [Nemesis; 14] = [
+        Nemesis::Kill,
+        Nemesis::Pause,
+        Nemesis::Partition,
+        Nemesis::Netem,
+        Nemesis::Loss,
+        Nemesis::Delay,
+        Nemesis::Clock,
+        Nemesis::ClockLive,
+        Nemesis::ClockBump,
+        Nemesis::SlowDisk,
+        Nemesis::Transfer,
+        Nemesis::Membership,
+        Nemesis::Snapshot,
+        Nemesis::HandoverCut,
+    ];
+
+    /// Whether its fault takes effect only if its heal says so (the
+    /// snapshot install, the cut after the last state chunk), rather than
+    /// once applied.
+    pub fn confirmed_at_heal(self) -> bool {
+        matches!(self, Nemesis::Snapshot | Nemesis::HandoverCut)
+    }
+
+    /// Whether it changes clocks at run time (the nodes then run under
+    /// libfaketime with a spec file from the start).
+    pub fn needs_live_clocks(self) -> bool {
+        matches!(self, Nemesis::ClockLive | Nemesis::ClockBump)
+    }
 
     /// Its command-line name.
     pub fn name(self) -> &'static str {
@@ -80,7 +150,12 @@ impl Nemesis {
             Nemesis::Pause => "pause",
             Nemesis::Partition => "partition",
             Nemesis::Netem => "netem",
+            Nemesis::Loss => "loss",
+            Nemesis::Delay => "delay",
+            Nemesis::SlowDisk => "slow-disk",
             Nemesis::Clock => "clock",
+            Nemesis::ClockLive => "clock-live",
+            Nemesis::ClockBump => "clock-bump",
             Nemesis::Transfer => "transfer",
             Nemesis::Membership => "membership",
             Nemesis::Snapshot => "snapshot",
@@ -98,9 +173,9 @@ impl fmt::Display for Nemesis {
 impl FromStr for Nemesis {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Nemesis::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
+        Nemesis::EVERY.into_iter().find(|n| n.name() == s).ok_or_else(|| {
             format!(
-                "unknown nemesis '{s}' (known: kill, pause, partition, netem, clock, transfer, membership, snapshot, handover-cut, all, none)"
+                "unknown nemesis '{s}' (known: kill, pause, partition, netem, loss, delay, clock, clock-live, clock-bump, slow-disk, transfer, membership, snapshot, handover-cut, all, none)"
             )
         })
     }
@@ -155,6 +230,13 @@ pub struct NemesisCtx {
     /// The election candidates' network switches (empty without the
     /// election workload), for the handover-cut fault.
     pub election_switches: crate::workload::CutSwitches,
+    /// Where the faults are shown while the run runs.
+    pub progress: Arc<Progress>,
+    /// The workload clients' delaying proxies, one per node (empty unless
+    /// the `delay` nemesis is enabled).
+    pub delay_proxies: Arc<Vec<driftlock_testkit::FaultProxy>>,
+    /// Every fault applied, in order, with its heal.
+    pub faults: std::sync::Mutex<Vec<FaultRecord>>,
 }
 
 fn record(history: &History, action: String) {
@@ -167,30 +249,30 @@ fn record(history: &History, action: String) {
     history.record(NEMESIS_PROCESS, OpKind::Ok, Function::Nemesis { action }, Value::None);
 }
 
-/// Which of `wanted` can run here; prints why the others cannot.
-pub fn usable(wanted: &[Nemesis], netns: bool) -> Vec<Nemesis> {
-    wanted
-        .iter()
-        .copied()
-        .filter(|n| match n {
-            Nemesis::Partition | Nemesis::Netem | Nemesis::Snapshot if !netns => {
-                println!("nemesis {n}: skipped: needs network namespaces (root, ip netns, iptables, tc)");
-                false
+/// Which of `wanted` can run here, and why each other one cannot (no
+/// network namespaces, no `sch_netem`, no libfaketime).
+pub fn usable(wanted: &[Nemesis], netns: bool) -> (Vec<Nemesis>, BTreeMap<Nemesis, String>) {
+    let mut ok = Vec::new();
+    let mut not = BTreeMap::new();
+    for &n in wanted {
+        let why = match n {
+            Nemesis::Partition | Nemesis::Netem | Nemesis::Loss | Nemesis::Snapshot if !netns => {
+                Some("needs network namespaces (root, ip netns, iptables, tc)".to_owned())
             }
-            Nemesis::Netem => match netem_available() {
-                Ok(()) => true,
-                Err(why) => {
-                    println!("nemesis netem: skipped: {why}");
-                    false
-                }
-            },
-            Nemesis::Clock if libfaketime().is_none() => {
-                println!("nemesis clock: skipped: libfaketime not installed (apt-get install faketime)");
-                false
+            Nemesis::Netem => netem_available().err(),
+            Nemesis::Clock | Nemesis::ClockLive | Nemesis::ClockBump if libfaketime().is_none() => {
+                Some("libfaketime not installed (apt-get install faketime)".to_owned())
             }
-            _ => true,
-        })
-        .collect()
+            _ => None,
+        };
+        match why {
+            Some(why) => {
+                not.insert(n, why);
+            }
+            None => ok.push(n),
+        }
+    }
+    (ok, not)
 }
 
 /// A healing action remembered while a fault holds.
@@ -200,12 +282,24 @@ enum Undo {
     ResumeWorker(nix::unistd::Pid),
     HealPartition,
     HealNetem,
+    HealLoss,
+    /// Take the delay off every proxy.
+    Undelay,
+    /// This node's fsyncs are fast again.
+    FastDisk(usize),
     ClearClock(usize),
+    /// Stop the rate strobe of this node (its task returns the number of
+    /// rate changes) and put its clock back at the real rate.
+    StopStrobe(usize, Arc<AtomicBool>, tokio::task::JoinHandle<Result<u64, String>>),
+    /// Step this node's clock back by this many seconds.
+    Unbump(usize, f64),
     Readd(usize),
     /// Heal the isolation of this node, wait until it caught up, check it
     /// installed a snapshot (it had installed this many before), make it
     /// lead.
-    CatchUpAndLead(usize, u64),
+    /// The isolated follower's last log index is the third field: the
+    /// isolation holds until the leader's log is far enough past it.
+    CatchUpAndLead(usize, u64, u64),
     /// Reconnect the election candidates; say whether one was cut off.
     Uncut,
     Nothing,
@@ -218,8 +312,11 @@ impl NemesisCtx {
         }
     }
 
-    /// Runs the schedule until `stop`.
-    pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>) {
+    /// Runs the schedule until `stop`. `duration` is the faulty phase's
+    /// planned length: when it leaves little time per enabled nemesis,
+    /// gaps and holds shrink ([`schedule_ms`]) so that the first cycle
+    /// still fits, as every requested nemesis must run for a valid run.
+    pub async fn run(self: Arc<Self>, enabled: Vec<Nemesis>, seed: u64, stop: Arc<AtomicBool>, duration: Duration) {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x6e65_6d65_7369_7300);
         if enabled.is_empty() {
             return;
@@ -253,39 +350,79 @@ impl NemesisCtx {
         };
         // Faults come in shuffled cycles: every enabled nemesis runs once
         // per cycle, so a short run still exercises each of them.
+        let (gap_ms, hold_ms) = schedule_ms(duration, enabled.len());
         let mut cycle = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            sleep_unless(Duration::from_millis(rng.random_range(1_500..3_500)), &stop).await;
+            sleep_unless(Duration::from_millis(rng.random_range(gap_ms.clone())), &stop).await;
             if stop.load(Ordering::Relaxed) {
                 break;
             }
             if cycle.is_empty() {
                 cycle = enabled.to_vec();
                 cycle.shuffle(&mut rng);
+                // Those that have not taken effect yet come first (they are
+                // popped from the end): a short run gets a second try at
+                // them before the others run again.
+                let done: Vec<Nemesis> = self
+                    .faults
+                    .lock()
+                    .map(|f| f.iter().filter(|r| r.took_effect).map(|r| r.nemesis).collect())
+                    .unwrap_or_default();
+                cycle.sort_by_key(|n| !done.contains(n));
             }
             let Some(n) = cycle.pop() else { break };
             let start = std::time::Instant::now();
             if let Ok(mut a) = self.active.lock() {
                 *a = Some(n);
             }
-            let undo = match self.start(n, &mut rng).await {
+            let applied = match self.start(n, &mut rng).await {
                 Ok((what, undo)) => {
-                    println!("nemesis: {what}");
-                    record(&self.history, what);
+                    self.progress.set_fault(Some(what.clone()));
+                    record(&self.history, what.clone());
                     self.stat(n, |s| s.started += 1);
-                    undo
+                    let start_ns = self.history.now_ns();
+                    if let Ok(mut f) = self.faults.lock() {
+                        f.push(FaultRecord {
+                            nemesis: n,
+                            what: what.clone(),
+                            start_ns,
+                            end_ns: None,
+                            heal: Err("not healed before the run ended".into()),
+                            took_effect: !n.confirmed_at_heal(),
+                        });
+                    }
+                    Some((what, undo))
                 }
                 Err(e) => {
-                    println!("nemesis {n}: could not apply: {e}");
+                    self.progress.line(&format!("nemesis {n}: could not apply: {e}"));
                     self.stat(n, |s| {
                         s.errors += 1;
                         s.last_error = Some(e);
                     });
-                    Undo::Nothing
+                    None
                 }
             };
-            sleep_unless(Duration::from_millis(rng.random_range(3_000..7_000)), &stop).await;
-            self.heal(n, undo).await;
+            sleep_unless(Duration::from_millis(rng.random_range(hold_ms.clone())), &stop).await;
+            if let Some((what, undo)) = applied {
+                let (heal, took_effect) = self.heal(n, undo).await;
+                let end_ns = self.history.now_ns();
+                let mut secs = 0.0;
+                if let Ok(mut f) = self.faults.lock() {
+                    if let Some(last) = f.last_mut() {
+                        last.end_ns = Some(end_ns);
+                        last.heal = heal.clone();
+                        last.took_effect = took_effect;
+                        secs = end_ns.saturating_sub(last.start_ns) as f64 / 1e9;
+                    }
+                }
+                self.progress.set_fault(None);
+                match heal {
+                    Ok(h) => self.progress.line(&format!("nemesis: {what} ({secs:.1} s); {h}")),
+                    Err(e) => self
+                        .progress
+                        .line(&format!("nemesis: {what} ({secs:.1} s); heal failed: {e}")),
+                }
+            }
             // Leader changes caused by the fault show up shortly after.
             tokio::time::sleep(Duration::from_millis(1_000)).await;
             if let Ok(mut a) = self.active.lock() {
@@ -374,6 +511,14 @@ impl NemesisCtx {
                 c.netem(delay, delay / 3, loss).map_err(|e| e.to_string())?;
                 Ok((format!("netem delay {delay}ms loss {loss}%"), Undo::HealNetem))
             }
+            Nemesis::Loss => {
+                let probability = [0.05, 0.1, 0.2, 0.3][rng.random_range(0..4)];
+                c.drop_randomly(probability).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("loss: every node drops {:.0}% of incoming packets", probability * 100.0),
+                    Undo::HealLoss,
+                ))
+            }
             Nemesis::Clock => {
                 let i = pick(rng)?;
                 let rate = [1.002, 0.998, 1.0005, 0.9995][rng.random_range(0..4)];
@@ -385,6 +530,69 @@ impl NemesisCtx {
                 Ok((
                     format!("restart n{} under faketime \"{spec}\"", c.nodes[i].id),
                     Undo::ClearClock(i),
+                ))
+            }
+            Nemesis::Delay => {
+                if self.delay_proxies.is_empty() {
+                    return Err("no delaying proxies (the run did not start them)".into());
+                }
+                let delay_ms = [20, 50, 100, 200][rng.random_range(0..4)];
+                let delay = Duration::from_millis(delay_ms);
+                if rng.random_bool(0.5) {
+                    let i = rng.random_range(0..self.delay_proxies.len());
+                    self.delay_proxies[i].set_delay(delay);
+                    Ok((
+                        format!("delay: clients' requests to n{} {delay_ms} ms late", c.nodes[i].id),
+                        Undo::Undelay,
+                    ))
+                } else {
+                    for p in self.delay_proxies.iter() {
+                        p.set_delay(delay);
+                    }
+                    Ok((
+                        format!("delay: clients' requests to every node {delay_ms} ms late"),
+                        Undo::Undelay,
+                    ))
+                }
+            }
+            Nemesis::SlowDisk => {
+                let candidates: Vec<usize> = live
+                    .iter()
+                    .copied()
+                    .filter(|&i| c.nodes[i].fsync_delay_file.is_some())
+                    .collect();
+                let i = *candidates
+                    .choose(rng)
+                    .ok_or("no running node with the slow-disk shim")?;
+                let file = c.nodes[i].fsync_delay_file.clone().ok_or("no delay file")?;
+                let delay_ms = [20u64, 50, 100, 250][rng.random_range(0..4)];
+                crate::slowdisk::set_delay_us(&file, delay_ms * 1000).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("slow-disk: every fsync of n{} takes {delay_ms} ms more", c.nodes[i].id),
+                    Undo::FastDisk(i),
+                ))
+            }
+            Nemesis::ClockLive => {
+                let i = live_clock_node(&c, &live, rng)?;
+                let clock = c.nodes[i].live_clock.clone().ok_or("no live clock")?;
+                let stop = Arc::new(AtomicBool::new(false));
+                let task = tokio::spawn(strobe(clock, stop.clone(), rng.random()));
+                Ok((
+                    format!(
+                        "clock-live: n{} rate strobes among 1.002, 0.998, 1.0005, 0.9995 while it runs",
+                        c.nodes[i].id
+                    ),
+                    Undo::StopStrobe(i, stop, task),
+                ))
+            }
+            Nemesis::ClockBump => {
+                let i = live_clock_node(&c, &live, rng)?;
+                let clock = c.nodes[i].live_clock.clone().ok_or("no live clock")?;
+                let step = [-2.0, -0.5, -0.1, 0.1, 0.5, 2.0][rng.random_range(0..6)];
+                clock.bump(step).map_err(|e| e.to_string())?;
+                Ok((
+                    format!("clock-bump: n{} clocks stepped {step:+} s while it runs", c.nodes[i].id),
+                    Undo::Unbump(i, step),
                 ))
             }
             Nemesis::Transfer => {
@@ -426,14 +634,18 @@ impl NemesisCtx {
                 let leader = c.leader().await.ok_or("no leader")?;
                 let followers: Vec<usize> = live.iter().copied().filter(|&i| i != leader).collect();
                 let f = *followers.choose(rng).ok_or("no follower to isolate")?;
-                let installed = c.status(f).await.map(|s| s.snapshots_installed).unwrap_or(0);
+                let (installed, last_index) = c
+                    .status(f)
+                    .await
+                    .map(|s| (s.snapshots_installed, s.last_log_index))
+                    .unwrap_or((0, 0));
                 // Refused, not dropped: the leader's replication to it fails
                 // at once instead of hanging, so no request to it stays in
                 // flight and the leader may purge the log it would need.
                 c.block_rejecting(&split(&[f], count)).map_err(|e| e.to_string())?;
                 Ok((
                     format!("isolate n{} until it must catch up by snapshot", c.nodes[f].id),
-                    Undo::CatchUpAndLead(f, installed),
+                    Undo::CatchUpAndLead(f, installed, last_index),
                 ))
             }
             Nemesis::HandoverCut => {
@@ -485,10 +697,16 @@ impl NemesisCtx {
         }
     }
 
-    async fn heal(&self, n: Nemesis, undo: Undo) {
+    /// Undoes a fault; returns what was done, or why it failed (also
+    /// counted as an error of `n`), and whether the fault took effect: the
+    /// snapshot fault only if the follower caught up by installing a
+    /// snapshot, the handover cut only if an old master was cut off after
+    /// its last state chunk; any other fault once it was applied.
+    async fn heal(&self, n: Nemesis, undo: Undo) -> (Result<String, String>, bool) {
         let mut c = self.cluster.lock().await;
+        let mut took_effect = true;
         let result: Result<String, String> = match undo {
-            Undo::Nothing => return,
+            Undo::Nothing => Ok("heal: nothing to undo".into()),
             Undo::Restart(i) => c
                 .spawn(i)
                 .map(|_| format!("restart n{}", c.nodes[i].id))
@@ -509,6 +727,22 @@ impl NemesisCtx {
                 c.heal_netem();
                 Ok("heal netem".into())
             }
+            Undo::FastDisk(i) => match &c.nodes[i].fsync_delay_file {
+                Some(file) => crate::slowdisk::set_delay_us(file, 0)
+                    .map(|_| format!("n{} fsyncs at disk speed again", c.nodes[i].id))
+                    .map_err(|e| e.to_string()),
+                None => Err("no delay file".into()),
+            },
+            Undo::Undelay => {
+                for p in self.delay_proxies.iter() {
+                    p.set_delay(Duration::ZERO);
+                }
+                Ok("heal delay".into())
+            }
+            Undo::HealLoss => {
+                c.heal_partitions();
+                Ok("heal loss".into())
+            }
             Undo::ClearClock(i) => {
                 c.kill(i);
                 c.nodes[i].faketime = None;
@@ -516,7 +750,40 @@ impl NemesisCtx {
                     .map(|_| format!("restart n{} on the real clock", c.nodes[i].id))
                     .map_err(|e| e.to_string())
             }
-            Undo::CatchUpAndLead(f, installed_before) => {
+            Undo::StopStrobe(i, stop, task) => {
+                stop.store(true, Ordering::Relaxed);
+                let id = c.nodes[i].id;
+                match task.await {
+                    Ok(Ok(changes)) => Ok(format!("n{id} back at the real rate after {changes} rate changes")),
+                    Ok(Err(e)) => Err(format!("n{id} rate strobe: {e}")),
+                    Err(e) => Err(format!("n{id} rate strobe task: {e}")),
+                }
+            }
+            Undo::Unbump(i, step) => match c.nodes[i].live_clock.as_ref() {
+                Some(clock) => clock
+                    .bump(-step)
+                    .map(|_| format!("n{} clocks stepped back {:+} s", c.nodes[i].id, -step))
+                    .map_err(|e| e.to_string()),
+                None => Err("no live clock".into()),
+            },
+            Undo::CatchUpAndLead(f, installed_before, follower_index) => {
+                // Hold the isolation until the leader's log is past what
+                // it keeps beyond the follower: a snapshot every 200
+                // entries keeping a 20-entry tail purges the follower's
+                // next entry once the log is 420 entries past it
+                // (SNAPSHOT_NODE_ARGS).
+                let want = follower_index + SNAPSHOT_LAG_ENTRIES;
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while std::time::Instant::now() < deadline {
+                    let leader_index = match c.leader().await {
+                        Some(l) => c.status(l).await.map_or(0, |s| s.last_log_index),
+                        None => 0,
+                    };
+                    if leader_index >= want {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 c.heal_partitions();
                 let id = c.nodes[f].id;
                 // Caught up: applied as far as the leader had when healed
@@ -536,6 +803,7 @@ impl NemesisCtx {
                     status = c.status(f).await;
                 }
                 let installed = status.as_ref().map_or(0, |s| s.snapshots_installed);
+                took_effect = installed > installed_before;
                 match status {
                     _ if target == 0 => Err("no leader after the isolation was healed".into()),
                     None => Err(format!("n{id} does not answer after the isolation")),
@@ -559,6 +827,7 @@ impl NemesisCtx {
             Undo::Uncut => {
                 let switches = self.election_switches.lock().map(|s| s.clone()).unwrap_or_default();
                 let cut = switches.iter().filter(|s| s.cut.load(Ordering::SeqCst)).count();
+                took_effect = cut > 0;
                 for s in &switches {
                     s.armed.store(false, Ordering::SeqCst);
                     s.cut.store(false, Ordering::SeqCst);
@@ -584,19 +853,16 @@ impl NemesisCtx {
                 }
             }
         };
-        match result {
-            Ok(what) => {
-                println!("nemesis: {what}");
-                record(&self.history, what);
-            }
+        match &result {
+            Ok(what) => record(&self.history, what.clone()),
             Err(e) => {
-                println!("nemesis {n}: heal failed: {e}");
                 self.stat(n, |s| {
                     s.errors += 1;
                     s.last_error = Some(format!("heal: {e}"));
                 });
             }
         }
+        (result, took_effect)
     }
 
     /// Undoes every fault at the end of a run: resumes paused processes and
@@ -606,13 +872,25 @@ impl NemesisCtx {
         for pid in &self.workers {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGCONT);
         }
+        for p in self.delay_proxies.iter() {
+            p.set_delay(Duration::ZERO);
+        }
         let mut c = self.cluster.lock().await;
         c.heal_partitions();
         c.heal_netem();
+        for node in &c.nodes {
+            if let Some(file) = &node.fsync_delay_file {
+                let _ = crate::slowdisk::set_delay_us(file, 0);
+            }
+            if let Some(clock) = &node.live_clock {
+                let _ = clock.set_rate(1.0);
+            }
+        }
         for i in 0..c.nodes.len() {
             if c.is_paused(i) {
                 if let Err(e) = c.pause(i, false) {
-                    println!("heal: cannot resume n{}: {e}", c.nodes[i].id);
+                    self.progress
+                        .line(&format!("heal: cannot resume n{}: {e}", c.nodes[i].id));
                 }
             }
             if c.nodes[i].faketime.is_some() {
@@ -621,7 +899,8 @@ impl NemesisCtx {
             }
             if !c.is_running(i) {
                 if let Err(e) = c.spawn(i) {
-                    println!("heal: cannot restart n{}: {e}", c.nodes[i].id);
+                    self.progress
+                        .line(&format!("heal: cannot restart n{}: {e}", c.nodes[i].id));
                 }
             }
         }
@@ -635,12 +914,56 @@ impl NemesisCtx {
             }
             if voters.len() != c.nodes.len() {
                 if let Err(e) = c.set_voters(&all).await {
-                    println!("heal: cannot restore the voters: {e}");
+                    self.progress.line(&format!("heal: cannot restore the voters: {e}"));
                 }
             }
         }
         record(&self.history, "heal all".into());
     }
+}
+
+/// The gap before each fault and the time it is held, ms ranges: 1.5–3.5 s
+/// and 3–7 s; 0.5–1.5 s and 2.5–5 s when `duration` leaves less than 12 s
+/// for each of `nemeses`; 0.3–0.8 s and 1.5–3 s below 8 s (the 75 s
+/// `--short` run with every nemesis).
+pub fn schedule_ms(duration: Duration, nemeses: usize) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+    let per_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX) / nemeses.max(1) as u64;
+    if per_ms < 8_000 {
+        (300..800, 1_500..3_000)
+    } else if per_ms < 12_000 {
+        (500..1_500, 2_500..5_000)
+    } else {
+        (1_500..3_500, 3_000..7_000)
+    }
+}
+
+/// A running node whose clock the harness can change (not under the
+/// restart-clock fault's fixed spec).
+fn live_clock_node(c: &Cluster, live: &[usize], rng: &mut StdRng) -> Result<usize, String> {
+    let candidates: Vec<usize> = live
+        .iter()
+        .copied()
+        .filter(|&i| c.nodes[i].live_clock.is_some() && c.nodes[i].faketime.is_none())
+        .collect();
+    candidates
+        .choose(rng)
+        .copied()
+        .ok_or_else(|| "no running node with a live clock".to_string())
+}
+
+/// Flips `clock`'s rate every 0.3–1 s until `stop`, then restores the real
+/// rate; returns how many rate changes it made.
+async fn strobe(clock: crate::cluster::LiveClock, stop: Arc<AtomicBool>, seed: u64) -> Result<u64, String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut changes = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let rate = [1.002, 0.998, 1.0005, 0.9995][rng.random_range(0..4)];
+        clock.set_rate(rate).map_err(|e| e.to_string())?;
+        changes += 1;
+        sleep_unless(Duration::from_millis(rng.random_range(300..1_000)), &stop).await;
+    }
+    clock.set_rate(1.0).map_err(|e| e.to_string())?;
+    Ok(changes)
 }
 
 fn ids(c: &Cluster, idx: &[usize]) -> Vec<u64> {

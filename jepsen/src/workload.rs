@@ -136,7 +136,8 @@ fn parse_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// Runs the register workload with `procs` processes (ids from
-/// `first_process`, a fresh id after every `Info`) until `stop`.
+/// `first_process`, a fresh id after every `Info`) until `stop`. Fails
+/// when a process cannot connect or panics.
 pub async fn run_register(
     endpoints: Vec<String>,
     history: History,
@@ -144,7 +145,7 @@ pub async fn run_register(
     first_process: u64,
     seed: u64,
     stop: Arc<AtomicBool>,
-) {
+) -> Result<(), String> {
     let next_value = Arc::new(AtomicU64::new(1));
     let mut tasks = Vec::new();
     for k in 0..procs {
@@ -154,22 +155,77 @@ pub async fn run_register(
         let next_value = next_value.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (0x5eed_0000 + k));
-            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-register")).await else {
-                return;
-            };
+            let client = Client::connect_with(workload_client_config(endpoints, "jepsen-register"))
+                .await
+                .map_err(|e| format!("process {k} cannot connect: {e}"))?;
             let mut process = first_process + k;
+            let mut known = KnownValues::default();
             while !stop.load(Ordering::Relaxed) {
                 let key = REGISTER_KEYS[rng.random_range(0..REGISTER_KEYS.len())].to_owned();
-                let kind = register_op(&client, &history, process, &key, &mut rng, &next_value).await;
+                let kind = register_op(&client, &history, process, &key, &mut rng, &next_value, &mut known).await;
                 if kind == OpKind::Info {
                     process += procs;
                 }
                 tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
             }
+            Ok::<(), String>(())
         }));
     }
+    let mut errors = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("a process failed: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+/// Share of cas ops that take `from` from the process's last read or
+/// written value of the key (the rest draw it from every value issued, so
+/// failed comparisons are exercised too).
+pub const CAS_FROM_KNOWN: f64 = 0.8;
+
+/// The last value one register process read or wrote per key: what its
+/// next cas expects. An `Info` write forgets the key (its value is
+/// unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KnownValues {
+    last: BTreeMap<String, u64>,
+}
+
+impl KnownValues {
+    /// The last value seen on `key`.
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.last.get(key).copied()
+    }
+
+    /// `key` holds `value`, as far as this process knows; `None` (absent
+    /// key, or an outcome unknown) forgets it.
+    pub fn set(&mut self, key: &str, value: Option<u64>) {
+        match value {
+            Some(v) => {
+                self.last.insert(key.to_owned(), v);
+            }
+            None => {
+                self.last.remove(key);
+            }
+        }
+    }
+
+    /// The `from` of a cas on `key`: most of the time ([`CAS_FROM_KNOWN`])
+    /// the last value seen, else (or when none is known) a value drawn from
+    /// `0..issued`.
+    pub fn cas_from(&self, key: &str, issued: u64, rng: &mut impl Rng) -> u64 {
+        match self.get(key) {
+            Some(v) if rng.random_bool(CAS_FROM_KNOWN) => v,
+            _ => rng.random_range(0..issued.max(1)),
+        }
     }
 }
 
@@ -180,6 +236,7 @@ async fn register_op(
     key: &str,
     rng: &mut StdRng,
     next_value: &AtomicU64,
+    known: &mut KnownValues,
 ) -> OpKind {
     match rng.random_range(0..10) {
         0..=3 => {
@@ -187,6 +244,7 @@ async fn register_op(
             match client.kv_get(key).await {
                 Ok(v) => {
                     let value = v.as_ref().and_then(|v| parse_u64(&v.value));
+                    known.set(key, value);
                     history.ok(&inv, Value::Register(value));
                     OpKind::Ok
                 }
@@ -208,18 +266,22 @@ async fn register_op(
             );
             match client.kv_put(key, value.to_string().into_bytes()).await {
                 Ok(_) => {
+                    known.set(key, Some(value));
                     history.ok(&inv, Value::None);
                     OpKind::Ok
                 }
                 Err(e) => {
                     let kind = error_kind(&e);
+                    if kind == OpKind::Info {
+                        known.set(key, None);
+                    }
                     history.complete(&inv, kind, Value::Error(e.to_string()));
                     kind
                 }
             }
         }
         _ => {
-            let from = rng.random_range(0..next_value.load(Ordering::Relaxed).max(1));
+            let from = known.cas_from(key, next_value.load(Ordering::Relaxed), rng);
             let to = next_value.fetch_add(1, Ordering::Relaxed);
             let inv = history.invoke(
                 process,
@@ -236,17 +298,25 @@ async fn register_op(
                     return OpKind::Fail;
                 }
             };
-            let Some(view) = view.filter(|v| parse_u64(&v.value) == Some(from)) else {
+            let current = view.as_ref().and_then(|v| parse_u64(&v.value));
+            let Some(view) = view.filter(|_| current == Some(from)) else {
+                // The read is not recorded as an op of its own, but this
+                // process saw it: the next cas expects it.
+                known.set(key, current);
                 history.fail(&inv, Value::Error(CAS_MISMATCH.into()));
                 return OpKind::Fail;
             };
             match client.kv_cas(key, view.mod_revision, to.to_string().into_bytes()).await {
                 Ok(_) => {
+                    known.set(key, Some(to));
                     history.ok(&inv, Value::None);
                     OpKind::Ok
                 }
                 Err(e) => {
                     let kind = error_kind(&e);
+                    if kind == OpKind::Info {
+                        known.set(key, None);
+                    }
                     history.complete(&inv, kind, Value::Error(e.to_string()));
                     kind
                 }
@@ -256,18 +326,26 @@ async fn register_op(
 }
 
 /// Final reads of the register keys and counters: each retried until it
-/// succeeds or `timeout` passes.
-pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64, timeout: Duration) {
-    let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-final")).await else {
-        return;
-    };
+/// succeeds or `timeout` passes. Fails naming what could not be read.
+pub async fn final_reads(
+    endpoints: Vec<String>,
+    history: &History,
+    process: u64,
+    timeout: Duration,
+) -> Result<(), String> {
+    let client = Client::connect_with(workload_client_config(endpoints, "jepsen-final"))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let deadline = Instant::now() + timeout;
+    let mut unread = Vec::new();
     for key in REGISTER_KEYS {
+        let mut done = false;
         while Instant::now() < deadline {
             let inv = history.invoke(process, Function::Read { key: key.to_owned() });
             match client.kv_get(key).await {
                 Ok(v) => {
                     history.ok(&inv, Value::Register(v.as_ref().and_then(|v| parse_u64(&v.value))));
+                    done = true;
                     break;
                 }
                 Err(e) => {
@@ -276,7 +354,11 @@ pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        if !done {
+            unread.push(key.to_owned());
+        }
     }
+    let mut counter_done = false;
     while Instant::now() < deadline {
         let inv = history.invoke(
             process,
@@ -288,6 +370,7 @@ pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64
             Ok(v) => {
                 let n = v.as_ref().and_then(|v| parse_u64(&v.value)).unwrap_or(0);
                 history.ok(&inv, Value::Counter(n));
+                counter_done = true;
                 break;
             }
             Err(e) => {
@@ -295,6 +378,14 @@ pub async fn final_reads(endpoints: Vec<String>, history: &History, process: u64
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !counter_done {
+        unread.push(counter_key(LOCK_NAME));
+    }
+    if unread.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not read within {timeout:?}: {}", unread.join(", ")))
     }
 }
 
@@ -314,6 +405,27 @@ pub struct CutSwitch {
 
 /// The election workload's candidates' switches, shared with the nemesis.
 pub type CutSwitches = Arc<std::sync::Mutex<Vec<Arc<CutSwitch>>>>;
+
+/// Delaying proxies, one in front of each node's client endpoint, through
+/// which every workload client reaches the nodes when the run enables the
+/// `delay` nemesis (it sets their delay). They terminate TLS as a node
+/// would, like the election's cut proxies.
+pub async fn delay_proxies(endpoints: &[String]) -> Result<Vec<FaultProxy>, String> {
+    let tls = run_tls();
+    let mut proxies = Vec::new();
+    for ep in endpoints {
+        let proxy_tls = match &tls {
+            Some(t) => Some(ProxyTls::new(&t.node, &t.client).map_err(|e| format!("proxy certificates: {e}"))?),
+            None => None,
+        };
+        let proxy = FaultProxy::start_tls(ep, proxy_tls)
+            .await
+            .map_err(|e| format!("delay proxy for {ep}: {e}"))?;
+        proxy.set_recording(false);
+        proxies.push(proxy);
+    }
+    Ok(proxies)
+}
 
 /// Proxies in front of every endpoint, each dropping the candidate's
 /// requests once `switch` says it is cut off; returns them (they live as
@@ -352,6 +464,14 @@ async fn cut_proxies(endpoints: &[String], switch: &Arc<CutSwitch>) -> Option<(V
     Some((proxies, addrs))
 }
 
+/// History process id of election candidate `k` (of `candidates`) after
+/// `infos` indeterminate ops: a fresh id each time, never the observer's
+/// (`first + candidates`) nor the operator's (`first + candidates + 1`)
+/// nor another candidate's.
+pub fn candidate_process(first: u64, candidates: u64, k: u64, infos: u64) -> u64 {
+    first + k + infos * (candidates + 2)
+}
+
 /// Runs the election workload: `candidates` campaigning processes, one
 /// observer (process `first_process + candidates`) and one operator that
 /// asks for a warm handover of the election every ~[`HANDOVER_EVERY_MS`]
@@ -367,7 +487,7 @@ pub async fn run_election(
     seed: u64,
     switches: CutSwitches,
     stop: Arc<AtomicBool>,
-) {
+) -> Result<(), String> {
     let mut tasks = Vec::new();
     for k in 0..candidates {
         let endpoints = endpoints.clone();
@@ -377,16 +497,17 @@ pub async fn run_election(
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (0xe1ec_0000 + k));
             let switch = Arc::new(CutSwitch::default());
-            let Some((_proxies, via)) = cut_proxies(&endpoints, &switch).await else {
-                return;
-            };
+            let (_proxies, via) = cut_proxies(&endpoints, &switch)
+                .await
+                .ok_or_else(|| format!("candidate {k}: cannot start its proxies"))?;
             if let Ok(mut all) = switches.lock() {
                 all.push(switch);
             }
-            let Ok(client) = Client::connect_with(workload_client_config(via, "jepsen-election")).await else {
-                return;
-            };
-            let mut process = first_process + k;
+            let client = Client::connect_with(workload_client_config(via, "jepsen-election"))
+                .await
+                .map_err(|e| format!("candidate {k} cannot connect: {e}"))?;
+            let mut infos = 0;
+            let mut process = candidate_process(first_process, candidates, k, infos);
             while !stop.load(Ordering::Relaxed) {
                 let session = match client.open_session(session_ttl).await {
                     Ok(s) => s,
@@ -398,9 +519,11 @@ pub async fn run_election(
                 let info = candidate_term(&session, &history, process, &mut rng, &stop).await;
                 let _ = session.close().await;
                 if info {
-                    process += candidates + 1;
+                    infos += 1;
+                    process = candidate_process(first_process, candidates, k, infos);
                 }
             }
+            Ok::<(), String>(())
         }));
     }
     // The operator: warm handovers to whichever candidate the leader picks.
@@ -410,9 +533,9 @@ pub async fn run_election(
         let endpoints = endpoints.clone();
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x4a4d_0000);
-            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-operator")).await else {
-                return;
-            };
+            let client = Client::connect_with(workload_client_config(endpoints, "jepsen-operator"))
+                .await
+                .map_err(|e| format!("operator cannot connect: {e}"))?;
             let process = first_process + candidates + 1;
             while !stop.load(Ordering::Relaxed) {
                 let pause = rng.random_range(HANDOVER_EVERY_MS / 2..HANDOVER_EVERY_MS * 3 / 2);
@@ -432,6 +555,7 @@ pub async fn run_election(
                     );
                 }
             }
+            Ok(())
         }));
     }
     // The observer.
@@ -439,11 +563,19 @@ pub async fn run_election(
         let history = history.clone();
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
-            let Ok(client) = Client::connect_with(workload_client_config(endpoints, "jepsen-observer")).await else {
-                return;
-            };
-            let Ok(session) = client.open_session(session_ttl).await else {
-                return;
+            let client = Client::connect_with(workload_client_config(endpoints, "jepsen-observer"))
+                .await
+                .map_err(|e| format!("observer cannot connect: {e}"))?;
+            // The session opens once the cluster answers; faults may delay it.
+            let mut session = None;
+            while session.is_none() && !stop.load(Ordering::Relaxed) {
+                match client.open_session(session_ttl).await {
+                    Ok(s) => session = Some(s),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            let Some(session) = session else {
+                return Err("observer never opened a session".to_owned());
             };
             let election = session.election(ELECTION_NAME);
             let process = first_process + candidates;
@@ -460,10 +592,21 @@ pub async fn run_election(
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
+            Ok(())
         }));
     }
+    let mut errors = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("a task failed: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors.join("; "))
     }
 }
 

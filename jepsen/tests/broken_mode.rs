@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use driftlock_jepsen::nemesis::Nemesis;
 use driftlock_jepsen::run::{run, RunOptions, Workloads};
+use driftlock_jepsen::verdict::{Invalid, Minimums};
 use driftlock_jepsen::Status;
 
 fn driftlock_binary() -> PathBuf {
@@ -36,6 +37,14 @@ async fn fast_cluster_time_breaks_lock_safety_and_the_checker_sees_it() {
         node_args: vec!["--unsafe-fast-cluster-time".into()],
         session_ttl_ms: 2_000,
         lock_workers: 3,
+        optional_nemeses: Vec::new(),
+        minimums: Minimums {
+            register_ok: 0,
+            lock_holds: 1,
+            masterships: 0,
+        },
+        allow_unknown: false,
+        live_progress: false,
     })
     .await
     .expect("the run completes");
@@ -48,5 +57,23 @@ async fn fast_cluster_time_breaks_lock_safety_and_the_checker_sees_it() {
         outcome.run_dir.display()
     );
     assert!(lock.violations > 0);
-    assert!(!outcome.table.passed(false));
+    assert!(!outcome.table.passed(&["lock-safety"], true));
+    assert!(!outcome.valid());
+    assert!(
+        outcome
+            .invalid
+            .iter()
+            .any(|i| matches!(i, Invalid::Violation { checker, .. } if checker == "lock-safety")),
+        "{:?}",
+        outcome.invalid
+    );
+    // The pause nemesis ran, so that is not among the reasons.
+    assert!(
+        !outcome
+            .invalid
+            .iter()
+            .any(|i| matches!(i, Invalid::NemesisDidNotRun { .. })),
+        "{:?}",
+        outcome.invalid
+    );
 }

@@ -542,7 +542,13 @@ fn check_all_builds_the_verdict_table() {
     assert_eq!(table.get("durability").unwrap().status, Status::Pass);
     assert_eq!(table.get("lock-safety").unwrap().status, Status::Pass);
     assert_eq!(table.get("counter").unwrap().status, Status::Skipped);
-    assert!(table.passed(true));
+    // Skipped passes only when its workload was not requested.
+    assert!(table.passed(&["linearizability", "durability", "lock-safety", "fencing"], false));
+    assert!(!table.passed(
+        &["linearizability", "durability", "lock-safety", "fencing", "counter"],
+        true
+    ));
+    assert!(!table.passed(&["elections"], true));
 
     let text = table.to_string();
     let lines: Vec<&str> = text.lines().collect();
@@ -556,14 +562,17 @@ fn check_all_builds_the_verdict_table() {
 }
 
 #[test]
-fn unknown_fails_the_run_only_if_asked() {
+fn unknown_fails_the_run_unless_allowed() {
     let ops = Builder::new()
         .ok(1, Function::Increment { lock: "L".into() }, 0, 10, Value::Counter(1))
         .build();
     let table = check_all(&ops, &CheckConfig::default()).unwrap();
     assert_eq!(table.get("counter").unwrap().status, Status::Unknown);
-    assert!(table.passed(false));
-    assert!(!table.passed(true));
+    // Unknown fails whether or not the counter was required...
+    assert!(!table.passed(&[], false));
+    assert!(!table.passed(&["counter"], false));
+    // ...unless unknowns are allowed (--allow-unknown).
+    assert!(table.passed(&["counter"], true));
 
     let bad = Builder::new()
         .ok(1, acquire("L"), 0, 10 * MS, hold(5, 100, 10 * MS, 50 * MS))
@@ -571,6 +580,7 @@ fn unknown_fails_the_run_only_if_asked() {
         .build();
     let table = check_all(&bad, &CheckConfig::default()).unwrap();
     assert_eq!(table.get("lock-safety").unwrap().status, Status::Violation);
-    assert!(!table.passed(false));
+    // A violation fails the run even in a checker nobody required.
+    assert!(!table.passed(&[], true));
     println!("{table}");
 }

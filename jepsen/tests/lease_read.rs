@@ -104,6 +104,8 @@ async fn a_slow_clocked_leader_cut_off_serves_no_stale_read() {
         // No idle ticks: an uncommitted tick on the cut-off leader would
         // hold its reads back for reasons of its own and hide the question.
         extra_args: vec!["--tick-interval-ms".into(), "60000".into()],
+        live_clocks: false,
+        slow_disk_shim: None,
     })
     .await
     .expect("cluster");

@@ -79,6 +79,26 @@ impl Wrapper {
         })
     }
 
+    /// libfaketime preloaded, reading its time spec from the file `spec_file`
+    /// (`FAKETIME_TIMESTAMP_FILE`) on every clock call
+    /// (`FAKETIME_NO_CACHE=1`), so that whoever writes the file changes the
+    /// clocks of the running process. The file must exist before the start
+    /// and hold a spec such as `+0 x1`. Fails when the library is not
+    /// installed.
+    pub fn libfaketime_file(spec_file: &Path) -> Result<Wrapper, LaunchError> {
+        let lib = libfaketime().ok_or_else(|| LaunchError::NoLibfaketime {
+            looked_in: LIBFAKETIME_PATHS.join(", "),
+        })?;
+        Ok(Wrapper {
+            prefix: Vec::new(),
+            env: vec![
+                ("LD_PRELOAD".into(), lib.display().to_string()),
+                ("FAKETIME_TIMESTAMP_FILE".into(), spec_file.display().to_string()),
+                ("FAKETIME_NO_CACHE".into(), "1".into()),
+            ],
+        })
+    }
+
     /// This wrapper inside `outer`: `outer`'s prefix comes first, and both
     /// environments apply (this one's entries win on equal names).
     pub fn within(self, outer: Wrapper) -> Wrapper {
@@ -301,6 +321,21 @@ mod tests {
         assert!(envs.contains(&("DRIFTLOCK_CONFIG".into(), None)));
         assert!(envs.contains(&("RUST_LOG".into(), Some("info".into()))));
         assert!(envs.contains(&("FAKETIME".into(), Some("+1".into()))));
+    }
+
+    #[test]
+    fn libfaketime_file_names_the_spec_file_and_no_fixed_spec() {
+        match (libfaketime(), Wrapper::libfaketime_file(Path::new("/run/n1.faketime"))) {
+            (Some(_), Ok(w)) => {
+                assert!(w
+                    .env
+                    .contains(&("FAKETIME_TIMESTAMP_FILE".into(), "/run/n1.faketime".into())));
+                // FAKETIME would take precedence over the file.
+                assert!(w.env.iter().all(|(k, _)| k != "FAKETIME"));
+            }
+            (None, Err(LaunchError::NoLibfaketime { .. })) => {}
+            (lib, w) => panic!("library {lib:?} but wrapper {w:?}"),
+        }
     }
 
     #[test]

@@ -96,14 +96,14 @@ pub struct VerdictTable {
 }
 
 impl VerdictTable {
-    /// Whether the run passed: no violation, and, if `unknown_fails`, no
-    /// unknown either. Skipped checkers never fail a run.
-    pub fn passed(&self, unknown_fails: bool) -> bool {
-        self.rows.iter().all(|r| match r.status {
-            Status::Pass | Status::Skipped => true,
-            Status::Violation => false,
-            Status::Unknown => !unknown_fails,
-        })
+    /// Whether the checkers passed: no violation anywhere, every checker
+    /// in `required` (those of the requested workloads,
+    /// [`crate::verdict::Workloads::checkers`]) present and `ok`, and no
+    /// `unknown` unless `allow_unknown`. A skipped checker passes only when
+    /// it is not required. The whole run's validity adds more
+    /// ([`crate::verdict::judge`]).
+    pub fn passed(&self, required: &[&str], allow_unknown: bool) -> bool {
+        crate::verdict::checker_problems(self, required, allow_unknown).is_empty()
     }
 
     /// The row of `checker`, if present.
