@@ -393,11 +393,15 @@ impl Described for i32 {
 }
 
 fn parse_value<T: Described>(key: &str, value: &str) -> Result<T, ConfigKeyError> {
-    value.trim().replace('_', "").parse().map_err(|_| ConfigKeyError::BadValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        expected: T::EXPECTED,
-    })
+    value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| ConfigKeyError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: T::EXPECTED,
+        })
 }
 
 /// Declares the dotted keys of every setting once: [`Config::KEYS`],
@@ -578,7 +582,10 @@ mod tests {
             })
         );
         let e = c.set_key("lease.weight_cpu", "-1").unwrap_err().to_string();
-        assert_eq!(e, "config key 'lease.weight_cpu': '-1' is not an unsigned integer (u32)");
+        assert_eq!(
+            e,
+            "config key 'lease.weight_cpu': '-1' is not an unsigned integer (u32)"
+        );
         let e = c.set_key("time.max_drift_ppm", "5ms").unwrap_err().to_string();
         assert!(e.contains("'5ms' is not an unsigned integer (u64)"), "{e}");
         assert_eq!(c, Config::default());

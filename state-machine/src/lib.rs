@@ -57,7 +57,9 @@ pub use snapshot::{RestoreError, Snapshot, SNAPSHOT_VERSION};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use driftlock_proto::{AccessPolicy, ClockEstimate, Config, ConfigView, HealthSample, PolicyView, Principal, SessionId};
+use driftlock_proto::{
+    AccessPolicy, ClockEstimate, Config, ConfigView, HealthSample, PolicyView, Principal, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 use entities::{Election, KvEntry, Lock, LockCounts, Session};
