@@ -1,6 +1,6 @@
 //! `driftlock cluster config get|set|diff`: the replicated configuration
 //! (lease weights and bounds, limits, time bounds; docs/design.md
-//! "Replicated configuration"). Reading it is open to every client;
+//! "Adaptive leases"). Reading it is open to every client;
 //! changing it is for administrators (docs/security.md, "Policy model").
 //! A change is made against the revision just read, so two operators
 //! changing it at once cannot overwrite each other unseen: the second is

@@ -373,6 +373,17 @@ mod tests {
             ..AccessPolicy::default()
         };
         assert!(check_admin(&named, &alice, &remove).is_ok());
+        let set_config = AdminRequest::SetConfig {
+            config: Config::default(),
+            expected_revision: None,
+        };
+        assert_eq!(
+            denied(check_admin(&policy, &alice, &set_config)),
+            "permission denied: alice may not make the admin request 'set_config'"
+        );
+        assert!(check_admin(&policy, &Principal::Node(1), &set_config).is_err());
+        assert!(check_admin(&policy, &Principal::admin("root"), &set_config).is_ok());
+        assert!(check_admin(&named, &alice, &set_config).is_ok());
         let report = AdminRequest::ReportHealth {
             node: 2,
             sample: driftlock_proto::HealthSample {

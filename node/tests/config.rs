@@ -1,5 +1,5 @@
 //! `driftlock cluster config` against a three-node cluster over mutual TLS
-//! (docs/design.md "Replicated configuration"): an administrator sets a
+//! (docs/design.md "Adaptive leases"): an administrator sets a
 //! key and every node's own applied state shows it, with its revision in
 //! `status` and the change in each node's log; a non-admin is refused; an
 //! invalid value is refused with a message naming the key, on the command
