@@ -1,5 +1,6 @@
 //! `driftlock cluster …`: initialize a cluster, change its membership,
-//! move Raft leadership.
+//! move Raft leadership, read and change the replicated configuration
+//! (`cluster config`, in `config.rs`).
 
 use std::time::Duration;
 
@@ -9,8 +10,9 @@ use driftlock_proto::{AdminRequest, MemberAddr, Role};
 
 use crate::{connect, CmdResult, Endpoints};
 
-/// The `driftlock cluster` subcommands: initialization, membership changes and
-/// leader transfer, each an admin request to the cluster.
+/// The `driftlock cluster` subcommands: initialization, membership changes,
+/// leader transfer and the replicated configuration, each an admin request
+/// to the cluster (reading the configuration excepted).
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
     /// Initialize a new cluster. Run once, against one of the members.
@@ -55,6 +57,10 @@ pub enum ClusterCmd {
         /// Id of the voter that should lead.
         id: u64,
     },
+    /// Read and change the replicated configuration (lease weights and
+    /// bounds, limits, time bounds): get, set KEY=VALUE…, diff FILE.
+    #[command(subcommand)]
+    Config(crate::config::ConfigCmd),
 }
 
 fn parse_member(spec: &str) -> Result<MemberAddr, String> {
@@ -124,6 +130,7 @@ pub(crate) async fn cluster(cmd: ClusterCmd) -> CmdResult {
                 .map_err(|e| e.to_string())?;
             println!("leadership handed to node {id}");
         }
+        ClusterCmd::Config(cmd) => crate::config::config(cmd).await?,
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod cert;
 mod cluster;
+mod config;
 mod elect;
 mod kv;
 mod lock;
@@ -24,6 +25,7 @@ use driftlock_client::{Client, ClientConfig};
 pub use auth::AuthCmd;
 pub use cert::CertCmd;
 pub use cluster::ClusterCmd;
+pub use config::{ConfigCmd, Setting};
 pub use elect::{ElectArgs, ElectCmd};
 pub use kv::KvCmd;
 pub use lock::LockArgs;
@@ -34,7 +36,8 @@ pub use watch::WatchArgs;
 /// the `driftlock` binary beside `serve` and `dev`.
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
-    /// Initialize a cluster, change its membership, move Raft leadership.
+    /// Initialize a cluster, change its membership, move Raft leadership,
+    /// read and change the replicated configuration.
     #[command(subcommand)]
     Cluster(ClusterCmd),
     /// Show and change the access policy: who may lock, read, write and
@@ -193,5 +196,66 @@ mod tests {
         };
         assert_eq!((key.as_str(), value.as_str()), ("config/mode", "active"));
         assert_eq!(endpoints.tls_key, Some(std::path::PathBuf::from("client.key")));
+    }
+
+    fn parse(args: &[&str]) -> Result<super::UserCommand, String> {
+        let mut line = vec!["driftlock"];
+        line.extend_from_slice(args);
+        Cli::try_parse_from(line).map(|c| c.command).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cluster_config_command_lines_parse() {
+        use super::{ClusterCmd, ConfigCmd, Setting, UserCommand};
+        let cmd = parse(&[
+            "cluster",
+            "config",
+            "set",
+            "--endpoints",
+            "127.0.0.1:1",
+            "lease.max_ttl_us=60000000",
+            "limits.max_keys=10",
+        ])
+        .unwrap();
+        let UserCommand::Cluster(ClusterCmd::Config(ConfigCmd::Set { settings, file, .. })) = cmd else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(file, None);
+        assert_eq!(
+            settings,
+            [
+                Setting {
+                    key: "lease.max_ttl_us".into(),
+                    value: "60000000".into()
+                },
+                Setting {
+                    key: "limits.max_keys".into(),
+                    value: "10".into()
+                }
+            ]
+        );
+        // An unknown key or a value of the wrong type fails at parse time,
+        // naming it.
+        let e = parse(&["cluster", "config", "set", "--endpoints", "a:1", "lease.max_ttl=1"]).unwrap_err();
+        assert!(e.contains("unknown config key 'lease.max_ttl'"), "{e}");
+        let e = parse(&["cluster", "config", "set", "--endpoints", "a:1", "lease.weight_cpu=-1"]).unwrap_err();
+        assert!(e.contains("'-1' is not an unsigned integer (u32)"), "{e}");
+        // `set` needs a setting or a file.
+        assert!(parse(&["cluster", "config", "set", "--endpoints", "a:1"]).is_err());
+        let cmd = parse(&["cluster", "config", "set", "--endpoints", "a:1", "--file", "c.toml"]).unwrap();
+        assert!(matches!(
+            cmd,
+            UserCommand::Cluster(ClusterCmd::Config(ConfigCmd::Set { file: Some(_), .. }))
+        ));
+        let cmd = parse(&["cluster", "config", "diff", "--endpoints", "a:1", "c.toml"]).unwrap();
+        assert!(matches!(
+            cmd,
+            UserCommand::Cluster(ClusterCmd::Config(ConfigCmd::Diff { .. }))
+        ));
+        let cmd = parse(&["cluster", "config", "get", "--endpoints", "a:1", "--serializable"]).unwrap();
+        assert!(matches!(
+            cmd,
+            UserCommand::Cluster(ClusterCmd::Config(ConfigCmd::Get { serializable: true, .. }))
+        ));
     }
 }

@@ -1,5 +1,5 @@
-//! `driftlock status`: every node's role, indexes, lag, drift and health,
-//! and optionally how one session's lease was computed.
+//! `driftlock status`: every node's role, indexes, lag, drift, health and
+//! the revision of the replicated configuration it applies, and optionally how one session's lease was computed.
 
 use std::time::Duration;
 
@@ -37,7 +37,7 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
         .map(|s| s.last_log_index)
         .max();
     println!(
-        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9}",
+        "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9} {:>7}",
         "ID",
         "ADDRESS",
         "ROLE",
@@ -50,7 +50,8 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
         "RHO_PPM",
         "DRIFT_PPM(±σ)",
         "NHI",
-        "TIER"
+        "TIER",
+        "CFG_REV"
     );
     let mut reachable = 0;
     for (ep, r) in &rows {
@@ -71,7 +72,7 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
                     )
                 });
                 println!(
-                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9}",
+                    "{:<4} {:<22} {:<9} {:>6} {:>10} {:>10} {:>6} {:>9} {:>10} {:>8} {:>18} {:>5} {:<9} {:>7}",
                     s.id,
                     s.client_addr,
                     format!("{:?}", s.role).to_lowercase(),
@@ -86,6 +87,7 @@ pub(crate) async fn status(args: StatusArgs) -> CmdResult {
                     s.nhi_permille.map_or("-".to_owned(), |n| n.to_string()),
                     s.health_tier
                         .map_or("-".to_owned(), |t| format!("{t:?}").to_lowercase()),
+                    s.config_revision,
                 );
             }
             Err(e) => println!("{:<4} {:<22} {:<9} {e}", "?", ep, "down"),

@@ -302,6 +302,17 @@ fn bind_error(addr: &str, what: &'static str, source: std::io::Error) -> NodeErr
     }
 }
 
+/// The log line every node writes when it applies a `SetConfig`: the new
+/// revision and each setting changed, `key: old → new`.
+fn log_config_change(revision: u64, changes: &[driftlock_proto::ConfigChange]) {
+    if changes.is_empty() {
+        tracing::info!(revision, "replicated config set again, unchanged");
+        return;
+    }
+    let changed = changes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ");
+    tracing::info!(revision, %changed, "replicated config changed");
+}
+
 /// Moves applied events from the state machine's broadcast into the
 /// observe buffer, the predictor and the grant metrics.
 async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeContext>) {
@@ -310,9 +321,13 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
         match notices.recv().await {
             Ok(SmNotice::Applied(applied)) => {
                 for e in &applied.events {
-                    if let Event::LockGranted { validity_us, .. } = e {
-                        ctx.metrics.grants.inc();
-                        ctx.metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
+                    match e {
+                        Event::LockGranted { validity_us, .. } => {
+                            ctx.metrics.grants.inc();
+                            ctx.metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
+                        }
+                        Event::ConfigChanged { revision, changes } => log_config_change(*revision, changes),
+                        _ => {}
                     }
                 }
                 ctx.predict.on_events(&applied.events);

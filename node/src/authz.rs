@@ -58,7 +58,8 @@ pub fn check_kv_write(policy: &AccessPolicy, principal: &Principal, write: &KvWr
 /// (one grant must cover it); `read` or `lock` on a lock; `read` or
 /// `campaign` on an election; a session only by its owner or an
 /// administrator (a session this node does not know reads as absent, which
-/// tells nothing); the policy only by an administrator; counts by anyone.
+/// tells nothing); the policy only by an administrator; counts and the
+/// replicated configuration (bounds and weights, no names) by anyone.
 pub fn check_query(sm: &StateMachine, principal: &Principal, query: &Query) -> Result<(), ApiError> {
     let policy = sm.policy();
     match query {
@@ -74,7 +75,7 @@ pub fn check_query(sm: &StateMachine, principal: &Principal, query: &Query) -> R
             }
         }
         Query::Policy => policy.check(principal, Action::Admin, "policy")?,
-        Query::Stats => {}
+        Query::Stats | Query::Config => {}
     }
     Ok(())
 }
@@ -117,8 +118,8 @@ pub fn check_observe(sm: &StateMachine, principal: &Principal, filter: &EventFil
 
 /// Checks an administrative request: a health report only from the node
 /// it is about (or an insecure node's anonymous caller); everything else
-/// (init, membership, leader transfer, handover, policy) only from an
-/// administrator.
+/// (init, membership, leader transfer, handover, policy, replicated
+/// configuration) only from an administrator.
 pub fn check_admin(policy: &AccessPolicy, principal: &Principal, request: &AdminRequest) -> Result<(), ApiError> {
     if let AdminRequest::ReportHealth { node, .. } = request {
         return match principal {
@@ -372,6 +373,17 @@ mod tests {
             ..AccessPolicy::default()
         };
         assert!(check_admin(&named, &alice, &remove).is_ok());
+        let set_config = AdminRequest::SetConfig {
+            config: Config::default(),
+            expected_revision: None,
+        };
+        assert_eq!(
+            denied(check_admin(&policy, &alice, &set_config)),
+            "permission denied: alice may not make the admin request 'set_config'"
+        );
+        assert!(check_admin(&policy, &Principal::Node(1), &set_config).is_err());
+        assert!(check_admin(&policy, &Principal::admin("root"), &set_config).is_ok());
+        assert!(check_admin(&named, &alice, &set_config).is_ok());
         let report = AdminRequest::ReportHealth {
             node: 2,
             sample: driftlock_proto::HealthSample {

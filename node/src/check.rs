@@ -95,9 +95,9 @@ pub fn admin(request: &AdminRequest) -> Result<(), ApiError> {
         | AdminRequest::ChangeVoters { .. }
         | AdminRequest::ReportHealth { .. }
         | AdminRequest::TransferLeader { .. } => Ok(()),
-        // Validated (`AccessPolicy::validate`) where it is served, before
-        // proposing.
-        AdminRequest::SetPolicy { .. } => Ok(()),
+        // Validated (`AccessPolicy::validate`, `Config::validate`) where it
+        // is served, before proposing.
+        AdminRequest::SetPolicy { .. } | AdminRequest::SetConfig { .. } => Ok(()),
     }
 }
 

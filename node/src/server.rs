@@ -250,9 +250,9 @@ impl NodeContext {
             .learner_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.client_addr.clone())))
             .collect();
-        let (stats, cluster_ts_us, applied_index) = self
+        let (stats, cluster_ts_us, applied_index, config_revision) = self
             .state
-            .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index()));
+            .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index(), sm.config_revision()));
         let health = crate::health::committed(self, self.id);
         let clock = self.state.with_state(|sm| sm.node_clock(self.id).cloned());
         NodeStatus {
@@ -267,6 +267,7 @@ impl NodeContext {
             voters,
             learners,
             cluster_ts_us,
+            config_revision,
             stats,
             health: health.as_ref().map(|(s, _, _)| s.clone()),
             nhi_permille: health.as_ref().map(|(_, nhi, _)| *nhi),
@@ -387,6 +388,22 @@ impl NodeContext {
                 })
                 .await?;
             }
+            AdminRequest::SetConfig {
+                config,
+                expected_revision,
+            } => {
+                // An invalid configuration never reaches the log; the state
+                // machine validates it again at apply.
+                config
+                    .validate()
+                    .map_err(|detail| ApiError::Rejected(driftlock_proto::Rejection::InvalidConfig { detail }))?;
+                self.propose(Command::SetConfig {
+                    config,
+                    expected_revision,
+                    by: principal.clone(),
+                })
+                .await?;
+            }
         }
         Ok(AdminReply::Done)
     }
@@ -430,6 +447,7 @@ fn answer(sm: &StateMachine, query: &Query, now_us: u64) -> Result<QueryResult, 
         Query::Election { name } => QueryResult::Election(sm.election_view(name, now_us)),
         Query::Stats => QueryResult::Stats(sm.stats()),
         Query::Policy => QueryResult::Policy(sm.policy_view()),
+        Query::Config => QueryResult::Config(sm.config_view()),
     })
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{AccessPolicy, Action, Denied, PolicyView};
+use crate::config::{Config, ConfigView};
 use crate::reply::Rejection;
 use crate::types::{ClockEstimate, HealthSample, HealthTier, SessionId};
 use crate::views::{ElectionView, KvView, LockView, SessionView, Stats};
@@ -91,6 +92,9 @@ pub enum Query {
     Stats,
     /// The access policy in force and its revision (administrators only).
     Policy,
+    /// The replicated configuration in force and its revision (any
+    /// authenticated client: it holds bounds and weights, no names).
+    Config,
 }
 
 /// Answer to a [`Query`].
@@ -131,6 +135,8 @@ pub enum QueryResult {
     Stats(Stats),
     /// The access policy in force.
     Policy(PolicyView),
+    /// The replicated configuration in force.
+    Config(ConfigView),
 }
 
 /// A node's role in Raft, as openraft reports it.
@@ -174,6 +180,11 @@ pub struct NodeStatus {
     pub learners: Vec<(u64, String)>,
     /// Effective cluster time of the last applied entry, µs.
     pub cluster_ts_us: u64,
+    /// Revision of the replicated configuration this node applies: the
+    /// log index of the `SetConfig` that put it in force (0 = the default
+    /// of a new cluster). Nodes that show different revisions have not all
+    /// applied the latest change yet.
+    pub config_revision: u64,
     /// State-machine counts from this node's applied state.
     pub stats: Stats,
     /// This node's committed health sample; `None` until the leader has
@@ -268,12 +279,26 @@ pub enum AdminRequest {
         /// force.
         expected_revision: Option<u64>,
     },
+    /// Put a new replicated configuration in force (committed as
+    /// `SetConfig`, so every replica computes leases, margins and limits
+    /// with it from the same entry on). Refused with `InvalidConfig` unless
+    /// it passes [`Config::validate`], checked by the serving node before
+    /// proposing and again at apply.
+    SetConfig {
+        /// The whole new configuration (it replaces the old one).
+        config: Config,
+        /// The revision (`ConfigView::revision`) the change was made
+        /// against; the state machine refuses it with `RevisionMismatch`
+        /// if another change came in between. `None` replaces whatever is
+        /// in force.
+        expected_revision: Option<u64>,
+    },
 }
 
 impl AdminRequest {
     /// The request's kind, for logs, metrics and refusals: `init`,
     /// `add_learner`, `change_voters`, `report_health`, `handover`,
-    /// `transfer_leader`, `set_policy`.
+    /// `transfer_leader`, `set_policy`, `set_config`.
     pub fn kind(&self) -> &'static str {
         match self {
             AdminRequest::Init { .. } => "init",
@@ -283,6 +308,7 @@ impl AdminRequest {
             AdminRequest::Handover { .. } => "handover",
             AdminRequest::TransferLeader { .. } => "transfer_leader",
             AdminRequest::SetPolicy { .. } => "set_policy",
+            AdminRequest::SetConfig { .. } => "set_config",
         }
     }
 }

@@ -323,6 +323,188 @@ impl Config {
     }
 }
 
+/// The replicated configuration in force and the entry that set it, as
+/// `Query::Config` answers it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The configuration every replica applies from `revision` on.
+    pub config: Config,
+    /// Log index of the `SetConfig` that put it in force; 0 = the default
+    /// configuration of a new cluster. A `SetConfig` may name it as its
+    /// expected revision, so that two operators' changes cannot overwrite
+    /// each other unseen.
+    pub revision: u64,
+}
+
+/// One setting a `SetConfig` changed, by its dotted key
+/// (`lease.max_ttl_us`), with the old and new values as text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// The dotted key, as [`Config::KEYS`] lists it.
+    pub key: String,
+    /// The value before the change, in decimal.
+    pub old: String,
+    /// The value after the change, in decimal.
+    pub new: String,
+}
+
+impl std::fmt::Display for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} → {}", self.key, self.old, self.new)
+    }
+}
+
+/// Why [`Config::set_key`] refused a `KEY=VALUE`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigKeyError {
+    /// No setting has this dotted key.
+    #[error("unknown config key '{key}' (known keys: `driftlock cluster config get` lists them)")]
+    UnknownKey {
+        /// The key as given.
+        key: String,
+    },
+    /// The value does not parse as the setting's type.
+    #[error("config key '{key}': '{value}' is not {expected}")]
+    BadValue {
+        /// The dotted key.
+        key: String,
+        /// The value as given.
+        value: String,
+        /// What the setting holds, e.g. "an unsigned integer (u64)".
+        expected: &'static str,
+    },
+}
+
+/// What a setting of each Rust type accepts, for [`ConfigKeyError::BadValue`].
+trait Described: std::str::FromStr + std::fmt::Display {
+    const EXPECTED: &'static str;
+}
+impl Described for u64 {
+    const EXPECTED: &'static str = "an unsigned integer (u64)";
+}
+impl Described for u32 {
+    const EXPECTED: &'static str = "an unsigned integer (u32)";
+}
+impl Described for usize {
+    const EXPECTED: &'static str = "an unsigned integer (usize)";
+}
+impl Described for i32 {
+    const EXPECTED: &'static str = "an integer (i32)";
+}
+
+fn parse_value<T: Described>(key: &str, value: &str) -> Result<T, ConfigKeyError> {
+    value
+        .trim()
+        .replace('_', "")
+        .parse()
+        .map_err(|_| ConfigKeyError::BadValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: T::EXPECTED,
+        })
+}
+
+/// Declares the dotted keys of every setting once: [`Config::KEYS`],
+/// [`Config::get_key`] and [`Config::set_key`] are generated from the same
+/// list, and a test checks the list against the serialized form, so a new
+/// field cannot be left out.
+macro_rules! config_keys {
+    ($($section:ident . $field:ident),* $(,)?) => {
+        impl Config {
+            /// Every setting's dotted key, section by section in
+            /// declaration order (`lease.min_ttl_us`, …).
+            pub const KEYS: &'static [&'static str] =
+                &[$(concat!(stringify!($section), ".", stringify!($field))),*];
+
+            /// The value of the setting `key` in decimal, or `None` for an
+            /// unknown key.
+            pub fn get_key(&self, key: &str) -> Option<String> {
+                $(
+                    if key == concat!(stringify!($section), ".", stringify!($field)) {
+                        return Some(self.$section.$field.to_string());
+                    }
+                )*
+                None
+            }
+
+            /// Sets the setting `key` from its text form (decimal; `_`
+            /// separators allowed). Does not validate the whole: call
+            /// [`Config::validate`] after the last change.
+            pub fn set_key(&mut self, key: &str, value: &str) -> Result<(), ConfigKeyError> {
+                $(
+                    if key == concat!(stringify!($section), ".", stringify!($field)) {
+                        self.$section.$field = parse_value(key, value)?;
+                        return Ok(());
+                    }
+                )*
+                Err(ConfigKeyError::UnknownKey { key: key.to_owned() })
+            }
+        }
+    };
+}
+
+config_keys!(
+    lease.min_ttl_us,
+    lease.max_ttl_us,
+    lease.min_validity_us,
+    lease.max_validity_us,
+    lease.weight_cpu,
+    lease.weight_mem,
+    lease.weight_io,
+    lease.weight_latency,
+    lease.weight_failures,
+    lease.latency_worst_us,
+    lease.failure_penalty_permille,
+    lease.excellent_min_permille,
+    lease.good_min_permille,
+    lease.warning_min_permille,
+    lease.factor_excellent_permille,
+    lease.factor_good_permille,
+    lease.factor_warning_permille,
+    lease.factor_critical_permille,
+    lease.stability_permille_per_ms,
+    lease.stability_max_permille,
+    lease.load_knee_permille,
+    lease.load_max_permille,
+    lease.suspicion_scale_permille,
+    limits.max_name_bytes,
+    limits.max_value_bytes,
+    limits.max_sessions,
+    limits.max_locks_per_session,
+    limits.max_waiters_per_lock,
+    limits.max_keys,
+    limits.max_candidates_per_election,
+    limits.max_handover_bytes,
+    limits.dedupe_window,
+    limits.max_client_name_bytes,
+    time.max_drift_ppm,
+    time.drift_k_sigma,
+    time.max_usable_drift_sigma_ppb,
+    time.min_estimate_samples,
+    time.lock_delay_extra_us,
+    time.alert_drift_ppm,
+    time.max_client_rho_ppm,
+);
+
+impl Config {
+    /// The settings that differ from `self` in `new`, in [`Config::KEYS`]
+    /// order (empty when they are equal).
+    pub fn diff(&self, new: &Config) -> Vec<ConfigChange> {
+        Config::KEYS
+            .iter()
+            .filter_map(|key| {
+                let old = self.get_key(key)?;
+                let new = new.get_key(key)?;
+                (old != new).then(|| ConfigChange {
+                    key: (*key).to_owned(),
+                    old,
+                    new,
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +542,52 @@ mod tests {
         let mut c = Config::default();
         c.lease.good_min_permille = 900;
         assert!(c.validate().unwrap_err().contains("tier thresholds"));
+    }
+
+    #[test]
+    fn every_key_reads_back_what_it_set_and_diff_names_exactly_the_keys_set() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.set_key("lease.max_ttl_us", "60_000_000").unwrap();
+        new.set_key("lease.factor_good_permille", "-70").unwrap();
+        new.set_key("limits.max_value_bytes", "1024").unwrap();
+        assert_eq!(new.lease.max_ttl_us, 60_000_000);
+        assert_eq!(new.lease.factor_good_permille, -70);
+        assert_eq!(new.limits.max_value_bytes, 1024);
+        let keys: Vec<String> = old.diff(&new).into_iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            keys,
+            [
+                "lease.max_ttl_us: 300000000 → 60000000",
+                "lease.factor_good_permille: -50 → -70",
+                "limits.max_value_bytes: 65536 → 1024"
+            ]
+        );
+        assert!(old.diff(&old).is_empty());
+        for key in Config::KEYS {
+            let value = old.get_key(key).unwrap();
+            let mut c = Config::default();
+            c.set_key(key, &value).unwrap();
+            assert_eq!(c, old, "{key}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_or_a_value_of_the_wrong_type_is_refused_naming_it() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.set_key("lease.max_ttl", "1"),
+            Err(ConfigKeyError::UnknownKey {
+                key: "lease.max_ttl".into()
+            })
+        );
+        let e = c.set_key("lease.weight_cpu", "-1").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "config key 'lease.weight_cpu': '-1' is not an unsigned integer (u32)"
+        );
+        let e = c.set_key("time.max_drift_ppm", "5ms").unwrap_err().to_string();
+        assert!(e.contains("'5ms' is not an unsigned integer (u64)"), "{e}");
+        assert_eq!(c, Config::default());
     }
 }

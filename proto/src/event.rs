@@ -181,7 +181,14 @@ pub enum Event {
         alert_drift_ppm: u64,
     },
     /// A `SetConfig` replaced the replicated configuration.
-    ConfigChanged,
+    ConfigChanged {
+        /// The new configuration's revision: this entry's log index.
+        revision: u64,
+        /// Every setting that changed, old and new value, in
+        /// [`Config::KEYS`](crate::Config::KEYS) order (empty when the
+        /// new configuration equals the old one).
+        changes: Vec<crate::ConfigChange>,
+    },
     /// A `SetPolicy` put a new access policy in force.
     PolicyChanged {
         /// The new policy's revision: this entry's log index.

@@ -40,7 +40,7 @@ pub mod views;
 
 pub use api::*;
 pub use auth::{AccessPolicy, Action, Denied, Grant, PolicyView, Principal, Right, Rights, SessionSecret};
-pub use config::{Config, LeaseConfig, Limits, TimeConfig};
+pub use config::{Config, ConfigChange, ConfigKeyError, ConfigView, LeaseConfig, Limits, TimeConfig};
 pub use event::*;
 pub use ops::SessionOp;
 pub use reply::*;

@@ -6,7 +6,7 @@
 //! response it got the first time and changes nothing; commands a client
 //! caused are checked against the access policy in force (`authz.rs`).
 
-use driftlock_proto::{Action, EndCause, Event, Principal, Rejection, Reply, SessionId, SessionOp};
+use driftlock_proto::{Action, Config, EndCause, Event, Principal, Rejection, Reply, SessionId, SessionOp};
 
 use crate::authz::op_digest;
 use crate::command::{Command, EntryMeta, Response};
@@ -102,25 +102,54 @@ impl StateMachine {
                 Ok(Reply::Done)
             }
             Command::Tick => Ok(Reply::Done),
-            Command::SetConfig(config) => {
-                config
-                    .validate()
-                    .map_err(|detail| Rejection::InvalidConfig { detail })?;
-                let window = config.limits.dedupe_window;
-                self.config = config;
-                // A smaller dedupe window applies to every cache at once.
-                for s in self.sessions.values_mut() {
-                    s.trim_responses(window);
-                }
-                ctx.events.push(Event::ConfigChanged);
-                Ok(Reply::Done)
-            }
+            Command::SetConfig {
+                config,
+                expected_revision,
+                by,
+            } => self.set_config(config, expected_revision, &by, ctx),
             Command::SetPolicy {
                 policy,
                 expected_revision,
                 by,
             } => self.set_policy(policy, expected_revision, &by, ctx),
         }
+    }
+
+    /// `SetConfig`: an administrator replaces the replicated configuration,
+    /// if it validates and, when asked, nothing changed it since
+    /// `expected_revision`. A refusal changes nothing.
+    fn set_config(
+        &mut self,
+        config: Config,
+        expected_revision: Option<u64>,
+        by: &Principal,
+        ctx: &mut Ctx,
+    ) -> Response {
+        self.authorize(by, Action::Admin, "set_config")?;
+        if let Some(expected) = expected_revision {
+            if expected != self.config_revision {
+                return Err(Rejection::RevisionMismatch {
+                    expected,
+                    actual: self.config_revision,
+                });
+            }
+        }
+        config
+            .validate()
+            .map_err(|detail| Rejection::InvalidConfig { detail })?;
+        let changes = self.config.diff(&config);
+        let window = config.limits.dedupe_window;
+        self.config = config;
+        self.config_revision = ctx.index;
+        // A smaller dedupe window applies to every cache at once.
+        for s in self.sessions.values_mut() {
+            s.trim_responses(window);
+        }
+        ctx.events.push(Event::ConfigChanged {
+            revision: ctx.index,
+            changes,
+        });
+        Ok(Reply::Done)
     }
 
     /// A deduplicated session operation (Raft thesis §6.3), from its

@@ -178,9 +178,21 @@ pub enum Command {
     },
     /// Advance cluster time without other effect (expiries run).
     Tick,
-    /// Replace the replicated configuration. Proposed only by the node
-    /// itself (no client request reaches it).
-    SetConfig(Config),
+    /// Replace the replicated configuration (an administrator's
+    /// `AdminRequest::SetConfig`; docs/design.md "Replicated
+    /// configuration").
+    SetConfig {
+        /// The whole new configuration; refused with `InvalidConfig` unless
+        /// it passes `Config::validate`.
+        config: Config,
+        /// The config revision the change was made against; refused with
+        /// `RevisionMismatch` if another `SetConfig` came in between.
+        /// `None`: replace whatever is in force.
+        expected_revision: Option<u64>,
+        /// Who proposed it; must be an administrator under the policy in
+        /// force at this entry.
+        by: Principal,
+    },
     /// Put a new access policy in force (docs/security.md, "Policy
     /// model"); from this entry on every replica checks commands against
     /// it.

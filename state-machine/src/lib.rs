@@ -57,7 +57,9 @@ pub use snapshot::{RestoreError, Snapshot, SNAPSHOT_VERSION};
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use driftlock_proto::{AccessPolicy, ClockEstimate, Config, HealthSample, PolicyView, Principal, SessionId};
+use driftlock_proto::{
+    AccessPolicy, ClockEstimate, Config, ConfigView, HealthSample, PolicyView, Principal, SessionId,
+};
 use serde::{Deserialize, Serialize};
 
 use entities::{Election, KvEntry, Lock, LockCounts, Session};
@@ -86,6 +88,9 @@ pub struct StateMachine {
     /// Log index of the `SetPolicy` that put `policy` in force; 0 = the
     /// default.
     pub(crate) policy_revision: u64,
+    /// Log index of the `SetConfig` that put `config` in force; 0 = the
+    /// configuration the cluster started with.
+    pub(crate) config_revision: u64,
     /// Locks with at least one holder and waiters across all locks, kept
     /// as each changes so `stats()` never walks the lock table. Derived
     /// state: not serialized, recounted on restore and checked by
@@ -116,6 +121,20 @@ impl StateMachine {
     /// The replicated configuration in force.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The configuration in force with the index of the entry that set it.
+    pub fn config_view(&self) -> ConfigView {
+        ConfigView {
+            config: self.config.clone(),
+            revision: self.config_revision,
+        }
+    }
+
+    /// Log index of the `SetConfig` that put the configuration in force
+    /// (0 = the one the cluster started with).
+    pub fn config_revision(&self) -> u64 {
+        self.config_revision
     }
 
     /// The access policy in force.

@@ -18,7 +18,8 @@ use crate::StateMachine;
 /// carry no client clock; sessions carry `ClientClock`).
 /// 4: the access policy and its revision; sessions carry their owner and
 /// secret digest; cached responses carry the digest of their operation.
-pub const SNAPSHOT_VERSION: u32 = 4;
+/// 5: the config revision (the index of the `SetConfig` in force).
+pub const SNAPSHOT_VERSION: u32 = 5;
 
 /// A versioned, serializable image of the whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

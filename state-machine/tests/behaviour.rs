@@ -1212,7 +1212,12 @@ fn invalid_config_and_reports_change_nothing() {
     let mut bad = Config::default();
     bad.lease.min_validity_us = 0;
     assert!(matches!(
-        h.apply(Command::SetConfig(bad)).0,
+        h.apply(Command::SetConfig {
+            config: bad,
+            expected_revision: None,
+            by: Principal::admin("root"),
+        })
+        .0,
         Err(Rejection::InvalidConfig { .. })
     ));
     assert_eq!(h.sm.config(), &before);
