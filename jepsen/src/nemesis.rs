@@ -30,6 +30,10 @@ use crate::verdict::FaultRecord;
 /// Process id the nemesis records its ops under.
 pub const NEMESIS_PROCESS: u64 = 999_999;
 
+/// How many handover requests the handover-cut fault makes (250 ms apart)
+/// before it gives up for this round.
+const HANDOVER_CUT_TRIES: u32 = 60;
+
 /// A kind of fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -662,10 +666,14 @@ impl NemesisCtx {
                     s.armed.store(true, Ordering::SeqCst);
                 }
                 // The election may have no master or no waiting candidate at
-                // this moment, or a handover may be under way already: ask
-                // again until one reaches the old master's last chunk.
+                // this moment, a handover may be under way already, or the
+                // master may resign (it holds 0.2–1.5 s) before it sends its
+                // state: ask again until one reaches the old master's last
+                // chunk, for up to HANDOVER_CUT_TRIES × 250 ms (20 tries,
+                // 5 s, were too few for a short run: the fault then never
+                // took effect and the run was invalid).
                 let mut last_error = None;
-                for _ in 0..20 {
+                for _ in 0..HANDOVER_CUT_TRIES {
                     if let Err(e) = c.handover(crate::workload::ELECTION_NAME).await {
                         last_error = Some(e.to_string());
                     }
