@@ -152,6 +152,12 @@ async fn start_raft(
         election_timeout_min: config.raft.election_timeout_min_ms,
         election_timeout_max: config.raft.election_timeout_max_ms,
         enable_tick: true,
+        // A follower asks its peers whether it would win before it raises
+        // its term: a node cut off, paused or removed from the voters
+        // (whose requests its peers refuse) cannot inflate its term and
+        // unseat a healthy leader when it comes back (docs/design.md,
+        // "Membership changes").
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     store_config(config).apply_to(&mut raft_config);

@@ -416,9 +416,28 @@ impl NodeContext {
         }
     }
 
-    fn admin_error<E: std::error::Error>(&self, e: RaftError<TypeConfig, E>) -> ApiError {
+    /// The answer to a failed membership change. Both membership requests
+    /// name a target state (this learner added, these voters), so a retry
+    /// after a lost leadership is safe: openraft finishes or skips the steps
+    /// already taken. Leadership lost before or during the change is
+    /// therefore `NotLeader` (the client retries at the new leader), a
+    /// change already under way is `Unavailable`, and only a request that
+    /// can never succeed is `InvalidRequest`.
+    fn admin_error(&self, e: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> ApiError {
+        use openraft::error::ChangeMembershipError;
         match e {
             RaftError::Fatal(f) => ApiError::Unavailable(f.to_string()),
+            RaftError::APIError(ClientWriteError::ForwardToLeader(forward))
+            | RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)) => {
+                let leader_hint = match (forward.leader_id, forward.leader_node) {
+                    (Some(id), Some(node)) => Some((id, node.client_addr)),
+                    _ => self.leader_hint(),
+                };
+                ApiError::NotLeader { leader_hint }
+            }
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
+                ApiError::Unavailable(p.to_string())
+            }
             RaftError::APIError(e) => ApiError::InvalidRequest(e.to_string()),
         }
     }

@@ -110,6 +110,62 @@ async fn add_learner_promote_and_remove() {
     c.kill(slot);
 }
 
+/// A voter removed from the cluster keeps running and, hearing from no
+/// leader, keeps timing out. It must not raise its term while its peers
+/// refuse it (pre-vote), or it unseats the leader the moment it is added
+/// back: the leader's first AppendEntries meets a higher term and steps
+/// down, the re-add fails with "has to forward request to: None", and
+/// while the returning node keeps campaigning the cluster can stay
+/// leaderless (the jepsen membership nemesis saw minutes of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_voter_does_not_unseat_the_leader_when_added_back() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let before = c.status(leader).await.expect("leader status");
+    let removed = (0..3).find(|&i| i != leader).expect("a follower");
+    let removed_id = c.spec(removed).id;
+    let rest: Vec<u64> = (0..3).filter(|&i| i != removed).map(|i| c.spec(i).id).collect();
+    driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::ChangeVoters { voters: rest },
+        T,
+        &c.security(),
+    )
+    .await
+    .expect("remove a follower");
+    // Many election timeouts (at most a few hundred ms each) with no leader
+    // heard by the removed node.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let campaigner = c.status(removed).await.expect("status of the removed node");
+    assert_eq!(
+        campaigner.term, before.term,
+        "the removed node raised its term while no peer would vote for it"
+    );
+
+    driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::AddLearner {
+            member: c.spec(removed).member(),
+        },
+        T,
+        &c.security(),
+    )
+    .await
+    .expect("add the removed node back as a learner");
+    driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::ChangeVoters { voters: vec![1, 2, 3] },
+        T,
+        &c.security(),
+    )
+    .await
+    .expect("make it a voter again");
+    let after = c.status(leader).await.expect("leader status");
+    assert_eq!(after.role, Role::Leader, "the leader was unseated");
+    assert_eq!(after.term, before.term, "an election ran");
+    assert!(after.voters.iter().any(|(id, _)| *id == removed_id));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_leader_moves_leadership() {
     let c = TestCluster::start(3).await;
