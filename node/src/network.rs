@@ -46,12 +46,18 @@ pub trait RaftRpc {
     /// before it raises its term, so a node cut off for a while does not unseat
     /// a healthy leader when it returns.
     async fn pre_vote(req: VoteRequest<TypeConfig>) -> Result<VoteResponse<TypeConfig>, String>;
-    /// Install a whole snapshot (metadata and the store's framed bytes).
-    async fn install_snapshot(
+    /// One chunk of a snapshot (the store's framed bytes): `data` belongs at
+    /// `offset` of a snapshot of `total_bytes`. Chunks come in order, at
+    /// most [`SNAPSHOT_CHUNK_BYTES`](driftlock_proto::limits::SNAPSHOT_CHUNK_BYTES)
+    /// each; the answer is `None` until the last one, which installs the
+    /// snapshot and answers with openraft's response.
+    async fn snapshot_chunk(
         vote: Vote,
         meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
         data: Vec<u8>,
-    ) -> Result<SnapshotResponse<TypeConfig>, String>;
+    ) -> Result<Option<SnapshotResponse<TypeConfig>>, String>;
     /// Leadership handed to this node.
     async fn transfer_leader(
         req: TransferLeaderRequest<TypeConfig>,
@@ -80,6 +86,123 @@ pub struct RaftRpcServer {
     pub peer: Option<u64>,
     /// Where refusals are counted.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The snapshot being received, shared by every Raft connection of
+    /// this node (a leader may reconnect between chunks).
+    pub snapshots: std::sync::Arc<SnapshotAssembler>,
+}
+
+/// Reassembles a snapshot sent in chunks. It holds one snapshot at a time:
+/// a chunk at offset 0 starts a new one (dropping any unfinished one), any
+/// other chunk must continue the current one exactly where it stopped. It
+/// never holds more than the chunks that arrived — the declared total is
+/// checked, not allocated.
+#[derive(Default)]
+pub struct SnapshotAssembler {
+    current: std::sync::Mutex<Option<Assembly>>,
+}
+
+struct Assembly {
+    vote: Vote,
+    snapshot_id: String,
+    total_bytes: u64,
+    data: Vec<u8>,
+    chunks: u32,
+}
+
+/// Names a snapshot by the last entry it covers: two snapshots through the
+/// same entry hold the same state (the state machine is deterministic).
+fn snapshot_id(meta: &SnapshotMeta) -> String {
+    match &meta.last_log_id {
+        Some(log_id) => log_id.to_string(),
+        None => "(empty)".into(),
+    }
+}
+
+/// What [`SnapshotAssembler::add`] made of a chunk.
+#[derive(Debug, PartialEq)]
+pub enum ChunkOutcome {
+    /// More chunks are expected.
+    Partial,
+    /// The last chunk: the whole snapshot's bytes, to install, and how
+    /// many chunks brought them.
+    Complete(Vec<u8>, u32),
+}
+
+impl SnapshotAssembler {
+    /// Adds the chunk `data` at `offset` of the snapshot `snapshot_id` of
+    /// `total_bytes` sent under `vote`; refuses (and forgets the
+    /// unfinished snapshot) a chunk that is too large, out of order, or
+    /// inconsistent with the chunks before it.
+    pub fn add(
+        &self,
+        vote: &Vote,
+        snapshot_id: &str,
+        total_bytes: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<ChunkOutcome, String> {
+        use driftlock_proto::limits::SNAPSHOT_CHUNK_BYTES;
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if data.len() > SNAPSHOT_CHUNK_BYTES {
+            *current = None;
+            return Err(format!(
+                "snapshot chunk of {} bytes is above the {SNAPSHOT_CHUNK_BYTES}-byte limit",
+                data.len()
+            ));
+        }
+        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= total_bytes);
+        let Some(end) = end else {
+            *current = None;
+            return Err(format!(
+                "snapshot chunk at {offset} of {} bytes runs past the snapshot's {total_bytes} bytes",
+                data.len()
+            ));
+        };
+        if offset == 0 {
+            // A new snapshot; what it holds grows with what arrives.
+            let first = usize::try_from(total_bytes)
+                .unwrap_or(usize::MAX)
+                .min(SNAPSHOT_CHUNK_BYTES);
+            *current = Some(Assembly {
+                vote: *vote,
+                snapshot_id: snapshot_id.to_owned(),
+                total_bytes,
+                data: Vec::with_capacity(first),
+                chunks: 0,
+            });
+        }
+        let Some(a) = current.as_mut() else {
+            return Err(format!(
+                "snapshot chunk at {offset} of snapshot {snapshot_id}, but no snapshot is being received"
+            ));
+        };
+        if a.vote != *vote
+            || a.snapshot_id != snapshot_id
+            || a.total_bytes != total_bytes
+            || a.data.len() as u64 != offset
+        {
+            let expected = format!(
+                "offset {} of snapshot {} ({} bytes)",
+                a.data.len(),
+                a.snapshot_id,
+                a.total_bytes
+            );
+            *current = None;
+            return Err(format!(
+                "snapshot chunk out of order: got offset {offset} of snapshot {snapshot_id} ({total_bytes} bytes), expected {expected}"
+            ));
+        }
+        a.data.extend_from_slice(data);
+        a.chunks += 1;
+        debug_assert_eq!(a.data.len() as u64, end);
+        if end < total_bytes {
+            return Ok(ChunkOutcome::Partial);
+        }
+        Ok(match current.take() {
+            Some(a) => ChunkOutcome::Complete(a.data, a.chunks),
+            None => ChunkOutcome::Complete(Vec::new(), 0),
+        })
+    }
 }
 
 impl RaftRpcServer {
@@ -149,14 +272,33 @@ impl RaftRpc for RaftRpcServer {
         self.raft.pre_vote(req).await.map_err(|e| e.to_string())
     }
 
-    async fn install_snapshot(
+    async fn snapshot_chunk(
         self,
         _: tarpc::context::Context,
         vote: Vote,
         meta: SnapshotMeta,
+        total_bytes: u64,
+        offset: u64,
         data: Vec<u8>,
-    ) -> Result<SnapshotResponse<TypeConfig>, String> {
+    ) -> Result<Option<SnapshotResponse<TypeConfig>>, String> {
         self.admit(voter(&vote), "snapshot")?;
+        let data = match self
+            .snapshots
+            .add(&vote, &snapshot_id(&meta), total_bytes, offset, &data)?
+        {
+            ChunkOutcome::Partial => return Ok(None),
+            ChunkOutcome::Complete(data, chunks) => {
+                tracing::info!(
+                    snapshot = %snapshot_id(&meta),
+                    bytes = data.len(),
+                    chunks,
+                    "snapshot received in {chunks} chunks; installing"
+                );
+                data
+            }
+        };
+        // The store decodes the frames and checks their checksums before
+        // it replaces anything (`decode_snapshot`).
         let snapshot = openraft::storage::Snapshot {
             meta,
             snapshot: std::io::Cursor::new(data),
@@ -164,6 +306,7 @@ impl RaftRpc for RaftRpcServer {
         self.raft
             .install_full_snapshot(vote, snapshot)
             .await
+            .map(Some)
             .map_err(|e| e.to_string())
     }
 
@@ -219,6 +362,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let in_flight = acceptor.caps.in_flight;
     let metrics = acceptor.metrics.clone();
+    let snapshots = std::sync::Arc::new(SnapshotAssembler::default());
     Ok(acceptor.run(listener, move |io, principal| {
         let peer = match principal {
             Principal::Node(id) => Some(Some(id)),
@@ -230,6 +374,7 @@ pub async fn serve(
             clock: clock.clone(),
             peer,
             metrics: metrics.clone(),
+            snapshots: snapshots.clone(),
         });
         let metrics = metrics.clone();
         async move {
@@ -360,22 +505,55 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        use driftlock_proto::limits::SNAPSHOT_CHUNK_BYTES;
         let client = self.client(option.soft_ttl()).await?;
         let data = snapshot.snapshot.into_inner();
-        // A snapshot may be large: allow it the hard TTL, not the soft one.
-        let mut context = tarpc::context::current();
-        context.deadline = std::time::Instant::now() + option.hard_ttl().max(Duration::from_secs(60));
-        let call = client.install_snapshot(context, vote, snapshot.meta, data);
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            result = call => match result {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(e)) => Err(StreamingError::Network(NetworkError::from_string(format!("node {} answered: {e}", self.target)))),
+        let total_bytes = data.len() as u64;
+        let mut cancel = std::pin::pin!(cancel);
+        let mut offset = 0usize;
+        loop {
+            let end = offset.saturating_add(SNAPSHOT_CHUNK_BYTES).min(data.len());
+            let last = end == data.len();
+            // A chunk may be slow to write, and the last one installs the
+            // whole state: allow each the hard TTL, not the soft one.
+            let mut context = tarpc::context::current();
+            context.deadline = std::time::Instant::now() + option.hard_ttl().max(Duration::from_secs(60));
+            let call = client.snapshot_chunk(
+                context,
+                vote,
+                snapshot.meta.clone(),
+                total_bytes,
+                offset as u64,
+                data[offset..end].to_vec(),
+            );
+            let answer = tokio::select! {
+                closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                result = call => result,
+            };
+            match answer {
+                Ok(Ok(Some(r))) if last => return Ok(r),
+                Ok(Ok(None)) if !last => offset = end,
+                Ok(Ok(r)) => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "node {} answered {} to the snapshot chunk ending at {end} of {total_bytes}",
+                        self.target,
+                        if r.is_some() { "installed" } else { "expecting more" }
+                    ))))
+                }
+                Ok(Err(e)) => {
+                    return Err(StreamingError::Network(NetworkError::from_string(format!(
+                        "node {} answered: {e}",
+                        self.target
+                    ))))
+                }
                 Err(e) => {
                     self.client = None;
-                    Err(StreamingError::Unreachable(Unreachable::from_string(format!("node {} at {}: {e}", self.target, self.addr))))
+                    return Err(StreamingError::Unreachable(Unreachable::from_string(format!(
+                        "node {} at {}: {e}",
+                        self.target, self.addr
+                    ))));
                 }
-            },
+            }
         }
     }
 
@@ -390,5 +568,76 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             Ok(Err(e)) => Err(self.remote_failed(e)),
             Err(e) => Err(self.transport_failed(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use driftlock_proto::limits::SNAPSHOT_CHUNK_BYTES;
+
+    use super::*;
+
+    fn vote(term: u64) -> Vote {
+        Vote::new(term, 1)
+    }
+
+    #[test]
+    fn chunks_in_order_make_the_snapshot() {
+        let a = SnapshotAssembler::default();
+        let data: Vec<u8> = (0..10u8).collect();
+        assert_eq!(a.add(&vote(2), "s", 10, 0, &data[..4]), Ok(ChunkOutcome::Partial));
+        assert_eq!(a.add(&vote(2), "s", 10, 4, &data[4..8]), Ok(ChunkOutcome::Partial));
+        assert_eq!(
+            a.add(&vote(2), "s", 10, 8, &data[8..]),
+            Ok(ChunkOutcome::Complete(data, 3))
+        );
+        // An empty snapshot is one empty chunk.
+        assert_eq!(
+            a.add(&vote(2), "e", 0, 0, &[]),
+            Ok(ChunkOutcome::Complete(Vec::new(), 1))
+        );
+    }
+
+    #[test]
+    fn a_chunk_out_of_place_is_refused_and_the_snapshot_dropped() {
+        let a = SnapshotAssembler::default();
+        assert_eq!(a.add(&vote(2), "s", 10, 0, &[0; 4]), Ok(ChunkOutcome::Partial));
+        // A gap, a repeat, another snapshot, another leader, another size.
+        for (v, id, total, offset) in [
+            (2, "s", 10, 5),
+            (2, "s", 10, 0),
+            (2, "t", 10, 4),
+            (3, "s", 10, 4),
+            (2, "s", 11, 4),
+        ] {
+            if offset == 0 {
+                continue;
+            }
+            let err = a.add(&vote(v), id, total, offset, &[0; 2]).unwrap_err();
+            assert!(err.contains("out of order") || err.contains("no snapshot"), "{err}");
+            // The unfinished snapshot is gone: the right next chunk is
+            // refused too, and the sender starts over.
+            assert!(a.add(&vote(2), "s", 10, 4, &[0; 2]).is_err());
+            assert_eq!(a.add(&vote(2), "s", 10, 0, &[0; 4]), Ok(ChunkOutcome::Partial));
+        }
+        // Restarting at 0 replaces the unfinished one.
+        assert_eq!(
+            a.add(&vote(2), "s", 3, 0, &[7; 3]),
+            Ok(ChunkOutcome::Complete(vec![7; 3], 1))
+        );
+    }
+
+    #[test]
+    fn a_chunk_too_large_or_past_the_end_is_refused() {
+        let a = SnapshotAssembler::default();
+        let big = vec![0; SNAPSHOT_CHUNK_BYTES + 1];
+        let err = a.add(&vote(2), "s", u64::MAX, 0, &big).unwrap_err();
+        assert!(err.contains("limit"), "{err}");
+        let err = a.add(&vote(2), "s", 3, 0, &[0; 4]).unwrap_err();
+        assert!(err.contains("runs past"), "{err}");
+        let err = a.add(&vote(2), "s", u64::MAX, u64::MAX, &[0; 4]).unwrap_err();
+        assert!(err.contains("runs past"), "{err}");
+        // A huge declared size is not allocated.
+        assert_eq!(a.add(&vote(2), "s", u64::MAX, 0, &[0; 4]), Ok(ChunkOutcome::Partial));
     }
 }

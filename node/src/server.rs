@@ -134,6 +134,16 @@ impl NodeContext {
         }
         let ts_us = self.stamp();
         let request = StampedRequest(StampedCommand { ts_us, command });
+        // Every entry fits one Raft frame with room for a full append
+        // beside it (`limits::MAX_ENTRY_BYTES`); a request frame cannot
+        // carry more, so this refuses only what a bug would build.
+        let entry_bytes = bincode::serialized_size(&request).unwrap_or(u64::MAX);
+        if entry_bytes > limits::MAX_ENTRY_BYTES as u64 {
+            return Err(ApiError::InvalidRequest(format!(
+                "the command encodes to {entry_bytes} bytes, above the {}-byte entry limit",
+                limits::MAX_ENTRY_BYTES
+            )));
+        }
         match self.raft.client_write(request).await {
             Ok(resp) => match resp.data.response {
                 Some(Ok(reply)) => {

@@ -287,12 +287,14 @@ fn valid_raft_requests() -> Vec<Vec<u8>> {
             req: openraft::raft::VoteRequest::new(vote(), Some(lid(5))),
         },
         RaftRpcRequest::ClockProbe {},
-        RaftRpcRequest::InstallSnapshot {
+        RaftRpcRequest::SnapshotChunk {
             vote: vote(),
             meta: openraft::storage::SnapshotMeta {
                 last_log_id: Some(lid(5)),
                 last_membership: Default::default(),
             },
+            total_bytes: 6,
+            offset: 3,
             data: vec![1, 2, 3],
         },
     ];

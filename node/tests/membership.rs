@@ -119,7 +119,7 @@ async fn add_learner_promote_and_remove() {
 /// leaderless (the jepsen membership nemesis saw minutes of it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_voter_does_not_unseat_the_leader_when_added_back() {
-    let mut c = TestCluster::start(3).await;
+    let c = TestCluster::start(3).await;
     let leader = c.wait_leader(T).await;
     let before = c.status(leader).await.expect("leader status");
     let removed = (0..3).find(|&i| i != leader).expect("a follower");

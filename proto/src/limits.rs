@@ -23,11 +23,34 @@ pub const MAX_FRAME_BYTES: usize = 8 << 20;
 /// more than about twice what arrived of it (`codec::FrameCodec`).
 pub const MAX_REQUEST_FRAME_BYTES: usize = MAX_ITEM_BYTES;
 
-/// Largest Raft frame between nodes, bytes (1 GiB): an append of many
-/// entries, or a whole snapshot (the node sends a snapshot in one
-/// `install_snapshot` message, so a state whose snapshot exceeds this cannot
-/// reach a lagging follower). Only nodes talk on the Raft port.
-pub const MAX_RAFT_FRAME_BYTES: usize = 1 << 30;
+/// Largest Raft log entry a node proposes, bytes (1 MiB + 16 KiB): the
+/// largest client request ([`MAX_REQUEST_FRAME_BYTES`]) with its cluster
+/// time and principal. Node-made entries (ticks, health, clock estimates,
+/// membership) are far smaller. A node refuses to propose a larger one
+/// (`server::propose`), so this bounds every entry in the log.
+pub const MAX_ENTRY_BYTES: usize = MAX_REQUEST_FRAME_BYTES + MESSAGE_OVERHEAD_BYTES;
+
+/// Encoded bytes of log entries a leader puts in one AppendEntries, bytes
+/// (16 MiB): the log reader stops before the entry that would pass it, but
+/// always returns at least one, so one message carries at most this plus
+/// one entry ([`MAX_ENTRY_BYTES`]).
+pub const MAX_APPEND_BYTES: usize = 16 << 20;
+
+/// Bytes of a snapshot a node sends in one Raft message (4 MiB); the
+/// receiver reassembles the chunks in order and installs the snapshot once
+/// the last one arrived and its checksum verified.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+
+/// Largest Raft frame between nodes, bytes (about 17 MiB): an
+/// AppendEntries at [`MAX_APPEND_BYTES`] plus one entry, or one snapshot
+/// chunk, with the envelope (vote, log ids, snapshot metadata). Only nodes
+/// talk on the Raft port; a larger frame breaks the connection.
+pub const MAX_RAFT_FRAME_BYTES: usize = MAX_APPEND_BYTES + MAX_ENTRY_BYTES + RAFT_ENVELOPE_BYTES;
+
+/// Generous bound on a Raft message besides its entries or snapshot bytes
+/// (vote, log ids, per-entry headers of an append, a snapshot's metadata
+/// with the membership), bytes (256 KiB).
+pub const RAFT_ENVELOPE_BYTES: usize = 256 << 10;
 
 /// Time a peer has to deliver a frame from its first byte, besides the
 /// time its length takes at [`MIN_FRAME_BYTES_PER_S`], ms (10 s). A frame
@@ -149,6 +172,10 @@ const _: () = {
     assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
     // A client frame is far below what nodes accept from each other.
     assert!(MAX_FRAME_BYTES < MAX_RAFT_FRAME_BYTES);
+    // Any one entry and any one snapshot chunk fit a Raft frame.
+    assert!(MAX_ITEM_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_ENTRY_BYTES);
+    assert!(SNAPSHOT_CHUNK_BYTES + RAFT_ENVELOPE_BYTES <= MAX_RAFT_FRAME_BYTES);
+    assert!(SNAPSHOT_CHUNK_BYTES > 0 && MAX_APPEND_BYTES >= MAX_ENTRY_BYTES);
     // The longest wait fits the µs arithmetic of cluster time with room for
     // centuries of uptime.
     assert!(MAX_WAIT_US < u64::MAX / 1_000_000);

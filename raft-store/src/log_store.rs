@@ -528,6 +528,13 @@ impl Shared {
 
     /// Entries in `range`, which must be contiguous.
     fn entries<RB: RangeBounds<u64>>(&self, range: RB) -> Result<Vec<Entry>, StoreError> {
+        self.entries_within(range, usize::MAX)
+    }
+
+    /// The entries of `range`, stopping before the one that would take the
+    /// stored bytes read past `max_bytes` — but always the first one, so a
+    /// non-empty range never reads empty.
+    fn entries_within<RB: RangeBounds<u64>>(&self, range: RB, max_bytes: usize) -> Result<Vec<Entry>, StoreError> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
             Bound::Excluded(&s) => match s.checked_add(1) {
@@ -547,8 +554,13 @@ impl Shared {
             None => self.log.range(log_key(start)..),
         };
         let mut out: Vec<Entry> = Vec::new();
+        let mut bytes: usize = 0;
         for item in iter {
             let (key, value) = item?;
+            bytes = bytes.saturating_add(value.len());
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
             let key_text = key_display(LOG_TREE, &key);
             let entry: Entry = frame::decode_value(LOG_TREE, &key_text, &value)?;
             if let Some(prev) = out.last() {
@@ -597,6 +609,15 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         Ok(self.shared.entries(range)?)
+    }
+
+    /// What replication sends: at most
+    /// [`MAX_APPEND_BYTES`](driftlock_proto::limits::MAX_APPEND_BYTES) of
+    /// entries (at least one), so one AppendEntries always fits a Raft frame.
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .shared
+            .entries_within(start..end, driftlock_proto::limits::MAX_APPEND_BYTES)?)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -662,6 +683,22 @@ mod tests {
 
     fn entry(index: u64) -> Entry {
         Entry::new_blank(log_id::<TypeConfig>(1, 1, index))
+    }
+
+    #[tokio::test]
+    async fn a_limited_read_stops_at_the_byte_budget_but_never_reads_empty() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut store = LogStore::open(&db).unwrap();
+        store.blocking_append((1..=10).map(entry)).await.unwrap();
+        let one = db.open_tree(LOG_TREE).unwrap().get(log_key(1)).unwrap().unwrap().len();
+        let shared = &store.reader().shared;
+        let read = |max: usize| shared.entries_within(1..11, max).unwrap();
+        assert_eq!(read(0).len(), 1, "the first entry even above the budget");
+        assert_eq!(read(one).len(), 1);
+        assert_eq!(read(3 * one + one / 2).len(), 3);
+        assert_eq!(read(usize::MAX).len(), 10);
+        let ids: Vec<u64> = read(3 * one).iter().map(|e| e.index()).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
     }
 
     #[tokio::test]
