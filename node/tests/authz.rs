@@ -16,6 +16,7 @@ use driftlock_proto::{
     ApiError, Consistency, DriftlockApiClient, EventFilter, LockMode, Query, QueryResult, Reply, Security, SessionOp,
     SessionSecret,
 };
+use driftlock_testkit::cli::{run_cli, stderr, stdout};
 use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(10);
@@ -27,22 +28,7 @@ fn ctx() -> tarpc::context::Context {
 /// Runs the `driftlock` binary with `args`, showing the cluster `files`'
 /// certificate through the environment, as `driftlock dev` prints it.
 fn cli(c: &TestCluster, files: &TlsFiles, args: &[&str]) -> Output {
-    std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
-        .args(args)
-        .env("DRIFTLOCK_ENDPOINTS", c.endpoints().join(","))
-        .env("DRIFTLOCK_CA", &files.ca)
-        .env("DRIFTLOCK_CERT", &files.cert)
-        .env("DRIFTLOCK_KEY", &files.key)
-        .output()
-        .expect("run driftlock")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    run_cli(&c.endpoints(), Some(files), args)
 }
 
 /// Asserts the command failed with a permission-denied message containing

@@ -7,21 +7,13 @@
 
 use std::process::{Command, Output};
 
+use driftlock_testkit::cli::{run_cli, stdout};
 use driftlock_testkit::TestCluster;
 
-/// Runs `driftlock args…` with the cluster's endpoints and certificate in
-/// its environment, as `dev`'s export line sets them.
+/// Runs `driftlock args…` with the cluster's endpoints and administrator
+/// certificate in its environment, as `dev`'s export line sets them.
 fn driftlock(c: &TestCluster, args: &[&str]) -> Output {
-    Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
-        .args(args)
-        .env("DRIFTLOCK_ENDPOINTS", c.endpoints().join(","))
-        .envs(c.cli_env())
-        .output()
-        .expect("run driftlock")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_cli(&c.endpoints(), c.admin_tls().as_ref(), args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use driftlock_proto::tls::TlsFiles;
 use driftlock_proto::{AdminRequest, ApiError, Config, Consistency, Query, QueryResult, Rejection, Security};
+use driftlock_testkit::cli::{run_cli, stderr, stdout};
 use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(10);
@@ -20,22 +21,7 @@ const T: Duration = Duration::from_secs(10);
 /// Runs the `driftlock` binary with `args` against `endpoints`, showing
 /// `files`' certificate through the environment.
 fn cli(endpoints: &[String], files: &TlsFiles, args: &[&str]) -> Output {
-    std::process::Command::new(driftlock_testkit::driftlock_exe().expect("driftlock binary"))
-        .args(args)
-        .env("DRIFTLOCK_ENDPOINTS", endpoints.join(","))
-        .env("DRIFTLOCK_CA", &files.ca)
-        .env("DRIFTLOCK_CERT", &files.cert)
-        .env("DRIFTLOCK_KEY", &files.key)
-        .output()
-        .expect("run driftlock")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    run_cli(endpoints, Some(files), args)
 }
 
 fn assert_ok(out: &Output, what: &str) {

@@ -21,7 +21,7 @@ use driftlock_proto::{
     AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
 };
 use driftlock_proto::{Event, HealthTier};
-use driftlock_testkit::TestCluster;
+use driftlock_testkit::{prom, TestCluster};
 
 fn fast_health(_: u64) -> Vec<String> {
     ["--health-interval-ms", "200", "--handover-ack-timeout-ms", "2000"]
@@ -123,16 +123,6 @@ async fn critical_master_hands_over_to_the_healthiest_candidate_with_its_state()
     assert_eq!(distinct, vec![first.epoch(), won.epoch()], "changes seen: {changes:?}");
     assert_eq!(changes.last().and_then(|c| c.master), Some(excellent.id()));
     good_campaign.abort();
-}
-
-/// The Prometheus text of a node.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
 }
 
 /// Starts `driftlock elect` as a child process and returns it with its session id.
@@ -343,7 +333,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     };
     assert_ne!(new_leader, sick);
     // It moved because of health, not by chance.
-    let metrics = scrape(cluster.metrics_addr(sick));
+    let metrics = prom::scrape(cluster.metrics_addr(sick));
     assert!(
         metrics
             .lines()

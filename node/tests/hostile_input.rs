@@ -21,7 +21,7 @@ use driftlock_proto::pki::{self, Subject};
 use driftlock_proto::service::BoxedIo;
 use driftlock_proto::tls::{self, TlsFiles};
 use driftlock_proto::{KvWrite, LockMode, Reply, Security, SessionOp, SessionSecret};
-use driftlock_testkit::TestCluster;
+use driftlock_testkit::{prom, TestCluster};
 use tokio::io::AsyncWriteExt;
 
 const T: Duration = Duration::from_secs(20);
@@ -54,22 +54,6 @@ fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS value");
     kib * 1024
-}
-
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
-}
-
-/// The value of the counter `name{labels}` in a scrape, 0 when absent.
-fn counter(text: &str, name_and_labels: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 fn garbage(len: usize, seed: u8) -> Vec<u8> {
@@ -250,8 +234,8 @@ async fn hostile_connections_cost_bounded_memory_and_the_cluster_keeps_serving()
             "node {} grew by {growth} bytes under the attack",
             c.id(i)
         );
-        let metrics = scrape(c.metrics_addr(i));
-        let refused = counter(
+        let metrics = prom::scrape(c.metrics_addr(i));
+        let refused = prom::sample(
             &metrics,
             "driftlock_connections_refused_total{port=\"client\",reason=\"principal_full\"}",
         );

@@ -232,7 +232,6 @@ async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_endpoint_serves_the_metrics() {
-    use std::io::{Read, Write};
     let c = TestCluster::start(1).await;
     let leader = c.wait_leader(T).await;
     let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
@@ -248,10 +247,7 @@ async fn prometheus_endpoint_serves_the_metrics() {
     ));
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut s = std::net::TcpStream::connect(c.metrics_addr(leader)).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
+    let body = driftlock_testkit::prom::scrape(c.metrics_addr(leader));
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     for name in [
         "driftlock_raft_term",

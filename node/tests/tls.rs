@@ -18,27 +18,10 @@ use driftlock_proto::tls::rustls::pki_types::CertificateDer;
 use driftlock_proto::tls::{self, rustls, TlsFiles};
 use driftlock_proto::Security;
 use driftlock_raft_store::Vote;
-use driftlock_testkit::TestCluster;
+use driftlock_testkit::{prom, TestCluster};
 use openraft::raft::VoteRequest;
 
 const T: Duration = Duration::from_secs(10);
-
-/// The Prometheus text of a node.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text
-}
-
-/// The value of the counter line starting with `series` (0 if absent).
-fn counter(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .map_or(0, |v| v as u64)
-}
 
 /// TLS that trusts the cluster CA but presents no certificate.
 fn without_client_certificate(ca: &Path) -> Security {
@@ -79,8 +62,8 @@ async fn the_client_port_admits_only_certificates_of_the_cluster_ca() {
     let other = tempfile::tempdir().expect("tempdir");
     let metrics = c.metrics_addr(0).to_string();
     let failures = || {
-        counter(
-            &scrape(&metrics),
+        prom::sample(
+            &prom::scrape(&metrics),
             "driftlock_tls_handshake_failures_total{port=\"client\"}",
         )
     };
@@ -140,7 +123,7 @@ async fn the_raft_port_admits_only_members_speaking_as_themselves() {
     let raft_addr = c.raft_addr(0).to_string();
     let certs = c.launcher().certs_dir().expect("a TLS cluster").to_path_buf();
     let metrics = c.metrics_addr(0).to_string();
-    let refused = || counter(&scrape(&metrics), "driftlock_raft_refused_requests_total");
+    let refused = || prom::sample(&prom::scrape(&metrics), "driftlock_raft_refused_requests_total");
     let ctx = || {
         let mut ctx = tarpc::context::current();
         ctx.deadline = std::time::Instant::now() + T;

@@ -230,14 +230,7 @@ impl TestCluster {
     /// command (or any client-library process) reach the cluster as its
     /// administrator; empty for an insecure cluster.
     pub fn cli_env(&self) -> Vec<(&'static str, std::path::PathBuf)> {
-        match self.admin_tls() {
-            Some(t) => vec![
-                (driftlock_client::CA_ENV, t.ca),
-                (driftlock_client::CERT_ENV, t.cert),
-                (driftlock_client::KEY_ENV, t.key),
-            ],
-            None => Vec::new(),
-        }
+        self.admin_tls().map(|t| crate::cli::tls_env(&t)).unwrap_or_default()
     }
 
     /// The client library's defaults for `endpoints`, with the

@@ -13,7 +13,9 @@
 //! - [`counter`]: the fenced-counter workload; [`eventually`]: polling
 //!   waits;
 //! - [`cluster_time`]: a node's cluster time against the caller's raw
-//!   clock (does it run ahead of real time, at what rate).
+//!   clock (does it run ahead of real time, at what rate);
+//! - [`prom`]: a node's Prometheus metrics; [`cli`]: the `driftlock`
+//!   command run with a certificate, as a user runs it.
 //!
 //! It starts nodes as processes and never links the server
 //! (`driftlock-node`, `driftlock-raft-store`, sled): the client library's
@@ -22,10 +24,12 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod cli;
 mod cluster;
 pub mod cluster_time;
 pub mod counter;
 mod exe;
+pub mod prom;
 pub mod proxy;
 mod wait;
 

@@ -191,13 +191,6 @@ pub fn client_config(cluster: &TestCluster, endpoints: Vec<String>) -> driftlock
 /// `driftlock_rpc_latency_seconds_count{method="…"}` of the node whose
 /// Prometheus endpoint is `metrics_addr`: requests it handled by method.
 pub fn rpc_count(metrics_addr: &str, method: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(metrics_addr).expect("connect to metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let prefix = format!("driftlock_rpc_latency_seconds_count{{method=\"{method}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
+    let series = format!("driftlock_rpc_latency_seconds_count{{method=\"{method}\"}}");
+    driftlock_testkit::prom::sample(&driftlock_testkit::prom::scrape(metrics_addr), &series)
 }
