@@ -7,6 +7,9 @@ use clap::{Args, Subcommand};
 use driftlock_client::LeadershipLoss;
 use driftlock_proto::AdminRequest;
 
+use serde_json::json;
+
+use crate::output::{self, OutputArg};
 use crate::{connect, CmdResult, Endpoints};
 
 /// `driftlock elect ELECTION --value V`, or `driftlock elect handover …`.
@@ -33,6 +36,9 @@ pub struct ElectArgs {
     /// from this one (warm handover); this process then campaigns again.
     #[arg(long, default_value = "")]
     state: String,
+    /// Output format: json prints one JSON object per change (JSON Lines).
+    #[command(flatten)]
+    out: OutputArg,
 }
 
 /// `driftlock elect` subcommands.
@@ -83,9 +89,21 @@ pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
     let election = session.election(&name);
     let state = args.state.into_bytes();
     election.on_handover(move || state.clone());
-    println!(
-        "campaigning in '{name}' as session {} with value '{value}'",
-        session.id()
+    let json = args.out.json();
+    // One line per change: text for people, or one JSON object (docs/cli.md).
+    let say = |text: String, value: serde_json::Value| {
+        if json {
+            output::print_line(&value);
+        } else {
+            println!("{text}");
+        }
+    };
+    say(
+        format!(
+            "campaigning in '{name}' as session {} with value '{value}'",
+            session.id()
+        ),
+        json!({"event": "campaigning", "election": name, "session": session.id(), "value": value}),
     );
     loop {
         let campaign = election.campaign(value.clone().into_bytes());
@@ -96,20 +114,36 @@ pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
                 return Ok(());
             }
         };
-        println!("master of '{name}' at epoch {}", leadership.epoch());
+        let mut master = json!({"event": "master", "election": name, "epoch": leadership.epoch()});
+        let mut text = format!("master of '{name}' at epoch {}", leadership.epoch());
         if let Some(state) = leadership.handover_state() {
-            println!(
-                "took over by warm handover with {} bytes of state: {}",
+            text.push_str(&format!(
+                "\ntook over by warm handover with {} bytes of state: {}",
                 state.len(),
                 String::from_utf8_lossy(state)
-            );
+            ));
+            if let Some(obj) = master.as_object_mut() {
+                let mut fields = serde_json::Map::new();
+                output::value_fields(state, &mut fields);
+                obj.insert("handover_state".into(), serde_json::Value::Object(fields));
+            }
         }
+        say(text, master);
         // Master exactly until the loss signal: it is printed the moment it
         // fires, and "master" is not reported again until a new campaign
         // wins.
         tokio::select! {
             why = leadership.lost() => {
-                println!("no longer master of '{name}' (epoch {}): {why}", leadership.epoch());
+                say(
+                    format!("no longer master of '{name}' (epoch {}): {why}", leadership.epoch()),
+                    json!({
+                        "event": "lost",
+                        "election": name,
+                        "epoch": leadership.epoch(),
+                        "cause": loss_cause(&why),
+                        "reason": why.to_string(),
+                    }),
+                );
                 match why {
                     LeadershipLoss::SessionEnded | LeadershipLoss::ValidityEnded => {
                         let _ = session.close().await;
@@ -117,15 +151,29 @@ pub(crate) async fn elect(args: ElectArgs) -> CmdResult {
                     }
                     // Handed over (the session left the election) or
                     // superseded: join the queue again, as a new candidate.
-                    _ => println!("campaigning again in '{name}'"),
+                    _ => say(
+                        format!("campaigning again in '{name}'"),
+                        json!({"event": "campaigning", "election": name, "session": session.id(), "value": value}),
+                    ),
                 }
             }
             _ = tokio::signal::ctrl_c() => {
                 let _ = election.resign().await;
                 let _ = session.close().await;
-                println!("resigned");
+                say("resigned".into(), json!({"event": "resigned", "election": name}));
                 return Ok(());
             }
         }
+    }
+}
+
+/// A stable name for why a mastership ended (`-o json`'s `cause`).
+fn loss_cause(why: &LeadershipLoss) -> &'static str {
+    match why {
+        LeadershipLoss::HandedOver { .. } => "handed_over",
+        LeadershipLoss::Resigned => "resigned",
+        LeadershipLoss::SessionEnded => "session_ended",
+        LeadershipLoss::ValidityEnded => "validity_ended",
+        LeadershipLoss::Superseded { .. } => "superseded",
     }
 }

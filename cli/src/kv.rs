@@ -2,6 +2,9 @@
 
 use clap::Subcommand;
 
+use serde_json::json;
+
+use crate::output::{self, OutputArg};
 use crate::{connect, CmdResult, Endpoints};
 
 /// The `driftlock kv` subcommands: linearizable reads, and writes outside any
@@ -14,6 +17,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArg,
         /// Key whose value to print (as text); a missing key is an error.
         key: String,
     },
@@ -22,6 +28,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArg,
         /// Key to set, e.g. config/mode.
         key: String,
         /// Value to store (the bytes of this text), e.g. active.
@@ -32,6 +41,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArg,
         /// Key to set.
         key: String,
         /// The key's current revision, as printed by put, cas or list; 0 = the
@@ -45,6 +57,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArg,
         /// Key to delete; a missing key is an error.
         key: String,
     },
@@ -53,6 +68,9 @@ pub enum KvCmd {
         /// The cluster to talk to.
         #[command(flatten)]
         endpoints: Endpoints,
+        /// Output format.
+        #[command(flatten)]
+        out: OutputArg,
         /// List keys starting with this (empty = all), at most 10000, one per
         /// line: KEY, VALUE, (revision N), tab-separated.
         #[arg(default_value = "")]
@@ -63,23 +81,30 @@ pub enum KvCmd {
 /// Runs one `driftlock kv` subcommand and prints its result on stdout.
 pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
     match cmd {
-        KvCmd::Get { endpoints, key } => {
+        KvCmd::Get { endpoints, out, key } => {
             let client = connect(&endpoints).await?;
             match client.kv_get(&key).await.map_err(|e| e.to_string())? {
+                Some(v) if out.json() => output::print_line(&output::kv_entry(&key, &v)),
                 Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
                 None => return Err(format!("key '{key}' not found")),
             }
         }
-        KvCmd::Put { endpoints, key, value } => {
+        KvCmd::Put {
+            endpoints,
+            out,
+            key,
+            value,
+        } => {
             let rev = connect(&endpoints)
                 .await?
                 .kv_put(&key, value.into_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("revision {rev}");
+            print_revision(out, &key, rev);
         }
         KvCmd::Cas {
             endpoints,
+            out,
             key,
             expected,
             value,
@@ -89,23 +114,32 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
                 .kv_cas(&key, expected, value.into_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("revision {rev}");
+            print_revision(out, &key, rev);
         }
-        KvCmd::Del { endpoints, key } => {
+        KvCmd::Del { endpoints, out, key } => {
             connect(&endpoints)
                 .await?
                 .kv_delete(&key)
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("deleted");
+            if out.json() {
+                output::print_line(&json!({"key": key, "deleted": true}));
+            } else {
+                println!("deleted");
+            }
         }
-        KvCmd::List { endpoints, prefix } => {
+        KvCmd::List { endpoints, out, prefix } => {
             let entries = connect(&endpoints)
                 .await?
                 .kv_range(&prefix, LIST_MAX_KEYS)
                 .await
                 .map_err(|e| e.to_string())?;
             let cut = entries.len() >= LIST_MAX_KEYS as usize;
+            if out.json() {
+                let list: Vec<serde_json::Value> = entries.iter().map(|(k, v)| output::kv_entry(k, v)).collect();
+                output::print_line(&json!({"prefix": prefix, "entries": list, "truncated": cut}));
+                return Ok(());
+            }
             for (k, v) in entries {
                 println!(
                     "{k}\t{}\t(revision {})",
@@ -119,6 +153,15 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// What `put` and `cas` print: the key's new revision.
+fn print_revision(out: OutputArg, key: &str, revision: u64) {
+    if out.json() {
+        output::print_line(&json!({"key": key, "revision": revision}));
+    } else {
+        println!("revision {revision}");
+    }
 }
 
 /// Most keys `kv list` prints.

@@ -14,6 +14,7 @@ mod config;
 mod elect;
 mod kv;
 mod lock;
+pub mod output;
 mod status;
 mod watch;
 
@@ -48,15 +49,19 @@ pub enum UserCommand {
     #[command(subcommand)]
     Cert(CertCmd),
     /// Run a command while holding a lock.
+    #[command(after_help = output::LOCK_EXIT_CODES)]
     Lock(LockArgs),
     /// Campaign in an election and report mastership until Ctrl-C.
+    #[command(after_help = output::EXIT_CODES)]
     Elect(ElectArgs),
     /// Read and write the KV store.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = output::EXIT_CODES)]
     Kv(KvCmd),
     /// Show every node's role, term, indexes and lag.
+    #[command(after_help = output::EXIT_CODES)]
     Status(StatusArgs),
     /// Print KV changes under a prefix until Ctrl-C.
+    #[command(after_help = output::EXIT_CODES)]
     Watch(WatchArgs),
 }
 
@@ -191,7 +196,10 @@ mod tests {
             "active",
         ])
         .unwrap();
-        let super::UserCommand::Kv(super::KvCmd::Put { endpoints, key, value }) = cli.command else {
+        let super::UserCommand::Kv(super::KvCmd::Put {
+            endpoints, key, value, ..
+        }) = cli.command
+        else {
             panic!("{cli:?}")
         };
         assert_eq!((key.as_str(), value.as_str()), ("config/mode", "active"));

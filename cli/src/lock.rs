@@ -8,6 +8,9 @@ use clap::Args;
 use driftlock_client::LockOptions;
 use driftlock_proto::LockMode;
 
+use serde_json::json;
+
+use crate::output::{self, OutputArg};
 use crate::{connect, Endpoints};
 
 /// `driftlock lock NAME -- CMD…`.
@@ -28,6 +31,9 @@ pub struct LockArgs {
     /// Take the lock in shared mode.
     #[arg(long)]
     shared: bool,
+    /// Format of the grant line on stderr (stdout is the command's own).
+    #[command(flatten)]
+    out: OutputArg,
     /// The command to run while holding the lock.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -57,11 +63,20 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
         .await
         .map_err(|e| format!("cannot take lock '{}': {e}", args.name))?;
     let token = guard.fencing_token();
-    eprintln!(
-        "driftlock: holding '{}' with fencing token {token} (session {})",
-        args.name,
-        session.id()
-    );
+    if args.out.json() {
+        output::eprint_line(&json!({
+            "lock": args.name,
+            "fencing_token": token,
+            "session": session.id(),
+            "mode": if args.shared { "shared" } else { "exclusive" },
+        }));
+    } else {
+        eprintln!(
+            "driftlock: holding '{}' with fencing token {token} (session {})",
+            args.name,
+            session.id()
+        );
+    }
     let (program, rest) = args.command.split_first().ok_or("no command given")?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)

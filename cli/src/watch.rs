@@ -5,6 +5,9 @@ use std::time::Duration;
 use clap::Args;
 use driftlock_proto::{Event, EventFilter};
 
+use serde_json::json;
+
+use crate::output::{self, OutputArg};
 use crate::{CmdResult, Endpoints};
 
 /// `driftlock watch PREFIX`.
@@ -16,6 +19,9 @@ pub struct WatchArgs {
     /// Print changes of keys starting with this (empty = every key).
     #[arg(default_value = "")]
     prefix: String,
+    /// Output format: json prints one JSON object per change (JSON Lines).
+    #[command(flatten)]
+    out: OutputArg,
 }
 
 /// `driftlock watch PREFIX`: prints KV changes until Ctrl-C.
@@ -63,14 +69,23 @@ pub(crate) async fn watch(args: WatchArgs) -> CmdResult {
             match batch {
                 Ok(Ok(batch)) => {
                     if batch.truncated {
+                        if args.out.json() {
+                            output::print_line(&json!({"missed": true, "after_index": after}));
+                        }
                         eprintln!("driftlock watch: some changes were missed (node buffer overflow or snapshot)");
                     }
                     for (index, e) in batch.events {
                         if let Event::KvChanged { key, revision } = e {
-                            if revision == 0 {
-                                println!("{index}\tDELETE\t{key}");
+                            let op = if revision == 0 { "delete" } else { "put" };
+                            if args.out.json() {
+                                output::print_line(&json!({
+                                    "index": index,
+                                    "op": op,
+                                    "key": key,
+                                    "revision": revision,
+                                }));
                             } else {
-                                println!("{index}\tPUT\t{key}");
+                                println!("{index}\t{}\t{key}", op.to_uppercase());
                             }
                         }
                     }
