@@ -2,7 +2,8 @@
 //!
 //! With root and a working `ip netns`, every node runs in its own network
 //! namespace (`dljN`) with its own address `10.77.0.(10+N)` on a bridge
-//! (`dljbr0`, the harness at `10.77.0.1`), joined by veth pairs; partitions
+//! (`dljbr0`, the harness at `10.77.0.1`; other names and a other /24 with
+//! `--net K`, see [`set_net_index`]), joined by veth pairs; partitions
 //! are iptables rules and delay/loss is `tc netem` inside the namespaces.
 //! Without them the nodes listen on `127.0.0.(10+N)` and the namespace-only
 //! faults are skipped (the nemesis says why).
@@ -24,12 +25,51 @@ use driftlock_proto::{AdminRequest, MemberAddr};
 
 pub use driftlock_launcher::libfaketime;
 
-/// Bridge joining the namespaces.
-const BRIDGE: &str = "dljbr0";
+/// Which set of namespace names and addresses this process uses, 0–9
+/// (`--net`): set 0 is `dlj*` on 10.77.0.0/24, set k is `dl<k>j*` on
+/// 10.(77+k).0.0/24, so runs with different sets can share a host (a long
+/// campaign beside the CI's short run).
+static NET_INDEX: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+
+/// Chooses this process's network set (see [`NET_INDEX`]); the first call
+/// wins, before any cluster starts.
+pub fn set_net_index(k: u8) -> Result<(), String> {
+    if k > 9 {
+        return Err(format!("--net {k}: the network set is 0 to 9"));
+    }
+    match NET_INDEX.set(k) {
+        Ok(()) => Ok(()),
+        Err(_) if NET_INDEX.get() == Some(&k) => Ok(()),
+        Err(_) => Err("the network set was already chosen".into()),
+    }
+}
+
+fn net_index() -> u8 {
+    NET_INDEX.get().copied().unwrap_or(0)
+}
+
 /// Prefix of namespace and veth names.
-const NS_PREFIX: &str = "dlj";
-/// The harness's address on the bridge.
-const HOST_IP: &str = "10.77.0.1";
+fn ns_prefix() -> String {
+    match net_index() {
+        0 => "dlj".into(),
+        k => format!("dl{k}j"),
+    }
+}
+
+/// Bridge joining the namespaces.
+fn bridge() -> String {
+    format!("{}br0", ns_prefix())
+}
+
+/// The first three octets of the namespaces' /24.
+fn subnet() -> String {
+    format!("10.{}.0", 77 + u16::from(net_index()))
+}
+
+/// The address of node `id` in its namespace.
+fn node_ip(id: u64) -> String {
+    format!("{}.{}", subnet(), 10 + id)
+}
 /// Raft port of every node (each has its own address).
 const RAFT_PORT: u16 = 7400;
 /// Client API port of every node.
@@ -97,7 +137,7 @@ pub fn netns_available() -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("not running as root".into());
     }
-    let probe = format!("{NS_PREFIX}probe");
+    let probe = format!("{}probe", ns_prefix());
     let _ = run_cmd("ip", &["netns", "del", &probe]);
     run_cmd("ip", &["netns", "add", &probe]).map_err(|e| format!("ip netns does not work: {e}"))?;
     let iptables = run_cmd("ip", &["netns", "exec", &probe, "iptables", "-L", "INPUT", "-n"]);
@@ -110,7 +150,7 @@ pub fn netns_available() -> Result<(), String> {
 
 /// Whether `tc netem` works here (the kernel needs `sch_netem`); why not.
 pub fn netem_available() -> Result<(), String> {
-    let probe = format!("{NS_PREFIX}netem");
+    let probe = format!("{}netem", ns_prefix());
     let _ = run_cmd("ip", &["netns", "del", &probe]);
     run_cmd("ip", &["netns", "add", &probe]).map_err(|e| e.to_string())?;
     let r = run_cmd(
@@ -274,33 +314,34 @@ pub struct Cluster {
 }
 
 fn ns_name(id: u64) -> String {
-    format!("{NS_PREFIX}{id}")
+    format!("{}{id}", ns_prefix())
 }
 
 /// Removes namespaces, veths and the bridge of an earlier run.
 pub fn cleanup_netns(max_nodes: u64) {
     for id in 1..=max_nodes {
         let _ = run_cmd("ip", &["netns", "del", &ns_name(id)]);
-        let _ = run_cmd("ip", &["link", "del", &format!("{NS_PREFIX}v{id}")]);
+        let _ = run_cmd("ip", &["link", "del", &format!("{}v{id}", ns_prefix())]);
     }
-    let _ = run_cmd("ip", &["link", "del", BRIDGE]);
+    let _ = run_cmd("ip", &["link", "del", &bridge()]);
 }
 
 fn setup_netns(nodes: u64) -> Result<(), ClusterError> {
     cleanup_netns(nodes.max(9));
-    run_cmd("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
-    run_cmd("ip", &["addr", "add", &format!("{HOST_IP}/24"), "dev", BRIDGE])?;
-    run_cmd("ip", &["link", "set", BRIDGE, "up"])?;
+    let bridge = bridge();
+    run_cmd("ip", &["link", "add", &bridge, "type", "bridge"])?;
+    run_cmd("ip", &["addr", "add", &format!("{}.1/24", subnet()), "dev", &bridge])?;
+    run_cmd("ip", &["link", "set", &bridge, "up"])?;
     for id in 1..=nodes {
         let ns = ns_name(id);
-        let host_end = format!("{NS_PREFIX}v{id}");
-        let ns_end = format!("{NS_PREFIX}p{id}");
+        let host_end = format!("{}v{id}", ns_prefix());
+        let ns_end = format!("{}p{id}", ns_prefix());
         run_cmd("ip", &["netns", "add", &ns])?;
         run_cmd(
             "ip",
             &["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end],
         )?;
-        run_cmd("ip", &["link", "set", &host_end, "master", BRIDGE])?;
+        run_cmd("ip", &["link", "set", &host_end, "master", &bridge])?;
         run_cmd("ip", &["link", "set", &host_end, "up"])?;
         run_cmd("ip", &["link", "set", &ns_end, "netns", &ns])?;
         run_cmd(
@@ -316,7 +357,7 @@ fn setup_netns(nodes: u64) -> Result<(), ClusterError> {
                 "ip",
                 "addr",
                 "add",
-                &format!("10.77.0.{}/24", 10 + id),
+                &format!("{}/24", node_ip(id)),
                 "dev",
                 "eth0",
             ],
@@ -382,7 +423,7 @@ impl Cluster {
         let mut specs = Vec::new();
         for id in 1..=n {
             let (ip, raft_addr, client_addr) = if opts.netns {
-                let ip = format!("10.77.0.{}", 10 + id);
+                let ip = node_ip(id);
                 (ip.clone(), format!("{ip}:{RAFT_PORT}"), format!("{ip}:{CLIENT_PORT}"))
             } else {
                 let ip = format!("127.0.0.{}", 10 + id);

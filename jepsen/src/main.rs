@@ -65,6 +65,11 @@ struct RunArgs {
     /// Never use network namespaces (loopback addresses only).
     #[arg(long)]
     no_netns: bool,
+    /// Network set, 0–9: namespace names and the /24 the nodes use (0:
+    /// `dlj*` on 10.77.0.0/24, K: `dl<K>j*` on 10.(77+K).0.0/24), so that
+    /// two runs can share a host, e.g. a campaign beside CI's short run.
+    #[arg(long, env = "DRIFTLOCK_JEPSEN_NET", default_value_t = 0)]
+    net: u8,
     /// The driftlock binary (default: the one of this build's cargo
     /// profile, built when missing or when run under cargo; see
     /// `driftlock_testkit::driftlock_exe`).
@@ -187,6 +192,7 @@ fn options(cli: &RunArgs, seed: u64) -> Result<RunOptions, String> {
         .store
         .clone()
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("store"));
+    driftlock_jepsen::cluster::set_net_index(cli.net)?;
     let defaults = if cli.short { Minimums::SHORT } else { Minimums::FULL };
     Ok(RunOptions {
         nodes,
