@@ -236,7 +236,7 @@ async fn start_servers(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut 
     .map_err(|source| bind_error(&n.client_addr, "client", source))?;
     tasks.spawn("client server", Stop::WithRequests, client_server);
     if let Some(addr) = &n.metrics_addr {
-        let metrics_server = crate::metrics::serve(parse(addr, "metrics")?, ctx.metrics.clone())
+        let metrics_server = crate::http::serve(parse(addr, "metrics")?, ctx.clone())
             .await
             .map_err(|source| bind_error(addr, "metrics", source))?;
         tasks.spawn("metrics server", Stop::BeforeRaft, metrics_server);

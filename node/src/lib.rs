@@ -1,7 +1,8 @@
 //! The driftlock server node: wires openraft to [`driftlock_raft_store`],
 //! serves the client API ([`driftlock_proto`]'s service) and node-to-node
 //! Raft traffic over tarpc, stamps cluster time, ticks when idle, measures
-//! its host and clock, exports Prometheus metrics, and runs a local
+//! its host and clock, exports Prometheus metrics and health probes
+//! (`/metrics`, `/healthz`, `/readyz`), and runs a local
 //! development cluster (`driftlock dev`). The `driftlock` binary adds the
 //! user commands of `driftlock-cli`.
 
@@ -17,6 +18,7 @@ pub mod dev;
 pub mod events;
 pub mod handover;
 pub mod health;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod network;

@@ -4,7 +4,6 @@
 //! The HTTP side is a few lines over a tokio listener: one fixed GET is all
 //! Prometheus needs, and an HTTP framework would be most of the binary.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -13,7 +12,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Label of per-method RPC metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,43 +208,6 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Binds `addr` and returns the loop that serves `GET /metrics` on it,
-/// which the caller runs as a task until it aborts it.
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-                    Ok(Ok(n)) => n,
-                    _ => return,
-                };
-                let request = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if request.starts_with("GET /metrics") {
-                    ("200 OK", metrics.encode())
-                } else {
-                    ("404 Not Found", "only GET /metrics is served\n".to_owned())
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(body.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
-        }
-    })
 }
 
 /// Label of a lease factor gauge.

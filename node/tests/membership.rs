@@ -248,7 +248,7 @@ async fn prometheus_endpoint_serves_the_metrics() {
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let body = driftlock_testkit::prom::scrape(c.metrics_addr(leader));
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert_eq!(driftlock_testkit::prom::status_code(&body), 200, "{body}");
     for name in [
         "driftlock_raft_term",
         "driftlock_raft_leader_changes_total",
@@ -262,4 +262,47 @@ async fn prometheus_endpoint_serves_the_metrics() {
         assert!(body.contains(name), "missing {name} in:\n{body}");
     }
     assert!(body.contains("driftlock_raft_is_leader 1"), "{body}");
+}
+
+/// `/healthz` says the process answers, `/readyz` whether it can serve: a
+/// node started but never initialized or added is alive and not ready,
+/// the members of a running cluster are both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_tell_alive_from_ready() {
+    use driftlock_testkit::prom::{request, status_code};
+    let mut c = TestCluster::start(3).await;
+    c.wait_leader(T).await;
+    for i in 0..3 {
+        let addr = c.metrics_addr(i).to_owned();
+        let live = request(&addr, "GET", "/healthz");
+        assert_eq!(status_code(&live), 200, "{live}");
+        // Followers learn the leader from its first heartbeat.
+        let deadline = Instant::now() + T;
+        loop {
+            let ready = request(&addr, "GET", "/readyz");
+            if status_code(&ready) == 200 {
+                assert!(ready.contains("ready: node"), "{ready}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {} never became ready: {ready}",
+                c.id(i)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let lone = c.add_slot();
+    c.spawn(lone);
+    c.wait_up(lone).await;
+    let addr = c.metrics_addr(lone).to_owned();
+    assert_eq!(status_code(&request(&addr, "GET", "/healthz")), 200);
+    let ready = request(&addr, "GET", "/readyz");
+    assert_eq!(status_code(&ready), 503, "{ready}");
+    assert!(ready.contains("not ready: not initialized"), "{ready}");
+    // Only the three paths, only reads.
+    assert_eq!(status_code(&request(&addr, "POST", "/readyz")), 405);
+    assert_eq!(status_code(&request(&addr, "GET", "/nope")), 404);
+    assert_eq!(status_code(&request(&addr, "HEAD", "/healthz")), 200);
+    c.kill(lone);
 }

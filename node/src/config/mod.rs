@@ -95,8 +95,9 @@ pub struct NodeSettings {
         default_value = "./data/node1"
     )]
     pub data_dir: PathBuf,
-    /// Address (ip:port) of the Prometheus endpoint (`GET /metrics`); unset
-    /// = no endpoint.
+    /// Address (ip:port) of the HTTP endpoint: Prometheus `GET /metrics`,
+    /// probes `GET /healthz` and `GET /readyz` (plain HTTP: bind it where
+    /// only monitoring reaches); unset = no endpoint.
     #[arg(id = "node.metrics_addr", long = "metrics-addr", env = "DRIFTLOCK_METRICS_ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
