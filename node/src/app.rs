@@ -167,6 +167,7 @@ async fn start_raft(
         raft_config,
         Network {
             security: security.clone(),
+            append_timeout: Duration::from_millis(config.raft.rpc_timeout_ms),
         },
         store.log_store,
         store.state_machine,

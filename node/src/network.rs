@@ -400,6 +400,9 @@ pub async fn serve(
 pub struct Network {
     /// How peers are dialed: with this node's certificate.
     pub security: NodeSecurity,
+    /// Deadline of an AppendEntries that carries entries (`[raft]
+    /// rpc_timeout_ms`), when longer than openraft's heartbeat-based one.
+    pub append_timeout: Duration,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -411,6 +414,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             security: self.security.clone(),
             client: None,
+            append_timeout: self.append_timeout,
         }
     }
 }
@@ -421,6 +425,7 @@ pub struct PeerClient {
     addr: String,
     security: NodeSecurity,
     client: Option<RaftRpcClient>,
+    append_timeout: Duration,
 }
 
 fn ctx(option: &RPCOption) -> tarpc::context::Context {
@@ -465,7 +470,17 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let client = self.client(option.soft_ttl()).await?;
-        match client.append_entries(ctx(&option), rpc).await {
+        let mut context = ctx(&option);
+        if !rpc.entries.is_empty() {
+            // openraft gives every append the heartbeat interval; one that
+            // carries entries (up to `MAX_APPEND_BYTES`, written and flushed
+            // by the follower before it answers) gets `[raft]
+            // rpc_timeout_ms` if that is longer, or a follower far behind
+            // on a slow disk would time out on every append and never
+            // catch up.
+            context.deadline = std::time::Instant::now() + option.soft_ttl().max(self.append_timeout);
+        }
+        match client.append_entries(context, rpc).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(self.remote_failed(e)),
             Err(e) => Err(self.transport_failed(e)),

@@ -8,37 +8,49 @@
 use std::time::{Duration, Instant};
 
 use driftlock_proto::limits::SNAPSHOT_CHUNK_BYTES;
-use driftlock_proto::{AdminRequest, KvWrite, Reply};
+use driftlock_proto::AdminRequest;
 use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(20);
 
-/// Values at the default value limit (64 KiB), enough of them that the
-/// snapshot spans more than two chunks.
+/// Values at the default value limit (64 KiB), enough of them (16 MiB)
+/// that the one snapshot taken while they are written (at entry
+/// `SNAPSHOT_EVERY`, about 12 MiB of values) spans at least three chunks.
 const VALUE_BYTES: usize = 64 << 10;
-const KEYS: usize = 3 * SNAPSHOT_CHUNK_BYTES / VALUE_BYTES;
+const KEYS: usize = 4 * SNAPSHOT_CHUNK_BYTES / VALUE_BYTES;
+const SNAPSHOT_EVERY: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_larger_than_a_chunk_reaches_a_new_node_in_chunks() {
     // Snapshots often and a short log behind them, so a node added later
     // catches up by snapshot, not by appends.
-    let args = |_| {
-        ["--snapshot-every-entries", "20", "--log-kept-after-snapshot", "5"]
-            .map(String::from)
-            .to_vec()
+    let every = SNAPSHOT_EVERY.to_string();
+    let args = move |_| {
+        vec![
+            "--snapshot-every-entries".to_owned(),
+            every.clone(),
+            "--log-kept-after-snapshot".to_owned(),
+            "5".to_owned(),
+        ]
     };
-    let mut c = TestCluster::start_with(3, args).await;
-    let leader = c.wait_leader(T).await;
-    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
-        .await
-        .expect("connect");
+    let mut c = TestCluster::start_with(3, args.clone()).await;
+    c.wait_leader(T).await;
+    // The client library follows the leader if it moves under the load.
+    let config = driftlock_client::ClientConfig {
+        request_timeout_ms: 10_000,
+        ..c.client_config(c.endpoints())
+    };
+    let client = driftlock_client::Client::connect_with(config).await.expect("connect");
     for i in 0..KEYS {
-        let put = KvWrite::Put {
-            key: format!("k{i:04}"),
-            value: vec![(i % 251) as u8; VALUE_BYTES],
-        };
-        let reply = api.kv_write(driftlock_proto::context(T), put).await.expect("rpc");
-        assert!(matches!(reply, Ok(Reply::KvWritten { .. })), "{reply:?}");
+        // Writing the same value again is harmless, so a write whose
+        // outcome is unknown (a slow snapshot on a loaded machine can hold
+        // the leader past the request deadline) is simply repeated.
+        let key = format!("k{i:04}");
+        let mut attempts = 0;
+        while let Err(e) = client.kv_put(&key, vec![(i % 251) as u8; VALUE_BYTES]).await {
+            attempts += 1;
+            assert!(attempts < 5, "put {key}: {e}");
+        }
     }
     // Let the leader snapshot the last writes too.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -48,20 +60,26 @@ async fn a_snapshot_larger_than_a_chunk_reaches_a_new_node_in_chunks() {
     c.spawn(late);
     c.wait_up(late).await;
     let member = c.spec(late).member();
-    driftlock_proto::admin(
-        c.client_addr(leader),
-        AdminRequest::AddLearner { member },
-        T,
-        &c.security(),
-    )
-    .await
-    .expect("add learner");
+    client
+        .admin(AdminRequest::AddLearner { member })
+        .await
+        .expect("add learner");
     let deadline = Instant::now() + T;
     while c.status(late).await.is_none_or(|s| s.stats.keys < KEYS as u64) {
         assert!(
             Instant::now() < deadline,
-            "the new node did not catch up: {:?}",
-            c.status(late).await
+            "the new node did not catch up: {:?}\nits log:\n{}\nthe cluster's snapshot lines:\n{}",
+            c.status(late).await,
+            c.log(late),
+            (0..3)
+                .flat_map(|i| c
+                    .log(i)
+                    .lines()
+                    .filter(|l| l.contains("snapshot"))
+                    .map(String::from)
+                    .collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -31,21 +31,24 @@ pub const MAX_REQUEST_FRAME_BYTES: usize = MAX_ITEM_BYTES;
 pub const MAX_ENTRY_BYTES: usize = MAX_REQUEST_FRAME_BYTES + MESSAGE_OVERHEAD_BYTES;
 
 /// Encoded bytes of log entries a leader puts in one AppendEntries, bytes
-/// (16 MiB): the log reader stops before the entry that would pass it, but
-/// always returns at least one, so one message carries at most this plus
-/// one entry ([`MAX_ENTRY_BYTES`]).
-pub const MAX_APPEND_BYTES: usize = 16 << 20;
+/// (1 MiB, as etcd's `MaxSizePerMsg`): the log reader stops before the
+/// entry that would pass it, but always returns at least one, so one
+/// message carries at most this plus one entry ([`MAX_ENTRY_BYTES`]). An
+/// append must reach a follower and be flushed there within openraft's
+/// replication timeout; a few MiB of large values on a slow or loaded
+/// follower did not, and the follower never caught up.
+pub const MAX_APPEND_BYTES: usize = 1 << 20;
 
 /// Bytes of a snapshot a node sends in one Raft message (4 MiB); the
 /// receiver reassembles the chunks in order and installs the snapshot once
 /// the last one arrived and its checksum verified.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 
-/// Largest Raft frame between nodes, bytes (about 17 MiB): an
-/// AppendEntries at [`MAX_APPEND_BYTES`] plus one entry, or one snapshot
-/// chunk, with the envelope (vote, log ids, snapshot metadata). Only nodes
-/// talk on the Raft port; a larger frame breaks the connection.
-pub const MAX_RAFT_FRAME_BYTES: usize = MAX_APPEND_BYTES + MAX_ENTRY_BYTES + RAFT_ENVELOPE_BYTES;
+/// Largest Raft frame between nodes, bytes (4.25 MiB): one snapshot chunk
+/// or an AppendEntries at [`MAX_APPEND_BYTES`] plus one entry (the
+/// smaller), with the envelope (vote, log ids, snapshot metadata). Only
+/// nodes talk on the Raft port; a larger frame breaks the connection.
+pub const MAX_RAFT_FRAME_BYTES: usize = SNAPSHOT_CHUNK_BYTES + RAFT_ENVELOPE_BYTES;
 
 /// Generous bound on a Raft message besides its entries or snapshot bytes
 /// (vote, log ids, per-entry headers of an append, a snapshot's metadata
@@ -170,12 +173,11 @@ const _: () = {
     assert!(MAX_BATCH_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
     assert!(MAX_ITEM_BYTES <= MAX_BATCH_BYTES);
     assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
-    // A client frame is far below what nodes accept from each other.
-    assert!(MAX_FRAME_BYTES < MAX_RAFT_FRAME_BYTES);
     // Any one entry and any one snapshot chunk fit a Raft frame.
     assert!(MAX_ITEM_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_ENTRY_BYTES);
     assert!(SNAPSHOT_CHUNK_BYTES + RAFT_ENVELOPE_BYTES <= MAX_RAFT_FRAME_BYTES);
-    assert!(SNAPSHOT_CHUNK_BYTES > 0 && MAX_APPEND_BYTES >= MAX_ENTRY_BYTES);
+    assert!(MAX_APPEND_BYTES + MAX_ENTRY_BYTES + RAFT_ENVELOPE_BYTES <= MAX_RAFT_FRAME_BYTES);
+    assert!(SNAPSHOT_CHUNK_BYTES > 0 && MAX_APPEND_BYTES > 0);
     // The longest wait fits the µs arithmetic of cluster time with room for
     // centuries of uptime.
     assert!(MAX_WAIT_US < u64::MAX / 1_000_000);

@@ -154,9 +154,9 @@ pub struct RaftSettings {
         default_value_t = 1_000
     )]
     pub log_kept_after_snapshot: u64,
-    /// Accepted and checked (> 0) but not read: openraft derives its RPC
-    /// deadlines from heartbeat_ms (replication) and its snapshot timeout,
-    /// ms.
+    /// Deadline of an AppendEntries that carries entries, ms: the follower
+    /// writes and flushes up to 1 MiB of them before it answers. Heartbeats
+    /// and votes keep openraft's heartbeat-based deadline.
     #[arg(
         id = "raft.rpc_timeout_ms",
         long = "raft-rpc-timeout-ms",
