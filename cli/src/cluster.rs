@@ -63,7 +63,8 @@ pub enum ClusterCmd {
     Config(crate::config::ConfigCmd),
 }
 
-fn parse_member(spec: &str) -> Result<MemberAddr, String> {
+/// Parses a member as `ID=RAFT_ADDR/CLIENT_ADDR`.
+pub(crate) fn parse_member(spec: &str) -> Result<MemberAddr, String> {
     let bad = || format!("'{spec}' is not ID=RAFT_ADDR/CLIENT_ADDR");
     let (id, addrs) = spec.split_once('=').ok_or_else(bad)?;
     let (raft_addr, client_addr) = addrs.split_once('/').ok_or_else(bad)?;

@@ -1,9 +1,11 @@
 //! The user and operator commands of the `driftlock` binary: `lock`,
-//! `elect`, `kv`, `watch`, `status`, `cluster` and `auth` (the access
-//! policy). Each lives in its own module and speaks the client protocol,
-//! through the client library except where it must address nodes one by
-//! one (`status`, `watch`, `cluster init`). The server commands (`serve`, `dev`) are the node crate's; its
-//! `main` puts both under one binary.
+//! `elect`, `kv`, `watch`, `status`, `cluster`, `snapshot` (backup and
+//! restore) and `auth` (the access policy). Each lives in its own module
+//! and speaks the client protocol, through the client library except where
+//! it must address nodes one by one (`status`, `watch`, `cluster init`);
+//! `snapshot restore` and `snapshot inspect` work on files and data
+//! directories only. The server commands (`serve`, `dev`) are the node
+//! crate's; its `main` puts both under one binary.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +17,7 @@ mod elect;
 mod kv;
 mod lock;
 pub mod output;
+mod snapshot;
 mod status;
 mod watch;
 
@@ -30,6 +33,7 @@ pub use config::{ConfigCmd, Setting};
 pub use elect::{ElectArgs, ElectCmd};
 pub use kv::KvCmd;
 pub use lock::LockArgs;
+pub use snapshot::SnapshotCmd;
 pub use status::StatusArgs;
 pub use watch::WatchArgs;
 
@@ -41,6 +45,10 @@ pub enum UserCommand {
     /// read and change the replicated configuration.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Back the cluster up to a file (`save`), seed a new cluster's data
+    /// directories from one (`restore`), check one (`inspect`).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
     /// Show and change the access policy: who may lock, read, write and
     /// campaign under which prefixes, and who is an administrator.
     #[command(subcommand)]
@@ -69,6 +77,7 @@ pub enum UserCommand {
 pub async fn run(command: UserCommand) -> ExitCode {
     match command {
         UserCommand::Cluster(cmd) => report(cluster::cluster(cmd).await),
+        UserCommand::Snapshot(cmd) => report(snapshot::snapshot(cmd).await),
         UserCommand::Auth(cmd) => report(auth::auth(cmd).await),
         UserCommand::Cert(cmd) => report(cert::cert(cmd)),
         UserCommand::Lock(args) => lock::lock(args).await,

@@ -119,7 +119,8 @@ pub fn check_observe(sm: &StateMachine, principal: &Principal, filter: &EventFil
 /// Checks an administrative request: a health report only from the node
 /// it is about (or an insecure node's anonymous caller); everything else
 /// (init, membership, leader transfer, handover, policy, replicated
-/// configuration) only from an administrator.
+/// configuration, reading a snapshot for a backup) only from an
+/// administrator.
 pub fn check_admin(policy: &AccessPolicy, principal: &Principal, request: &AdminRequest) -> Result<(), ApiError> {
     if let AdminRequest::ReportHealth { node, .. } = request {
         return match principal {
@@ -384,6 +385,18 @@ mod tests {
         assert!(check_admin(&policy, &Principal::Node(1), &set_config).is_err());
         assert!(check_admin(&policy, &Principal::admin("root"), &set_config).is_ok());
         assert!(check_admin(&named, &alice, &set_config).is_ok());
+        // A backup reads every value and session digest: administrators
+        // only, not even nodes.
+        let backup = AdminRequest::ReadSnapshot {
+            snapshot: None,
+            offset: 0,
+        };
+        assert_eq!(
+            denied(check_admin(&policy, &alice, &backup)),
+            "permission denied: alice may not make the admin request 'read_snapshot'"
+        );
+        assert!(check_admin(&policy, &Principal::Node(1), &backup).is_err());
+        assert!(check_admin(&policy, &Principal::admin("root"), &backup).is_ok());
         let report = AdminRequest::ReportHealth {
             node: 2,
             sample: driftlock_proto::HealthSample {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use driftlock_proto::limits;
 use driftlock_proto::tls::Principal;
 use driftlock_proto::{
-    AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, NodeStatus, Query,
-    QueryReply, QueryResult, Role,
+    AdminReply, AdminRequest, ApiError, Consistency, DriftlockApi, EventBatch, EventFilter, KvWrite, MemberAddr,
+    NodeStatus, Query, QueryReply, QueryResult, Role, SnapshotChunk, SnapshotId, SnapshotMembership,
 };
 use driftlock_proto::{Reply, SessionId, SessionOp, SessionSecret};
 use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
@@ -39,6 +39,10 @@ use crate::clock::ClusterClock;
 use crate::events::EventBuffer;
 use crate::metrics::Metrics;
 use crate::network::Raft;
+
+/// How long a backup's first request waits for a fresh snapshot to be
+/// built (`AdminRequest::ReadSnapshot`).
+pub const FRESH_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Everything a request handler needs; shared by all connections.
 pub struct NodeContext {
@@ -414,8 +418,117 @@ impl NodeContext {
                 })
                 .await?;
             }
+            AdminRequest::ReadSnapshot { snapshot, offset } => {
+                return Ok(AdminReply::SnapshotChunk(self.read_snapshot(snapshot, offset).await?));
+            }
         }
         Ok(AdminReply::Done)
+    }
+
+    /// One chunk of this leader's stored snapshot for a backup
+    /// (`AdminRequest::ReadSnapshot`; docs/design.md "Backup and restore").
+    /// Without `wanted`, builds a fresh snapshot first.
+    ///
+    /// Each chunk reads the stored snapshot whole (openraft's
+    /// `get_snapshot`) and keeps its slice: simple and stateless, at the
+    /// cost of copying the snapshot once per 4 MiB chunk.
+    async fn read_snapshot(&self, wanted: Option<SnapshotId>, offset: u64) -> Result<SnapshotChunk, ApiError> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err(ApiError::Unavailable("node is shutting down".into()));
+        }
+        self.require_leader()?;
+        if wanted.is_none() {
+            self.fresh_snapshot().await?;
+        }
+        let snapshot = self
+            .raft
+            .get_snapshot()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("cannot read the stored snapshot: {e}")))?
+            .ok_or_else(|| ApiError::Unavailable("this node stores no snapshot".into()))?;
+        let last = snapshot
+            .meta
+            .last_log_id
+            .ok_or_else(|| ApiError::Unavailable("the stored snapshot covers no entry".into()))?;
+        let id = SnapshotId {
+            index: last.index,
+            term: last.leader_id.term,
+            leader: last.leader_id.node_id,
+        };
+        if let Some(wanted) = wanted {
+            if wanted != id {
+                return Err(ApiError::InvalidRequest(format!(
+                    "the snapshot at {wanted} is no longer stored on this node (it now holds the one at {id}); \
+                     start the save again"
+                )));
+            }
+        }
+        let data = snapshot.snapshot.into_inner();
+        let total_bytes = data.len() as u64;
+        if offset > total_bytes {
+            return Err(ApiError::InvalidRequest(format!(
+                "offset {offset} is past the end of the snapshot ({total_bytes} bytes)"
+            )));
+        }
+        // `offset <= data.len()`, so it fits a usize.
+        let start = offset as usize;
+        let end = data.len().min(start.saturating_add(limits::MAX_BATCH_BYTES));
+        let membership = snapshot.meta.last_membership.membership();
+        Ok(SnapshotChunk {
+            snapshot: id,
+            membership: SnapshotMembership {
+                voters: membership.voter_ids().collect(),
+                members: membership
+                    .nodes()
+                    .map(|(id, node)| MemberAddr {
+                        id: *id,
+                        raft_addr: node.raft_addr.clone(),
+                        client_addr: node.client_addr.clone(),
+                    })
+                    .collect(),
+            },
+            total_bytes,
+            offset,
+            data: data[start..end].to_vec(),
+        })
+    }
+
+    /// Makes the stored snapshot cover every entry committed before now:
+    /// confirms leadership with a quorum (ReadIndex, which also waits until
+    /// this node applied up to the read index), then triggers snapshots
+    /// until one at or after the applied index is stored, for up to
+    /// [`FRESH_SNAPSHOT_TIMEOUT`]. A trigger while a build is under way is
+    /// ignored by openraft, hence the retries.
+    async fn fresh_snapshot(&self) -> Result<(), ApiError> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map_err(|_| self.not_leader())?;
+        let target = self.raft.metrics().borrow_watched().last_applied.map_or(0, |l| l.index);
+        let covered = move |m: &openraft::RaftMetrics<TypeConfig>| m.snapshot.is_some_and(|s| s.index >= target);
+        let deadline = Instant::now() + FRESH_SNAPSHOT_TIMEOUT;
+        loop {
+            if covered(&self.raft.metrics().borrow_watched()) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::Unavailable(format!(
+                    "no snapshot covering entry {target} was built within {} s",
+                    FRESH_SNAPSHOT_TIMEOUT.as_secs()
+                )));
+            }
+            self.raft
+                .trigger()
+                .snapshot()
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            // A timeout only means "trigger again".
+            let _ = self
+                .raft
+                .wait(Some(Duration::from_millis(500)))
+                .metrics(covered, "snapshot for a backup")
+                .await;
+        }
     }
 
     fn require_leader(&self) -> Result<(), ApiError> {
@@ -630,9 +743,14 @@ impl DriftlockApi for ApiHandler {
     async fn admin(self, _: tarpc::context::Context, request: AdminRequest) -> Result<AdminReply, ApiError> {
         let _f = InFlight::new(&self.ctx, "admin");
         crate::check::admin(&request)?;
-        // An audit line per administrative change; health reports come every
-        // few seconds from every node and are not changes an operator made.
-        if !matches!(request, AdminRequest::ReportHealth { .. }) {
+        // An audit line per administrative request; health reports come
+        // every few seconds from every node and are not changes an operator
+        // made, and a backup is audited once, at its first chunk.
+        let routine = matches!(
+            request,
+            AdminRequest::ReportHealth { .. } | AdminRequest::ReadSnapshot { snapshot: Some(_), .. }
+        );
+        if !routine {
             tracing::info!(principal = %self.principal, request = request.kind(), "admin request");
         }
         let result = self.ctx.admin(&self.principal, request).await;

@@ -293,12 +293,29 @@ pub enum AdminRequest {
         /// in force.
         expected_revision: Option<u64>,
     },
+    /// Read one chunk of the leader's stored Raft snapshot, for a backup
+    /// (`driftlock snapshot save`; docs/design.md "Backup and restore").
+    /// Leader only. With `snapshot: None` the leader first confirms its
+    /// leadership (ReadIndex) and builds a fresh snapshot covering every
+    /// entry committed before the request, then answers the chunk at
+    /// `offset` of it; every later request names the snapshot the first
+    /// reply identified, and is refused with `InvalidRequest` if the node no
+    /// longer stores that one (replaced by a newer snapshot, or another
+    /// leader answered), so a backup is never a mix of two snapshots.
+    ReadSnapshot {
+        /// The snapshot the transfer started on; `None` to build a fresh
+        /// one and start.
+        snapshot: Option<SnapshotId>,
+        /// Byte offset of the chunk in the snapshot data; at most the
+        /// data's length (an offset equal to it reads an empty chunk).
+        offset: u64,
+    },
 }
 
 impl AdminRequest {
     /// The request's kind, for logs, metrics and refusals: `init`,
     /// `add_learner`, `change_voters`, `report_health`, `handover`,
-    /// `transfer_leader`, `set_policy`, `set_config`.
+    /// `transfer_leader`, `set_policy`, `set_config`, `read_snapshot`.
     pub fn kind(&self) -> &'static str {
         match self {
             AdminRequest::Init { .. } => "init",
@@ -309,6 +326,7 @@ impl AdminRequest {
             AdminRequest::TransferLeader { .. } => "transfer_leader",
             AdminRequest::SetPolicy { .. } => "set_policy",
             AdminRequest::SetConfig { .. } => "set_config",
+            AdminRequest::ReadSnapshot { .. } => "read_snapshot",
         }
     }
 }
@@ -330,6 +348,55 @@ pub enum AdminReply {
     /// The request took effect (for `ReportHealth`: was accepted, whether
     /// or not it was worth committing).
     Done,
+    /// One chunk of a stored snapshot (`ReadSnapshot`).
+    SnapshotChunk(SnapshotChunk),
+}
+
+/// Names a stored Raft snapshot by the log id of the last entry it covers:
+/// two snapshots with the same id hold the same state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SnapshotId {
+    /// Log index of the last entry the snapshot covers.
+    pub index: u64,
+    /// Raft term of the leader that created that entry.
+    pub term: u64,
+    /// Raft id of the leader that created that entry (openraft's leader ids
+    /// are `(term, node)`).
+    pub leader: u64,
+}
+
+impl std::fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "index {} (term {}, leader {})", self.index, self.term, self.leader)
+    }
+}
+
+/// The membership a snapshot was taken under: who the old cluster was.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMembership {
+    /// Raft ids of the voters (of every configuration, during a joint
+    /// change), ascending.
+    pub voters: Vec<u64>,
+    /// Every member (voters and learners) with its addresses, by id.
+    pub members: Vec<MemberAddr>,
+}
+
+/// One chunk of a snapshot's data, with what identifies the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// The snapshot this chunk belongs to.
+    pub snapshot: SnapshotId,
+    /// The membership recorded with the snapshot.
+    pub membership: SnapshotMembership,
+    /// Length of the whole snapshot data, bytes.
+    pub total_bytes: u64,
+    /// Offset of `data` in the snapshot data, bytes (the requested one).
+    pub offset: u64,
+    /// At most [`MAX_BATCH_BYTES`](crate::limits::MAX_BATCH_BYTES) bytes
+    /// of the snapshot data from `offset`; empty only at the end. The data
+    /// is the store's framed encoding of the state machine's snapshot
+    /// (`[len u32 LE][crc32 u32 LE][bincode]`).
+    pub data: Vec<u8>,
 }
 
 /// Why a request failed.

@@ -171,6 +171,10 @@ const _: () = {
     // A batch fits, and so does any one item (a range page always holds at
     // least one entry, an event batch at least one event).
     assert!(MAX_BATCH_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
+    // A backup's snapshot chunk (`AdminReply::SnapshotChunk`: at most
+    // MAX_BATCH_BYTES of data) with its membership, bounded like a Raft
+    // envelope, fits one reply.
+    assert!(MAX_BATCH_BYTES + RAFT_ENVELOPE_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
     assert!(MAX_ITEM_BYTES <= MAX_BATCH_BYTES);
     assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
     // Any one entry and any one snapshot chunk fit a Raft frame.

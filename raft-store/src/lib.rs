@@ -8,6 +8,8 @@
 //! time anchor of docs/design.md "Time", rule 1) and a [`StateReader`] (reads of
 //! the in-memory state and a subscription to its events). [`TypeConfig`] is
 //! the one openraft type configuration of the whole service.
+//! [`seed_from_snapshot`] makes a new cluster's store from a backed-up
+//! snapshot (`driftlock snapshot restore`).
 //!
 //! ```no_run
 //! # fn main() -> Result<(), driftlock_raft_store::StoreError> {
@@ -27,6 +29,7 @@
 
 pub mod frame;
 pub mod log_store;
+pub mod seed;
 pub mod state_machine;
 pub mod type_config;
 
@@ -34,10 +37,11 @@ use std::path::Path;
 
 pub use frame::StoreError;
 pub use log_store::{LogReader, LogStore, StampHandle};
+pub use seed::{seed_from_snapshot, SeedError};
 pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader};
 pub use type_config::{
-    ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership,
-    TypeConfig, Vote,
+    log_id, ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest,
+    StoredMembership, TypeConfig, Vote,
 };
 
 /// Settings of [`open_with`]: sled's cache, the event channel, the initial

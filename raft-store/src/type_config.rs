@@ -97,6 +97,15 @@ pub struct ApplyOutput {
 
 /// A log id of [`TypeConfig`].
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// The log id of entry `index`, created by the leader `leader` of `term`
+/// (openraft's leader ids are `(term, node)`).
+pub fn log_id(term: u64, leader: u64, index: u64) -> LogId {
+    LogId {
+        leader_id: openraft::vote::leader_id_adv::LeaderId { term, node_id: leader },
+        index,
+    }
+}
+
 /// A log entry of [`TypeConfig`].
 pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
 /// A vote (leader id and whether it is committed) of [`TypeConfig`]; the log
