@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use driftlock_cli::UserCommand;
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
@@ -25,10 +25,51 @@ enum Cmd {
     Dev(DevArgs),
     #[command(flatten)]
     User(Box<UserCommand>),
+    /// Print a shell completion script, e.g. `driftlock completions bash >
+    /// /etc/bash_completion.d/driftlock`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) of `driftlock`, or with --dir write one
+    /// page per command there (driftlock.1, driftlock-kv.1, …).
+    Man {
+        /// Directory to write every command's page into; it must exist.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `driftlock completions SHELL` and `driftlock man`: generated from the
+/// same clap definitions the binary parses, so they never drift from it.
+fn generated(command: &Cmd) -> Option<ExitCode> {
+    let mut cli = Cli::command();
+    match command {
+        Cmd::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cli, "driftlock", &mut std::io::stdout());
+        }
+        Cmd::Man { dir: Some(dir) } => {
+            if let Err(e) = clap_mangen::generate_to(cli, dir) {
+                eprintln!("driftlock man: cannot write the pages into {}: {e}", dir.display());
+                return Some(ExitCode::from(1));
+            }
+        }
+        Cmd::Man { dir: None } => {
+            if let Err(e) = clap_mangen::Man::new(cli).render(&mut std::io::stdout()) {
+                eprintln!("driftlock man: {e}");
+                return Some(ExitCode::from(1));
+            }
+        }
+        _ => return None,
+    }
+    Some(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = generated(&cli.command) {
+        return code;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let default = if matches!(cli.command, Cmd::Serve(_)) {
             "info"
@@ -84,6 +125,8 @@ fn main() -> ExitCode {
                 }
             },
             Cmd::User(cmd) => driftlock_cli::run(*cmd).await,
+            // Answered before the runtime started.
+            Cmd::Completions { .. } | Cmd::Man { .. } => ExitCode::SUCCESS,
         }
     })
 }

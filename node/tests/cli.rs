@@ -196,3 +196,34 @@ async fn output_json_is_what_docs_cli_md_describes() {
     let _ = elect.wait();
     writer.join().expect("writer");
 }
+
+/// Completions and manual pages come from the same clap definitions the
+/// binary parses: every user command is in them.
+#[test]
+fn completions_and_man_pages_cover_every_command() {
+    let exe = driftlock_testkit::driftlock_exe().expect("driftlock binary");
+    let run = |args: &[&str]| {
+        let out = Command::new(&exe).args(args).output().expect("run driftlock");
+        assert!(out.status.success(), "driftlock {args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let commands = [
+        "serve", "dev", "lock", "elect", "kv", "watch", "status", "cluster", "auth", "snapshot",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        for command in commands {
+            assert!(script.contains(command), "{shell} completion lacks {command}");
+        }
+    }
+    let page = run(&["man"]);
+    assert!(page.starts_with(".ie") || page.contains(".TH driftlock"), "{page}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    run(&["man", "--dir", dir.path().to_str().expect("utf-8 path")]);
+    for command in commands {
+        let page = dir.path().join(format!("driftlock-{command}.1"));
+        assert!(page.exists(), "no page {}", page.display());
+    }
+    let bad = Command::new(&exe).args(["completions", "tcsh"]).output().expect("run");
+    assert_eq!(bad.status.code(), Some(2), "an unknown shell is a command-line error");
+}
