@@ -67,9 +67,6 @@ fn generated(command: &Cmd) -> Option<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(code) = generated(&cli.command) {
-        return code;
-    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let default = if matches!(cli.command, Cmd::Serve(_)) {
             "info"
@@ -94,6 +91,9 @@ fn main() -> ExitCode {
         let _ = unsafe {
             nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
         };
+    }
+    if let Some(code) = generated(&cli.command) {
+        return code;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
