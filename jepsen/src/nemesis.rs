@@ -673,18 +673,29 @@ impl NemesisCtx {
                 // 5 s, were too few for a short run: the fault then never
                 // took effect and the run was invalid).
                 let mut last_error = None;
+                let mut cut = false;
                 for _ in 0..HANDOVER_CUT_TRIES {
                     if let Err(e) = c.handover(crate::workload::ELECTION_NAME).await {
                         last_error = Some(e.to_string());
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                     if switches.iter().any(|s| s.cut.load(Ordering::SeqCst)) {
-                        last_error = None;
+                        cut = true;
                         break;
                     }
                 }
-                if let Some(e) = last_error {
-                    return Err(format!("handover request: {e}"));
+                if !cut {
+                    // Not applied: disarm, so masters go back to their
+                    // usual holds, and say why.
+                    for s in &switches {
+                        s.armed.store(false, Ordering::SeqCst);
+                    }
+                    return Err(match last_error {
+                        Some(e) => format!("handover request: {e}"),
+                        None => format!(
+                            "no handover reached the old master's last state chunk in {HANDOVER_CUT_TRIES} requests"
+                        ),
+                    });
                 }
                 Ok((
                     format!(

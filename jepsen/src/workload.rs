@@ -403,6 +403,10 @@ pub struct CutSwitch {
     pub cut: AtomicBool,
 }
 
+/// Longest a master holds while the handover-cut nemesis is armed (it
+/// usually loses mastership sooner, by the handover).
+const ARMED_HOLD: Duration = Duration::from_secs(10);
+
 /// The election workload's candidates' switches, shared with the nemesis.
 pub type CutSwitches = Arc<std::sync::Mutex<Vec<Arc<CutSwitch>>>>;
 
@@ -501,7 +505,7 @@ pub async fn run_election(
                 .await
                 .ok_or_else(|| format!("candidate {k}: cannot start its proxies"))?;
             if let Ok(mut all) = switches.lock() {
-                all.push(switch);
+                all.push(switch.clone());
             }
             let client = Client::connect_with(workload_client_config(via, "jepsen-election"))
                 .await
@@ -516,7 +520,7 @@ pub async fn run_election(
                         continue;
                     }
                 };
-                let info = candidate_term(&session, &history, process, &mut rng, &stop).await;
+                let info = candidate_term(&session, &history, process, &mut rng, &stop, &switch).await;
                 let _ = session.close().await;
                 if info {
                     infos += 1;
@@ -611,14 +615,19 @@ pub async fn run_election(
 }
 
 /// One candidate session: campaign, hold until a random time or the loss
-/// signal, resign. Returns whether an op ended `Info` (the caller then
-/// changes process id).
+/// signal, resign. While the handover-cut nemesis is armed a master holds
+/// for up to [`ARMED_HOLD`] instead, so that the handover it asked for
+/// reaches the old master's last state chunk rather than losing the race
+/// with a resignation (on a loaded host a handover takes longer than the
+/// usual 0.2–1.5 s hold). Returns whether an op ended `Info` (the caller
+/// then changes process id).
 async fn candidate_term(
     session: &Session,
     history: &History,
     process: u64,
     rng: &mut StdRng,
     stop: &AtomicBool,
+    switch: &CutSwitch,
 ) -> bool {
     let election = session.election(ELECTION_NAME);
     let f = Function::Campaign {
@@ -653,6 +662,11 @@ async fn candidate_term(
         Value::Mastership(mastership(history.ns_at(session.valid_until()))),
     );
     let hold = Duration::from_millis(rng.random_range(200..1500));
+    let hold = if switch.armed.load(Ordering::SeqCst) {
+        ARMED_HOLD
+    } else {
+        hold
+    };
     let end = Instant::now() + hold;
     // The library's loss signal (a handover, the session's end) ends the
     // mastership early; its time is what `lost_at` records.
