@@ -32,7 +32,8 @@ pub const KEY_ENV: &str = "DRIFTLOCK_KEY";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Client API addresses of the nodes, `host:port`. Any subset of the
-    /// cluster works: the library follows the leader hints it is given.
+    /// cluster works: the library follows the leader hints it is given
+    /// (unless `follow_leader_hints` is off).
     pub endpoints: Vec<String>,
     /// Name shown in the cluster's status for this client's sessions.
     pub client_name: String,
@@ -72,6 +73,13 @@ pub struct ClientConfig {
     /// [`ClientConfig::new`] takes them from `DRIFTLOCK_CA`,
     /// `DRIFTLOCK_CERT` and `DRIFTLOCK_KEY` when all three are set.
     pub tls: Option<TlsFiles>,
+    /// Whether the leader address a node names in a `NotLeader` answer is
+    /// dialled directly (the default: one hop to the leader). Turn it off
+    /// when the nodes' own client addresses are not the way this client
+    /// reaches them — behind a proxy, NAT or a load balancer: the library
+    /// then only ever dials `endpoints`, trying them in turn until one
+    /// leads.
+    pub follow_leader_hints: bool,
 }
 
 impl ClientConfig {
@@ -99,6 +107,7 @@ impl ClientConfig {
                 tracing::warn!(error = %e, "not using TLS files from the environment");
                 None
             }),
+            follow_leader_hints: true,
         }
     }
 

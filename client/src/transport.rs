@@ -362,7 +362,7 @@ impl Transport {
                         return Err(ClientError::Unavailable(format!("{}: {last_error}", spec.what)));
                     }
                     match leader_hint {
-                        Some((_, hinted)) if hinted != addr => {
+                        Some((_, hinted)) if hinted != addr && self.config.follow_leader_hints => {
                             self.prefer(&hinted);
                             hops += 1;
                             if hops > max_hops {

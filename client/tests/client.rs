@@ -746,3 +746,54 @@ async fn one_client_serves_hundreds_of_sessions_over_one_connection() {
             .unwrap_or_else(|e| panic!("close session {i}: {e}"));
     }
 }
+
+/// A client whose nodes are reachable only through the addresses it was
+/// given (a proxy, NAT, a load balancer) must not leave them for the
+/// leader address a follower names: with `follow_leader_hints` off every
+/// request goes through the configured endpoints; with the default it
+/// dials the hinted node directly and the proxies see fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_hints_off_every_request_goes_through_the_configured_endpoints() {
+    let cluster = driftlock_testkit::TestCluster::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    // Followers first, so the first answer is a NotLeader with a hint.
+    let order: Vec<usize> = (0..3).filter(|&i| i != leader).chain([leader]).collect();
+    let mut proxies = Vec::new();
+    for &i in &order {
+        proxies.push(cluster.proxy(i).await);
+    }
+    let endpoints: Vec<String> = proxies.iter().map(|p| p.addr()).collect();
+    let writes = 10;
+    let through_proxies = |proxies: &[driftlock_testkit::FaultProxy]| -> usize {
+        proxies.iter().map(|p| p.count_method("kv_write")).sum()
+    };
+
+    let pinned = Client::connect_with(ClientConfig {
+        follow_leader_hints: false,
+        ..cluster.client_config(endpoints.clone())
+    })
+    .await
+    .expect("connect");
+    for i in 0..writes {
+        pinned.kv_put(&format!("pinned/{i}"), vec![1]).await.expect("put");
+    }
+    let pinned_seen = through_proxies(&proxies);
+    assert!(
+        pinned_seen >= writes,
+        "{pinned_seen} kv writes went through the proxies for {writes} puts: some bypassed them"
+    );
+    // The leader's proxy carried the successful ones.
+    assert!(proxies[2].count_method("kv_write") >= writes);
+
+    let following = Client::connect_with(cluster.client_config(endpoints))
+        .await
+        .expect("connect");
+    for i in 0..writes {
+        following.kv_put(&format!("following/{i}"), vec![1]).await.expect("put");
+    }
+    let following_seen = through_proxies(&proxies) - pinned_seen;
+    assert!(
+        following_seen < writes,
+        "with hints followed, {following_seen} of {writes} writes still went through the proxies"
+    );
+}

@@ -117,6 +117,10 @@ pub fn workload_client_config(endpoints: Vec<String>, name: &str) -> ClientConfi
         poll_interval_ms: 300,
         observe_wait_ms: 1_000,
         health_report_interval_ms: 0,
+        // Workload clients reach the nodes through fault proxies (delay,
+        // handover-cut): a leader hint names the node's own address, and
+        // following it would leave the proxy behind for good.
+        follow_leader_hints: false,
         ..base
     }
 }
