@@ -63,8 +63,10 @@ pub async fn increment(client: &Client, session: &Session) -> Outcome {
 /// One counter client until `stop_at`: its own connection (with `config`,
 /// e.g. [`TestCluster::client_config`](crate::TestCluster::client_config))
 /// and session (reopened when it expires), counting acknowledged and
-/// indeterminate increments. Panics if it cannot connect or open its first
-/// session.
+/// indeterminate increments. Panics if it cannot connect; a session that
+/// cannot be opened yet (a cluster still electing, a loaded host) is asked
+/// for again until `stop_at`, each failure printed — the caller's check
+/// that the counter made progress catches a worker that never got one.
 pub async fn run_worker(
     config: ClientConfig,
     name: String,
@@ -79,10 +81,19 @@ pub async fn run_worker(
     let client = Client::connect_with(config)
         .await
         .unwrap_or_else(|e| panic!("counter worker {name}: connect: {e}"));
-    let mut session = client
-        .open_session(Duration::from_secs(5))
-        .await
-        .unwrap_or_else(|e| panic!("counter worker {name}: open session: {e}"));
+    let mut session = loop {
+        match client.open_session(Duration::from_secs(5)).await {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < stop_at => {
+                eprintln!("counter worker {name}: open session: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                eprintln!("counter worker {name}: no session before the end: {e}");
+                return;
+            }
+        }
+    };
     while Instant::now() < stop_at {
         match increment(&client, &session).await {
             Outcome::Acked => {
