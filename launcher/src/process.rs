@@ -85,6 +85,9 @@ impl NodeProcess {
                 })
         };
         let (stdout, stderr) = (open_log()?, open_log()?);
+        if self.spec.command_line(&self.exe).contains("faketime") {
+            sweep_stale_faketime_shm(std::path::Path::new("/dev/shm"));
+        }
         let child = self
             .spec
             .command(&self.exe)
@@ -318,6 +321,32 @@ impl Drop for NodeProcess {
     }
 }
 
+/// The `faketime` wrapper keeps a POSIX shared-memory segment and a
+/// semaphore named after its pid (`faketime_shm_PID`,
+/// `sem.faketime_sem_PID` in `/dev/shm`) and removes them when it exits. A
+/// wrapper that is SIGKILLed — the fault tests and the jepsen kill nemesis
+/// do that — leaves them behind, and a later wrapper that gets the same pid
+/// refuses to start ("sem_open: File exists"). This removes the ones whose
+/// process is gone; a live wrapper's are kept.
+fn sweep_stale_faketime_shm(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let pid = name
+            .strip_prefix("faketime_shm_")
+            .or_else(|| name.strip_prefix("sem.faketime_sem_"))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +411,37 @@ mod tests {
 
     fn sigkill() -> i32 {
         Signal::SIGKILL as i32
+    }
+
+    #[test]
+    fn stale_faketime_segments_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = std::process::id();
+        // A pid above the kernel's pid_max is never alive.
+        let dead = 4_194_305;
+        for name in [
+            format!("faketime_shm_{live}"),
+            format!("sem.faketime_sem_{live}"),
+            format!("faketime_shm_{dead}"),
+            format!("sem.faketime_sem_{dead}"),
+            "other".to_owned(),
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        sweep_stale_faketime_shm(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                format!("faketime_shm_{live}"),
+                "other".to_owned(),
+                format!("sem.faketime_sem_{live}")
+            ]
+        );
     }
 
     #[tokio::test]
