@@ -23,7 +23,7 @@ use crate::{connect, CmdResult, Endpoints};
 #[derive(Subcommand, Debug)]
 pub enum ConfigCmd {
     /// Print the replicated configuration in force as TOML, with the
-    /// revision it was set at and the log index it was read at.
+    /// revision it was set at and the revision it was read at.
     Get {
         /// The cluster to talk to.
         #[command(flatten)]
@@ -110,7 +110,7 @@ fn read_toml(config: &mut Config, path: &Path) -> Result<(), String> {
 }
 
 /// The configuration as `get` prints it: a comment saying which revision
-/// and at which log index it was read, then one TOML section per part.
+/// and at which revision it was read, then one TOML section per part.
 fn render(view: &ConfigView, read_at_index: u64) -> String {
     let origin = if view.revision == 0 {
         "the default of a new cluster".to_owned()
@@ -118,7 +118,7 @@ fn render(view: &ConfigView, read_at_index: u64) -> String {
         format!("set by log entry {}", view.revision)
     };
     let mut out = format!(
-        "# replicated config in force: revision {}, {origin}; read at log index {read_at_index}\n",
+        "# replicated config in force: revision {}, {origin}; read at revision {read_at_index}\n",
         view.revision
     );
     let mut section = "";
@@ -141,14 +141,14 @@ fn render_changes(changes: &[ConfigChange]) -> String {
 }
 
 /// The configuration in force, read linearizably from the leader, and the
-/// log index it was read at.
+/// revision it was read at.
 async fn current(client: &Client) -> Result<(ConfigView, u64), String> {
     let reply = client
         .read(Query::Config, Consistency::Linearizable)
         .await
         .map_err(|e| e.to_string())?;
     match reply.result {
-        QueryResult::Config(view) => Ok((view, reply.applied_index)),
+        QueryResult::Config(view) => Ok((view, reply.revision)),
         other => Err(format!("unexpected answer to a config read: {other:?}")),
     }
 }
@@ -170,7 +170,7 @@ async fn local(endpoints: &Endpoints) -> Result<(ConfigView, u64), String> {
         .map_err(|e| format!("{first}: {e}"))?
         .map_err(|e| format!("{first}: {e}"))?;
     match reply.result {
-        QueryResult::Config(view) => Ok((view, reply.applied_index)),
+        QueryResult::Config(view) => Ok((view, reply.revision)),
         other => Err(format!("unexpected answer to a config read: {other:?}")),
     }
 }
@@ -234,12 +234,12 @@ pub(crate) async fn config(cmd: ConfigCmd) -> CmdResult {
             let changes = before.config.diff(&config);
             if changes.is_empty() {
                 println!(
-                    "no change against revision {} (read at log index {index})",
+                    "no change against revision {} (read at revision {index})",
                     before.revision
                 );
             } else {
                 println!(
-                    "# against revision {} (read at log index {index}); nothing was changed",
+                    "# against revision {} (read at revision {index}); nothing was changed",
                     before.revision
                 );
                 print!("{}", render_changes(&changes));
@@ -283,7 +283,7 @@ mod tests {
             12,
         );
         assert!(
-            text.starts_with("# replicated config in force: revision 9, set by log entry 9; read at log index 12\n"),
+            text.starts_with("# replicated config in force: revision 9, set by log entry 9; read at revision 12\n"),
             "{text}"
         );
         assert!(text.contains("\n[lease]\nmin_ttl_us = 1000000\n"), "{text}");

@@ -46,14 +46,14 @@ pub(crate) async fn watch(args: WatchArgs) -> CmdResult {
             }
         };
         if !started {
-            // Start from now: the newest index this node has.
+            // Start from now: the newest revision this node has.
             after = client
                 .status(driftlock_proto::context(Duration::from_secs(2)))
                 .await
-                .map(|s| s.applied_index)
+                .map(|s| s.applied_revision)
                 .unwrap_or(0);
             started = true;
-            eprintln!("watching '{}' from index {after} (Ctrl-C stops)", args.prefix);
+            eprintln!("watching '{}' from revision {after} (Ctrl-C stops)", args.prefix);
         }
         loop {
             let call = client.observe(

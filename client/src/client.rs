@@ -287,7 +287,7 @@ impl Client {
             .await
     }
 
-    /// One `observe` long-poll: events of entries after `after_index`
+    /// One `observe` long-poll: events of commands after revision `after_index`
     /// matching `filter`, waiting up to `wait` on the node for some. Served
     /// by any node; retried on another when one fails.
     pub async fn observe(&self, after_index: u64, filter: EventFilter, wait: Duration) -> Result<EventBatch> {

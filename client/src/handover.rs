@@ -45,7 +45,7 @@ const RECEIVE_LIMIT: Duration = Duration::from_secs(120);
 pub(crate) type StateProvider = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// As master at `epoch`: hand `election` over to `to`, for the handover
-/// begun at log index `begun_at`. Commits the state, follows the handover,
+/// begun at revision `begun_at`. Commits the state, follows the handover,
 /// and relinquishes once the candidate acknowledged.
 pub(crate) async fn hand_over(inner: Arc<SessionInner>, election: String, epoch: u64, to: SessionId, begun_at: u64) {
     if !send_state(&inner, &election, epoch).await {

@@ -189,7 +189,7 @@ impl std::fmt::Debug for LockGuard {
 
 impl LockGuard {
     pub(crate) fn new(session: Arc<SessionInner>, name: String, mode: LockMode, token: u64) -> Self {
-        debug_assert!(token > 0, "fencing tokens are log indexes, never 0");
+        debug_assert!(token > 0, "fencing tokens are revisions, never 0");
         LockGuard {
             session,
             name,
@@ -199,7 +199,7 @@ impl LockGuard {
         }
     }
 
-    /// The grant's fencing token: the log index of the granting entry,
+    /// The grant's fencing token: the revision of the granting command,
     /// strictly increasing across grants of a lock.
     pub fn fencing_token(&self) -> u64 {
         self.token

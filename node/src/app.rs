@@ -141,10 +141,11 @@ async fn start_raft(
     // A node that had applied entries before is restarting: a failure for
     // its health history.
     let restarted = state.with_state(|sm| sm.last_index() > 0);
-    // The events of every entry up to the snapshot the state was restored
-    // from were never published in this process (those above it are, as
-    // openraft re-applies them): observers behind it must be told.
-    let restored_through = state.last_applied().map_or(0, |l| l.index);
+    // The events of every command up to the snapshot the state was
+    // restored from were never published in this process (those above it
+    // are, as openraft re-applies them): observers behind it must be told.
+    // Events are numbered by revision (docs/design.md "Batched proposals").
+    let restored_through = state.with_state(|sm| sm.last_revision());
 
     let mut raft_config = openraft::Config {
         cluster_name: "driftlock".into(),
@@ -185,7 +186,8 @@ async fn start_raft(
     } else {
         1
     };
-    Ok(Arc::new(NodeContext {
+    let (proposals, proposal_receiver) = crate::batch::queue();
+    let ctx = Arc::new(NodeContext {
         id: config.node.id,
         addr: NodeAddr {
             raft_addr: config.node.raft_addr.clone(),
@@ -206,7 +208,10 @@ async fn start_raft(
             crate::predict::PredictConfig::from_node(config),
             metrics,
         )),
-    }))
+        proposals,
+    });
+    tokio::spawn(crate::batch::run(Arc::downgrade(&ctx), proposal_receiver));
+    Ok(ctx)
 }
 
 /// Binds the Raft, client and metrics ports and runs their accept loops.
@@ -327,7 +332,7 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
     loop {
         match notices.recv().await {
             Ok(SmNotice::Applied(applied)) => {
-                for e in &applied.events {
+                for (_, e) in &applied.events {
                     match e {
                         Event::LockGranted { validity_us, .. } => {
                             ctx.metrics.grants.inc();
@@ -337,13 +342,16 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
                         _ => {}
                     }
                 }
-                ctx.predict.on_events(&applied.events);
-                events.push(applied.index, applied.events);
+                ctx.predict.on_events(applied.events.iter().map(|(_, e)| e));
+                events.push_tagged(applied.events);
             }
-            Ok(SmNotice::SnapshotInstalled { last_index }) => {
-                tracing::info!(last_index, "installed a snapshot from the leader");
+            Ok(SmNotice::SnapshotInstalled {
+                last_index,
+                last_revision,
+            }) => {
+                tracing::info!(last_index, last_revision, "installed a snapshot from the leader");
                 ctx.metrics.snapshots_installed.inc();
-                events.mark_gap(last_index);
+                events.mark_gap(last_revision);
             }
             Err(RecvError::Lagged(_)) => events.mark_gap(events.newest_index().saturating_add(1)),
             Err(RecvError::Closed) => break,

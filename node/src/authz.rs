@@ -84,9 +84,9 @@ pub fn check_query(sm: &StateMachine, principal: &Principal, query: &Query) -> R
 /// an administrator; otherwise each part of the filter must be readable:
 /// the session must be the principal's own (or the principal an
 /// administrator), the key prefix readable as a whole, the election
-/// readable. A session id beyond this node's applied log is not known yet:
-/// `Unavailable`, so the caller retries (elsewhere or later); one that
-/// existed and ended cannot be attributed any more and is refused.
+/// readable. A session id beyond this node's last applied revision is not
+/// known yet: `Unavailable`, so the caller retries (elsewhere or later); one
+/// that existed and ended cannot be attributed any more and is refused.
 pub fn check_observe(sm: &StateMachine, principal: &Principal, filter: &EventFilter) -> Result<(), ApiError> {
     let policy = sm.policy();
     if filter.session.is_none() && filter.key_prefix.is_none() && filter.election.is_none() {
@@ -97,10 +97,10 @@ pub fn check_observe(sm: &StateMachine, principal: &Principal, filter: &EventFil
         if !policy.is_admin(principal) {
             match sm.session_owner(session) {
                 Some((owner, _)) if owner.same_party(principal) => {}
-                None if session > sm.last_index() => {
+                None if session > sm.last_revision() => {
                     return Err(ApiError::Unavailable(format!(
-                        "session {session} is not applied on this node yet (applied through {})",
-                        sm.last_index()
+                        "session {session} is not applied on this node yet (applied through revision {})",
+                        sm.last_revision()
                     )))
                 }
                 _ => return Err(Denied::new(principal, Action::UseSession, &session.to_string()).into()),

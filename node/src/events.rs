@@ -1,6 +1,13 @@
 //! The node's buffer of applied events for `observe` long-polls. Every node
 //! applies the same entries, so any node can serve observers; a follower's
 //! buffer merely lags a little.
+//!
+//! Events are numbered by the revision of the command that produced them
+//! (docs/design.md "Batched proposals"), not by log index: a batch entry
+//! holds several commands, and a session id, a fencing token or a KV
+//! revision is a revision too, so "no event about session S precedes
+//! revision S" holds. The `observe` API's `after_index` and
+//! `next_after_index` are these revisions.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,17 +18,17 @@ use driftlock_proto::Event;
 use driftlock_proto::{EventBatch, EventFilter};
 use tokio::sync::watch;
 
-/// A bounded buffer of `(entry index, event)` in log order.
+/// A bounded buffer of `(revision, event)` in apply order.
 pub struct EventBuffer {
     inner: Mutex<Inner>,
-    /// The newest entry index whose events are in the buffer.
+    /// The newest revision whose events are in the buffer.
     newest_tx: watch::Sender<u64>,
 }
 
 struct Inner {
     events: VecDeque<(u64, Event)>,
     capacity: usize,
-    /// Highest entry index whose events were dropped for room (0 = none).
+    /// Highest revision whose events were dropped for room (0 = none).
     dropped_through: u64,
 }
 
@@ -41,7 +48,8 @@ impl EventBuffer {
     }
 
     /// An empty buffer for a node whose state was restored from a snapshot
-    /// covering the entries up to `restored_through` (0: no snapshot). Their
+    /// covering the commands up to revision `restored_through` (0: no
+    /// snapshot). Their
     /// events were never published in this process, so an observer asking
     /// from before it is told it missed events, as after
     /// [`mark_gap`](Self::mark_gap).
@@ -51,27 +59,37 @@ impl EventBuffer {
         buffer
     }
 
-    /// Records the events of entry `index` (entries arrive in log order).
-    pub fn push(&self, index: u64, events: Vec<Event>) {
+    /// Records the events of the command at `revision` (commands arrive in
+    /// revision order).
+    pub fn push(&self, revision: u64, events: Vec<Event>) {
+        self.push_tagged(events.into_iter().map(|e| (revision, e)).collect());
+    }
+
+    /// Records events each tagged with its command's revision, as an
+    /// applied entry publishes them (revisions never decrease).
+    pub fn push_tagged(&self, events: Vec<(u64, Event)>) {
+        let Some(&(newest_revision, _)) = events.last() else {
+            return;
+        };
         if let Ok(mut inner) = self.inner.lock() {
-            debug_assert!(inner.events.back().is_none_or(|(i, _)| *i <= index));
-            for e in events {
-                inner.events.push_back((index, e));
+            for (revision, e) in events {
+                debug_assert!(inner.events.back().is_none_or(|(r, _)| *r <= revision));
+                inner.events.push_back((revision, e));
             }
             while inner.events.len() > inner.capacity {
-                if let Some((i, _)) = inner.events.pop_front() {
-                    inner.dropped_through = inner.dropped_through.max(i);
+                if let Some((r, _)) = inner.events.pop_front() {
+                    inner.dropped_through = inner.dropped_through.max(r);
                 }
             }
         }
         self.newest_tx.send_if_modified(|newest| {
-            let changed = index > *newest;
-            *newest = (*newest).max(index);
+            let changed = newest_revision > *newest;
+            *newest = (*newest).max(newest_revision);
             changed
         });
     }
 
-    /// Records that events of entries up to `through_index` were not (or not
+    /// Records that events up to revision `through_index` were not (or not
     /// all) seen by this buffer, e.g. after a snapshot was installed:
     /// observers asking from before it are told they missed events.
     pub fn mark_gap(&self, through_index: u64) {
@@ -98,15 +116,15 @@ impl EventBuffer {
         let start = inner.events.partition_point(|(i, _)| *i <= after_index);
         let mut events = Vec::new();
         let mut bytes = 0usize;
-        // The newest entry all of whose events were considered.
+        // The newest revision all of whose events were considered.
         let mut done_through = after_index;
         let mut full = false;
         let mut rest = inner.events.range(start..).peekable();
         while let Some(&&(index, _)) = rest.peek() {
-            // The matching events of one entry: a batch never splits an
-            // entry. An entry whose events alone pass the byte budget keeps
-            // what fits and reports the rest as dropped (`truncated`), so
-            // no reply outgrows a frame.
+            // The matching events of one command (one revision): a reply
+            // never splits a command's events. A command whose events
+            // alone pass the byte budget keeps what fits and reports the
+            // rest as dropped (`truncated`), so no reply outgrows a frame.
             let mut group = Vec::new();
             let mut group_bytes = 0usize;
             while let Some((i, e)) = rest.next_if(|(i, _)| *i == index) {
@@ -172,7 +190,7 @@ impl EventBuffer {
         }
     }
 
-    /// The newest entry index seen.
+    /// The newest revision seen.
     pub fn newest_index(&self) -> u64 {
         *self.newest_tx.borrow()
     }

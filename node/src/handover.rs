@@ -193,7 +193,7 @@ pub async fn controller_loop(ctx: Arc<NodeContext>) {
         tokio::select! {
             notice = notices.recv() => match notice {
                 Ok(SmNotice::Applied(applied)) => {
-                    for e in &applied.events {
+                    for (_, e) in &applied.events {
                         count_outcome(&ctx, e);
                     }
                 }

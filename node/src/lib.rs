@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod authz;
+pub mod batch;
 pub mod check;
 pub mod clock;
 pub mod clocksync;

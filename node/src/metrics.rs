@@ -58,6 +58,10 @@ pub struct Metrics {
     pub grant_validity_seconds: Histogram,
     /// Client RPC latency by method, seconds.
     pub rpc_latency_seconds: Family<MethodLabel, Histogram>,
+    /// Commands per entry this node proposed as leader
+    /// (`driftlock_proposal_batch_commands`; `batch.rs`): 1 at low load,
+    /// more when commands queue behind entries in flight.
+    pub batch_commands: Histogram,
     /// Health, adaptive lease and handover metrics.
     pub health: HealthMetrics,
     /// Clock drift metrics.
@@ -134,6 +138,12 @@ impl Metrics {
             "Client API latency by method",
             rpc_latency_seconds.clone(),
         );
+        let batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "proposal_batch_commands",
+            "Commands per entry proposed by this node as leader",
+            batch_commands.clone(),
+        );
         let health = HealthMetrics::register(&mut registry);
         let clock = ClockMetrics::register(&mut registry);
         let predict = PredictMetrics::register(&mut registry);
@@ -160,6 +170,7 @@ impl Metrics {
             grants,
             grant_validity_seconds,
             rpc_latency_seconds,
+            batch_commands,
         }
     }
 

@@ -27,9 +27,9 @@ use driftlock_proto::{
     NodeStatus, Query, QueryReply, QueryResult, Role, SnapshotChunk, SnapshotId, SnapshotMembership,
 };
 use driftlock_proto::{Reply, SessionId, SessionOp, SessionSecret};
-use driftlock_raft_store::{NodeAddr, StampHandle, StampedRequest, StateReader, TypeConfig};
+use driftlock_raft_store::{NodeAddr, StampHandle, StateReader, TypeConfig};
 use driftlock_sensors::clock::RawInstant;
-use driftlock_state_machine::{Command, StampedCommand, StateMachine};
+use driftlock_state_machine::{Command, StateMachine};
 use futures::StreamExt;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::ReadPolicy;
@@ -78,6 +78,8 @@ pub struct NodeContext {
     pub clock_sync: Arc<crate::clocksync::ClockSync>,
     /// Session profiler, failure predictor and lock-rate estimates.
     pub predict: Arc<crate::predict::Predictor>,
+    /// Where proposals wait to be packed into entries (`batch.rs`).
+    pub proposals: crate::batch::ProposalQueue,
 }
 
 impl NodeContext {
@@ -107,7 +109,7 @@ impl NodeContext {
     /// Stamps a command about to be proposed: cluster time now, and the
     /// instant it was computed at handed to the log store, which anchors on
     /// it once the entry is appended (docs/design.md "Time", rule 1).
-    fn stamp(&self) -> u64 {
+    pub(crate) fn stamp(&self) -> u64 {
         let now = RawInstant::now();
         let ts_us = self.cluster_time_at(now);
         self.stamps.stamped(self.id, ts_us, now);
@@ -122,13 +124,14 @@ impl NodeContext {
         Some((leader, node.client_addr.clone()))
     }
 
-    fn not_leader(&self) -> ApiError {
+    pub(crate) fn not_leader(&self) -> ApiError {
         ApiError::NotLeader {
             leader_hint: self.leader_hint(),
         }
     }
 
-    /// Proposes a command on the leader and returns the state machine's reply.
+    /// Proposes a command on the leader and returns the state machine's
+    /// reply; the command may share its entry with others (`batch.rs`).
     pub async fn propose(&self, command: Command) -> Result<Reply, ApiError> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::Unavailable("node is shutting down".into()));
@@ -136,50 +139,19 @@ impl NodeContext {
         if !self.raft.is_leader() {
             return Err(self.not_leader());
         }
-        let ts_us = self.stamp();
-        let request = StampedRequest(StampedCommand { ts_us, command });
         // Every entry fits one Raft frame with room for a full append
         // beside it (`limits::MAX_ENTRY_BYTES`); a request frame cannot
-        // carry more, so this refuses only what a bug would build.
-        let entry_bytes = bincode::serialized_size(&request).unwrap_or(u64::MAX);
+        // carry more, so this refuses only what a bug would build. (The
+        // entry alone is the command and its 8-byte stamp.)
+        let command_bytes = bincode::serialized_size(&command).unwrap_or(u64::MAX);
+        let entry_bytes = command_bytes.saturating_add(8);
         if entry_bytes > limits::MAX_ENTRY_BYTES as u64 {
             return Err(ApiError::InvalidRequest(format!(
                 "the command encodes to {entry_bytes} bytes, above the {}-byte entry limit",
                 limits::MAX_ENTRY_BYTES
             )));
         }
-        match self.raft.client_write(request).await {
-            Ok(resp) => match resp.data.response {
-                Some(Ok(reply)) => {
-                    if let Reply::SessionOpened { lease, .. } | Reply::KeptAlive { lease, .. } = &reply {
-                        self.metrics.observe_lease(lease);
-                    }
-                    Ok(reply)
-                }
-                Some(Err(rejection)) => Err(ApiError::Rejected(rejection)),
-                None => Err(ApiError::Indeterminate("entry produced no response".into())),
-            },
-            // openraft's contract: `ForwardToLeader` means the proposal was
-            // refused before its entry was appended (not the leader any
-            // more, leadership being transferred, or the leader lease
-            // lapsed). Nothing was written, so the answer is a definite
-            // `NotLeader`, pointing at the leader or the transfer target
-            // when known; the client goes there without waiting.
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                let leader_hint = match (forward.leader_id, forward.leader_node) {
-                    (Some(id), Some(node)) => Some((id, node.client_addr)),
-                    _ => self.leader_hint(),
-                };
-                Err(ApiError::NotLeader { leader_hint })
-            }
-            // The entry was appended and then discarded under a new leader:
-            // it may still commit there.
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => Err(ApiError::Indeterminate(format!(
-                "leadership changed while the request was in flight; retry at {:?}",
-                self.leader_hint()
-            ))),
-            Err(e) => Err(ApiError::Indeterminate(e.to_string())),
-        }
+        self.proposals.propose(command, command_bytes).await
     }
 
     /// Confirms leadership for a linearizable read and returns the cluster
@@ -234,12 +206,12 @@ impl NodeContext {
         self.state
             .with_state(|sm| crate::authz::check_query(sm, principal, &query))?;
         let now_us = self.read_barrier(consistency).await?;
-        let (applied_index, result) = self.state.with_state(|sm| {
+        let (revision, result) = self.state.with_state(|sm| {
             let answer = crate::authz::check_query(sm, principal, &query).and_then(|()| answer(sm, &query, now_us));
-            (sm.last_index(), answer)
+            (sm.last_revision(), answer)
         });
         Ok(QueryReply {
-            applied_index,
+            revision,
             cluster_ts_us: now_us,
             result: result?,
         })
@@ -264,9 +236,15 @@ impl NodeContext {
             .learner_ids()
             .filter_map(|id| membership.get_node(&id).map(|n| (id, n.client_addr.clone())))
             .collect();
-        let (stats, cluster_ts_us, applied_index, config_revision) = self
-            .state
-            .with_state(|sm| (sm.stats(), sm.ts_eff_us(), sm.last_index(), sm.config_revision()));
+        let (stats, cluster_ts_us, applied_index, applied_revision, config_revision) = self.state.with_state(|sm| {
+            (
+                sm.stats(),
+                sm.ts_eff_us(),
+                sm.last_index(),
+                sm.last_revision(),
+                sm.config_revision(),
+            )
+        });
         let health = crate::health::committed(self, self.id);
         let clock = self.state.with_state(|sm| sm.node_clock(self.id).cloned());
         NodeStatus {
@@ -297,6 +275,7 @@ impl NodeContext {
             warnings: crate::tls::expiry_warning(self.security.expires_in_s())
                 .into_iter()
                 .collect(),
+            applied_revision,
         }
     }
 

@@ -36,7 +36,7 @@ async fn read_key(c: &TestCluster, i: usize, key: &str) -> Option<(QueryResult, 
         .await
         .ok()?
         .ok()?;
-    Some((reply.result, reply.applied_index))
+    Some((reply.result, reply.revision))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,7 +69,7 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
             .chain((0..c.len()).filter(|&i| i != leader))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(30);
-        let (from, (result, applied_index)) = 'found: loop {
+        let (from, (result, applied_revision)) = 'found: loop {
             for &i in &order {
                 if let Some(answer) = read_key(&c, i, "acked").await {
                     break 'found (i, answer);
@@ -86,8 +86,8 @@ async fn a_write_acknowledged_right_before_the_leader_is_killed_is_read_after_it
         assert_eq!(
             value,
             Some(vec![round]),
-            "round {round}: node {} answered a linearizable read at applied index {applied_index} without \
-             the write acknowledged at index {revision} before the leader (node {}) was killed",
+            "round {round}: node {} answered a linearizable read at revision {applied_revision} without \
+             the write acknowledged at revision {revision} before the leader (node {}) was killed",
             c.id(from),
             c.id(leader)
         );

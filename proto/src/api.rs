@@ -100,9 +100,10 @@ pub enum Query {
 /// Answer to a [`Query`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryReply {
-    /// Log index of the last entry applied to the state the answer was read
-    /// from.
-    pub applied_index: u64,
+    /// Revision of the last command applied to the state the answer was
+    /// read from (docs/design.md "Batched proposals"): pass it as
+    /// `observe`'s `after_index` to follow every change after this answer.
+    pub revision: u64,
     /// Cluster time the answer is as of, µs: the serving node's current
     /// cluster time (rule 2's formula at the moment of the read), which can
     /// be later than the last applied entry's.
@@ -181,7 +182,7 @@ pub struct NodeStatus {
     /// Effective cluster time of the last applied entry, µs.
     pub cluster_ts_us: u64,
     /// Revision of the replicated configuration this node applies: the
-    /// log index of the `SetConfig` that put it in force (0 = the default
+    /// revision of the `SetConfig` that put it in force (0 = the default
     /// of a new cluster). Nodes that show different revisions have not all
     /// applied the latest change yet.
     pub config_revision: u64,
@@ -211,6 +212,11 @@ pub struct NodeStatus {
     /// (e.g. its TLS certificate expires within 30 days); empty when all
     /// is well.
     pub warnings: Vec<String>,
+    /// Revision of the last command applied to its state machine: the
+    /// largest fencing token, session id, epoch or KV revision it has
+    /// applied, and where `observe` finds the newest events. Equal to the
+    /// applied index until a batch entry was applied, ahead of it after.
+    pub applied_revision: u64,
 }
 
 /// A lock whose acquire rate is at or above the node's hot threshold

@@ -6,13 +6,14 @@ use serde::{Deserialize, Serialize};
 use crate::types::{LockMode, SessionId};
 
 /// What happened while applying an entry. Observers (the client library's
-/// `observe` long-poll) see these with the entry's log index; every replica
+/// `observe` long-poll) see these with the revision of the command that
+/// produced them (docs/design.md "Batched proposals"); every replica
 /// produces the same events, so any node can serve them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// A session was opened.
     SessionOpened {
-        /// The new session (the log index of this entry).
+        /// The new session (the revision of the command that opened it).
         session: SessionId,
     },
     /// A session ended; its locks, waits and candidacies ended with it (each
@@ -32,7 +33,7 @@ pub enum Event {
         session: SessionId,
         /// The mode granted: exclusive, or shared with any other shared holders.
         mode: LockMode,
-        /// Fencing token: this entry's log index.
+        /// Fencing token: the revision of the granting command.
         token: u64,
         /// Remaining validity of the holder's session at this entry, µs.
         validity_us: u64,
@@ -64,7 +65,7 @@ pub enum Event {
     KvChanged {
         /// The key written or deleted.
         key: String,
-        /// Its new modification revision (this entry's log index); 0 = the
+        /// Its new modification revision (the writing command's); 0 = the
         /// key was deleted.
         revision: u64,
     },
@@ -124,7 +125,7 @@ pub enum Event {
         from: SessionId,
         /// The new master.
         to: SessionId,
-        /// The new epoch: this entry's log index.
+        /// The new epoch: the revision of the command that made it.
         epoch: u64,
     },
     /// A handover was abandoned; the master keeps its role.
@@ -182,7 +183,7 @@ pub enum Event {
     },
     /// A `SetConfig` replaced the replicated configuration.
     ConfigChanged {
-        /// The new configuration's revision: this entry's log index.
+        /// The new configuration's revision: its `SetConfig`'s revision.
         revision: u64,
         /// Every setting that changed, old and new value, in
         /// [`Config::KEYS`](crate::Config::KEYS) order (empty when the
@@ -191,7 +192,7 @@ pub enum Event {
     },
     /// A `SetPolicy` put a new access policy in force.
     PolicyChanged {
-        /// The new policy's revision: this entry's log index.
+        /// The new policy's revision: its `SetPolicy`'s revision.
         revision: u64,
     },
 }
@@ -235,16 +236,16 @@ pub struct EventFilter {
 /// its events fit the byte budget.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
-    /// Matching events with the log index of the entry that produced them,
-    /// in log order.
+    /// Matching events with the revision of the command that produced
+    /// them, in apply order.
     pub events: Vec<(u64, Event)>,
-    /// Pass this as `after_index` next time: the last entry this batch
+    /// Pass this as `after_index` next time: the last revision this batch
     /// covered (all of whose matching events were considered), or the
-    /// newest entry the node knows when the batch is not full.
+    /// newest revision the node knows when the batch is not full.
     pub next_after_index: u64,
-    /// Some events after the requested index are missing from this batch:
+    /// Some events after the requested revision are missing from this batch:
     /// the node's buffer dropped them (overflow, snapshot install, a lagging
-    /// pump), or one entry's events alone passed the byte budget and only
+    /// pump), or one command's events alone passed the byte budget and only
     /// those that fit were kept. The observer must re-read the state it
     /// cares about.
     pub truncated: bool,

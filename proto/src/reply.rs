@@ -21,7 +21,7 @@ pub enum Reply {
     /// A session was opened (or a retried open with the same nonce found
     /// it).
     SessionOpened {
-        /// The new session's id: the log index of the entry that opened it.
+        /// The new session's id: the revision of the command that opened it.
         session: SessionId,
         /// Granted validity, µs, counted from this entry's cluster time (for
         /// a retried open: what is left of it). The client counts it from
@@ -53,7 +53,7 @@ pub enum Reply {
     /// The lock is held. A lock is held as long as the session is: there
     /// is no separate lock lease.
     Granted {
-        /// Fencing token: the log index of the granting entry, strictly
+        /// Fencing token: the revision of the granting command, strictly
         /// increasing per lock.
         token: u64,
         /// Remaining session validity at this entry, µs.
@@ -70,13 +70,13 @@ pub enum Reply {
     },
     /// A KV write was applied.
     KvWritten {
-        /// The key's new modification revision: the log index of the
-        /// writing entry (for a delete: the deleting entry's index).
+        /// The key's new modification revision: the revision of the
+        /// writing command (for a delete: the deleting command's).
         revision: u64,
     },
     /// Campaign (or lease transfer) result: the session is master now.
     Elected {
-        /// The mastership epoch: the log index of the entry that made this
+        /// The mastership epoch: the revision of the command that made this
         /// master, strictly increasing per election.
         epoch: u64,
     },
@@ -242,6 +242,9 @@ pub enum Rejection {
         /// What was wrong.
         detail: String,
     },
+    /// A batch entry held another batch. Only a faulty leader builds one
+    /// (clients cannot propose entries); the inner batch changes nothing.
+    NestedBatch,
 }
 
 impl From<Denied> for Rejection {
@@ -310,6 +313,7 @@ impl std::fmt::Display for Rejection {
                 "sequence {seq} was already used for a different operation of this session"
             ),
             Rejection::InvalidPolicy { detail } => write!(f, "invalid access policy: {detail}"),
+            Rejection::NestedBatch => write!(f, "a batch entry may not hold another batch"),
         }
     }
 }

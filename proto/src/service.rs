@@ -55,8 +55,8 @@ pub trait DriftlockApi {
     /// cluster time.
     async fn read(query: Query, consistency: Consistency) -> Result<QueryReply, ApiError>;
 
-    /// Long-poll for events of entries after `after_index` that match
-    /// `filter`: returns at once if there are some, else waits up to
+    /// Long-poll for events of commands after revision `after_index`
+    /// (docs/design.md "Batched proposals") that match `filter`: returns at once if there are some, else waits up to
     /// `timeout_ms` (at most
     /// [`MAX_OBSERVE_WAIT_MS`](crate::limits::MAX_OBSERVE_WAIT_MS)) for
     /// them. Any node serves it from its own buffer of applied events.

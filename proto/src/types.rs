@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A session's identifier: the log index of the entry that opened it.
-/// Unique for the life of the cluster because log indexes are.
+/// A session's identifier: the revision of the command that opened it
+/// (docs/design.md "Batched proposals"). Unique for the life of the
+/// cluster because revisions are.
 pub type SessionId = u64;
 
 /// How a lock is held (a readers–writer lock).
@@ -39,8 +40,8 @@ pub struct Fence {
     /// Name of the lock whose grant guards the write; at most the
     /// replicated `limits.max_name_bytes`.
     pub lock: String,
-    /// Fencing token the writer received with its grant: the log index of
-    /// the granting entry.
+    /// Fencing token the writer received with its grant: the revision of
+    /// the granting command.
     pub token: u64,
 }
 

@@ -14,7 +14,7 @@ pub struct HolderView {
     pub session: SessionId,
     /// The mode it was granted: exclusive or shared.
     pub mode: LockMode,
-    /// Fencing token of the grant (the granting entry's log index).
+    /// Fencing token of the grant (the granting command's revision).
     pub token: u64,
     /// Cluster time of the granting entry, µs.
     pub granted_ts_us: u64,
@@ -44,7 +44,7 @@ pub struct LockView {
 /// read's cluster time).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {
-    /// The session's id (the log index of the entry that opened it).
+    /// The session's id (the revision of the command that opened it).
     pub session: SessionId,
     /// The name the client gave when it opened the session (for status).
     pub client_name: String,
@@ -71,10 +71,10 @@ pub struct SessionView {
 pub struct KvView {
     /// The stored bytes.
     pub value: Vec<u8>,
-    /// Revision (log index) of the write that created the key; a key
+    /// Revision of the write that created the key; a key
     /// deleted and written again gets a new one.
     pub create_revision: u64,
-    /// Revision (log index) of the last write: what a compare-and-set
+    /// Revision of the last write: what a compare-and-set
     /// compares against.
     pub mod_revision: u64,
     /// Number of writes since creation (1 after the first).
@@ -87,7 +87,7 @@ pub struct ElectionView {
     /// Master session and its proclaimed value, if the master is alive at
     /// the read's cluster time.
     pub master: Option<(SessionId, Vec<u8>)>,
-    /// Epoch of the current (or last) master: the log index of the entry
+    /// Epoch of the current (or last) master: the revision of the command
     /// that made it master.
     pub epoch: u64,
     /// Waiting candidates in FIFO order (a master that handed over is not

@@ -47,9 +47,11 @@ pub const SNAPSHOT_DATA_KEY: &str = "data";
 pub struct AppliedEvents {
     /// Log index of the entry.
     pub index: u64,
-    /// The events, in the order the state machine emitted them (never
-    /// empty: entries without events are not published).
-    pub events: Vec<Event>,
+    /// The events, in the order the state machine emitted them, each with
+    /// the revision of the command that produced it (the entry's index
+    /// unless it was a batch; never empty: entries without events are not
+    /// published).
+    pub events: Vec<(u64, Event)>,
 }
 
 /// What the state machine publishes to its subscribers.
@@ -64,6 +66,9 @@ pub enum SmNotice {
     SnapshotInstalled {
         /// Last log index the snapshot covers.
         last_index: u64,
+        /// Revision of the last command the snapshot covers: events are
+        /// numbered by revision, so this is where observers resume.
+        last_revision: u64,
     },
 }
 
@@ -147,8 +152,27 @@ pub fn encode_snapshot(snapshot: &driftlock_state_machine::Snapshot) -> Result<V
 
 /// Checks the frame of snapshot data, decodes it and restores the state
 /// machine from it (which checks the format version and the invariants).
+/// A version-5 snapshot (written before batched entries) restores too: its
+/// encoding is the head of the current one, which is decoded first.
 pub fn decode_snapshot(data: &[u8]) -> Result<StateMachine, StoreError> {
-    let snapshot: driftlock_state_machine::Snapshot = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, data)?;
+    let payload = frame::decode(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, data)?;
+    let undecodable = |source| StoreError::Undecodable {
+        tree: SNAPSHOT_TREE.to_string(),
+        key: SNAPSHOT_DATA_KEY.to_string(),
+        source,
+    };
+    // Every format starts with its version; bincode 1.3's `deserialize`
+    // allows trailing bytes, so this reads those four and nothing else.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let head: Head = bincode::deserialize(payload).map_err(undecodable)?;
+    if head.version == 5 {
+        let v5: driftlock_state_machine::SnapshotV5 = bincode::deserialize(payload).map_err(undecodable)?;
+        return Ok(StateMachine::restore_v5(v5)?);
+    }
+    let snapshot: driftlock_state_machine::Snapshot = bincode::deserialize(payload).map_err(undecodable)?;
     Ok(StateMachine::restore(snapshot)?)
 }
 
@@ -249,7 +273,7 @@ impl SledStateMachine {
 
     /// Applies one entry under the write lock; returns its output and the
     /// events to publish.
-    fn apply_entry(&self, entry: crate::Entry) -> Result<(ApplyOutput, Vec<Event>), StoreError> {
+    fn apply_entry(&self, entry: crate::Entry) -> Result<(ApplyOutput, Vec<(u64, Event)>), StoreError> {
         let log_id = entry.log_id;
         let index = log_id.index;
         let mut applied = write(&self.applied);
@@ -261,8 +285,8 @@ impl SledStateMachine {
                 )));
             }
         }
-        let (response, events) = match entry.payload {
-            EntryPayload::Blank => (None, Vec::new()),
+        let (responses, events) = match entry.payload {
+            EntryPayload::Blank => (Vec::new(), Vec::new()),
             EntryPayload::Normal(StampedRequest(stamped)) => {
                 // Blank and membership entries do not reach the state
                 // machine, so its last index may be lower, never higher.
@@ -272,25 +296,24 @@ impl SledStateMachine {
                         applied.machine.last_index()
                     )));
                 }
-                let (response, events) = applied.machine.apply(
+                applied.machine.apply_entry(
                     stamped.command,
                     EntryMeta {
                         index,
                         ts_us: stamped.ts_us,
                     },
-                );
-                (Some(response), events)
+                )
             }
             EntryPayload::Membership(membership) => {
                 applied.last_membership = StoredMembership::new(Some(log_id), membership);
-                (None, Vec::new())
+                (Vec::new(), Vec::new())
             }
         };
         applied.last_applied = Some(log_id);
         let output = ApplyOutput {
             index,
             ts_eff_us: applied.machine.ts_eff_us(),
-            response,
+            responses,
         };
         Ok((output, events))
     }
@@ -300,6 +323,7 @@ impl SledStateMachine {
         check_meta(&machine, meta)?;
         store_snapshot(&self.db, &self.tree, &self.slot, meta, &data, true).await?;
         let ts_eff_us = machine.ts_eff_us();
+        let last_revision = machine.last_revision();
         {
             let mut applied = write(&self.applied);
             *applied = Applied {
@@ -315,7 +339,10 @@ impl SledStateMachine {
         // newest stamped position this node knows.
         self.stamp.snapshot_held(last_index, ts_eff_us);
         // No subscriber is not an error.
-        let _ = self.notices.send(SmNotice::SnapshotInstalled { last_index });
+        let _ = self.notices.send(SmNotice::SnapshotInstalled {
+            last_index,
+            last_revision,
+        });
         Ok(())
     }
 

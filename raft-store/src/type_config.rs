@@ -90,9 +90,11 @@ pub struct ApplyOutput {
     pub index: u64,
     /// The state machine's effective cluster time after the entry, µs.
     pub ts_eff_us: u64,
-    /// The state machine's answer to a normal entry; `None` for blank and
-    /// membership entries, which do not reach the state machine.
-    pub response: Option<Response>,
+    /// The state machine's answers to a normal entry, one per command (a
+    /// [`Command::Batch`](driftlock_state_machine::Command::Batch) holds
+    /// several, in order); empty for blank and membership entries, which do
+    /// not reach the state machine.
+    pub responses: Vec<Response>,
 }
 
 /// A log id of [`TypeConfig`].

@@ -141,20 +141,26 @@ async fn events_reach_subscribers_and_state_is_readable() {
         notices.try_recv().unwrap(),
         SmNotice::Applied(AppliedEvents {
             index: 2,
-            events: vec![Event::KvChanged {
-                key: "a".into(),
-                revision: 2
-            }],
+            events: vec![(
+                2,
+                Event::KvChanged {
+                    key: "a".into(),
+                    revision: 2
+                }
+            )],
         })
     );
     assert_eq!(
         notices.try_recv().unwrap(),
         SmNotice::Applied(AppliedEvents {
             index: 5,
-            events: vec![Event::KvChanged {
-                key: "b".into(),
-                revision: 5
-            }],
+            events: vec![(
+                5,
+                Event::KvChanged {
+                    key: "b".into(),
+                    revision: 5
+                }
+            )],
         })
     );
     assert!(notices.try_recv().is_err(), "entries without events publish nothing");
@@ -173,6 +179,66 @@ async fn events_reach_subscribers_and_state_is_readable() {
     let (applied, stored_membership) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(lid(5)));
     assert_eq!(stored_membership.log_id(), &Some(lid(4)));
+}
+
+/// A batch entry publishes its commands' events under their own
+/// revisions, and the entry after it continues from the batch's last
+/// revision, not from its own index.
+#[tokio::test]
+async fn a_batch_entry_publishes_events_under_each_commands_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine;
+    let reader = sm.reader();
+    let mut notices = reader.subscribe();
+    let put = |key: &str| Command::KvPut {
+        key: key.to_string(),
+        value: vec![1],
+        by: driftlock_proto::Principal::Anonymous,
+    };
+    let entry = |index: u64, command: Command| {
+        Entry::new_normal(
+            lid(index),
+            StampedRequest(StampedCommand {
+                ts_us: ts_of(index),
+                command,
+            }),
+        )
+    };
+    apply(
+        &mut sm,
+        vec![
+            entry(1, Command::Batch(vec![put("a"), put("b"), put("c")])),
+            entry(2, put("d")),
+        ],
+    )
+    .await
+    .unwrap();
+    let changed = |key: &str, revision: u64| {
+        (
+            revision,
+            Event::KvChanged {
+                key: key.into(),
+                revision,
+            },
+        )
+    };
+    assert_eq!(
+        notices.try_recv().unwrap(),
+        SmNotice::Applied(AppliedEvents {
+            index: 1,
+            events: vec![changed("a", 1), changed("b", 2), changed("c", 3)],
+        })
+    );
+    assert_eq!(
+        notices.try_recv().unwrap(),
+        SmNotice::Applied(AppliedEvents {
+            index: 2,
+            events: vec![changed("d", 4)],
+        })
+    );
+    let (revision, mod_revision) = reader.with_state(|s| (s.last_revision(), s.kv_get("d").map(|kv| kv.mod_revision)));
+    assert_eq!((revision, mod_revision), (4, Some(4)));
 }
 
 #[tokio::test]

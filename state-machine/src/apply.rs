@@ -13,22 +13,79 @@ use crate::command::{Command, EntryMeta, Response};
 use crate::entities::Cached;
 use crate::StateMachine;
 
-/// Context of one apply: the entry's index and effective time, and the
-/// events it produced.
+/// Context of one command's apply: its revision, the entry's effective
+/// time, and the events the entry produced.
 pub(crate) struct Ctx {
-    pub(crate) index: u64,
+    /// The command's revision: every number the command hands out (fencing
+    /// token, session id, master epoch, KV revision, config and policy
+    /// revision) is this one. Strictly increasing across commands, and the
+    /// log index itself for an entry holding one command
+    /// ([`StateMachine::next_revision`]).
+    pub(crate) revision: u64,
     pub(crate) now_us: u64,
     pub(crate) events: Vec<Event>,
 }
 
 impl StateMachine {
-    /// Applies one committed entry: advances cluster time, runs every expiry
-    /// that is due, then the command.
+    /// Applies one committed entry holding a single command: advances
+    /// cluster time, runs every expiry that is due, then the command.
     ///
     /// # Panics
     /// If `meta.index` does not exceed the last applied index: replaying an
-    /// entry would corrupt the state, so it is refused loudly.
+    /// entry would corrupt the state, so it is refused loudly. If `command`
+    /// is a [`Command::Batch`], whose responses only
+    /// [`apply_entry`](Self::apply_entry) can return.
     pub fn apply(&mut self, command: Command, meta: EntryMeta) -> (Response, Vec<Event>) {
+        assert!(
+            !matches!(command, Command::Batch(_)),
+            "apply takes one command; a batch goes through apply_entry"
+        );
+        let mut ctx = self.begin_entry(meta);
+        let response = self.apply_command(command, &mut ctx);
+        (response, ctx.events)
+    }
+
+    /// Applies one committed entry, a single command or a
+    /// [`Command::Batch`]: one response per command, in order, and every
+    /// event tagged with the revision of the command that produced it
+    /// (docs/design.md "Batched proposals"). Each command of a batch runs as
+    /// it would in an entry of its own at the same cluster time: due
+    /// expiries first, then the command, under the next revision.
+    ///
+    /// # Panics
+    /// If `meta.index` does not exceed the last applied index.
+    pub fn apply_entry(&mut self, command: Command, meta: EntryMeta) -> (Vec<Response>, Vec<(u64, Event)>) {
+        let mut ctx = self.begin_entry(meta);
+        let mut tagged = Vec::new();
+        let mut tag = |ctx: &mut Ctx| tagged.extend(ctx.events.drain(..).map(|e| (ctx.revision, e)));
+        let responses = match command {
+            Command::Batch(commands) if commands.is_empty() => {
+                // Nothing to answer, but cluster time advanced: what fell
+                // due still expires (rule 3).
+                ctx.revision = self.next_revision();
+                self.run_timers(&mut ctx);
+                tag(&mut ctx);
+                Vec::new()
+            }
+            Command::Batch(commands) => {
+                let mut responses = Vec::with_capacity(commands.len());
+                for command in commands {
+                    responses.push(self.apply_command(command, &mut ctx));
+                    tag(&mut ctx);
+                }
+                responses
+            }
+            single => {
+                let response = self.apply_command(single, &mut ctx);
+                tag(&mut ctx);
+                vec![response]
+            }
+        };
+        (responses, tagged)
+    }
+
+    /// Advances to a new entry: its index and cluster time (rule 3).
+    fn begin_entry(&mut self, meta: EntryMeta) -> Ctx {
         assert!(
             meta.index > self.last_index,
             "entry {} applied after entry {}",
@@ -37,14 +94,34 @@ impl StateMachine {
         );
         self.last_index = meta.index;
         self.ts_eff_us = self.ts_eff_us.max(meta.ts_us);
-        let mut ctx = Ctx {
-            index: meta.index,
+        Ctx {
+            revision: self.last_revision,
             now_us: self.ts_eff_us,
             events: Vec::new(),
-        };
-        self.run_timers(&mut ctx);
-        let response = self.dispatch(command, &mut ctx);
-        (response, ctx.events)
+        }
+    }
+
+    /// One command: takes the next revision, fires the timers due, then
+    /// dispatches. A batch inside a batch is refused and changes nothing.
+    fn apply_command(&mut self, command: Command, ctx: &mut Ctx) -> Response {
+        ctx.revision = self.next_revision();
+        self.run_timers(ctx);
+        match command {
+            Command::Batch(_) => Err(Rejection::NestedBatch),
+            command => self.dispatch(command, ctx),
+        }
+    }
+
+    /// The revision of the next command: one past the last, and never below
+    /// the index of the entry being applied. So an entry holding one
+    /// command gets its log index (as every command did before batches), a
+    /// batch of `n` takes `n` consecutive revisions, and the numbers handed
+    /// out keep increasing whatever mix of entries the log holds.
+    fn next_revision(&mut self) -> u64 {
+        let revision = (self.last_revision + 1).max(self.last_index);
+        debug_assert!(revision > self.last_revision);
+        self.last_revision = revision;
+        revision
     }
 
     fn dispatch(&mut self, command: Command, ctx: &mut Ctx) -> Response {
@@ -112,6 +189,7 @@ impl StateMachine {
                 expected_revision,
                 by,
             } => self.set_policy(policy, expected_revision, &by, ctx),
+            Command::Batch(_) => Err(Rejection::NestedBatch),
         }
     }
 
@@ -140,13 +218,13 @@ impl StateMachine {
         let changes = self.config.diff(&config);
         let window = config.limits.dedupe_window;
         self.config = config;
-        self.config_revision = ctx.index;
+        self.config_revision = ctx.revision;
         // A smaller dedupe window applies to every cache at once.
         for s in self.sessions.values_mut() {
             s.trim_responses(window);
         }
         ctx.events.push(Event::ConfigChanged {
-            revision: ctx.index,
+            revision: ctx.revision,
             changes,
         });
         Ok(Reply::Done)

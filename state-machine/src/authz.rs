@@ -57,8 +57,8 @@ impl StateMachine {
             .validate()
             .map_err(|detail| Rejection::InvalidPolicy { detail })?;
         self.policy = policy;
-        self.policy_revision = ctx.index;
-        ctx.events.push(Event::PolicyChanged { revision: ctx.index });
+        self.policy_revision = ctx.revision;
+        ctx.events.push(Event::PolicyChanged { revision: ctx.revision });
         Ok(Reply::Done)
     }
 }

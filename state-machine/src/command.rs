@@ -208,6 +208,12 @@ pub enum Command {
         /// force before this entry.
         by: Principal,
     },
+    /// Several commands in one log entry (docs/design.md "Batched
+    /// proposals"): the leader packs the commands that arrive while an
+    /// append is in flight. They share the entry's cluster time and apply
+    /// in order, each with its own revision and response, exactly as they
+    /// would one entry each; a nested batch is refused with `NestedBatch`.
+    Batch(Vec<Command>),
 }
 
 /// The state machine's answer to one entry.

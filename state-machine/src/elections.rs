@@ -160,8 +160,8 @@ impl StateMachine {
                 if self.session_alive_at(head.session, ctx.now_us) {
                     let Some(e) = self.elections.get_mut(name) else { return };
                     let Some(c) = e.candidates.pop_front() else { return };
-                    assert!(ctx.index > e.epoch, "election {name}: epoch would not increase");
-                    e.epoch = ctx.index;
+                    assert!(ctx.revision > e.epoch, "election {name}: epoch would not increase");
+                    e.epoch = ctx.revision;
                     e.master = Some(Master {
                         session: c.session,
                         value: c.value.clone(),
@@ -169,7 +169,7 @@ impl StateMachine {
                     ctx.events.push(Event::MasterChanged {
                         election: name.to_owned(),
                         master: Some(c.session),
-                        epoch: ctx.index,
+                        epoch: ctx.revision,
                         value: c.value,
                     });
                 }
@@ -361,8 +361,8 @@ impl StateMachine {
         let Some(new_master) = e.candidates.remove(pos) else {
             return Err(Rejection::NotCandidate);
         };
-        assert!(ctx.index > e.epoch, "election {name}: epoch would not increase");
-        e.epoch = ctx.index;
+        assert!(ctx.revision > e.epoch, "election {name}: epoch would not increase");
+        e.epoch = ctx.revision;
         e.handover = None;
         e.master = Some(Master {
             session: to,
@@ -378,12 +378,12 @@ impl StateMachine {
             election: name.to_owned(),
             from: session,
             to,
-            epoch: ctx.index,
+            epoch: ctx.revision,
         });
         ctx.events.push(Event::MasterChanged {
             election: name.to_owned(),
             master: Some(to),
-            epoch: ctx.index,
+            epoch: ctx.revision,
             value: new_master.value,
         });
         Ok(Reply::Done)

@@ -185,7 +185,8 @@ pub(crate) struct Lock {
     pub(crate) lock_delay_until_us: u64,
 }
 
-/// A KV entry. Revisions are log indexes; `version` counts writes since the
+/// A KV entry. Revisions are command revisions (`Ctx::revision`: the log
+/// index unless the entry was a batch); `version` counts writes since the
 /// key was (re)created.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KvEntry {
@@ -230,7 +231,7 @@ pub(crate) struct Handover {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Election {
     pub(crate) master: Option<Master>,
-    /// Epoch of the current or last master: the log index of the entry that
+    /// Epoch of the current or last master: the revision of the command that
     /// made it master, so epochs increase across the cluster's life even if
     /// the election is removed and created again.
     pub(crate) epoch: u64,

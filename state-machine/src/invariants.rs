@@ -16,6 +16,7 @@ impl StateMachine {
     /// Checks every structural invariant of the state. Walks everything:
     /// for tests and snapshot restore, not for the apply path.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_revisions()?;
         let counted = LockCounts::of(&self.locks);
         if counted != self.counts {
             return Err(format!("lock counts {:?} but the table holds {counted:?}", self.counts));
@@ -127,6 +128,33 @@ impl StateMachine {
             let until = e.delay_until_us;
             if until > self.ts_eff_us && !self.timers.contains(&(until, Timer::ElectionDelay(name.clone()))) {
                 return Err(format!("election {name}: succession delay until {until} has no timer"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every number handed out is at most the last revision, and the last
+    /// revision at least the last applied index: otherwise the next
+    /// command could hand out a token, id or epoch that was already used.
+    fn check_revisions(&self) -> Result<(), String> {
+        let last = self.last_revision;
+        if last < self.last_index {
+            return Err(format!(
+                "last revision {last} is below the last applied index {}",
+                self.last_index
+            ));
+        }
+        let handed_out = self
+            .sessions
+            .keys()
+            .copied()
+            .chain(self.locks.values().map(|l| l.latest_token))
+            .chain(self.kv.values().map(|e| e.mod_revision.max(e.create_revision)))
+            .chain(self.elections.values().map(|e| e.epoch))
+            .chain([self.config_revision, self.policy_revision]);
+        for n in handed_out {
+            if n > last {
+                return Err(format!("revision {n} was handed out beyond the last revision {last}"));
             }
         }
         Ok(())

@@ -51,7 +51,7 @@ impl StateMachine {
     }
 
     fn write_key(&mut self, key: String, value: Vec<u8>, ctx: &mut Ctx) -> Response {
-        let revision = ctx.index;
+        let revision = ctx.revision;
         let entry = self.kv.entry(key.clone()).or_insert(KvEntry {
             value: Vec::new(),
             create_revision: revision,
@@ -104,6 +104,6 @@ impl StateMachine {
         self.check_fence(&fence)?;
         self.kv.remove(&key);
         ctx.events.push(Event::KvChanged { key, revision: 0 });
-        Ok(Reply::KvWritten { revision: ctx.index })
+        Ok(Reply::KvWritten { revision: ctx.revision })
     }
 }

@@ -53,7 +53,7 @@ mod timers;
 mod validate;
 
 pub use command::{Command, EntryMeta, Response, StampedCommand};
-pub use snapshot::{RestoreError, Snapshot, SNAPSHOT_VERSION};
+pub use snapshot::{RestoreError, Snapshot, SnapshotV5, SNAPSHOT_VERSION};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +91,13 @@ pub struct StateMachine {
     /// Log index of the `SetConfig` that put `config` in force; 0 = the
     /// configuration the cluster started with.
     pub(crate) config_revision: u64,
+    /// Revision of the last applied command (docs/design.md "Batched
+    /// proposals"): the fencing tokens, session ids, epochs and KV
+    /// revisions handed out so far are all at most this. Serialized in
+    /// [`Snapshot::last_revision`], not here, so that a version-5 snapshot
+    /// (written before batches) still decodes.
+    #[serde(skip)]
+    pub(crate) last_revision: u64,
     /// Locks with at least one holder and waiters across all locks, kept
     /// as each changes so `stats()` never walks the lock table. Derived
     /// state: not serialized, recounted on restore and checked by
@@ -111,6 +118,14 @@ impl StateMachine {
     /// Log index of the last applied entry (0 before any).
     pub fn last_index(&self) -> u64 {
         self.last_index
+    }
+
+    /// Revision of the last applied command (0 before any): the largest
+    /// fencing token, session id, epoch or KV revision handed out so far.
+    /// Equal to [`last_index`](Self::last_index) until a batch entry is
+    /// applied, ahead of it after.
+    pub fn last_revision(&self) -> u64 {
+        self.last_revision
     }
 
     /// Effective cluster time of the last applied entry, µs.

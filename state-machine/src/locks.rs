@@ -47,7 +47,7 @@ impl StateMachine {
         if grantable {
             let validity_us = self.grant(&name, session, mode, ctx);
             return Ok(Reply::Granted {
-                token: ctx.index,
+                token: ctx.revision,
                 validity_us,
             });
         }
@@ -84,7 +84,7 @@ impl StateMachine {
 
     /// Records a grant at this entry; returns the holder's remaining validity.
     fn grant(&mut self, name: &str, session: SessionId, mode: LockMode, ctx: &mut Ctx) -> u64 {
-        let token = ctx.index;
+        let token = ctx.revision;
         let lock = self.locks.entry(name.to_owned()).or_default();
         assert!(token >= lock.latest_token, "fencing token went backwards on {name}");
         debug_assert!(compatible(lock, mode));

@@ -60,7 +60,7 @@ impl StateMachine {
             });
         }
         let decision = lease::decide(requested_ttl_us, None, false, l);
-        let id = ctx.index;
+        let id = ctx.revision;
         let deadline_us = ctx.now_us.saturating_add(decision.validity_us);
         let session = Session {
             nonce,

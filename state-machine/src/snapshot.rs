@@ -19,7 +19,10 @@ use crate::StateMachine;
 /// 4: the access policy and its revision; sessions carry their owner and
 /// secret digest; cached responses carry the digest of their operation.
 /// 5: the config revision (the index of the `SetConfig` in force).
-pub const SNAPSHOT_VERSION: u32 = 5;
+/// 6: the last revision handed out, after the state (batched entries hand
+/// out several revisions per log index). A version-5 snapshot still
+/// restores ([`SnapshotV5`]).
+pub const SNAPSHOT_VERSION: u32 = 6;
 
 /// A versioned, serializable image of the whole state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +32,22 @@ pub struct Snapshot {
     /// The whole replicated state: configuration, cluster time, records, timers
     /// and dedupe caches. The derived lock counts are not in it; restore
     /// recounts them.
+    pub state: StateMachine,
+    /// Revision of the last command applied ([`StateMachine::last_revision`]).
+    /// Last, so that the encoding up to here is that of a version-5
+    /// snapshot and [`SnapshotV5`] decodes the head of either.
+    pub last_revision: u64,
+}
+
+/// The version-5 snapshot format: the head of every later one. A decoder
+/// reads this first (bincode allows the trailing bytes of a newer format),
+/// then, by `version`, the whole [`Snapshot`] or restores this
+/// ([`StateMachine::restore_v5`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotV5 {
+    /// Format version of the snapshot this head was read from.
+    pub version: u32,
+    /// The whole replicated state.
     pub state: StateMachine,
 }
 
@@ -63,6 +82,7 @@ impl StateMachine {
         Snapshot {
             version: SNAPSHOT_VERSION,
             state: self.clone(),
+            last_revision: self.last_revision,
         }
     }
 
@@ -73,6 +93,24 @@ impl StateMachine {
             return Err(RestoreError::UnsupportedVersion(snapshot.version));
         }
         let mut state = snapshot.state;
+        state.last_revision = snapshot.last_revision;
+        Self::finish_restore(state)
+    }
+
+    /// Rebuilds a state machine from a version-5 snapshot, written before
+    /// batched entries existed: every revision it handed out was the index
+    /// of its entry, so the last revision is the last applied index.
+    pub fn restore_v5(snapshot: SnapshotV5) -> Result<Self, RestoreError> {
+        if snapshot.version != 5 {
+            return Err(RestoreError::UnsupportedVersion(snapshot.version));
+        }
+        let mut state = snapshot.state;
+        state.last_revision = state.last_index;
+        Self::finish_restore(state)
+    }
+
+    /// Recounts the derived state and checks every invariant.
+    fn finish_restore(mut state: StateMachine) -> Result<Self, RestoreError> {
         state.counts = LockCounts::of(&state.locks);
         state.check_invariants().map_err(RestoreError::Inconsistent)?;
         Ok(state)

@@ -364,7 +364,7 @@ fn owners_secrets_and_policy_survive_a_snapshot() {
     let (owner, digest) = restored.session_owner(s).expect("session");
     assert_eq!(owner, &alice());
     assert!(SECRET.matches(digest));
-    assert_eq!(SNAPSHOT_VERSION, 5);
+    assert_eq!(SNAPSHOT_VERSION, 6);
 }
 
 #[test]

@@ -69,7 +69,7 @@ impl std::fmt::Display for LeadershipLoss {
 /// One mastership as the session believes it, shared by its
 /// [`Leadership`] handles and the session's registry.
 pub(crate) struct Mastership {
-    /// The mastership epoch (the log index of the entry that made it).
+    /// The mastership epoch (the revision of the command that made it).
     pub(crate) epoch: u64,
     /// `None` while the library believes it leads; then why and when that
     /// ended. Set once: the first end wins.
@@ -228,7 +228,7 @@ impl Leadership {
         }
     }
 
-    /// The mastership epoch (the log index of the entry that made this
+    /// The mastership epoch (the revision of the command that made this
     /// session master).
     pub fn epoch(&self) -> u64 {
         self.mastership.epoch

@@ -154,7 +154,7 @@ impl Election {
             Err(e) => return Err(e),
         };
         inner.check_usable()?;
-        debug_assert!(epoch > 0, "a master's epoch is a log index");
+        debug_assert!(epoch > 0, "a master's epoch is a revision, never 0");
         // Recorded while this campaign still holds the election's operation
         // lock: a handover's relinquish, which takes that lock, then finds
         // the mastership whose loss it must signal first.

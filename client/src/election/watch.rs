@@ -121,7 +121,7 @@ impl LeaderWatch {
                         other => return Err(unexpected("Election", &other)),
                     };
                     self.push(LeaderChange::from_view(view));
-                    self.after = Some(reply.applied_index);
+                    self.after = Some(reply.revision);
                 }
                 Some(after) => {
                     let filter = EventFilter {

@@ -1,9 +1,10 @@
 //! A session's event stream and the wake-ups it gives to waiters.
 //!
 //! The event loop long-polls `observe` filtered on this session, served by
-//! any node. The session id is the log index of the entry that opened it,
-//! so no event about the session can precede it: the loop starts right
-//! before that index and needs no deduplication. It answers renewal probes
+//! any node. Events are numbered by revision and the session id is the
+//! revision of the command that opened it, so no event about the session
+//! can precede it: the loop starts right before that revision and needs no
+//! deduplication. It answers renewal probes
 //! on its own (`ProbeAnswer`, see [`probe`](crate::probe)), marks the
 //! session expired when the cluster reports its end, starts this session's
 //! side of a warm handover (see [`handover`](crate::handover)), and wakes
@@ -84,7 +85,7 @@ impl SessionInner {
         }
     }
 
-    /// Acts on one event of the entry at log index `index`.
+    /// Acts on one event of the command at revision `index`.
     fn handle_event(self: &Arc<Self>, index: u64, event: Event) {
         let me = self.id;
         match event {

@@ -115,7 +115,7 @@ impl std::fmt::Debug for Session {
 pub(crate) struct SessionInner {
     /// The client whose transport carries the session's operations.
     pub(crate) client: Client,
-    /// The session id: the log index of the entry that opened it.
+    /// The session id: the revision of the command that opened it.
     pub(crate) id: SessionId,
     /// The secret drawn at open, sent with every operation; never logged
     /// (its `Debug` is redacted).
@@ -200,7 +200,7 @@ impl Session {
         &self.handle.inner
     }
 
-    /// The session id (the log index of the entry that opened it).
+    /// The session id (the revision of the command that opened it).
     pub fn id(&self) -> SessionId {
         self.inner().id
     }

@@ -289,7 +289,7 @@ impl Predictor {
     }
 
     /// Follows applied events: forgets ended sessions, counts revocations.
-    pub fn on_events(&self, events: &[Event]) {
+    pub fn on_events<'a>(&self, events: impl IntoIterator<Item = &'a Event>) {
         let mut inner = None;
         for e in events {
             if let Event::SessionEnded { session, cause } = e {

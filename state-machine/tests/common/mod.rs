@@ -54,6 +54,27 @@ impl Harness {
         self.sm.apply(cmd, meta)
     }
 
+    /// Applies `commands` as one batch entry; one response per command,
+    /// and the events tagged with their command's revision.
+    pub fn apply_batch(&mut self, commands: Vec<Command>) -> (Vec<Response>, Vec<(u64, Event)>) {
+        let meta = self.next_meta();
+        let batch = Command::Batch(commands);
+        self.log.push((batch.clone(), meta));
+        self.sm.apply_entry(batch, meta)
+    }
+
+    /// The next session command of `session` (its next sequence number),
+    /// for a batch: nothing is applied.
+    pub fn session_cmd(&mut self, session: SessionId, op: SessionOp) -> Command {
+        let seq = self.next_seq(session);
+        Command::Session {
+            session,
+            seq,
+            op,
+            by: self.by.clone(),
+        }
+    }
+
     /// Applies a command that must succeed; returns its events.
     pub fn ok(&mut self, cmd: Command) -> Vec<Event> {
         let (r, events) = self.apply(cmd.clone());
