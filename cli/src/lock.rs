@@ -1,5 +1,6 @@
 //! `driftlock lock NAME -- CMD…`: run a command while holding a lock, with
-//! its fencing token in the environment.
+//! its fencing token in the environment and a relay through which the
+//! command makes fenced writes in the lock's session (see [`crate::fence`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,10 +11,17 @@ use driftlock_proto::LockMode;
 
 use serde_json::json;
 
+use crate::fence::{Relay, LOCK_SOCKET_ENV};
 use crate::output::{self, OutputArg};
 use crate::{connect, Endpoints};
 
 /// `driftlock lock NAME -- CMD…`.
+///
+/// CMD runs with DRIFTLOCK_FENCING_TOKEN (the grant's fencing token),
+/// DRIFTLOCK_LOCK (NAME), DRIFTLOCK_SESSION (the session holding the lock)
+/// and DRIFTLOCK_LOCK_SOCKET (a private socket, removed on exit, through
+/// which `driftlock kv put|cas|del --fence NAME:$DRIFTLOCK_FENCING_TOKEN`
+/// writes in this lock's session) in its environment.
 #[derive(Args, Debug)]
 pub struct LockArgs {
     /// The cluster to talk to.
@@ -78,19 +86,27 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
         );
     }
     let (program, rest) = args.command.split_first().ok_or("no command given")?;
+    // Bound before the command starts, so it can write at once; removed
+    // (socket and directory) when `relay` drops on every way out.
+    let relay = Relay::bind()?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .env("DRIFTLOCK_FENCING_TOKEN", token.to_string())
         .env("DRIFTLOCK_LOCK", &args.name)
         .env("DRIFTLOCK_SESSION", session.id().to_string())
+        .env(LOCK_SOCKET_ENV, relay.path())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run '{program}': {e}"))?;
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
+        // Never returns: it serves until the command ends.
+        () = relay.serve(session.clone()) => Err("the fenced-write relay stopped"),
         _ = session.lost() => Err("the lock's session expired: the command was killed"),
         _ = tokio::signal::ctrl_c() => Err("interrupted: the command was killed"),
     };
+    // No fenced write is taken after the command ended or was killed.
+    drop(relay);
     match outcome {
         Ok(status) => {
             let _ = guard.release().await;
