@@ -15,7 +15,9 @@ use crate::{connect, report, Endpoints};
 
 /// The `driftlock kv` subcommands: linearizable reads, and writes outside any
 /// session, which are not deduplicated and so are retried only when they
-/// surely did not arrive.
+/// surely did not arrive. With `--fence`, `put`, `cas` and `del` are instead
+/// relayed to the enclosing `driftlock lock` and made, deduplicated and
+/// fenced, in its session.
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
     /// Print a key's value.

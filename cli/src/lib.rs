@@ -58,12 +58,21 @@ pub enum UserCommand {
     #[command(subcommand)]
     Cert(CertCmd),
     /// Run a command while holding a lock.
+    ///
+    /// The command runs with DRIFTLOCK_FENCING_TOKEN (the grant's fencing
+    /// token), DRIFTLOCK_LOCK (NAME), DRIFTLOCK_SESSION (the session holding
+    /// the lock) and DRIFTLOCK_LOCK_SOCKET in its environment. Through that
+    /// socket (private to this user, removed when the lock ends) the command
+    /// makes fenced writes in the lock's own session: `driftlock kv
+    /// put|cas|del ... --fence NAME:$DRIFTLOCK_FENCING_TOKEN`, which the
+    /// cluster applies only while the grant is the lock's newest and held.
     #[command(after_help = output::LOCK_EXIT_CODES)]
     Lock(LockArgs),
     /// Campaign in an election and report mastership until Ctrl-C.
     #[command(after_help = output::EXIT_CODES)]
     Elect(ElectArgs),
-    /// Read and write the KV store.
+    /// Read and write the KV store; `put`, `cas` and `del` with `--fence`
+    /// write under a lock, from a command run by `driftlock lock`.
     #[command(subcommand, after_help = output::KV_EXIT_CODES)]
     Kv(KvCmd),
     /// Show every node's role, term, indexes and lag.

@@ -15,13 +15,8 @@ use crate::fence::{Relay, LOCK_SOCKET_ENV};
 use crate::output::{self, OutputArg};
 use crate::{connect, Endpoints};
 
-/// `driftlock lock NAME -- CMD…`.
-///
-/// CMD runs with DRIFTLOCK_FENCING_TOKEN (the grant's fencing token),
-/// DRIFTLOCK_LOCK (NAME), DRIFTLOCK_SESSION (the session holding the lock)
-/// and DRIFTLOCK_LOCK_SOCKET (a private socket, removed on exit, through
-/// which `driftlock kv put|cas|del --fence NAME:$DRIFTLOCK_FENCING_TOKEN`
-/// writes in this lock's session) in its environment.
+/// `driftlock lock NAME -- CMD…` (its `--help`, with CMD's environment, is
+/// the `Lock` command's documentation in the crate root).
 #[derive(Args, Debug)]
 pub struct LockArgs {
     /// The cluster to talk to.
@@ -42,7 +37,8 @@ pub struct LockArgs {
     /// Format of the grant line on stderr (stdout is the command's own).
     #[command(flatten)]
     out: OutputArg,
-    /// The command to run while holding the lock.
+    /// The command to run while holding the lock, with the DRIFTLOCK_*
+    /// variables above in its environment.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
