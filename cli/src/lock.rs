@@ -55,6 +55,11 @@ pub(crate) async fn lock(args: LockArgs) -> ExitCode {
 }
 
 async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
+    // The fenced-write relay, bound before the lock is taken (a failure
+    // here takes no lock) and before the command starts (so it can write
+    // at once); socket and directory are removed when `relay` drops, on
+    // every way out.
+    let relay = Relay::bind()?;
     let client = connect(&args.endpoints).await?;
     let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
     let mode = if args.shared {
@@ -82,9 +87,6 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
         );
     }
     let (program, rest) = args.command.split_first().ok_or("no command given")?;
-    // Bound before the command starts, so it can write at once; removed
-    // (socket and directory) when `relay` drops on every way out.
-    let relay = Relay::bind()?;
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .env("DRIFTLOCK_FENCING_TOKEN", token.to_string())
