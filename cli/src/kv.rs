@@ -1,15 +1,23 @@
-//! `driftlock kv get|put|cas|del|list`: the KV store without a session.
+//! `driftlock kv get|put|cas|del|list`: the KV store without a session,
+//! and fenced writes (`put|cas|del --fence NAME:TOKEN`) relayed through the
+//! session of the enclosing `driftlock lock` (see [`crate::fence`]).
+
+use std::process::ExitCode;
 
 use clap::Subcommand;
+use driftlock_proto::Fence;
 
 use serde_json::json;
 
+use crate::fence::{self, FenceReply, FenceRequest};
 use crate::output::{self, OutputArg};
-use crate::{connect, CmdResult, Endpoints};
+use crate::{connect, report, Endpoints};
 
 /// The `driftlock kv` subcommands: linearizable reads, and writes outside any
 /// session, which are not deduplicated and so are retried only when they
-/// surely did not arrive.
+/// surely did not arrive. With `--fence`, `put`, `cas` and `del` are instead
+/// relayed to the enclosing `driftlock lock` and made, deduplicated and
+/// fenced, in its session.
 #[derive(Subcommand, Debug)]
 pub enum KvCmd {
     /// Print a key's value.
@@ -24,6 +32,7 @@ pub enum KvCmd {
         key: String,
     },
     /// Set a key.
+    #[command(mut_arg("endpoints", |a| a.required(false).required_unless_present("fence")), after_help = output::KV_EXIT_CODES)]
     Put {
         /// The cluster to talk to.
         #[command(flatten)]
@@ -35,8 +44,17 @@ pub enum KvCmd {
         key: String,
         /// Value to store (the bytes of this text), e.g. active.
         value: String,
+        /// Write under this lock grant, from a command run by `driftlock lock
+        /// NAME -- CMD`: NAME:TOKEN, usually NAME:$DRIFTLOCK_FENCING_TOKEN. The
+        /// write goes through the lock's own session and the cluster applies
+        /// it only while TOKEN is NAME's newest grant and held by that
+        /// session (otherwise exit 3). No cluster connection of its own:
+        /// --endpoints and the certificates are not needed.
+        #[arg(long, value_name = "NAME:TOKEN", value_parser = fence::parse_fence)]
+        fence: Option<Fence>,
     },
     /// Set a key if its revision is EXPECTED (0: only if absent).
+    #[command(mut_arg("endpoints", |a| a.required(false).required_unless_present("fence")), after_help = output::KV_EXIT_CODES)]
     Cas {
         /// The cluster to talk to.
         #[command(flatten)]
@@ -51,8 +69,17 @@ pub enum KvCmd {
         expected: u64,
         /// Value to store if the revision matches.
         value: String,
+        /// Write under this lock grant, from a command run by `driftlock lock
+        /// NAME -- CMD`: NAME:TOKEN, usually NAME:$DRIFTLOCK_FENCING_TOKEN. The
+        /// write goes through the lock's own session and the cluster applies
+        /// it only while TOKEN is NAME's newest grant and held by that
+        /// session (otherwise exit 3). No cluster connection of its own:
+        /// --endpoints and the certificates are not needed.
+        #[arg(long, value_name = "NAME:TOKEN", value_parser = fence::parse_fence)]
+        fence: Option<Fence>,
     },
     /// Delete a key.
+    #[command(mut_arg("endpoints", |a| a.required(false).required_unless_present("fence")), after_help = output::KV_EXIT_CODES)]
     Del {
         /// The cluster to talk to.
         #[command(flatten)]
@@ -62,6 +89,14 @@ pub enum KvCmd {
         out: OutputArg,
         /// Key to delete; a missing key is an error.
         key: String,
+        /// Write under this lock grant, from a command run by `driftlock lock
+        /// NAME -- CMD`: NAME:TOKEN, usually NAME:$DRIFTLOCK_FENCING_TOKEN. The
+        /// write goes through the lock's own session and the cluster applies
+        /// it only while TOKEN is NAME's newest grant and held by that
+        /// session (otherwise exit 3). No cluster connection of its own:
+        /// --endpoints and the certificates are not needed.
+        #[arg(long, value_name = "NAME:TOKEN", value_parser = fence::parse_fence)]
+        fence: Option<Fence>,
     },
     /// List keys under a prefix.
     List {
@@ -78,22 +113,65 @@ pub enum KvCmd {
     },
 }
 
-/// Runs one `driftlock kv` subcommand and prints its result on stdout.
-pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
+/// Why a `driftlock kv` command failed; the two kinds exit differently.
+enum KvFailure {
+    /// The cluster refused a fenced write's fence (exit
+    /// [`output::FENCE_REFUSED_EXIT`]).
+    FenceRefused(String),
+    /// Any other failure (exit 1).
+    Other(String),
+}
+
+impl From<String> for KvFailure {
+    fn from(message: String) -> Self {
+        KvFailure::Other(message)
+    }
+}
+
+/// Runs one `driftlock kv` subcommand, prints its result on stdout and
+/// returns the exit code (docs/cli.md, "Exit codes").
+pub(crate) async fn kv(cmd: KvCmd) -> ExitCode {
+    match run(cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(KvFailure::FenceRefused(message)) => {
+            eprintln!("driftlock: {message}");
+            ExitCode::from(output::FENCE_REFUSED_EXIT)
+        }
+        Err(KvFailure::Other(message)) => report(Err(message)),
+    }
+}
+
+async fn run(cmd: KvCmd) -> Result<(), KvFailure> {
     match cmd {
         KvCmd::Get { endpoints, out, key } => {
             let client = connect(&endpoints).await?;
             match client.kv_get(&key).await.map_err(|e| e.to_string())? {
                 Some(v) if out.json() => output::print_line(&output::kv_entry(&key, &v)),
                 Some(v) => println!("{}", String::from_utf8_lossy(&v.value)),
-                None => return Err(format!("key '{key}' not found")),
+                None => return Err(format!("key '{key}' not found").into()),
             }
+        }
+        KvCmd::Put {
+            out,
+            key,
+            value,
+            fence: Some(fence),
+            ..
+        } => {
+            let rev = fenced(FenceRequest::Put {
+                key: key.clone(),
+                value,
+                fence,
+            })
+            .await?;
+            print_revision(out, &key, rev);
         }
         KvCmd::Put {
             endpoints,
             out,
             key,
             value,
+            fence: None,
         } => {
             let rev = connect(&endpoints)
                 .await?
@@ -103,11 +181,29 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
             print_revision(out, &key, rev);
         }
         KvCmd::Cas {
+            out,
+            key,
+            expected,
+            value,
+            fence: Some(fence),
+            ..
+        } => {
+            let rev = fenced(FenceRequest::Cas {
+                key: key.clone(),
+                expected,
+                value,
+                fence,
+            })
+            .await?;
+            print_revision(out, &key, rev);
+        }
+        KvCmd::Cas {
             endpoints,
             out,
             key,
             expected,
             value,
+            fence: None,
         } => {
             let client = connect(&endpoints).await?;
             let rev = client
@@ -116,12 +212,28 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
                 .map_err(|e| e.to_string())?;
             print_revision(out, &key, rev);
         }
-        KvCmd::Del { endpoints, out, key } => {
-            connect(&endpoints)
-                .await?
-                .kv_delete(&key)
-                .await
-                .map_err(|e| e.to_string())?;
+        KvCmd::Del {
+            endpoints,
+            out,
+            key,
+            fence,
+        } => {
+            match fence {
+                Some(fence) => {
+                    fenced(FenceRequest::Del {
+                        key: key.clone(),
+                        fence,
+                    })
+                    .await?;
+                }
+                None => {
+                    connect(&endpoints)
+                        .await?
+                        .kv_delete(&key)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
             if out.json() {
                 output::print_line(&json!({"key": key, "deleted": true}));
             } else {
@@ -153,6 +265,23 @@ pub(crate) async fn kv(cmd: KvCmd) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Has the enclosing `driftlock lock` perform a fenced write through its
+/// session; the write's revision.
+async fn fenced(request: FenceRequest) -> Result<u64, KvFailure> {
+    let (lock, token) = match &request {
+        FenceRequest::Put { fence, .. } | FenceRequest::Cas { fence, .. } | FenceRequest::Del { fence, .. } => {
+            (fence.lock.clone(), fence.token)
+        }
+    };
+    match fence::send(&request).await? {
+        FenceReply::Written { revision } => Ok(revision),
+        FenceReply::FenceRefused { message } => Err(KvFailure::FenceRefused(format!(
+            "the cluster refused the fence {lock}:{token}, nothing was written: {message}"
+        ))),
+        FenceReply::Failed { message } => Err(KvFailure::Other(message)),
+    }
 }
 
 /// What `put` and `cas` print: the key's new revision.

@@ -14,6 +14,7 @@ mod cert;
 mod cluster;
 mod config;
 mod elect;
+mod fence;
 mod kv;
 mod lock;
 pub mod output;
@@ -57,13 +58,22 @@ pub enum UserCommand {
     #[command(subcommand)]
     Cert(CertCmd),
     /// Run a command while holding a lock.
+    ///
+    /// The command runs with DRIFTLOCK_FENCING_TOKEN (the grant's fencing
+    /// token), DRIFTLOCK_LOCK (NAME), DRIFTLOCK_SESSION (the session holding
+    /// the lock) and DRIFTLOCK_LOCK_SOCKET in its environment. Through that
+    /// socket (private to this user, removed when the lock ends) the command
+    /// makes fenced writes in the lock's own session: `driftlock kv
+    /// put|cas|del ... --fence NAME:$DRIFTLOCK_FENCING_TOKEN`, which the
+    /// cluster applies only while the grant is the lock's newest and held.
     #[command(after_help = output::LOCK_EXIT_CODES)]
     Lock(LockArgs),
     /// Campaign in an election and report mastership until Ctrl-C.
     #[command(after_help = output::EXIT_CODES)]
     Elect(ElectArgs),
-    /// Read and write the KV store.
-    #[command(subcommand, after_help = output::EXIT_CODES)]
+    /// Read and write the KV store; `put`, `cas` and `del` with `--fence`
+    /// write under a lock, from a command run by `driftlock lock`.
+    #[command(subcommand, after_help = output::KV_EXIT_CODES)]
     Kv(KvCmd),
     /// Show every node's role, term, indexes and lag.
     #[command(after_help = output::EXIT_CODES)]
@@ -82,7 +92,7 @@ pub async fn run(command: UserCommand) -> ExitCode {
         UserCommand::Cert(cmd) => report(cert::cert(cmd)),
         UserCommand::Lock(args) => lock::lock(args).await,
         UserCommand::Elect(args) => report(elect::elect(args).await),
-        UserCommand::Kv(cmd) => report(kv::kv(cmd).await),
+        UserCommand::Kv(cmd) => kv::kv(cmd).await,
         UserCommand::Status(args) => report(status::status(args).await),
         UserCommand::Watch(args) => report(watch::watch(args).await),
     }
@@ -219,6 +229,48 @@ mod tests {
         let mut line = vec!["driftlock"];
         line.extend_from_slice(args);
         Cli::try_parse_from(line).map(|c| c.command).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn fenced_kv_writes_need_no_endpoints_and_a_well_formed_fence() {
+        use super::{KvCmd, UserCommand};
+        let fence = |lock: &str, token| {
+            Some(driftlock_proto::Fence {
+                lock: lock.into(),
+                token,
+            })
+        };
+        let cmd = parse(&["kv", "put", "k", "v", "--fence", "jobs/a:17"]).unwrap();
+        let UserCommand::Kv(KvCmd::Put {
+            fence: f, endpoints, ..
+        }) = cmd
+        else {
+            panic!("{cmd:?}")
+        };
+        assert_eq!(f, fence("jobs/a", 17));
+        assert!(endpoints.endpoints.is_empty());
+        let cmd = parse(&["kv", "cas", "k", "3", "v", "--fence", "j:1"]).unwrap();
+        assert!(matches!(
+            cmd,
+            UserCommand::Kv(KvCmd::Cas {
+                expected: 3,
+                fence: Some(_),
+                ..
+            })
+        ));
+        let cmd = parse(&["kv", "del", "--fence", "j:1", "k"]).unwrap();
+        assert!(matches!(cmd, UserCommand::Kv(KvCmd::Del { fence: Some(_), .. })));
+        // A malformed fence is a command-line error, naming what is wrong.
+        let e = parse(&["kv", "put", "k", "v", "--fence", "job"]).unwrap_err();
+        assert!(e.contains("is not NAME:TOKEN"), "{e}");
+        let e = parse(&["kv", "put", "k", "v", "--fence", "job:abc"]).unwrap_err();
+        assert!(e.contains("is not a fencing token"), "{e}");
+        // Without --fence the endpoints are still required (unless the
+        // environment gives them).
+        if std::env::var_os("DRIFTLOCK_ENDPOINTS").is_none() {
+            let e = parse(&["kv", "put", "k", "v"]).unwrap_err();
+            assert!(e.contains("--endpoints"), "{e}");
+        }
     }
 
     #[test]

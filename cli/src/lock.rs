@@ -1,5 +1,6 @@
 //! `driftlock lock NAME -- CMD…`: run a command while holding a lock, with
-//! its fencing token in the environment.
+//! its fencing token in the environment and a relay through which the
+//! command makes fenced writes in the lock's session (see [`crate::fence`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,10 +11,12 @@ use driftlock_proto::LockMode;
 
 use serde_json::json;
 
+use crate::fence::{Relay, LOCK_SOCKET_ENV};
 use crate::output::{self, OutputArg};
 use crate::{connect, Endpoints};
 
-/// `driftlock lock NAME -- CMD…`.
+/// `driftlock lock NAME -- CMD…` (its `--help`, with CMD's environment, is
+/// the `Lock` command's documentation in the crate root).
 #[derive(Args, Debug)]
 pub struct LockArgs {
     /// The cluster to talk to.
@@ -34,7 +37,8 @@ pub struct LockArgs {
     /// Format of the grant line on stderr (stdout is the command's own).
     #[command(flatten)]
     out: OutputArg,
-    /// The command to run while holding the lock.
+    /// The command to run while holding the lock, with the DRIFTLOCK_*
+    /// variables above in its environment.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
@@ -51,6 +55,11 @@ pub(crate) async fn lock(args: LockArgs) -> ExitCode {
 }
 
 async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
+    // The fenced-write relay, bound before the lock is taken (a failure
+    // here takes no lock) and before the command starts (so it can write
+    // at once); socket and directory are removed when `relay` drops, on
+    // every way out.
+    let relay = Relay::bind()?;
     let client = connect(&args.endpoints).await?;
     let session = client.open_session(args.ttl).await.map_err(|e| e.to_string())?;
     let mode = if args.shared {
@@ -83,14 +92,19 @@ async fn lock_inner(args: LockArgs) -> Result<ExitCode, String> {
         .env("DRIFTLOCK_FENCING_TOKEN", token.to_string())
         .env("DRIFTLOCK_LOCK", &args.name)
         .env("DRIFTLOCK_SESSION", session.id().to_string())
+        .env(LOCK_SOCKET_ENV, relay.path())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot run '{program}': {e}"))?;
     let outcome = tokio::select! {
         status = child.wait() => Ok(status),
+        // Never returns: it serves until the command ends.
+        () = relay.serve(session.clone()) => Err("the fenced-write relay stopped"),
         _ = session.lost() => Err("the lock's session expired: the command was killed"),
         _ = tokio::signal::ctrl_c() => Err("interrupted: the command was killed"),
     };
+    // No fenced write is taken after the command ended or was killed.
+    drop(relay);
     match outcome {
         Ok(status) => {
             let _ = guard.release().await;

@@ -79,6 +79,18 @@ pub fn lower<T: std::fmt::Debug>(v: &T) -> String {
 pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (the reason on stderr, prefixed \
 with `driftlock:`); 2 bad command line (from the argument parser).";
 
+/// Exit code of `kv put|cas|del --fence` when the cluster refuses the
+/// fence (a stale token, a grant not held now or not by the lock's
+/// session): distinct from other failures, so a script can tell "I am no
+/// longer the holder" from "the write failed".
+pub const FENCE_REFUSED_EXIT: u8 = 3;
+
+/// Exit codes of `driftlock kv`.
+pub const KV_EXIT_CODES: &str = "Exit codes: 0 success; 1 failure (the reason on stderr, prefixed \
+with `driftlock:`); 2 bad command line (from the argument parser); 3 a fenced write (--fence) \
+refused by the cluster because the fence is stale or not held by the lock's session (nothing was \
+written).";
+
 /// Exit codes of `driftlock lock`.
 pub const LOCK_EXIT_CODES: &str = "Exit codes: the command's own exit code, or 128 + N when it died \
 of signal N; 1 when the lock was not taken or the session was lost while the command ran (the \
