@@ -8,8 +8,10 @@
 //!   working majority.
 //! - The same id on a wiped disk: only after `cluster remove`, as a new
 //!   learner. A wiped voter restarted under its old id *without* that is
-//!   not refused today (see the ignored test at the end and the operations
-//!   guide), so the guide forbids it.
+//!   not refused today — it never catches up, and in a debug build the
+//!   leader's Raft core panics on openraft's log-reversion assertion — so
+//!   the guide forbids it (docs/operations.md, "What a wiped voter does
+//!   today"); there is no refusal to assert.
 
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
