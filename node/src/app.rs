@@ -146,6 +146,14 @@ async fn start_raft(
     // openraft re-applies them): observers behind it must be told.
     let restored_through = state.last_applied().map_or(0, |l| l.index);
 
+    // Before the log store goes to openraft: its flushes feed the fsync
+    // histogram from the first one.
+    let metrics = Arc::new(Metrics::new());
+    let fsync_seconds = metrics.fsync_seconds.clone();
+    store
+        .log_store
+        .observe_flushes(move |elapsed| fsync_seconds.observe(elapsed.as_secs_f64()));
+
     let mut raft_config = openraft::Config {
         cluster_name: "driftlock".into(),
         heartbeat_interval: config.raft.heartbeat_ms,
@@ -175,7 +183,6 @@ async fn start_raft(
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-    let metrics = Arc::new(Metrics::new());
     let clock_sync = Arc::new(crate::clocksync::ClockSync::new(
         crate::clocksync::ClockSyncConfig::from_node(config),
     ));
@@ -334,6 +341,7 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
                             ctx.metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
                         }
                         Event::ConfigChanged { revision, changes } => log_config_change(*revision, changes),
+                        Event::SessionEnded { cause, .. } => ctx.metrics.session_ended(cause),
                         _ => {}
                     }
                 }
