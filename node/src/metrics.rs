@@ -416,7 +416,7 @@ pub struct SecurityMetrics {
     pub cert_expiry_seconds: Gauge,
     /// Connections dropped before they could send a request: a failed or
     /// timed-out TLS handshake (no certificate, another CA's, garbage), by
-    /// port.
+    /// port; both ports' series are exported from the start.
     pub handshake_failures: Family<PortLabel, Counter>,
     /// Raft-port requests refused because the peer's certificate names no
     /// current member, or a node other than the one the message claims to
@@ -431,6 +431,11 @@ impl SecurityMetrics {
             handshake_failures: Family::default(),
             raft_refused: Counter::default(),
         };
+        // Both ports' series exist from the start, at 0, so a rate over
+        // them sees the first failure.
+        for port in ["client", "raft"] {
+            drop(m.handshake_failures.get_or_create(&PortLabel { port: port.into() }));
+        }
         registry.register(
             "tls_cert_expiry_seconds",
             "Seconds until this node's TLS certificate expires (negative once it has)",
@@ -473,7 +478,8 @@ pub struct ConnectionMetrics {
     /// (`driftlock_connections`).
     pub open: Family<PortLabel, Gauge>,
     /// Connections closed at once because a cap was reached, by port and
-    /// cap (`driftlock_connections_refused`).
+    /// cap (`driftlock_connections_refused_total`); every port and cap's
+    /// series is exported from the start.
     pub refused: Family<RefusedLabel, Counter>,
 }
 
@@ -483,6 +489,16 @@ impl ConnectionMetrics {
             open: Family::default(),
             refused: Family::default(),
         };
+        // Every port and cap's series exists from the start, at 0, so a
+        // rate over them sees the first refusal.
+        for port in ["client", "raft"] {
+            for reason in ["port_full", "principal_full"] {
+                drop(m.refused.get_or_create(&RefusedLabel {
+                    port: port.into(),
+                    reason: reason.into(),
+                }));
+            }
+        }
         registry.register("connections", "Open connections, by port", m.open.clone());
         registry.register(
             "connections_refused",
@@ -655,5 +671,47 @@ impl PredictMetrics {
                 .set(*rate);
         }
         self.hot_locks.set(hot.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_fixed_labels_and_the_fsync_histogram_are_exported_at_zero() {
+        let text = Metrics::new().encode();
+        for series in [
+            "driftlock_sessions_ended_total{cause=\"released\"} 0",
+            "driftlock_sessions_ended_total{cause=\"expired\"} 0",
+            "driftlock_sessions_ended_total{cause=\"revoked\"} 0",
+            "driftlock_tls_handshake_failures_total{port=\"client\"} 0",
+            "driftlock_tls_handshake_failures_total{port=\"raft\"} 0",
+            "driftlock_connections_refused_total{port=\"client\",reason=\"port_full\"} 0",
+            "driftlock_connections_refused_total{port=\"raft\",reason=\"principal_full\"} 0",
+            "driftlock_raft_fsync_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn ended_sessions_are_counted_by_cause_and_flushes_by_bucket() {
+        let m = Metrics::new();
+        m.session_ended(&driftlock_proto::EndCause::Expired);
+        m.session_ended(&driftlock_proto::EndCause::Revoked { reason: "probe".into() });
+        m.session_ended(&driftlock_proto::EndCause::Expired);
+        m.fsync_seconds.observe(0.003);
+        let text = m.encode();
+        for series in [
+            "driftlock_sessions_ended_total{cause=\"expired\"} 2",
+            "driftlock_sessions_ended_total{cause=\"revoked\"} 1",
+            "driftlock_sessions_ended_total{cause=\"released\"} 0",
+            "driftlock_raft_fsync_seconds_count 1",
+            "driftlock_raft_fsync_seconds_bucket{le=\"0.0016\"} 0",
+            "driftlock_raft_fsync_seconds_bucket{le=\"0.0032\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from\n{text}");
+        }
     }
 }

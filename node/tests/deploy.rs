@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Command, FromArgMatches};
 use driftlock_node::config::{NodeConfig, ServeArgs};
@@ -112,7 +112,12 @@ fn sample_configs_load_and_agree_on_their_members() {
             .collect();
         files.sort();
         let expected: Vec<PathBuf> = (1..=n).map(|i| dir.join(format!("n{i}.toml"))).collect();
-        assert_eq!(files, expected, "{}: n1.toml … n{n}.toml and nothing else", dir.display());
+        assert_eq!(
+            files,
+            expected,
+            "{}: n1.toml … n{n}.toml and nothing else",
+            dir.display()
+        );
 
         let mut nodes = BTreeSet::new();
         let mut members = None;
@@ -132,11 +137,20 @@ fn sample_configs_load_and_agree_on_their_members() {
             assert!(!t.insecure, "{at}: TLS on");
             let tls = Path::new("/etc/driftlock/tls");
             assert_eq!(t.ca.as_deref(), Some(tls.join("ca.pem").as_path()), "{at}");
-            assert_eq!(t.cert.as_deref(), Some(tls.join(format!("node-{i}.pem")).as_path()), "{at}");
-            assert_eq!(t.key.as_deref(), Some(tls.join(format!("node-{i}.key")).as_path()), "{at}");
+            assert_eq!(
+                t.cert.as_deref(),
+                Some(tls.join(format!("node-{i}.pem")).as_path()),
+                "{at}"
+            );
+            assert_eq!(
+                t.key.as_deref(),
+                Some(tls.join(format!("node-{i}.key")).as_path()),
+                "{at}"
+            );
             assert_eq!(config.node.data_dir, Path::new("/var/lib/driftlock"), "{at}: data_dir");
             assert!(
-                unit.lines().any(|l| l == format!("ReadWritePaths={}", config.node.data_dir.display())),
+                unit.lines()
+                    .any(|l| l == format!("ReadWritePaths={}", config.node.data_dir.display())),
                 "{at}: the unit's ReadWritePaths is the data directory"
             );
             assert!(config.node.metrics_addr.is_some(), "{at}: metrics_addr");
@@ -149,7 +163,12 @@ fn sample_configs_load_and_agree_on_their_members() {
                 Some(first) => assert_eq!(&listed, first, "{at}: members differ from n1.toml's"),
             }
         }
-        assert_eq!(members.as_ref(), Some(&nodes), "{}: members = the files' nodes", dir.display());
+        assert_eq!(
+            members.as_ref(),
+            Some(&nodes),
+            "{}: members = the files' nodes",
+            dir.display()
+        );
         let raft: BTreeSet<&String> = nodes.iter().map(|(_, r, _)| r).collect();
         let client: BTreeSet<&String> = nodes.iter().map(|(_, _, c)| c).collect();
         assert_eq!(raft.len() as u64, n, "{}: distinct raft addresses", dir.display());
@@ -292,7 +311,9 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     while let Some(at) = text[from..].find("driftlock_") {
         let start = from + at;
         let mut end = start + "driftlock_".len();
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_')
+        {
             end += 1;
         }
         let whole_word = (start == 0 || !ident(bytes[start - 1])) && (end == bytes.len() || !ident(bytes[end]));
@@ -318,10 +339,13 @@ fn exported_series(scrape: &str) -> BTreeSet<String> {
             let (Some(family), Some(kind)) = (words.next(), words.next()) else {
                 panic!("bad TYPE line: {line}");
             };
+            // Only the names a family of this type always has; optional
+            // ones (`_created`) count when a sample line shows them.
             let suffixes: &[&str] = match kind {
-                "counter" => &["_total", "_created"],
-                "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count", "_created", "_gcount", "_gsum"],
-                "summary" => &["", "_sum", "_count", "_created"],
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                "gaugehistogram" => &["_bucket", "_gsum", "_gcount"],
+                "summary" => &["", "_sum", "_count"],
                 "info" => &["_info"],
                 _ => &[""],
             };
@@ -388,49 +412,65 @@ fn the_rules_have_the_agreed_alerts_each_explained() {
             );
         }
     }
-    let disk = rules.iter().find(|r| r.alert == "DriftlockDiskFilling").expect("disk rule");
-    assert!(disk.expr.contains("node_filesystem_avail_bytes"), "node_exporter's metric");
+    let disk = rules
+        .iter()
+        .find(|r| r.alert == "DriftlockDiskFilling")
+        .expect("disk rule");
+    assert!(
+        disk.expr.contains("node_filesystem_avail_bytes"),
+        "node_exporter's metric"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_and_dashboard_query_only_exported_metrics() {
-    let c = TestCluster::start(3).await;
-    c.wait_leader(Duration::from_secs(20)).await;
-    // The gauges refresh every 500 ms and the clock view after a gossip
-    // round; the families are declared from the start either way.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut exported = BTreeSet::new();
-    for i in 0..c.len() {
-        let scrape = prom::scrape(c.metrics_addr(i));
-        assert_eq!(prom::status_code(&scrape), 200, "node {}: {scrape}", c.id(i));
-        let names = exported_series(&scrape);
-        assert!(
-            names.contains("driftlock_raft_is_leader") && names.contains("driftlock_raft_leader_changes_total"),
-            "node {} exported {names:?}",
-            c.id(i)
-        );
-        exported.extend(names);
-    }
-
     let mut queried: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in rules() {
         for name in metric_names(&r.expr) {
             queried.entry(name).or_default().push(format!("rule {}", r.alert));
         }
     }
-    let exprs = dashboard_exprs();
-    for (title, expr) in &exprs {
-        for name in metric_names(expr) {
+    for (title, expr) in dashboard_exprs() {
+        for name in metric_names(&expr) {
             queried.entry(name).or_default().push(format!("panel {title:?}"));
         }
     }
     // The two files query a good part of what the node exports.
-    assert!(queried.len() >= 30, "only {} metrics queried: {queried:?}", queried.len());
-    let missing: Vec<String> = queried
-        .iter()
-        .filter(|(name, _)| !exported.contains(*name))
-        .map(|(name, by)| format!("{name} (in {})", by.join(", ")))
-        .collect();
+    assert!(
+        queried.len() >= 30,
+        "only {} metrics queried: {queried:?}",
+        queried.len()
+    );
+
+    let c = TestCluster::start(3).await;
+    c.wait_leader(Duration::from_secs(20)).await;
+    // A labelled family appears with its first series: the per-node clock
+    // estimates after a few clock rounds. Scrape until every queried name
+    // is there, for at most 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (exported, missing) = loop {
+        let mut exported = BTreeSet::new();
+        for i in 0..c.len() {
+            let scrape = prom::scrape(c.metrics_addr(i));
+            assert_eq!(prom::status_code(&scrape), 200, "node {}: {scrape}", c.id(i));
+            let names = exported_series(&scrape);
+            assert!(
+                names.contains("driftlock_raft_is_leader") && names.contains("driftlock_raft_leader_changes_total"),
+                "node {} exported {names:?}",
+                c.id(i)
+            );
+            exported.extend(names);
+        }
+        let missing: Vec<String> = queried
+            .iter()
+            .filter(|(name, _)| !exported.contains(*name))
+            .map(|(name, by)| format!("{name} (in {})", by.join(", ")))
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break (exported, missing);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert!(
         missing.is_empty(),
         "queried but not exported by the nodes:\n  {}\nexported: {exported:?}",

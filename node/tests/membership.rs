@@ -249,7 +249,10 @@ async fn prometheus_endpoint_serves_the_metrics() {
     let client = driftlock_client::Client::connect_with(c.client_config(c.endpoints()))
         .await
         .expect("client");
-    let session = client.open_session(Duration::from_secs(10)).await.expect("open session");
+    let session = client
+        .open_session(Duration::from_secs(10))
+        .await
+        .expect("open session");
     session.close().await.expect("close session");
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -790,10 +790,7 @@ mod tests {
         store.blocking_append((1..=3).map(entry)).await.unwrap();
         let after_append = seen.lock().unwrap().len();
         assert!(after_append >= 1, "the append's flush was not observed");
-        store
-            .save_vote(&Vote::new(2, 1))
-            .await
-            .unwrap();
+        store.save_vote(&Vote::new(2, 1)).await.unwrap();
         assert_eq!(seen.lock().unwrap().len(), after_append + 1, "the vote's flush");
     }
 
