@@ -412,7 +412,8 @@ pub struct PortLabel {
 /// TLS and peer identity.
 pub struct SecurityMetrics {
     /// Seconds until this node's certificate expires, negative once it has
-    /// (`driftlock_tls_cert_expiry_seconds`); absent under `--insecure`.
+    /// (`driftlock_tls_cert_expiry_seconds`); 0 under `--insecure`, and
+    /// until the gauges are first refreshed.
     pub cert_expiry_seconds: Gauge,
     /// Connections dropped before they could send a request: a failed or
     /// timed-out TLS handshake (no certificate, another CA's, garbage), by
