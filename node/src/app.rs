@@ -147,6 +147,14 @@ async fn start_raft(
     // Events are numbered by revision (docs/design.md "Batched proposals").
     let restored_through = state.with_state(|sm| sm.last_revision());
 
+    // Before the log store goes to openraft: its flushes feed the fsync
+    // histogram from the first one.
+    let metrics = Arc::new(Metrics::new());
+    let fsync_seconds = metrics.fsync_seconds.clone();
+    store
+        .log_store
+        .observe_flushes(move |elapsed| fsync_seconds.observe(elapsed.as_secs_f64()));
+
     let mut raft_config = openraft::Config {
         cluster_name: "driftlock".into(),
         heartbeat_interval: config.raft.heartbeat_ms,
@@ -176,7 +184,6 @@ async fn start_raft(
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
 
-    let metrics = Arc::new(Metrics::new());
     let clock_sync = Arc::new(crate::clocksync::ClockSync::new(
         crate::clocksync::ClockSyncConfig::from_node(config),
     ));
@@ -339,6 +346,7 @@ async fn event_pump(mut notices: broadcast::Receiver<SmNotice>, ctx: Arc<NodeCon
                             ctx.metrics.grant_validity_seconds.observe(*validity_us as f64 / 1e6);
                         }
                         Event::ConfigChanged { revision, changes } => log_config_change(*revision, changes),
+                        Event::SessionEnded { cause, .. } => ctx.metrics.session_ended(cause),
                         _ => {}
                     }
                 }

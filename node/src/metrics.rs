@@ -32,6 +32,13 @@ pub struct Metrics {
     /// (`driftlock_raft_snapshots_installed`): it lagged beyond the log the
     /// leader still kept.
     pub snapshots_installed: Counter,
+    /// Duration of each flush of this node's Raft log to disk, seconds
+    /// (`driftlock_raft_fsync_seconds`): one sled flush, its buffered writes
+    /// then fsync, covering every append queued meanwhile (group commit), or
+    /// the flush of a saved vote. A follower acknowledges, and the leader
+    /// counts its own entries, only after it; buckets from 100 µs to about
+    /// 3.3 s.
+    pub fsync_seconds: Histogram,
     /// Index of the newest entry in this node's log, committed or not
     /// (`driftlock_raft_last_log_index`).
     pub last_log_index: Gauge,
@@ -47,6 +54,14 @@ pub struct Metrics {
     /// Sessions in this node's applied state (`driftlock_sessions`); one past
     /// its deadline counts until the entry that expires it is applied.
     pub sessions: Gauge,
+    /// Sessions ended in this node's applied state, by cause
+    /// (`driftlock_sessions_ended_total{cause}`): `released` (the client
+    /// closed it), `expired` (its validity ran out: the client stopped
+    /// renewing, or could not reach the cluster) or `revoked` (a committed
+    /// revocation, e.g. an unanswered renewal probe). Every node applies the
+    /// same entries, so every node counts the same. All three series exist
+    /// from the start, at 0, so a rate over them sees the first end.
+    pub sessions_ended: Family<CauseLabel, Counter>,
     /// Locks with a holder.
     pub held_locks: Gauge,
     /// Waiters across all locks.
@@ -87,12 +102,18 @@ impl Metrics {
         let term = Gauge::default();
         let leader_changes = Counter::default();
         let snapshots_installed = Counter::default();
+        let fsync_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let last_log_index = Gauge::default();
         let committed_index = Gauge::default();
         let applied_index = Gauge::default();
         let apply_lag = Gauge::default();
         let is_leader = Gauge::default();
         let sessions = Gauge::default();
+        let sessions_ended = Family::<CauseLabel, Counter>::default();
+        for cause in ["released", "expired", "revoked"] {
+            // Creates the series at 0; the guard it returns is not needed.
+            drop(sessions_ended.get_or_create(&CauseLabel { cause: cause.into() }));
+        }
         let held_locks = Gauge::default();
         let waiters = Gauge::default();
         let grants = Counter::default();
@@ -111,6 +132,11 @@ impl Metrics {
             "Snapshots installed from a leader since the node started",
             snapshots_installed.clone(),
         );
+        registry.register(
+            "raft_fsync_seconds",
+            "Duration of each flush (write and fsync) of the Raft log",
+            fsync_seconds.clone(),
+        );
         registry.register("raft_last_log_index", "Last log index", last_log_index.clone());
         registry.register(
             "raft_committed_index",
@@ -125,6 +151,11 @@ impl Metrics {
         );
         registry.register("raft_is_leader", "1 if this node is the Raft leader", is_leader.clone());
         registry.register("sessions", "Open sessions", sessions.clone());
+        registry.register(
+            "sessions_ended",
+            "Sessions ended, by cause: released, expired or revoked",
+            sessions_ended.clone(),
+        );
         registry.register("held_locks", "Locks with at least one holder", held_locks.clone());
         registry.register("lock_waiters", "Waiters queued across all locks", waiters.clone());
         registry.register("lock_grants", "Lock grants applied", grants.clone());
@@ -159,12 +190,14 @@ impl Metrics {
             term,
             leader_changes,
             snapshots_installed,
+            fsync_seconds,
             last_log_index,
             committed_index,
             applied_index,
             apply_lag,
             is_leader,
             sessions,
+            sessions_ended,
             held_locks,
             waiters,
             grants,
@@ -202,6 +235,18 @@ impl Metrics {
         h.lease_validity_seconds.observe(d.validity_us as f64 / 1e6);
     }
 
+    /// Counts a session ended in the applied state.
+    pub fn session_ended(&self, cause: &driftlock_proto::EndCause) {
+        let cause = match cause {
+            driftlock_proto::EndCause::Released => "released",
+            driftlock_proto::EndCause::Expired => "expired",
+            driftlock_proto::EndCause::Revoked { .. } => "revoked",
+        };
+        self.sessions_ended
+            .get_or_create(&CauseLabel { cause: cause.into() })
+            .inc();
+    }
+
     /// Records one client RPC's latency.
     pub fn observe_rpc(&self, method: &str, elapsed: Duration) {
         self.rpc_latency_seconds
@@ -219,6 +264,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Label of `driftlock_sessions_ended_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    /// Why the session ended: `released`, `expired` or `revoked`.
+    pub cause: String,
 }
 
 /// Label of a lease factor gauge.
@@ -371,11 +423,12 @@ pub struct PortLabel {
 /// TLS and peer identity.
 pub struct SecurityMetrics {
     /// Seconds until this node's certificate expires, negative once it has
-    /// (`driftlock_tls_cert_expiry_seconds`); absent under `--insecure`.
+    /// (`driftlock_tls_cert_expiry_seconds`); 0 under `--insecure`, and
+    /// until the gauges are first refreshed.
     pub cert_expiry_seconds: Gauge,
     /// Connections dropped before they could send a request: a failed or
     /// timed-out TLS handshake (no certificate, another CA's, garbage), by
-    /// port.
+    /// port; both ports' series are exported from the start.
     pub handshake_failures: Family<PortLabel, Counter>,
     /// Raft-port requests refused because the peer's certificate names no
     /// current member, or a node other than the one the message claims to
@@ -390,6 +443,11 @@ impl SecurityMetrics {
             handshake_failures: Family::default(),
             raft_refused: Counter::default(),
         };
+        // Both ports' series exist from the start, at 0, so a rate over
+        // them sees the first failure.
+        for port in ["client", "raft"] {
+            drop(m.handshake_failures.get_or_create(&PortLabel { port: port.into() }));
+        }
         registry.register(
             "tls_cert_expiry_seconds",
             "Seconds until this node's TLS certificate expires (negative once it has)",
@@ -432,7 +490,8 @@ pub struct ConnectionMetrics {
     /// (`driftlock_connections`).
     pub open: Family<PortLabel, Gauge>,
     /// Connections closed at once because a cap was reached, by port and
-    /// cap (`driftlock_connections_refused`).
+    /// cap (`driftlock_connections_refused_total`); every port and cap's
+    /// series is exported from the start.
     pub refused: Family<RefusedLabel, Counter>,
 }
 
@@ -442,6 +501,16 @@ impl ConnectionMetrics {
             open: Family::default(),
             refused: Family::default(),
         };
+        // Every port and cap's series exists from the start, at 0, so a
+        // rate over them sees the first refusal.
+        for port in ["client", "raft"] {
+            for reason in ["port_full", "principal_full"] {
+                drop(m.refused.get_or_create(&RefusedLabel {
+                    port: port.into(),
+                    reason: reason.into(),
+                }));
+            }
+        }
         registry.register("connections", "Open connections, by port", m.open.clone());
         registry.register(
             "connections_refused",
@@ -614,5 +683,47 @@ impl PredictMetrics {
                 .set(*rate);
         }
         self.hot_locks.set(hot.len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_fixed_labels_and_the_fsync_histogram_are_exported_at_zero() {
+        let text = Metrics::new().encode();
+        for series in [
+            "driftlock_sessions_ended_total{cause=\"released\"} 0",
+            "driftlock_sessions_ended_total{cause=\"expired\"} 0",
+            "driftlock_sessions_ended_total{cause=\"revoked\"} 0",
+            "driftlock_tls_handshake_failures_total{port=\"client\"} 0",
+            "driftlock_tls_handshake_failures_total{port=\"raft\"} 0",
+            "driftlock_connections_refused_total{port=\"client\",reason=\"port_full\"} 0",
+            "driftlock_connections_refused_total{port=\"raft\",reason=\"principal_full\"} 0",
+            "driftlock_raft_fsync_seconds_count 0",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from\n{text}");
+        }
+    }
+
+    #[test]
+    fn ended_sessions_are_counted_by_cause_and_flushes_by_bucket() {
+        let m = Metrics::new();
+        m.session_ended(&driftlock_proto::EndCause::Expired);
+        m.session_ended(&driftlock_proto::EndCause::Revoked { reason: "probe".into() });
+        m.session_ended(&driftlock_proto::EndCause::Expired);
+        m.fsync_seconds.observe(0.003);
+        let text = m.encode();
+        for series in [
+            "driftlock_sessions_ended_total{cause=\"expired\"} 2",
+            "driftlock_sessions_ended_total{cause=\"revoked\"} 1",
+            "driftlock_sessions_ended_total{cause=\"released\"} 0",
+            "driftlock_raft_fsync_seconds_count 1",
+            "driftlock_raft_fsync_seconds_bucket{le=\"0.0016\"} 0",
+            "driftlock_raft_fsync_seconds_bucket{le=\"0.0032\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == series), "{series} missing from\n{text}");
+        }
     }
 }

@@ -245,10 +245,33 @@ async fn prometheus_endpoint_serves_the_metrics() {
         api.kv_write(driftlock_proto::context(T), put).await.expect("rpc"),
         Ok(Reply::KvWritten { .. })
     ));
+    // A session the client closes ends as `released`.
+    let client = driftlock_client::Client::connect_with(c.client_config(c.endpoints()))
+        .await
+        .expect("client");
+    let session = client
+        .open_session(Duration::from_secs(10))
+        .await
+        .expect("open session");
+    session.close().await.expect("close session");
     // Gauges refresh every 500 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let body = driftlock_testkit::prom::scrape(c.metrics_addr(leader));
     assert_eq!(driftlock_testkit::prom::status_code(&body), 200, "{body}");
+    // The write and the session were flushed to the log before they were
+    // answered: the fsync histogram saw those flushes.
+    let flushes = driftlock_testkit::prom::sample(&body, "driftlock_raft_fsync_seconds_count");
+    assert!(flushes >= 2, "{flushes} log flushes counted:\n{body}");
+    assert_eq!(
+        driftlock_testkit::prom::sample(&body, "driftlock_sessions_ended_total{cause=\"released\"}"),
+        1,
+        "{body}"
+    );
+    // The other causes are exported at 0 before any session ends so.
+    for cause in ["expired", "revoked"] {
+        let series = format!("driftlock_sessions_ended_total{{cause=\"{cause}\"}} 0");
+        assert!(body.lines().any(|l| l == series), "missing {series} in:\n{body}");
+    }
     for name in [
         "driftlock_raft_term",
         "driftlock_raft_leader_changes_total",

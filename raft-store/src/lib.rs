@@ -36,7 +36,7 @@ pub mod type_config;
 use std::path::Path;
 
 pub use frame::StoreError;
-pub use log_store::{LogReader, LogStore, StampHandle};
+pub use log_store::{FlushObserver, LogReader, LogStore, StampHandle};
 pub use seed::{seed_from_snapshot, SeedError};
 pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader};
 pub use type_config::{

@@ -11,6 +11,9 @@
 //!   while it was busy with one flush (group commit), so there is at most one
 //!   flush per append call.
 //! - `save_vote` flushes before it returns.
+//! - Every flush's duration, write and fsync together, goes to the observer
+//!   set with [`LogStore::observe_flushes`] (the node's
+//!   `driftlock_raft_fsync_seconds`).
 //! - `truncate_after`, `purge` and `save_committed` are not flushed on their
 //!   own; sled keeps writes in order, so the next flush (or sled's periodic
 //!   one) persists them, and a crash before that leaves an earlier, valid
@@ -41,7 +44,8 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -252,12 +256,18 @@ struct FlushRequest {
     callback: IOFlushed<TypeConfig>,
 }
 
+/// Told how long each flush of the store took; see
+/// [`LogStore::observe_flushes`].
+pub type FlushObserver = Box<dyn Fn(Duration) + Send + Sync>;
+
 /// State shared by the [`LogStore`], its [`LogReader`]s and the flusher.
 struct Shared {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
     stamp: StampHandle,
+    /// Set at most once, before the store is handed to openraft.
+    flush_observer: OnceLock<FlushObserver>,
 }
 
 /// openraft's log storage for driftlock: entries, vote, committed and purged
@@ -307,6 +317,7 @@ impl LogStore {
             log,
             meta,
             stamp: StampHandle::default(),
+            flush_observer: OnceLock::new(),
         };
         let vote: Option<Vote> = shared.read_meta(VOTE_KEY)?;
         if let Some(vote) = vote.filter(|v| v.committed) {
@@ -369,6 +380,16 @@ impl LogStore {
             flush_tx,
             flusher: Some(flusher),
         })
+    }
+
+    /// Has `observer` told the duration of every flush this store makes
+    /// from now on: the group-commit flush of appended entries and the flush
+    /// of a saved vote, each a sled flush (its buffered writes, then fsync),
+    /// failed ones included. It runs on the flushing thread, so it must be
+    /// quick (a histogram's `observe`). Only one observer is kept: `false`
+    /// if one was set before (this one is then dropped).
+    pub fn observe_flushes(&self, observer: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.shared.flush_observer.set(Box::new(observer)).is_ok()
     }
 
     /// The cluster-time anchor; see [`StampHandle`].
@@ -473,6 +494,29 @@ impl LogStore {
 }
 
 impl Shared {
+    /// Flushes sled (its buffered writes, then fsync) and tells the flush
+    /// observer how long it took.
+    fn flush(&self) -> Result<usize, sled::Error> {
+        let started = Instant::now();
+        let result = self.db.flush();
+        self.flushed_in(started.elapsed());
+        result
+    }
+
+    /// The asynchronous form of [`Shared::flush`].
+    async fn flush_async(&self) -> Result<usize, sled::Error> {
+        let started = Instant::now();
+        let result = self.db.flush_async().await;
+        self.flushed_in(started.elapsed());
+        result
+    }
+
+    fn flushed_in(&self, elapsed: Duration) {
+        if let Some(observe) = self.flush_observer.get() {
+            observe(elapsed);
+        }
+    }
+
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
         match self.meta.get(key)? {
             Some(value) => frame::decode_value::<Option<T>>(META_TREE, key, &value),
@@ -588,7 +632,7 @@ fn flusher_loop(shared: &Shared, rx: &mpsc::Receiver<FlushRequest>) {
         let mut pending = vec![first];
         pending.extend(rx.try_iter());
         if failed.is_none() {
-            if let Err(e) = shared.db.flush() {
+            if let Err(e) = shared.flush() {
                 tracing::error!(error = %e, "flushing the raft log failed; no further append will be acknowledged");
                 failed = Some(e.to_string());
             }
@@ -641,7 +685,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .meta
             .insert(VOTE_KEY, frame::encode_value(&Some(vote))?)
             .map_err(StoreError::from)?;
-        self.shared.db.flush_async().await.map_err(StoreError::from)?;
+        self.shared.flush_async().await.map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -732,6 +776,22 @@ mod tests {
         let mut store = LogStore::open(&db).unwrap();
         store.blocking_append((1..=5).map(entry)).await.unwrap();
         let _ = store.blocking_append([entry(7)]).await;
+    }
+
+    #[tokio::test]
+    async fn every_append_flush_and_vote_flush_is_observed() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let mut store = LogStore::open(&db).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        assert!(store.observe_flushes(move |d| sink.lock().unwrap().push(d)));
+        assert!(!store.observe_flushes(|_| {}), "a second observer is refused");
+        // blocking_append waits for the flush that reports the entries.
+        store.blocking_append((1..=3).map(entry)).await.unwrap();
+        let after_append = seen.lock().unwrap().len();
+        assert!(after_append >= 1, "the append's flush was not observed");
+        store.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert_eq!(seen.lock().unwrap().len(), after_append + 1, "the vote's flush");
     }
 
     #[test]
