@@ -112,15 +112,15 @@ async fn read_on(c: &TestCluster, i: usize, query: Query, consistency: Consisten
 }
 
 /// Every value written, read from node `i` alone; each reply must be of
-/// a state at least `min_applied` far.
-async fn assert_values_on(c: &TestCluster, i: usize, consistency: Consistency, min_applied: u64) {
+/// a state at least as far as revision `min_revision`.
+async fn assert_values_on(c: &TestCluster, i: usize, consistency: Consistency, min_revision: u64) {
     for k in 0..KEYS {
         let reply = read_on(c, i, Query::KvGet { key: key(k) }, consistency).await;
         assert!(
-            reply.applied_index >= min_applied,
-            "node {} answered from index {} < {min_applied}",
+            reply.revision >= min_revision,
+            "node {} answered from revision {} < {min_revision}",
             c.id(i),
-            reply.applied_index
+            reply.revision
         );
         let QueryResult::Kv(Some(view)) = reply.result else {
             panic!("node {} lacks {}: {:?}", c.id(i), key(k), reply.result)
@@ -274,7 +274,7 @@ async fn a_node_whose_disk_died_is_replaced_by_a_new_node_through_the_cli() {
 
     // Node 4 has applied everything the leader had: every value, from its
     // own state (serializable), then as leader (linearizable).
-    let last = c.status(leader).await.expect("leader status").last_log_index;
+    let last = c.status(leader).await.expect("leader status").applied_revision;
     wait_applied(&c, n4, last).await;
     assert_values_on(&c, n4, Consistency::Serializable, last).await;
     let moved = driftlock(&c, &new, &["cluster", "transfer-leader", "4"]);
@@ -332,7 +332,7 @@ async fn a_wiped_node_rejoins_under_its_old_id_after_remove_add_learner_promote(
     wait_cli_voters(&c, &all, &[1, 2, 3]).await;
 
     let leader = c.wait_leader(T).await;
-    let last = c.status(leader).await.expect("leader status").last_log_index;
+    let last = c.status(leader).await.expect("leader status").applied_revision;
     wait_applied(&c, 2, last).await;
     assert_values_on(&c, 2, Consistency::Serializable, last).await;
     driftlock(&c, &all, &["cluster", "transfer-leader", "3"]);
