@@ -260,6 +260,7 @@ async fn start_servers(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut 
 /// Starts the background loops: idle ticks, gauges, health reports,
 /// handovers, clock sampling, failure prediction.
 fn start_loops(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) {
+    tasks.spawn("raft core", Stop::BeforeRaft, raft_core_watch(ctx.raft.metrics()));
     let tick_interval = Duration::from_millis(config.raft.tick_interval_ms);
     tasks.spawn("idle ticker", Stop::BeforeRaft, tick_loop(ctx.clone(), tick_interval));
     tasks.spawn("gauges", Stop::BeforeRaft, gauge_loop(ctx.clone()));
@@ -284,6 +285,32 @@ fn start_loops(config: &NodeConfig, ctx: &Arc<NodeContext>, tasks: &mut Tasks) {
         Stop::BeforeRaft,
         crate::tls::reload_on_sighup(ctx.security.clone()),
     );
+}
+
+/// What `Raft::metrics` returns: a watch of openraft's metrics.
+type RaftMetricsWatch = openraft::type_config::alias::WatchReceiverOf<
+    driftlock_raft_store::TypeConfig,
+    openraft::RaftMetrics<driftlock_raft_store::TypeConfig>,
+>;
+
+/// Returns when openraft's core stopped on its own — a storage error, or a
+/// panic inside it (`running_state` is `Err`, or its metrics channel
+/// closed) — so the node shuts down as for any supervised task that ends
+/// (`tasks.rs`). Without it the node would run half-alive: its ports
+/// answer and `status` shows the role it last had (a stopped leader still
+/// says `Leader`), while every write fails and clients keep coming back.
+/// The exit lets a supervisor (systemd's `Restart=on-failure`) restart it.
+async fn raft_core_watch(mut metrics: RaftMetricsWatch) {
+    loop {
+        if let Err(fatal) = &metrics.borrow_watched().running_state {
+            tracing::error!(error = %fatal, "the Raft core stopped");
+            return;
+        }
+        if metrics.changed().await.is_err() {
+            tracing::error!("the Raft core stopped: its metrics channel closed");
+            return;
+        }
+    }
 }
 
 /// Shuts the node down: refuses new requests and stops the client port,
@@ -445,5 +472,48 @@ async fn shutdown_requested(exit_with_parent: bool) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod core_watch_tests {
+    use super::raft_core_watch;
+    use driftlock_raft_store::TypeConfig;
+    use openraft::error::Fatal;
+    use openraft::type_config::async_runtime::WatchSender;
+    use openraft::type_config::TypeConfigExt;
+    use openraft::RaftMetrics;
+    use std::time::Duration;
+
+    /// The watch keeps waiting while the core runs, and returns once the
+    /// core reports a fatal stop (a panic inside it, a storage error).
+    #[tokio::test]
+    async fn returns_when_the_core_stops_and_not_before() {
+        let (tx, rx) = TypeConfig::watch_channel(RaftMetrics::<TypeConfig>::new_initial(1));
+        let watch = tokio::spawn(raft_core_watch(rx));
+        let mut running = RaftMetrics::<TypeConfig>::new_initial(1);
+        running.current_term = 3;
+        tx.send(running.clone()).unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!watch.is_finished(), "returned while the core runs");
+        running.running_state = Err(Fatal::Panicked);
+        tx.send(running).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("the watch saw the core stop")
+            .unwrap();
+    }
+
+    /// A closed metrics channel (the core and its sender are gone) ends
+    /// the watch too.
+    #[tokio::test]
+    async fn returns_when_the_metrics_channel_closes() {
+        let (tx, rx) = TypeConfig::watch_channel(RaftMetrics::<TypeConfig>::new_initial(1));
+        let watch = tokio::spawn(raft_core_watch(rx));
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), watch)
+            .await
+            .expect("the watch saw the channel close")
+            .unwrap();
     }
 }
