@@ -43,7 +43,8 @@ pub struct RatePhase {
     pub slow_ppm: f64,
     /// Lock+unlock pairs completed (0 when idle).
     pub pairs: u64,
-    /// Log entries between the marks (applied index difference).
+    /// Commands applied between the marks (applied revision difference;
+    /// a batch entry holds several).
     pub entries: u64,
     /// Pairs per real second.
     pub pairs_per_sec: f64,
@@ -96,7 +97,7 @@ fn phase(name: &str, start: &StartMark, end: &EndMark, pairs: u64, failed_ops: u
         rate,
         slow_ppm: (1.0 - rate) * 1e6,
         pairs,
-        entries: end.applied_index.saturating_sub(start.index),
+        entries: end.applied_revision.saturating_sub(start.revision),
         pairs_per_sec: if real_s > 0.0 { pairs as f64 / real_s } else { 0.0 },
         failed_ops,
         rho_hi_ppm,

@@ -253,7 +253,7 @@ async fn large_values_that_exceed_a_frame_together_are_read_in_bounded_batches()
     // 200 values of 60 KiB: 12 MiB in all, above the 8 MiB frame.
     const VALUES: usize = 200;
     let value = vec![b'v'; 60 * 1024];
-    let before = api.status(ctx()).await.expect("status").applied_index;
+    let before = api.status(ctx()).await.expect("status").applied_revision;
     for i in 0..VALUES {
         let put = KvWrite::Put {
             key: format!("big/{i:04}"),

@@ -11,6 +11,8 @@
 // A test fails by panicking; unwrap and expect say where and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftlock_proto::{AdminRequest, KvWrite, Reply, Role};
@@ -64,18 +66,34 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
     let leader = c.wait_leader(T).await;
     let leader_addr = c.client_addr(leader).to_string();
     // Enough entries that the log the late node needs is purged: 8
-    // writers in parallel.
+    // writers in parallel until the leader's log is that long. (Counted
+    // in entries, not puts: the leader packs concurrent puts into shared
+    // entries.)
+    let target_index = (KEPT_AFTER_SNAPSHOT + 200) as u64;
+    let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..8 {
         let addr = leader_addr.clone();
         let security = c.security();
+        let stop = Arc::clone(&stop);
         writers.push(tokio::spawn(async move {
             let api = driftlock_proto::connect(&addr, T, &security).await.expect("connect");
-            for i in 0..(KEPT_AFTER_SNAPSHOT + 200) / 8 {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
                 put(&api, format!("w{w}/{i}")).await;
+                i += 1;
             }
         }));
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while c.status(leader).await.is_none_or(|s| s.applied_index < target_index) {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never reached entry {target_index}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.await.expect("writer");
     }
@@ -91,7 +109,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
         .await
         .expect("add learner");
     let deadline = Instant::now() + T;
-    while c.status(late).await.is_none_or(|s| s.applied_index < start.index) {
+    while c.status(late).await.is_none_or(|s| s.applied_revision < start.revision) {
         assert!(
             Instant::now() < deadline,
             "the late node did not catch up to the mark: {:?}",

@@ -199,7 +199,11 @@ async fn a_candidate_killed_mid_handover_aborts_it_and_the_election_goes_on() {
     // Freeze the candidate, start the handover to it, then kill it.
     let pid = nix::unistd::Pid::from_raw(doomed.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
-    let after_index = observer.status_of(&endpoints[0]).await.expect("status").applied_index;
+    let after_index = observer
+        .status_of(&endpoints[0])
+        .await
+        .expect("status")
+        .applied_revision;
     observer
         .admin(AdminRequest::Handover {
             election: "db".into(),

@@ -63,8 +63,9 @@ pub struct StartMark {
     /// `ts_eff` of the write's entry (the state machine's clock after
     /// applying it), µs.
     pub cluster_ts_us: u64,
-    /// Log index of the write's entry.
-    pub index: u64,
+    /// Revision of the write (its KV revision): the last command the
+    /// status showed applied.
+    pub revision: u64,
 }
 
 /// A node's applied cluster time, read before a known raw instant.
@@ -75,18 +76,18 @@ pub struct EndMark {
     pub after: RawInstant,
     /// The node's applied cluster time (`NodeStatus::cluster_ts_us`), µs.
     pub cluster_ts_us: u64,
-    /// The node's applied index when it answered.
-    pub applied_index: u64,
+    /// The node's applied revision when it answered.
+    pub applied_revision: u64,
 }
 
 /// A KV write through the leader at `addr` whose own cluster time a status
 /// read showed: the raw instants before it was sent and after the status
-/// arrived, `ts_eff` of its entry and its index.
+/// arrived, `ts_eff` of its entry and its revision.
 struct MarkedWrite {
     before: RawInstant,
     after: RawInstant,
     cluster_ts_us: u64,
-    index: u64,
+    revision: u64,
 }
 
 /// Writes `key` (an empty value) through the leader at `addr` and reads the
@@ -117,18 +118,19 @@ async fn marked_write(addr: &str, key: &str, timeout: Duration, security: &Secur
             });
         };
         // The leader answers a write after applying it, so its applied
-        // index is at least the write's.
+        // revision is at least the write's; equal when no command was
+        // applied after it (in its own entry or a later one).
         let status = api
             .status(driftlock_proto::context(timeout))
             .await
             .map_err(call_failed)?;
         let after = RawInstant::now();
-        if status.applied_index == revision {
+        if status.applied_revision == revision {
             return Ok(MarkedWrite {
                 before,
                 after,
                 cluster_ts_us: status.cluster_ts_us,
-                index: revision,
+                revision,
             });
         }
     }
@@ -145,7 +147,7 @@ pub async fn start_mark(addr: &str, key: &str, timeout: Duration, security: &Sec
     Ok(StartMark {
         before: w.before,
         cluster_ts_us: w.cluster_ts_us,
-        index: w.index,
+        revision: w.revision,
     })
 }
 
@@ -163,7 +165,7 @@ pub async fn end_mark_by_write(
     Ok(EndMark {
         after: w.after,
         cluster_ts_us: w.cluster_ts_us,
-        applied_index: w.index,
+        applied_revision: w.revision,
     })
 }
 
@@ -174,7 +176,7 @@ pub async fn end_mark(addr: &str, timeout: Duration, security: &Security) -> Res
     Ok(EndMark {
         after: RawInstant::now(),
         cluster_ts_us: status.cluster_ts_us,
-        applied_index: status.applied_index,
+        applied_revision: status.applied_revision,
     })
 }
 
@@ -215,12 +217,12 @@ mod tests {
             StartMark {
                 before,
                 cluster_ts_us: start_ts,
-                index: 1,
+                revision: 1,
             },
             EndMark {
                 after: before + real,
                 cluster_ts_us: end_ts,
-                applied_index: 2,
+                applied_revision: 2,
             },
         )
     }

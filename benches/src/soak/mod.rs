@@ -547,14 +547,15 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakReport, ClusterError> {
     if let Ok(i) = cluster.wait_leader(SAMPLE_LEADER_TIMEOUT).await {
         if let Ok(s) = admin.status_of(&cluster.endpoints[i]).await {
             let deadline = Instant::now() + CATCH_UP_TIMEOUT;
-            while observer.position() < s.applied_index && Instant::now() < deadline {
+            // The observer's position is an event revision.
+            while observer.position() < s.applied_revision && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if observer.position() < s.applied_index {
+            if observer.position() < s.applied_revision {
                 eprintln!(
-                    "the observer is at {} of {} after {CATCH_UP_TIMEOUT:?}",
+                    "the observer is at revision {} of {} after {CATCH_UP_TIMEOUT:?}",
                     observer.position(),
-                    s.applied_index
+                    s.applied_revision
                 );
             }
         }
