@@ -519,3 +519,36 @@ pub struct KeepAliveStream {
     /// The answers, one per id sent, in order.
     pub answers: tonic::Streaming<LeaseKeepAliveResponse>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcds_own_unavailable_answers_are_told_from_connection_errors() {
+        for m in [
+            "etcdserver: leader changed",
+            "etcdserver: no leader",
+            "etcdserver: request timed out",
+        ] {
+            assert!(from_server(&Status::new(Code::Unavailable, m)), "{m}");
+        }
+        assert!(!from_server(&Status::new(Code::Unavailable, "transport error")));
+    }
+
+    #[tokio::test]
+    async fn refused_calls_are_retried_until_the_budget_ends() {
+        // A port nothing listens on: every attempt is refused.
+        let port = crate::cluster::free_port().unwrap();
+        let eps = vec![format!("127.0.0.1:{port}")];
+        let budget = Budget {
+            attempt: Duration::from_millis(100),
+            op: Duration::from_millis(300),
+        };
+        let mut c = EtcdConn::routed(&eps, 0, budget, Routing::Leader).await.unwrap();
+        assert_eq!(c.routing(), Routing::Leader);
+        assert_eq!(c.endpoint(), eps[0]);
+        // Refused attempts are retried until the operation's budget ends.
+        assert!(matches!(c.status().await, Err(EtcdError::Timeout(_))));
+    }
+}

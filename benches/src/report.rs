@@ -582,3 +582,132 @@ pub fn plot_cdf(title: &str, samples: &[(String, Vec<u64>)], path: &Path) -> Res
 pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, clients: usize, system: &str, ops_per_sec: f64, p99_us: u64) -> Row {
+        Row {
+            workload: workload.into(),
+            clients,
+            system: system.into(),
+            ops_per_sec,
+            p50_us: p99_us / 2,
+            p99_us,
+            max_us: p99_us,
+            failed_ops: 0,
+            first_ok_after_fault_us: None,
+            leader_cpu_pct: None,
+            leader_cpu_us_per_renewal: None,
+            sessions_kept: None,
+            sessions_lost: None,
+            cpu_us_per_op: None,
+            runs: 1,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            cores: 2,
+            fdatasync_p50_us: 1_000,
+            fdatasync_p99_us: 5_000,
+            etcd_version: "etcd Version: 3.4.23".into(),
+            driftlock_transport: "mutual TLS".into(),
+            loopback_rtt_p50_us: 50,
+            git_revision: "abc-dirty".into(),
+            driftlock_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_better_etcd_variant_is_chosen_per_measure() {
+        let rows = vec![
+            row("uncontended", 16, "driftlock", 900.0, 20_000),
+            row("uncontended", 16, "etcd-rr", 500.0, 30_000),
+            row("uncontended", 16, "etcd-leader", 700.0, 40_000),
+        ];
+        let ops = best_etcd(&rows, "uncontended", Some(16), Better::Higher, |r| Some(r.ops_per_sec));
+        assert_eq!(ops, Some((700.0, "etcd-leader")));
+        let p99 = best_etcd(&rows, "uncontended", Some(16), Better::Lower, |r| Some(r.p99_us as f64));
+        assert_eq!(p99, Some((30_000.0, "etcd-rr")));
+        assert_eq!(
+            best_etcd(&rows, "uncontended", Some(64), Better::Higher, |r| Some(r.ops_per_sec)),
+            None
+        );
+        let md = markdown(&rows, &machine(), "driftlock-bench compare-etcd", "now");
+        assert!(
+            md.contains("| uncontended pairs/s, 16 clients | 900.0 | 700.0 | etcd-leader | 1.29 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| lock p99 ms, 16 clients | 20.0 | 30.0 | etcd-rr | 0.67 |"),
+            "{md}"
+        );
+        assert!(md.contains("revision `abc-dirty`"), "{md}");
+    }
+
+    #[test]
+    fn the_handoff_limit_needs_both_measurements() {
+        let m = machine();
+        let limit = m.handoff_limit_per_sec().unwrap();
+        assert!((limit - 1e6 / 1_100.0).abs() < 1e-9);
+        let mut no_rtt = m.clone();
+        no_rtt.loopback_rtt_p50_us = 0;
+        assert_eq!(no_rtt.handoff_limit_per_sec(), None);
+        let rows = vec![row("contended", 16, "driftlock", 200.0, 100_000)];
+        let md = markdown(&rows, &m, "c", "now");
+        assert!(md.contains("= 909 pairs/s"), "{md}");
+        assert!(md.contains("| 909 | 1 |"), "the contended row shows the limit: {md}");
+    }
+
+    #[test]
+    fn optional_fields_take_the_median_of_the_runs_that_have_them() {
+        let runs: Vec<Measured> = [Some(30.0), None, Some(10.0), Some(20.0)]
+            .into_iter()
+            .map(|c| Measured {
+                cpu_us_per_op: c,
+                sessions_lost: c.map(|_| 0),
+                ..Measured::default()
+            })
+            .collect();
+        let r = median_row("uncontended", 16, System::EtcdLeader, &runs);
+        assert_eq!(r.system, "etcd-leader");
+        assert_eq!(r.cpu_us_per_op, Some(20.0));
+        assert_eq!(r.sessions_lost, Some(0));
+        assert_eq!(r.leader_cpu_us_per_renewal, None);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"cpu_us_per_op\":20.0"), "{json}");
+        assert!(!json.contains("leader_cpu_us_per_renewal"), "{json}");
+    }
+
+    #[test]
+    fn sha256_of_a_file_is_the_standard_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn loopback_round_trips_are_measured() {
+        let (p50, p99) = loopback_rtt(20).unwrap();
+        assert!(p50 <= p99);
+    }
+
+    #[test]
+    fn git_revision_is_a_commit_or_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(git_revision(dir.path()), "unknown");
+        let here = git_revision(Path::new(env!("CARGO_MANIFEST_DIR")));
+        if here != "unknown" {
+            let hash = here.trim_end_matches("-dirty");
+            assert_eq!(hash.len(), 40, "{here}");
+            assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{here}");
+        }
+    }
+}

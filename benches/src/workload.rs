@@ -177,6 +177,9 @@ pub enum Worker {
         lease: i64,
         /// Renews the lease every TTL/3 until [`Worker::close`] aborts it.
         keepalive: tokio::task::JoinHandle<()>,
+        /// How long a `Lock` may wait for another holder on top of the
+        /// budget ([`LOCK_WAIT`] unless [`Worker::expect_no_wait`]).
+        lock_wait: Duration,
     },
 }
 
@@ -274,8 +277,25 @@ impl Worker {
                 let ttl_s = i64::try_from(ttl.as_secs()).unwrap_or(10);
                 let lease = grant_retrying(&mut conn, ttl_s).await?;
                 let keepalive = tokio::spawn(keep_lease_alive(conn.clone(), lease, ttl_s));
-                Ok(Worker::Etcd { conn, lease, keepalive })
+                Ok(Worker::Etcd {
+                    conn,
+                    lease,
+                    keepalive,
+                    lock_wait: LOCK_WAIT,
+                })
             }
+        }
+    }
+
+    /// For workloads where every worker takes its own lock, so no lock ever
+    /// waits for another holder: an etcd `Lock` attempt then gets the plain
+    /// attempt timeout, as the driftlock call that queues a lock does
+    /// (otherwise the queue wait, which etcd's `Lock` includes, would
+    /// stretch the attempt to a minute when a member hangs). No effect on
+    /// driftlock, whose queue wait is separate from the attempt.
+    pub fn expect_no_wait(&mut self) {
+        if let Worker::Etcd { lock_wait, .. } = self {
+            *lock_wait = Duration::ZERO;
         }
     }
 
@@ -283,8 +303,10 @@ impl Worker {
     pub async fn lock(&mut self, name: &str) -> Result<Held, String> {
         match self {
             Worker::Driftlock { session } => session.lock(name).await.map(Held::Driftlock).map_err(|e| e.to_string()),
-            Worker::Etcd { conn, lease, .. } => conn
-                .lock(name, *lease, LOCK_WAIT)
+            Worker::Etcd {
+                conn, lease, lock_wait, ..
+            } => conn
+                .lock(name, *lease, *lock_wait)
                 .await
                 .map(Held::Etcd)
                 .map_err(|e| e.to_string()),
@@ -559,7 +581,8 @@ fn cpu_ticks_sum(pids: &[u32]) -> Option<u64> {
 /// Also the CPU all three nodes used per pair over the run.
 pub async fn uncontended(target: &Target<'_>, clients: usize, window: Duration, run: usize) -> BenchResult<Measured> {
     let system = target.system();
-    let workers = open_workers(system, &target.endpoints(), clients, false, TTL).await?;
+    let mut workers = open_workers(system, &target.endpoints(), clients, false, TTL).await?;
+    workers.iter_mut().for_each(Worker::expect_no_wait);
     let names = (0..clients).map(|i| format!("bench/u/{run}/{clients}/{i}")).collect();
     let pids = target.pids();
     let stop = Arc::new(AtomicBool::new(false));
@@ -617,7 +640,8 @@ pub enum Fault {
 pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, run: usize) -> BenchResult<Measured> {
     let system = target.system();
     let clients = 16;
-    let workers = open_workers(system, &target.endpoints(), clients, true, TTL).await?;
+    let mut workers = open_workers(system, &target.endpoints(), clients, true, TTL).await?;
+    workers.iter_mut().for_each(Worker::expect_no_wait);
     let names = (0..clients).map(|i| format!("bench/f/{run}/{i}")).collect();
     let leader = target.leader().await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -1043,5 +1067,56 @@ pub async fn hold_lock(system: System, endpoints: Vec<String>, name: String, ttl
         tokio::time::sleep(Duration::from_secs(3600)).await;
         // Keep the guard alive for as long as the process lives.
         let _ = &held;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_names_round_trip_and_plain_etcd_is_round_robin() {
+        for s in System::ALL {
+            assert_eq!(System::from_name(s.name()), Some(s));
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.name()));
+        }
+        assert_eq!(System::from_name("etcd"), Some(System::EtcdRr));
+        assert_eq!(System::from_name("zookeeper"), None);
+        assert_eq!(System::EtcdLeader.routing(), Some(Routing::Leader));
+        assert!(!System::Driftlock.is_etcd());
+    }
+
+    #[test]
+    fn both_systems_get_the_same_budget() {
+        for failover in [false, true] {
+            let b = budget(failover);
+            let c = driftlock_config(&["127.0.0.1:1".into()], b);
+            assert_eq!(Duration::from_millis(c.request_timeout_ms), b.attempt);
+            assert_eq!(Duration::from_millis(c.op_deadline_ms), b.op);
+        }
+        assert_eq!(budget(true).attempt, Duration::from_secs(1));
+        assert_eq!(budget(false).op, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn keepalive_cpu_is_per_successful_renewal() {
+        let c = KeepaliveCounts {
+            renewals: 1_000,
+            kept: 9_990,
+            lost: 10,
+            cpu_ticks: Some(50),
+            window_s: 10.0,
+        };
+        let m = c.measured();
+        // 50 ticks = 500 000 µs over 1 000 renewals.
+        assert_eq!(m.leader_cpu_us_per_renewal, Some(500.0));
+        assert_eq!(m.leader_cpu_pct, Some(5.0));
+        assert_eq!(m.ops_per_sec, 100.0);
+        assert_eq!(
+            (m.sessions_kept, m.sessions_lost, m.failed_ops),
+            (Some(9_990), Some(10), 10)
+        );
+        let none = KeepaliveCounts { renewals: 0, ..c }.measured();
+        assert_eq!(none.leader_cpu_us_per_renewal, None);
     }
 }
