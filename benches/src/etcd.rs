@@ -475,11 +475,16 @@ impl EtcdConn {
     }
 
     /// Opens one long-lived `LeaseKeepAlive` stream on the current member,
-    /// as etcd's client keeps one per connection: lease ids sent into the
-    /// returned sender are renewed, and every answer arrives on the
-    /// returned stream (`ttl_s` ≤ 0: the lease is gone).
-    pub async fn keepalive_stream(&mut self) -> Result<KeepAliveStream, EtcdError> {
+    /// as etcd's client keeps one per connection, renewing `first` on it:
+    /// lease ids sent into the returned sender are renewed, and every
+    /// answer (the first one `first`'s) arrives on the returned stream
+    /// (`ttl_s` ≤ 0: the lease is gone). `first` is queued before the call
+    /// starts because etcd (grpc-go) sends the response headers, which the
+    /// call waits for, only with its first answer.
+    pub async fn keepalive_stream(&mut self, first: i64) -> Result<KeepAliveStream, EtcdError> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<i64>(1024);
+        tx.try_send(first)
+            .map_err(|e| EtcdError::Status(Box::new(Status::new(Code::Internal, e.to_string()))))?;
         let requests = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(|id| LeaseKeepAliveRequest { id });
         let mut grpc = tonic::client::Grpc::new(self.channels[self.current].clone());
         let call = async {

@@ -131,6 +131,11 @@ pub struct Machine {
     /// could not be read.
     #[serde(default)]
     pub driftlock_sha256: String,
+    /// `release` or `debug`: the profile the benchmark and (from the same
+    /// target directory) the nodes were built with; debug figures of
+    /// driftlock are not comparable (empty in older reports).
+    #[serde(default)]
+    pub build_profile: String,
 }
 
 impl Machine {
@@ -292,7 +297,7 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
     let mut s = String::new();
     s.push_str(&format!(
         "Run: `{command}` at {when}, revision `{}`. Machine: {} logical cores; 4 KiB write + fdatasync p50 {} µs, \
-         p99 {} µs; loopback TCP round trip p50 {} µs; {}; driftlock over {}.\n\n",
+         p99 {} µs; loopback TCP round trip p50 {} µs; {}; driftlock over {}{}.\n\n",
         if machine.git_revision.is_empty() {
             "unknown"
         } else {
@@ -307,6 +312,11 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
             "plain TCP"
         } else {
             &machine.driftlock_transport
+        },
+        if machine.build_profile == "debug" {
+            "; **debug build** (driftlock figures not comparable)"
+        } else {
+            ""
         }
     ));
     s.push_str(
@@ -617,6 +627,7 @@ mod tests {
             loopback_rtt_p50_us: 50,
             git_revision: "abc-dirty".into(),
             driftlock_sha256: String::new(),
+            build_profile: "release".into(),
         }
     }
 

@@ -228,12 +228,17 @@ async fn keep_lease_alive(mut conn: EtcdConn, lease: i64, ttl_s: i64) {
     let mut next = tokio::time::Instant::now() + every;
     loop {
         tokio::time::sleep_until(next).await;
-        if stream.is_none() {
-            stream = conn.keepalive_stream().await.ok();
-        }
+        // A fresh stream carries this renewal already.
+        let sent = match stream {
+            Some(_) => false,
+            None => {
+                stream = conn.keepalive_stream(lease).await.ok();
+                true
+            }
+        };
         let renewed = match stream.as_mut() {
             Some(s) => {
-                s.ids.send(lease).await.is_ok()
+                (sent || s.ids.send(lease).await.is_ok())
                     && matches!(
                         tokio::time::timeout(conn.budget.attempt, s.answers.message()).await,
                         Ok(Ok(Some(r))) if r.ttl_s > 0
@@ -864,26 +869,28 @@ async fn keepalive_etcd(
             let mut conn = EtcdConn::routed(&endpoints, c, budget(false), routing)
                 .await
                 .map_err(client_err)?;
-            let mut ids = Vec::with_capacity(share);
+            // Each lease with the instant it was granted (its last renewal
+            // so far).
+            let mut granted = Vec::with_capacity(share);
             let mut failures = 0u64;
             for _ in 0..share {
                 match conn.lease_grant(ttl_s).await {
-                    Ok(id) => ids.push(id),
+                    Ok(id) => granted.push((id, Instant::now())),
                     Err(_) => failures += 1,
                 }
             }
-            Ok::<_, ClusterError>((conn, ids, failures))
+            Ok::<_, ClusterError>((conn, granted, failures))
         }));
     }
     let mut open_failures = 0u64;
     let mut loops = Vec::new();
     let mut books = Vec::new();
     for g in grants {
-        let (conn, ids, failures) = g.await.map_err(client_err)??;
+        let (conn, granted, failures) = g.await.map_err(client_err)??;
         open_failures += failures;
-        let now = Instant::now();
+        let ids: Vec<i64> = granted.iter().map(|&(id, _)| id).collect();
         let book = Arc::new(Mutex::new(LeaseBook {
-            last_ok: ids.iter().map(|&id| (id, now)).collect(),
+            last_ok: granted.into_iter().collect(),
             ..LeaseBook::default()
         }));
         books.push(book.clone());
@@ -944,13 +951,16 @@ async fn keep_leases_alive(
     let pause = (TTL / 3) / u32::try_from(ids.len()).unwrap_or(u32::MAX);
     let mut k = 0usize;
     while !stop.load(Ordering::Relaxed) {
-        let stream = match conn.keepalive_stream().await {
+        // The stream opens with the next lease's renewal.
+        let stream = match conn.keepalive_stream(ids[k % ids.len()]).await {
             Ok(s) => s,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        k += 1;
+        let mut next = tokio::time::Instant::now() + pause;
         let mut answers = stream.answers;
         let reader = {
             let (book, renewals) = (book.clone(), renewals.clone());
@@ -966,14 +976,16 @@ async fn keep_leases_alive(
                 }
             })
         };
-        let mut next = tokio::time::Instant::now();
-        while !stop.load(Ordering::Relaxed) && !reader.is_finished() {
+        loop {
+            tokio::time::sleep_until(next).await;
+            if stop.load(Ordering::Relaxed) || reader.is_finished() {
+                break;
+            }
             if stream.ids.send(ids[k % ids.len()]).await.is_err() {
                 break;
             }
             k += 1;
             next += pause;
-            tokio::time::sleep_until(next).await;
         }
         drop(stream.ids);
         reader.abort();

@@ -485,6 +485,7 @@ async fn compare(opts: CompareOptions) -> Result<(), ClusterError> {
         loopback_rtt_p50_us: rtt50,
         git_revision: report::git_revision(&workspace),
         driftlock_sha256,
+        build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
     };
     eprintln!("machine: {machine:?}");
 
@@ -580,9 +581,14 @@ async fn compare(opts: CompareOptions) -> Result<(), ClusterError> {
         }
     }
     let command = format!(
-        "driftlock-bench{} compare-etcd{}{}{}",
+        "driftlock-bench{} compare-etcd{}{}{}{}",
         plain_tcp_flag(),
         if quick { " --quick" } else { "" },
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", only.join(","))
+        },
         if sessions != 10_000 {
             format!(" --sessions {sessions}")
         } else {
