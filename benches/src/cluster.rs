@@ -16,7 +16,7 @@ use driftlock_client::proto::Security;
 use driftlock_client::{Client, ClientConfig};
 use driftlock_testkit::{ExeError, LaunchError, NodeSpec};
 
-use crate::etcd::EtcdConn;
+use crate::etcd::{Budget, EtcdConn};
 
 /// Errors while setting up or driving a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -477,7 +477,7 @@ impl EtcdCluster {
     pub async fn member_ids(&self) -> Result<Vec<u64>, ClusterError> {
         let mut ids = Vec::new();
         for i in 0..self.endpoints.len() {
-            let mut c = EtcdConn::new(&self.endpoints[i..=i], 0, Duration::from_secs(2))
+            let mut c = EtcdConn::new(&self.endpoints[i..=i], 0, Budget::single(Duration::from_secs(2)))
                 .map_err(|e| ClusterError::Client(e.to_string()))?;
             let s = c.status().await.map_err(|e| ClusterError::Client(e.to_string()))?;
             ids.push(s.header.map(|h| h.member_id).unwrap_or(0));
@@ -493,7 +493,8 @@ impl EtcdCluster {
                 if !self.is_running(i) {
                     continue;
                 }
-                let Ok(mut c) = EtcdConn::new(&self.endpoints[i..=i], 0, Duration::from_millis(500)) else {
+                let Ok(mut c) = EtcdConn::new(&self.endpoints[i..=i], 0, Budget::single(Duration::from_millis(500)))
+                else {
                     continue;
                 };
                 if let Ok(s) = c.status().await {

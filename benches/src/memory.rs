@@ -44,7 +44,7 @@ pub async fn held_locks(
     let mut clients = Vec::new();
     for _ in 0..4 {
         clients.push(
-            Client::connect_with(driftlock_config(&cluster.endpoints, false))
+            Client::connect_with(driftlock_config(&cluster.endpoints, crate::workload::budget(false)))
                 .await
                 .map_err(|e| ClusterError::Client(e.to_string()))?,
         );

@@ -161,7 +161,14 @@ pub async fn cluster_rate(
     let idle = phase("idle", &start, &end, 0, 0, rho_hi_ppm(&addr, &security).await?);
 
     eprintln!("sequential lock/unlock for {seconds} s");
-    let mut worker = Worker::open(System::Driftlock, &cluster.endpoints, 0, false, TTL).await?;
+    let mut worker = Worker::open(
+        System::Driftlock,
+        &cluster.endpoints,
+        0,
+        crate::workload::budget(false),
+        TTL,
+    )
+    .await?;
     let start = cluster_time::start_mark(&addr, MARK_KEY, MARK_TIMEOUT, &security)
         .await
         .map_err(mark_err)?;

@@ -17,7 +17,8 @@ pub struct Row {
     pub workload: String,
     /// Concurrent clients (sessions for the keepalive load).
     pub clients: usize,
-    /// `driftlock` or `etcd`.
+    /// `driftlock`, `etcd-rr` (etcd, clients pinned round-robin to the
+    /// members) or `etcd-leader` (etcd, clients pinned to the leader).
     pub system: String,
     /// Lock+unlock pairs per second (keepalive: renewals per second).
     pub ops_per_sec: f64,
@@ -36,6 +37,19 @@ pub struct Row {
     /// Keepalive: the leader's CPU, % of one core.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub leader_cpu_pct: Option<f64>,
+    /// Keepalive: the leader's CPU per successful renewal, µs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub leader_cpu_us_per_renewal: Option<f64>,
+    /// Keepalive: sessions (etcd: leases) alive at the end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sessions_kept: Option<u64>,
+    /// Keepalive: sessions not opened, expired or ended (0 is the goal).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sessions_lost: Option<u64>,
+    /// Uncontended: CPU (user + system) of all three nodes per lock+unlock
+    /// pair, µs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cpu_us_per_op: Option<f64>,
     /// How many runs the medians are over.
     pub runs: usize,
 }
@@ -60,6 +74,14 @@ fn median_u(mut v: Vec<u64>) -> u64 {
 pub fn median_row(workload: &str, clients: usize, system: System, runs: &[Measured]) -> Row {
     let opt_u: Vec<u64> = runs.iter().filter_map(|m| m.first_ok_after_fault_us).collect();
     let opt_f: Vec<f64> = runs.iter().filter_map(|m| m.leader_cpu_pct).collect();
+    let opt_median_f = |f: fn(&Measured) -> Option<f64>| {
+        let v: Vec<f64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median_f(v))
+    };
+    let opt_median_u = |f: fn(&Measured) -> Option<u64>| {
+        let v: Vec<u64> = runs.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| median_u(v))
+    };
     Row {
         workload: workload.into(),
         clients,
@@ -71,6 +93,10 @@ pub fn median_row(workload: &str, clients: usize, system: System, runs: &[Measur
         failed_ops: median_u(runs.iter().map(|m| m.failed_ops).collect()),
         first_ok_after_fault_us: (!opt_u.is_empty()).then(|| median_u(opt_u)),
         leader_cpu_pct: (!opt_f.is_empty()).then(|| median_f(opt_f)),
+        leader_cpu_us_per_renewal: opt_median_f(|m| m.leader_cpu_us_per_renewal),
+        sessions_kept: opt_median_u(|m| m.sessions_kept),
+        sessions_lost: opt_median_u(|m| m.sessions_lost),
+        cpu_us_per_op: opt_median_f(|m| m.cpu_us_per_op),
         runs: runs.len(),
     }
 }
@@ -92,6 +118,106 @@ pub struct Machine {
     /// `plain TCP` (`--plain-tcp`). Empty in reports from before TLS.
     #[serde(default)]
     pub driftlock_transport: String,
+    /// Median round trip of a 64-byte message over a loopback TCP
+    /// connection, µs (0 in reports from before it was measured).
+    #[serde(default)]
+    pub loopback_rtt_p50_us: u64,
+    /// `git rev-parse HEAD` of the source tree the benchmark was built
+    /// from, with `-dirty` when tracked files differ from it; `unknown`
+    /// when git cannot tell (empty in older reports).
+    #[serde(default)]
+    pub git_revision: String,
+    /// SHA-256 (hex) of the `driftlock` binary the nodes ran; empty if it
+    /// could not be read.
+    #[serde(default)]
+    pub driftlock_sha256: String,
+    /// `release` or `debug`: the profile the benchmark and (from the same
+    /// target directory) the nodes were built with; debug figures of
+    /// driftlock are not comparable (empty in older reports).
+    #[serde(default)]
+    pub build_profile: String,
+}
+
+impl Machine {
+    /// This machine's limit for a chain of durable lock handoffs, pairs/s:
+    /// each handoff needs at least one fdatasync and two loopback round
+    /// trips (leader → follower append and back), one after another, so
+    /// `1 / (fdatasync p50 + 2 × loopback RTT p50)`. `None` when either was
+    /// not measured.
+    pub fn handoff_limit_per_sec(&self) -> Option<f64> {
+        let us = self.fdatasync_p50_us + 2 * self.loopback_rtt_p50_us;
+        (self.fdatasync_p50_us > 0 && self.loopback_rtt_p50_us > 0).then(|| 1e6 / us as f64)
+    }
+}
+
+/// Round trips of a 64-byte message over one loopback TCP connection to an
+/// echo thread (`samples` of them); returns the p50 and p99, µs.
+pub fn loopback_rtt(samples: usize) -> std::io::Result<(u64, u64)> {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut s, _) = listener.accept()?;
+        s.set_nodelay(true)?;
+        let mut buf = [0u8; 64];
+        loop {
+            match s.read_exact(&mut buf) {
+                Ok(()) => s.write_all(&buf)?,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    let mut c = std::net::TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    let msg = [0xa5u8; 64];
+    let mut buf = [0u8; 64];
+    let mut lat = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t = Instant::now();
+        c.write_all(&msg)?;
+        c.read_exact(&mut buf)?;
+        lat.push(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+    drop(c);
+    let _ = echo.join();
+    lat.sort_unstable();
+    Ok((percentile(&lat, 50.0), percentile(&lat, 99.0)))
+}
+
+/// `git rev-parse HEAD` of `dir`, plus `-dirty` when tracked files differ
+/// from it; `unknown` when git cannot tell.
+pub fn git_revision(dir: &Path) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    };
+    match git(&["rev-parse", "HEAD"]) {
+        Some(rev) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
+            format!("{}{}", rev.trim(), if dirty { "-dirty" } else { "" })
+        }
+        None => "unknown".into(),
+    }
+}
+
+/// SHA-256 of the file at `path`, lower-case hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    let mut hex = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(hex, "{b:02x}");
+    }
+    Ok(hex)
 }
 
 /// Measures fdatasync latency in `dir` (`samples` 4 KiB write + fdatasync).
@@ -129,27 +255,87 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-/// The Markdown results section.
+/// Whether a larger or a smaller value of a measure is better.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// The better of the etcd rows' values of `value` (over `etcd-rr` and
+/// `etcd-leader`, and plain `etcd` in old reports), with its system name.
+fn best_etcd<'a>(
+    rows: &'a [Row],
+    workload: &str,
+    clients: Option<usize>,
+    better: Better,
+    value: impl Fn(&Row) -> Option<f64>,
+) -> Option<(f64, &'a str)> {
+    rows.iter()
+        .filter(|r| r.workload == workload && clients.is_none_or(|c| r.clients == c) && r.system.starts_with("etcd"))
+        .filter_map(|r| value(r).map(|v| (v, r.system.as_str())))
+        .reduce(|a, b| {
+            let b_wins = match better {
+                Better::Higher => b.0 > a.0,
+                Better::Lower => b.0 < a.0,
+            };
+            if b_wins {
+                b
+            } else {
+                a
+            }
+        })
+}
+
+fn opt_cell<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+/// The Markdown results section: every row, then driftlock against the
+/// better etcd variant for each measure.
 pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Run: `{command}` at {when}. Machine: {} logical cores; 4 KiB write + fdatasync p50 {} µs, p99 {} µs; {}; \
-         driftlock over {}.\n\n",
+        "Run: `{command}` at {when}, revision `{}`. Machine: {} logical cores; 4 KiB write + fdatasync p50 {} µs, \
+         p99 {} µs; loopback TCP round trip p50 {} µs; {}; driftlock over {}{}.\n\n",
+        if machine.git_revision.is_empty() {
+            "unknown"
+        } else {
+            &machine.git_revision
+        },
         machine.cores,
         machine.fdatasync_p50_us,
         machine.fdatasync_p99_us,
+        machine.loopback_rtt_p50_us,
         machine.etcd_version,
         if machine.driftlock_transport.is_empty() {
             "plain TCP"
         } else {
             &machine.driftlock_transport
+        },
+        if machine.build_profile == "debug" {
+            "; **debug build** (driftlock figures not comparable)"
+        } else {
+            ""
         }
     ));
-    s.push_str("| workload | clients | system | ops/s | p50 ms | p99 ms | max ms | failed | fault→first ok ms | leader CPU % | runs |\n");
-    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str(
+        "etcd runs twice: `etcd-rr` pins client *i* to member *i* mod 3 (etcd's client default; followers \
+         forward), `etcd-leader` pins every client to the leader.\n\n",
+    );
+    s.push_str(
+        "| workload | clients | system | ops/s | p50 ms | p99 ms | max ms | failed | fault→first ok ms \
+         | CPU µs per pair (3 nodes) | sessions kept / lost | leader CPU µs per renewal | machine limit pairs/s | runs |\n",
+    );
+    s.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let limit = machine.handoff_limit_per_sec();
     for r in rows {
+        let kept_lost = match (r.sessions_kept, r.sessions_lost) {
+            (Some(k), Some(l)) => format!("{k} / {l}"),
+            _ => "–".into(),
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.workload,
             r.clients,
             r.system,
@@ -158,81 +344,117 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
             fmt_ms(r.p99_us),
             fmt_ms(r.max_us),
             r.failed_ops,
-            r.first_ok_after_fault_us.map(fmt_ms).unwrap_or_else(|| "–".into()),
-            r.leader_cpu_pct
-                .map(|c| format!("{c:.0}"))
-                .unwrap_or_else(|| "–".into()),
+            opt_cell(r.first_ok_after_fault_us, fmt_ms),
+            opt_cell(r.cpu_us_per_op, |c| format!("{c:.0}")),
+            kept_lost,
+            opt_cell(r.leader_cpu_us_per_renewal, |c| format!("{c:.0}")),
+            opt_cell(limit.filter(|_| r.workload == "contended"), |l| format!("{l:.0}")),
             r.runs
         ));
     }
-    s.push_str("\nRatios driftlock / etcd (medians):\n\n| measure | driftlock | etcd | ratio | goal |\n|---|---:|---:|---:|---|\n");
-    let mut line = |name: &str, d: Option<f64>, e: Option<f64>, goal: &str| {
-        if let (Some(d), Some(e)) = (d, e) {
-            s.push_str(&format!("| {name} | {d:.1} | {e:.1} | {} | {goal} |\n", ratio(d, e)));
+    if let Some(l) = limit {
+        s.push_str(&format!(
+            "\nMachine limit for a chain of durable handoffs (the contended workload): 1 / (fdatasync p50 {} µs + \
+             2 × loopback RTT p50 {} µs) = {l:.0} pairs/s.\n",
+            machine.fdatasync_p50_us, machine.loopback_rtt_p50_us
+        ));
+    }
+    s.push_str(
+        "\nRatios driftlock / etcd (medians; etcd is the better of `etcd-rr` and `etcd-leader` for each measure):\n\n\
+         | measure | driftlock | etcd | etcd variant | ratio | goal |\n|---|---:|---:|---|---:|---|\n",
+    );
+    let mut line = |name: &str, d: Option<f64>, e: Option<(f64, &str)>, goal: &str| {
+        if let (Some(d), Some((e, variant))) = (d, e) {
+            s.push_str(&format!(
+                "| {name} | {d:.1} | {e:.1} | {variant} | {} | {goal} |\n",
+                ratio(d, e)
+            ));
         }
     };
+    let dl = |w: &str, c: usize| find(rows, w, c, "driftlock");
     for c in [1, 16, 64] {
         line(
             &format!("uncontended pairs/s, {c} clients"),
-            find(rows, "uncontended", c, "driftlock").map(|r| r.ops_per_sec),
-            find(rows, "uncontended", c, "etcd").map(|r| r.ops_per_sec),
+            dl("uncontended", c).map(|r| r.ops_per_sec),
+            best_etcd(rows, "uncontended", Some(c), Better::Higher, |r| Some(r.ops_per_sec)),
             if c == 64 { "≥ 3" } else { "" },
         );
     }
     line(
+        "CPU µs per pair (3 nodes), 16 clients",
+        dl("uncontended", 16).and_then(|r| r.cpu_us_per_op),
+        best_etcd(rows, "uncontended", Some(16), Better::Lower, |r| r.cpu_us_per_op),
+        "",
+    );
+    line(
         "lock p99 ms, 16 clients",
-        find(rows, "uncontended", 16, "driftlock").map(|r| r.p99_us as f64 / 1000.0),
-        find(rows, "uncontended", 16, "etcd").map(|r| r.p99_us as f64 / 1000.0),
+        dl("uncontended", 16).map(|r| r.p99_us as f64 / 1000.0),
+        best_etcd(rows, "uncontended", Some(16), Better::Lower, |r| {
+            Some(r.p99_us as f64 / 1000.0)
+        }),
         "≤ 0.5",
     );
     line(
         "contended pairs/s, 16 clients",
-        find(rows, "contended", 16, "driftlock").map(|r| r.ops_per_sec),
-        find(rows, "contended", 16, "etcd").map(|r| r.ops_per_sec),
+        dl("contended", 16).map(|r| r.ops_per_sec),
+        best_etcd(rows, "contended", Some(16), Better::Higher, |r| Some(r.ops_per_sec)),
         "≥ 10",
     );
+    let dl_keepalive = rows
+        .iter()
+        .find(|r| r.workload == "keepalive" && r.system == "driftlock");
     line(
-        "keepalive leader CPU %",
-        find(rows, "keepalive", 0, "driftlock")
-            .or_else(|| {
-                rows.iter()
-                    .find(|r| r.workload == "keepalive" && r.system == "driftlock")
-            })
-            .and_then(|r| r.leader_cpu_pct),
-        rows.iter()
-            .find(|r| r.workload == "keepalive" && r.system == "etcd")
-            .and_then(|r| r.leader_cpu_pct),
+        "keepalive leader CPU µs per renewal",
+        dl_keepalive.and_then(|r| r.leader_cpu_us_per_renewal),
+        best_etcd(rows, "keepalive", None, Better::Lower, |r| r.leader_cpu_us_per_renewal),
         "",
     );
     line(
+        "keepalive sessions lost",
+        dl_keepalive.and_then(|r| r.sessions_lost).map(|l| l as f64),
+        best_etcd(rows, "keepalive", None, Better::Lower, |r| {
+            r.sessions_lost.map(|l| l as f64)
+        }),
+        "0",
+    );
+    line(
         "SIGKILL → first ok op, ms",
-        find(rows, "failover-sigkill", 16, "driftlock")
-            .and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
-        find(rows, "failover-sigkill", 16, "etcd").and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
+        dl("failover-sigkill", 16).and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
+        best_etcd(rows, "failover-sigkill", Some(16), Better::Lower, |r| {
+            r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)
+        }),
         "≤ 0.33 and < 500 ms",
     );
     line(
         "SIGKILL failed ops",
-        find(rows, "failover-sigkill", 16, "driftlock").map(|r| r.failed_ops as f64),
-        find(rows, "failover-sigkill", 16, "etcd").map(|r| r.failed_ops as f64),
+        dl("failover-sigkill", 16).map(|r| r.failed_ops as f64),
+        best_etcd(rows, "failover-sigkill", Some(16), Better::Lower, |r| {
+            Some(r.failed_ops as f64)
+        }),
         "",
     );
     line(
         "planned transfer max latency ms",
-        find(rows, "failover-planned", 16, "driftlock").map(|r| r.max_us as f64 / 1000.0),
-        find(rows, "failover-planned", 16, "etcd").map(|r| r.max_us as f64 / 1000.0),
+        dl("failover-planned", 16).map(|r| r.max_us as f64 / 1000.0),
+        best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
+            Some(r.max_us as f64 / 1000.0)
+        }),
         "< 50 ms",
     );
     line(
         "planned transfer failed ops",
-        find(rows, "failover-planned", 16, "driftlock").map(|r| r.failed_ops as f64),
-        find(rows, "failover-planned", 16, "etcd").map(|r| r.failed_ops as f64),
+        dl("failover-planned", 16).map(|r| r.failed_ops as f64),
+        best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
+            Some(r.failed_ops as f64)
+        }),
         "0",
     );
     line(
         "dead holder → waiter granted, ms",
-        find(rows, "regrant", 1, "driftlock").map(|r| r.p50_us as f64 / 1000.0),
-        find(rows, "regrant", 1, "etcd").map(|r| r.p50_us as f64 / 1000.0),
+        dl("regrant", 1).map(|r| r.p50_us as f64 / 1000.0),
+        best_etcd(rows, "regrant", Some(1), Better::Lower, |r| {
+            Some(r.p50_us as f64 / 1000.0)
+        }),
         "same TTL",
     );
     s
@@ -285,7 +507,7 @@ pub fn plot_throughput(rows: &[Row], path: &Path) -> Result<(), PlotError> {
         .y_desc("pairs/s")
         .label_style((FONT, 14))
         .draw()?;
-    for (system, color) in [("driftlock", BLUE), ("etcd", RED)] {
+    for (system, color) in [("driftlock", BLUE), ("etcd-rr", RED), ("etcd-leader", MAGENTA)] {
         let mut pts: Vec<(f64, f64)> = rows
             .iter()
             .filter(|r| r.workload == "uncontended" && r.system == system)
@@ -369,4 +591,134 @@ pub fn plot_cdf(title: &str, samples: &[(String, Vec<u64>)], path: &Path) -> Res
 /// Pause helper for settling between runs.
 pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(workload: &str, clients: usize, system: &str, ops_per_sec: f64, p99_us: u64) -> Row {
+        Row {
+            workload: workload.into(),
+            clients,
+            system: system.into(),
+            ops_per_sec,
+            p50_us: p99_us / 2,
+            p99_us,
+            max_us: p99_us,
+            failed_ops: 0,
+            first_ok_after_fault_us: None,
+            leader_cpu_pct: None,
+            leader_cpu_us_per_renewal: None,
+            sessions_kept: None,
+            sessions_lost: None,
+            cpu_us_per_op: None,
+            runs: 1,
+        }
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            cores: 2,
+            fdatasync_p50_us: 1_000,
+            fdatasync_p99_us: 5_000,
+            etcd_version: "etcd Version: 3.4.23".into(),
+            driftlock_transport: "mutual TLS".into(),
+            loopback_rtt_p50_us: 50,
+            git_revision: "abc-dirty".into(),
+            driftlock_sha256: String::new(),
+            build_profile: "release".into(),
+        }
+    }
+
+    #[test]
+    fn the_better_etcd_variant_is_chosen_per_measure() {
+        let rows = vec![
+            row("uncontended", 16, "driftlock", 900.0, 20_000),
+            row("uncontended", 16, "etcd-rr", 500.0, 30_000),
+            row("uncontended", 16, "etcd-leader", 700.0, 40_000),
+        ];
+        let ops = best_etcd(&rows, "uncontended", Some(16), Better::Higher, |r| Some(r.ops_per_sec));
+        assert_eq!(ops, Some((700.0, "etcd-leader")));
+        let p99 = best_etcd(&rows, "uncontended", Some(16), Better::Lower, |r| Some(r.p99_us as f64));
+        assert_eq!(p99, Some((30_000.0, "etcd-rr")));
+        assert_eq!(
+            best_etcd(&rows, "uncontended", Some(64), Better::Higher, |r| Some(r.ops_per_sec)),
+            None
+        );
+        let md = markdown(&rows, &machine(), "driftlock-bench compare-etcd", "now");
+        assert!(
+            md.contains("| uncontended pairs/s, 16 clients | 900.0 | 700.0 | etcd-leader | 1.29 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| lock p99 ms, 16 clients | 20.0 | 30.0 | etcd-rr | 0.67 |"),
+            "{md}"
+        );
+        assert!(md.contains("revision `abc-dirty`"), "{md}");
+    }
+
+    #[test]
+    fn the_handoff_limit_needs_both_measurements() {
+        let m = machine();
+        let limit = m.handoff_limit_per_sec().unwrap();
+        assert!((limit - 1e6 / 1_100.0).abs() < 1e-9);
+        let mut no_rtt = m.clone();
+        no_rtt.loopback_rtt_p50_us = 0;
+        assert_eq!(no_rtt.handoff_limit_per_sec(), None);
+        let rows = vec![row("contended", 16, "driftlock", 200.0, 100_000)];
+        let md = markdown(&rows, &m, "c", "now");
+        assert!(md.contains("= 909 pairs/s"), "{md}");
+        assert!(md.contains("| 909 | 1 |"), "the contended row shows the limit: {md}");
+    }
+
+    #[test]
+    fn optional_fields_take_the_median_of_the_runs_that_have_them() {
+        let runs: Vec<Measured> = [Some(30.0), None, Some(10.0), Some(20.0)]
+            .into_iter()
+            .map(|c| Measured {
+                cpu_us_per_op: c,
+                sessions_lost: c.map(|_| 0),
+                ..Measured::default()
+            })
+            .collect();
+        let r = median_row("uncontended", 16, System::EtcdLeader, &runs);
+        assert_eq!(r.system, "etcd-leader");
+        assert_eq!(r.cpu_us_per_op, Some(20.0));
+        assert_eq!(r.sessions_lost, Some(0));
+        assert_eq!(r.leader_cpu_us_per_renewal, None);
+        let json = serde_json::to_string(&r).unwrap();
+        assert!(json.contains("\"cpu_us_per_op\":20.0"), "{json}");
+        assert!(!json.contains("leader_cpu_us_per_renewal"), "{json}");
+    }
+
+    #[test]
+    fn sha256_of_a_file_is_the_standard_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abc");
+        std::fs::write(&path, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&path).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(sha256_file(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn loopback_round_trips_are_measured() {
+        let (p50, p99) = loopback_rtt(20).unwrap();
+        assert!(p50 <= p99);
+    }
+
+    #[test]
+    fn git_revision_is_a_commit_or_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(git_revision(dir.path()), "unknown");
+        let here = git_revision(Path::new(env!("CARGO_MANIFEST_DIR")));
+        if here != "unknown" {
+            let hash = here.trim_end_matches("-dirty");
+            assert_eq!(hash.len(), 40, "{here}");
+            assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{here}");
+        }
+    }
 }

@@ -40,12 +40,24 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Runs every workload against both systems, alternating, and writes
-    /// benches/results/latest.json, the plots and the BENCHMARKS.md table.
+    /// Runs every workload against driftlock and etcd (twice: clients
+    /// pinned round-robin to the members, and pinned to the leader), in
+    /// rotating order, and writes benches/results/latest.json, machine.json,
+    /// the plots and the BENCHMARKS.md table.
     CompareEtcd {
-        /// One short run of each workload.
+        /// One short run of each workload; its files get a `quick-` prefix
+        /// (quick-latest.json, quick-machine.json, …) and BENCHMARKS.md is
+        /// left alone.
         #[arg(long)]
         quick: bool,
+        /// Keepalive workload: sessions (etcd: leases) to keep alive, e.g.
+        /// 10000 or 50000.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Keepalive workload: clients (each its own connections) the
+        /// sessions are spread over evenly.
+        #[arg(long, default_value_t = 100)]
+        keepalive_clients: usize,
         /// Runs per workload and system (default 3; 1 with --quick).
         #[arg(long)]
         runs: Option<usize>,
@@ -154,7 +166,7 @@ enum Cmd {
     },
     /// (Internal) Takes a lock and holds it until killed; prints `held`.
     HoldLock {
-        /// `driftlock` or `etcd`.
+        /// `driftlock`, `etcd-rr` (or `etcd`) or `etcd-leader`.
         #[arg(long)]
         system: String,
         /// Comma-separated endpoints.
@@ -234,14 +246,26 @@ fn main() -> ExitCode {
             }
             Cmd::CompareEtcd {
                 quick,
+                sessions,
+                keepalive_clients,
                 runs,
                 only,
                 out_dir,
                 no_markdown,
                 serve_args,
-            } => compare(quick, runs, only, out_dir, no_markdown, serve_args)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            } => {
+                let opts = CompareOptions {
+                    quick,
+                    sessions,
+                    keepalive_clients,
+                    runs,
+                    only,
+                    out_dir,
+                    no_markdown,
+                    serve_args,
+                };
+                compare(opts).await.map(|()| ExitCode::SUCCESS)
+            }
             Cmd::SoakTable { report } => {
                 let text = std::fs::read_to_string(&report)
                     .map_err(|e| ClusterError::Io(format!("{}: {e}", report.display())))?;
@@ -274,10 +298,8 @@ fn main() -> ExitCode {
                 name,
                 ttl_ms,
             } => {
-                let system = match system.as_str() {
-                    "driftlock" => System::Driftlock,
-                    "etcd" => System::Etcd,
-                    other => return Err(ClusterError::Client(format!("unknown system {other}"))),
+                let Some(system) = System::from_name(&system) else {
+                    return Err(ClusterError::Client(format!("unknown system {system}")));
                 };
                 workload::hold_lock(system, endpoints, name, Duration::from_millis(ttl_ms))
                     .await
@@ -388,21 +410,37 @@ async fn run_one(
     }
 }
 
-async fn compare(
+/// What `compare-etcd` was asked to do.
+struct CompareOptions {
     quick: bool,
+    sessions: usize,
+    keepalive_clients: usize,
     runs: Option<usize>,
     only: Vec<String>,
     out_dir: Option<PathBuf>,
     no_markdown: bool,
     serve_args: Vec<String>,
-) -> Result<(), ClusterError> {
+}
+
+async fn compare(opts: CompareOptions) -> Result<(), ClusterError> {
+    let CompareOptions {
+        quick,
+        sessions,
+        keepalive_clients,
+        runs,
+        only,
+        out_dir,
+        no_markdown,
+        serve_args,
+    } = opts;
     let runs = runs.unwrap_or(if quick { 1 } else { 3 }).max(1);
     let timing = if quick {
         Timing {
             window: Duration::from_secs(2),
             before_fault: Duration::from_secs(1),
             after_fault: Duration::from_secs(3),
-            keepalive_sessions: 10_000,
+            keepalive_sessions: sessions,
+            keepalive_clients,
             cpu_window: Duration::from_secs(4),
         }
     } else {
@@ -410,7 +448,8 @@ async fn compare(
             window: Duration::from_secs(5),
             before_fault: Duration::from_secs(2),
             after_fault: Duration::from_secs(5),
-            keepalive_sessions: 10_000,
+            keepalive_sessions: sessions,
+            keepalive_clients,
             cpu_window: Duration::from_secs(10),
         }
     };
@@ -420,26 +459,39 @@ async fn compare(
         .filter(|w| only.is_empty() || only.iter().any(|o| o == w))
         .collect();
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let workspace = source.parent().map(PathBuf::from).unwrap_or_else(|| source.join(".."));
     let out_dir = out_dir.unwrap_or_else(|| source.join("results"));
     std::fs::create_dir_all(&out_dir).map_err(|e| ClusterError::Io(format!("{}: {e}", out_dir.display())))?;
+    // Quick runs keep their files beside the full run's, never over them.
+    let prefix = if quick { "quick-" } else { "" };
+    let out_file = |name: &str| out_dir.join(format!("{prefix}{name}"));
 
     eprintln!("starting a 3-node driftlock cluster and a 3-node etcd cluster");
     let mut dl = DriftlockCluster::start(&serve_args).await?;
     let mut et = EtcdCluster::start().await?;
     let probe_dir = tempfile::tempdir().map_err(|e| ClusterError::Io(e.to_string()))?;
     let (fs50, fs99) = report::fdatasync_latency(probe_dir.path(), 200).map_err(|e| ClusterError::Io(e.to_string()))?;
+    let (rtt50, _) = report::loopback_rtt(2_000).map_err(|e| ClusterError::Io(format!("loopback RTT: {e}")))?;
+    let driftlock_sha256 = driftlock_testkit::driftlock_exe()
+        .ok()
+        .and_then(|exe| report::sha256_file(&exe).ok())
+        .unwrap_or_default();
     let machine = Machine {
         cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         fdatasync_p50_us: fs50,
         fdatasync_p99_us: fs99,
         etcd_version: etcd_version(),
         driftlock_transport: driftlock_benches::cluster::transport().into(),
+        loopback_rtt_p50_us: rtt50,
+        git_revision: report::git_revision(&workspace),
+        driftlock_sha256,
+        build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
     };
     eprintln!("machine: {machine:?}");
 
     // (workload, clients, system) → runs.
     let mut results: BTreeMap<(usize, usize, usize), Vec<Measured>> = BTreeMap::new();
-    let systems = [System::Driftlock, System::Etcd];
+    let systems = System::ALL;
     for run in 0..runs {
         for (wi, w) in workloads.iter().enumerate() {
             let client_counts: &[usize] = match *w {
@@ -449,26 +501,29 @@ async fn compare(
                 _ => &[1],
             };
             for &clients in client_counts {
-                // Alternate which system goes first.
-                for k in 0..2 {
-                    let si = (k + run + wi) % 2;
+                // Rotate which system goes first.
+                for k in 0..systems.len() {
+                    let si = (k + run + wi) % systems.len();
                     let system = systems[si];
-                    let mut target = match system {
-                        System::Driftlock => Target::Driftlock(&mut dl),
-                        System::Etcd => Target::Etcd(&mut et),
+                    let mut target = match system.routing() {
+                        None => Target::Driftlock(&mut dl),
+                        Some(routing) => Target::Etcd(&mut et, routing),
                     };
                     eprintln!("run {}/{runs}: {w} {clients} clients on {}", run + 1, system.name());
                     match run_one(&mut target, w, clients, &timing, run).await {
                         Ok(m) => {
                             eprintln!(
-                                "  {:.0} ops/s p50 {} µs p99 {} µs max {} µs failed {} first-ok {:?} cpu {:?}",
+                                "  {:.0} ops/s p50 {} µs p99 {} µs max {} µs failed {} first-ok {:?} leader cpu {:?} % \
+                                 cpu/pair {:?} µs cpu/renewal {:?} µs",
                                 m.ops_per_sec,
                                 m.p50_us,
                                 m.p99_us,
                                 m.max_us,
                                 m.failed_ops,
                                 m.first_ok_after_fault_us,
-                                m.leader_cpu_pct
+                                m.leader_cpu_pct,
+                                m.cpu_us_per_op,
+                                m.leader_cpu_us_per_renewal
                             );
                             results.entry((wi, clients, si)).or_default().push(m);
                         }
@@ -493,21 +548,23 @@ async fn compare(
         }
     }
     let json = serde_json::to_string_pretty(&rows).map_err(|e| ClusterError::Io(e.to_string()))?;
-    let json_path = out_dir.join("latest.json");
+    let json_path = out_file("latest.json");
     std::fs::write(&json_path, json + "\n").map_err(|e| ClusterError::Io(e.to_string()))?;
     let machine_json = serde_json::to_string_pretty(&machine).map_err(|e| ClusterError::Io(e.to_string()))?;
-    let _ = std::fs::write(out_dir.join("machine.json"), machine_json + "\n");
+    let machine_path = out_file("machine.json");
+    std::fs::write(&machine_path, machine_json + "\n")
+        .map_err(|e| ClusterError::Io(format!("{}: {e}", machine_path.display())))?;
     for (name, r) in [
         (
             "throughput.png",
-            report::plot_throughput(&rows, &out_dir.join("throughput.png")),
+            report::plot_throughput(&rows, &out_file("throughput.png")),
         ),
         (
             "latency-cdf-16.png",
             report::plot_cdf(
                 "Lock latency CDF, 16 clients, own locks",
                 &cdf16,
-                &out_dir.join("latency-cdf-16.png"),
+                &out_file("latency-cdf-16.png"),
             ),
         ),
         (
@@ -515,7 +572,7 @@ async fn compare(
             report::plot_cdf(
                 "Lock latency CDF, 16 clients, one lock",
                 &cdf_contended,
-                &out_dir.join("latency-cdf-contended.png"),
+                &out_file("latency-cdf-contended.png"),
             ),
         ),
     ] {
@@ -524,9 +581,19 @@ async fn compare(
         }
     }
     let command = format!(
-        "driftlock-bench{} compare-etcd{}{}",
+        "driftlock-bench{} compare-etcd{}{}{}{}",
         plain_tcp_flag(),
         if quick { " --quick" } else { "" },
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", only.join(","))
+        },
+        if sessions != 10_000 {
+            format!(" --sessions {sessions}")
+        } else {
+            String::new()
+        },
         if runs != if quick { 1 } else { 3 } {
             format!(" --runs {runs}")
         } else {
@@ -536,7 +603,7 @@ async fn compare(
     let when = utc_now();
     let md = report::markdown(&rows, &machine, &command, &when);
     print!("{md}");
-    if !no_markdown {
+    if !no_markdown && !quick {
         let path = source.join("..").join("BENCHMARKS.md");
         report::splice_markdown(&path, &md).map_err(|e| ClusterError::Io(format!("{}: {e}", path.display())))?;
     }
