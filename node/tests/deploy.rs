@@ -13,7 +13,7 @@
 //! - the rules have the agreed alert names, each with a severity, a summary
 //!   and a description; `promtool check rules` accepts the file and
 //!   `promtool test rules` passes its unit tests
-//!   (`deploy/prometheus/driftlock.rules.test.yml`).
+//!   (`deploy/driftlock.rules.test.yml`).
 //!
 //! `promtool` comes with Debian's `prometheus` package (`.ci/run` installs
 //! it). Elsewhere the promtool test prints why it skips; under `CI=true` a
@@ -262,12 +262,12 @@ fn value_at(lines: &[&str], i: usize, key: &str) -> (String, usize) {
     (text.join(" ").trim().to_owned(), j)
 }
 
-/// The rules of `deploy/prometheus/driftlock.rules.yml`: a line scan of the
+/// The rules of `deploy/driftlock.rules.yml`: a line scan of the
 /// one shape the file uses (`- alert:` items with `expr:`, `labels:` and
 /// `annotations:`, values inline or as block scalars). promtool checks
 /// that the file is valid YAML and PromQL.
 fn rules() -> Vec<Rule> {
-    let text = read(&deploy_dir().join("prometheus/driftlock.rules.yml"));
+    let text = read(&deploy_dir().join("driftlock.rules.yml"));
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect();
     let mut rules: Vec<Rule> = Vec::new();
     let mut i = 0;
@@ -496,7 +496,7 @@ fn promtool_accepts_and_tests_the_rules() {
         eprintln!("skipping promtool check rules: promtool is not on PATH (install the `prometheus` package)");
         return;
     };
-    let dir = deploy_dir().join("prometheus");
+    let dir = deploy_dir();
     let run = |args: &[&str]| {
         let out = std::process::Command::new(&promtool)
             .args(args)
