@@ -780,7 +780,11 @@ async fn one_client_keeps_hundreds_of_short_sessions_alive() {
         .collect();
     let mut sessions = Vec::new();
     for (i, open) in opens.into_iter().enumerate() {
-        sessions.push(open.await.expect("join").unwrap_or_else(|e| panic!("open session {i}: {e}")));
+        sessions.push(
+            open.await
+                .expect("join")
+                .unwrap_or_else(|e| panic!("open session {i}: {e}")),
+        );
     }
     eprintln!("{SESSIONS} sessions opened in {:?}", started.elapsed());
     let lost: Vec<_> = sessions.iter().map(|s| tokio::spawn(s.lost())).collect();
@@ -793,7 +797,10 @@ async fn one_client_keeps_hundreds_of_short_sessions_alive() {
         .map(|s| s.id())
         .collect();
     let lost_count = lost.iter().filter(|l| l.is_finished()).count();
-    assert_eq!(lost_count, 0, "{lost_count} of {SESSIONS} sessions fired lost(); expired: {gone:?}");
+    assert_eq!(
+        lost_count, 0,
+        "{lost_count} of {SESSIONS} sessions fired lost(); expired: {gone:?}"
+    );
     for (i, session) in sessions.iter().enumerate() {
         assert!(session.is_valid(), "session {i} ({}) is no longer valid", session.id());
         assert!(
@@ -811,9 +818,15 @@ async fn one_client_keeps_hundreds_of_short_sessions_alive() {
         })
         .collect();
     for (i, put) in puts.into_iter().enumerate() {
-        put.await.expect("join").unwrap_or_else(|e| panic!("put by session {i}: {e}"));
+        put.await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("put by session {i}: {e}"));
     }
-    assert_eq!(lost.iter().filter(|l| l.is_finished()).count(), 0, "a session was lost during the puts");
+    assert_eq!(
+        lost.iter().filter(|l| l.is_finished()).count(),
+        0,
+        "a session was lost during the puts"
+    );
     // Turned-away requests did not make the client drop its connection and
     // dial new ones: it still holds one connection to the node.
     let now = open_connections();
