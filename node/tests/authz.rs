@@ -252,7 +252,10 @@ async fn permissions_over_tls() {
     };
     let r = bob_api.observe(ctx(), 0, listed(vec![session]), 10).await.expect("rpc");
     assert!(is_denied(&r, "use session"), "{r:?}");
-    let r = alice_api.observe(ctx(), 0, listed(vec![session]), 10).await.expect("rpc");
+    let r = alice_api
+        .observe(ctx(), 0, listed(vec![session]), 10)
+        .await
+        .expect("rpc");
     assert!(r.is_ok(), "{r:?}");
     let r = alice_api
         .observe(ctx(), 0, listed(vec![session, session]), 10)
