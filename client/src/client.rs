@@ -45,6 +45,8 @@ pub(crate) struct ClientInner {
     pub(crate) health: std::sync::Mutex<HealthMonitor>,
     /// This host's clock rate against cluster time, shared by all sessions.
     pub(crate) rate: std::sync::Mutex<crate::clock::ClusterRate>,
+    /// The one event long-poll for all of this client's sessions.
+    pub(crate) hub: crate::session::Hub,
 }
 
 impl std::fmt::Debug for Client {
@@ -115,6 +117,7 @@ impl Client {
                 health: std::sync::Mutex::new(HealthMonitor::new(config.health_override)),
                 rate: std::sync::Mutex::new(crate::clock::ClusterRate::new()),
                 transport: Transport::new(config, security),
+                hub: crate::session::Hub::default(),
             }),
         }
     }
@@ -136,6 +139,14 @@ impl Client {
     /// The configured endpoints.
     pub fn endpoints(&self) -> Vec<String> {
         self.config().endpoints.clone()
+    }
+
+    /// Requests a node turned away so far because this client had too many
+    /// in flight on one connection (each was retried on the same node
+    /// after a pause). Stays at 0 while `max_in_flight_per_connection` is
+    /// below the nodes' cap.
+    pub fn throttled_requests(&self) -> u64 {
+        self.inner.transport.throttled()
     }
 
     /// The client address of the node last seen acting as leader, if any.

@@ -80,6 +80,13 @@ pub struct ClientConfig {
     /// then only ever dials `endpoints`, trying them in turn until one
     /// leads.
     pub follow_leader_hints: bool,
+    /// Most requests this client has in flight at once on one connection
+    /// (one per node); more wait in the client, in order, until one
+    /// answers. Keep it below the node's cap on requests in flight per
+    /// connection (`Caps::in_flight`, 128 on the client port): the node
+    /// turns requests over its cap away, and although the library retries
+    /// them, every refusal costs a pause. Default 96; must be > 0.
+    pub max_in_flight_per_connection: usize,
 }
 
 impl ClientConfig {
@@ -108,6 +115,7 @@ impl ClientConfig {
                 None
             }),
             follow_leader_hints: true,
+            max_in_flight_per_connection: 96,
         }
     }
 
@@ -146,6 +154,11 @@ impl ClientConfig {
             if v == 0 {
                 return Err(ClientError::InvalidConfig(format!("{field} must be > 0")));
             }
+        }
+        if self.max_in_flight_per_connection == 0 {
+            return Err(ClientError::InvalidConfig(
+                "max_in_flight_per_connection must be > 0".into(),
+            ));
         }
         if self.backoff_min_ms > self.backoff_max_ms {
             return Err(ClientError::InvalidConfig(

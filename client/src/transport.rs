@@ -19,10 +19,20 @@
 //!   before anything is proposed); once it may have been delivered, a
 //!   timeout or a broken connection is reported as
 //!   [`ClientError::Indeterminate`].
+//! - Throttling: a node serves at most `Caps::in_flight` (128) requests at
+//!   once per connection and turns the rest away unread (a tarpc
+//!   `WouldBlock` server error). The client keeps at most
+//!   `max_in_flight_per_connection` requests in flight per connection (a
+//!   semaphore per connection: a burst queues here instead of being turned
+//!   away), and a request the node throttles anyway (another handle of the
+//!   node's cap, a smaller cap on the node) was not delivered: it keeps the
+//!   connection and the endpoint, pauses a jittered backoff and is sent to
+//!   the same node again, whatever its delivery class. Throttled requests
+//!   are counted ([`Transport::throttled`]) and logged at debug.
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +100,9 @@ pub(crate) struct Conn {
     api: DriftlockApiClient,
     /// Cleared when the connection's dispatch task ends.
     alive: Arc<AtomicBool>,
+    /// Permits for requests in flight on this connection
+    /// (`max_in_flight_per_connection`): one is held from send to answer.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Conn {
@@ -123,6 +136,8 @@ pub(crate) struct Transport {
     preferred: Mutex<Option<String>>,
     /// Next configured endpoint to try.
     cursor: AtomicUsize,
+    /// Requests a node turned away over its in-flight cap (each retried).
+    throttled: AtomicU64,
 }
 
 impl Transport {
@@ -134,7 +149,14 @@ impl Transport {
             slots: Mutex::new(HashMap::new()),
             preferred: Mutex::new(None),
             cursor: AtomicUsize::new(0),
+            throttled: AtomicU64::new(0),
         }
+    }
+
+    /// Requests a node turned away because too many of this client's were
+    /// in flight on the connection (each was retried on the same node).
+    pub(crate) fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -249,7 +271,14 @@ impl Transport {
             flag.store(false, Ordering::SeqCst);
         });
         tracing::debug!(endpoint = %addr, "connected");
-        Ok(Conn { api: client, alive })
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            self.config.max_in_flight_per_connection.max(1),
+        ));
+        Ok(Conn {
+            api: client,
+            alive,
+            permits,
+        })
     }
 
     /// Drops the cached connection to `addr` if it is still `conn`.
@@ -287,6 +316,7 @@ impl Transport {
         Fut: Future<Output = std::result::Result<std::result::Result<T, ApiError>, RpcError>>,
     {
         let mut failures: u32 = 0;
+        let mut throttled: u32 = 0;
         let mut hops: u32 = 0;
         let mut attempts: u32 = 0;
         let mut last_error = String::from("no attempt made");
@@ -320,12 +350,25 @@ impl Transport {
                     .min(spec.deadline.saturating_duration_since(now))
                     .max(MIN_ATTEMPT),
             };
+            // Queue here rather than be turned away by the node; the wait
+            // is part of the retry budget, not of the attempt.
+            let permit = match tokio::time::timeout_at(spec.deadline.into(), conn.permits.clone().acquire_owned()).await
+            {
+                Ok(Ok(permit)) => permit,
+                // Closed (never) or the budget spent while queued: nothing
+                // was sent.
+                _ => {
+                    last_error = format!("{addr}: still queued behind this client's requests in flight");
+                    continue;
+                }
+            };
             let was_alive = conn.is_alive();
             let mut ctx = tarpc::context::current();
             ctx.deadline = Instant::now() + timeout;
             let outcome = tokio::time::timeout(timeout + LOCAL_TIMER_SLACK, f(conn.api.clone(), ctx))
                 .await
                 .unwrap_or(Err(RpcError::DeadlineExceeded));
+            drop(permit);
             let err = match outcome {
                 Ok(Ok(value)) => {
                     if matches!(spec.route, Route::Leader) {
@@ -334,6 +377,17 @@ impl Transport {
                     return Ok(value);
                 }
                 Ok(Err(e)) => e,
+                Err(rpc) if is_throttled(&rpc) => {
+                    // The node's in-flight cap turned it away unread: the
+                    // connection and the endpoint are fine; retry there
+                    // after a pause.
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(endpoint = %addr, what = spec.what, "request throttled by the node; retrying");
+                    last_error = format!("{addr}: {rpc}");
+                    throttled += 1;
+                    self.pause(throttled, spec.deadline).await;
+                    continue;
+                }
                 Err(rpc) => {
                     self.discard(&addr, &conn).await;
                     let maybe_delivered = maybe_delivered(&rpc, was_alive);
@@ -399,6 +453,12 @@ impl Transport {
     }
 }
 
+/// Whether the node turned the request away unread over its in-flight cap
+/// per connection (tarpc's `max_concurrent_requests`).
+fn is_throttled(rpc: &RpcError) -> bool {
+    matches!(rpc, RpcError::Server(e) if e.kind == std::io::ErrorKind::WouldBlock)
+}
+
 /// Whether a request that failed with `rpc` may have reached the node
 /// (and so may have taken effect). `Send` means the frame never left;
 /// `Shutdown` on a connection that was already dead means it was never
@@ -424,11 +484,13 @@ mod tests {
             "server throttled the request.".into(),
         ));
         assert!(!maybe_delivered(&throttled, true));
+        assert!(is_throttled(&throttled));
         let other = RpcError::Server(tarpc::ServerError::new(
             std::io::ErrorKind::Other,
             "handler panicked".into(),
         ));
         assert!(maybe_delivered(&other, true));
+        assert!(!is_throttled(&other));
         assert!(maybe_delivered(&RpcError::DeadlineExceeded, true));
         assert!(!maybe_delivered(&RpcError::Shutdown, false));
         assert!(maybe_delivered(&RpcError::Shutdown, true));

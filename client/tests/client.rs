@@ -747,6 +747,96 @@ async fn one_client_serves_hundreds_of_sessions_over_one_connection() {
     }
 }
 
+/// Issue 17: many sessions on one client must all stay alive. 400
+/// sessions (more than the node's 128 requests in flight per connection)
+/// with a short TTL, opened at once, are kept for three TTLs on a cluster
+/// under no other load: none is lost, the cluster still holds every one,
+/// and each can still do an operation. The node turning requests away
+/// over its cap must not cost the client its connection (and with it
+/// every keepalive in flight), nor may the sessions' event streams fill
+/// the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_keeps_hundreds_of_short_sessions_alive() {
+    const SESSIONS: usize = 400;
+    const TTL: Duration = Duration::from_secs(3);
+    let node = Node::start().await;
+    let metrics = node.cluster.metrics_addr(0).to_owned();
+    let open_connections = || {
+        driftlock_testkit::prom::sample(
+            &driftlock_testkit::prom::scrape(&metrics),
+            "driftlock_connections{port=\"client\"}",
+        )
+    };
+    let before = open_connections();
+    let client = Client::connect_with(client_config(&node.cluster, vec![node.node_addr()]))
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let opens: Vec<_> = (0..SESSIONS)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.open_session(TTL).await })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for (i, open) in opens.into_iter().enumerate() {
+        sessions.push(
+            open.await
+                .expect("join")
+                .unwrap_or_else(|e| panic!("open session {i}: {e}")),
+        );
+    }
+    eprintln!("{SESSIONS} sessions opened in {:?}", started.elapsed());
+    let lost: Vec<_> = sessions.iter().map(|s| tokio::spawn(s.lost())).collect();
+
+    tokio::time::sleep(TTL * 3).await;
+
+    let gone: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.state() == SessionState::Expired)
+        .map(|s| s.id())
+        .collect();
+    let lost_count = lost.iter().filter(|l| l.is_finished()).count();
+    assert_eq!(
+        lost_count, 0,
+        "{lost_count} of {SESSIONS} sessions fired lost(); expired: {gone:?}"
+    );
+    for (i, session) in sessions.iter().enumerate() {
+        assert!(session.is_valid(), "session {i} ({}) is no longer valid", session.id());
+        assert!(
+            node.session_view(session.id()).await.is_some(),
+            "the cluster lost session {i} ({})",
+            session.id()
+        );
+    }
+    let puts: Vec<_> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let s = s.clone();
+            tokio::spawn(async move { s.kv_put(&format!("kept/{i}"), b"alive".to_vec()).await })
+        })
+        .collect();
+    for (i, put) in puts.into_iter().enumerate() {
+        put.await
+            .expect("join")
+            .unwrap_or_else(|e| panic!("put by session {i}: {e}"));
+    }
+    assert_eq!(
+        lost.iter().filter(|l| l.is_finished()).count(),
+        0,
+        "a session was lost during the puts"
+    );
+    // Turned-away requests did not make the client drop its connection and
+    // dial new ones: it still holds one connection to the node.
+    let now = open_connections();
+    assert!(
+        now <= before + 1,
+        "the client holds {} connections to its one node ({before} before it connected, {now} now)",
+        now.saturating_sub(before)
+    );
+}
+
 /// A client whose nodes are reachable only through the addresses it was
 /// given (a proxy, NAT, a load balancer) must not leave them for the
 /// leader address a follower names: with `follow_leader_hints` off every

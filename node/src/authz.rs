@@ -83,18 +83,18 @@ pub fn check_query(sm: &StateMachine, principal: &Principal, query: &Query) -> R
 /// Checks an `observe` filter. An unfiltered observe (every event) needs
 /// an administrator; otherwise each part of the filter must be readable:
 /// the session must be the principal's own (or the principal an
-/// administrator), the key prefix readable as a whole, the election
-/// readable. A session id beyond this node's last applied revision is not
+/// administrator) — each of `session` and `sessions` alike —, the key
+/// prefix readable as a whole, the election readable. A session id beyond this node's last applied revision is not
 /// known yet: `Unavailable`, so the caller retries (elsewhere or later); one
 /// that existed and ended cannot be attributed any more and is refused.
 pub fn check_observe(sm: &StateMachine, principal: &Principal, filter: &EventFilter) -> Result<(), ApiError> {
     let policy = sm.policy();
-    if filter.session.is_none() && filter.key_prefix.is_none() && filter.election.is_none() {
+    if filter.is_unfiltered() {
         policy.check(principal, Action::ObserveAll, "")?;
         return Ok(());
     }
-    if let Some(session) = filter.session {
-        if !policy.is_admin(principal) {
+    if !policy.is_admin(principal) {
+        for session in filter.all_sessions() {
             match sm.session_owner(session) {
                 Some((owner, _)) if owner.same_party(principal) => {}
                 None if session > sm.last_revision() => {
@@ -355,6 +355,21 @@ mod tests {
             ..EventFilter::default()
         };
         assert!(denied(check_observe(&w.sm, &alice, &mixed)).contains("read election 'hr'"));
+        // A list of sessions: every one is checked like the single one.
+        let theirs = w.open(&bob, &SessionSecret([2; 32]));
+        let list = |sessions: Vec<u64>| EventFilter {
+            sessions,
+            ..EventFilter::default()
+        };
+        let s2 = w.open(&alice, &SessionSecret([3; 32]));
+        assert!(check_observe(&w.sm, &alice, &list(vec![s, s2])).is_ok());
+        assert!(denied(check_observe(&w.sm, &alice, &list(vec![s, theirs, s2]))).contains("use session"));
+        assert!(denied(check_observe(&w.sm, &bob, &list(vec![theirs, s2]))).contains("use session"));
+        assert!(matches!(
+            check_observe(&w.sm, &alice, &list(vec![s, s2 + 50])),
+            Err(ApiError::Unavailable(_))
+        ));
+        assert!(check_observe(&w.sm, &Principal::admin("root"), &list(vec![s, theirs])).is_ok());
     }
 
     #[test]

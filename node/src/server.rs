@@ -699,6 +699,7 @@ impl DriftlockApi for ApiHandler {
         if self.ctx.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::Unavailable("node is shutting down".into()));
         }
+        filter.check_sessions().map_err(ApiError::InvalidRequest)?;
         self.ctx
             .state
             .with_state(|sm| crate::authz::check_observe(sm, &self.principal, &filter))?;

@@ -245,6 +245,23 @@ async fn permissions_over_tls() {
     let r = bob_api.observe(ctx(), 0, theirs.clone(), 10).await.expect("rpc");
     assert!(is_denied(&r, "use session"), "{r:?}");
     assert!(alice_api.observe(ctx(), 0, theirs, 10).await.expect("rpc").is_ok());
+    // A list of sessions is checked member by member, and must be sorted.
+    let listed = |sessions: Vec<u64>| EventFilter {
+        sessions,
+        ..EventFilter::default()
+    };
+    let r = bob_api.observe(ctx(), 0, listed(vec![session]), 10).await.expect("rpc");
+    assert!(is_denied(&r, "use session"), "{r:?}");
+    let r = alice_api
+        .observe(ctx(), 0, listed(vec![session]), 10)
+        .await
+        .expect("rpc");
+    assert!(r.is_ok(), "{r:?}");
+    let r = alice_api
+        .observe(ctx(), 0, listed(vec![session, session]), 10)
+        .await
+        .expect("rpc");
+    assert!(matches!(r, Err(ApiError::InvalidRequest(_))), "{r:?}");
     assert!(admin_api.observe(ctx(), 0, all, 10).await.expect("rpc").is_ok());
 
     // A non-admin's status is the basics: no health, clock or Raft address.

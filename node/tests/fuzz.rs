@@ -203,6 +203,7 @@ fn valid_client_requests() -> Vec<Vec<u8>> {
                 session: Some(1),
                 key_prefix: Some("k".into()),
                 election: None,
+                sessions: vec![1, 2],
             },
             timeout_ms: 100,
         },

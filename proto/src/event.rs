@@ -226,6 +226,14 @@ pub struct EventFilter {
     pub key_prefix: Option<String>,
     /// Every event of this election (masters, handover steps).
     pub election: Option<String>,
+    /// Events naming any of these sessions, "naming" as for `session`:
+    /// one long-poll for all the sessions of a client (the client
+    /// library's session hub). Sorted ascending without duplicates, at
+    /// most [`MAX_OBSERVE_SESSIONS`](crate::limits::MAX_OBSERVE_SESSIONS)
+    /// (the node refuses anything else as an invalid request); empty = not
+    /// given.
+    #[serde(default)]
+    pub sessions: Vec<SessionId>,
 }
 
 /// Events returned by `DriftlockApi::observe`. A batch never splits the
@@ -254,13 +262,22 @@ pub struct EventBatch {
 impl EventFilter {
     /// Whether `event` passes this filter.
     pub fn matches(&self, event: &Event) -> bool {
-        if self.session.is_none() && self.key_prefix.is_none() && self.election.is_none() {
+        if self.is_unfiltered() {
             return true;
         }
         if let Some(s) = self.session {
-            if event_session_matches(event, s) {
+            if event.names_session(s) {
                 return true;
             }
+        }
+        if !self.sessions.is_empty()
+            && event
+                .named_sessions()
+                .into_iter()
+                .flatten()
+                .any(|s| self.sessions.binary_search(&s).is_ok())
+        {
+            return true;
         }
         if let (Some(prefix), Event::KvChanged { key, .. }) = (&self.key_prefix, event) {
             if key.starts_with(prefix.as_str()) {
@@ -274,21 +291,66 @@ impl EventFilter {
         }
         false
     }
+
+    /// Whether no criterion is given (every event matches).
+    pub fn is_unfiltered(&self) -> bool {
+        self.session.is_none() && self.key_prefix.is_none() && self.election.is_none() && self.sessions.is_empty()
+    }
+
+    /// Every session the filter names: `session` and `sessions`.
+    pub fn all_sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.session.into_iter().chain(self.sessions.iter().copied())
+    }
+
+    /// Checks the shape of `sessions`: sorted ascending, no duplicates, at
+    /// most [`MAX_OBSERVE_SESSIONS`](crate::limits::MAX_OBSERVE_SESSIONS).
+    /// The error says what is wrong.
+    pub fn check_sessions(&self) -> Result<(), String> {
+        let max = crate::limits::MAX_OBSERVE_SESSIONS;
+        if self.sessions.len() > max {
+            return Err(format!(
+                "the filter lists {} sessions, limit is {max}",
+                self.sessions.len()
+            ));
+        }
+        if let Some(w) = self.sessions.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "the filter's sessions must be sorted ascending without duplicates ({} before {})",
+                w[0], w[1]
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Whether an event concerns session `s`.
-fn event_session_matches(event: &Event, s: SessionId) -> bool {
-    match event {
-        Event::SessionOpened { session }
-        | Event::SessionEnded { session, .. }
-        | Event::LockGranted { session, .. }
-        | Event::LockReleased { session, .. }
-        | Event::WaitTimedOut { session, .. }
-        | Event::Probe { session, .. }
-        | Event::ClockSkewDetected { session, .. } => *session == s,
-        Event::MasterChanged { master, .. } => *master == Some(s),
-        Event::HandoverBegun { from, to, .. } | Event::LeaseTransferred { from, to, .. } => *from == s || *to == s,
-        _ => false,
+impl Event {
+    /// The sessions this event names (at most two): its opening and end,
+    /// its grants, releases and timed-out waits, probes, clock-skew
+    /// findings, the master of a `MasterChanged`, and both parties of a
+    /// handover's begin and transfer. Chunks and acknowledgements name no
+    /// session. This is what [`EventFilter::session`] and
+    /// [`EventFilter::sessions`] select on.
+    pub fn named_sessions(&self) -> [Option<SessionId>; 2] {
+        match self {
+            Event::SessionOpened { session }
+            | Event::SessionEnded { session, .. }
+            | Event::LockGranted { session, .. }
+            | Event::LockReleased { session, .. }
+            | Event::WaitTimedOut { session, .. }
+            | Event::Probe { session, .. }
+            | Event::ClockSkewDetected { session, .. } => [Some(*session), None],
+            Event::MasterChanged { master, .. } => [*master, None],
+            Event::HandoverBegun { from, to, .. } | Event::LeaseTransferred { from, to, .. } => {
+                [Some(*from), Some(*to)]
+            }
+            _ => [None, None],
+        }
+    }
+
+    /// Whether this event names session `s` (see
+    /// [`named_sessions`](Self::named_sessions)).
+    pub fn names_session(&self, s: SessionId) -> bool {
+        self.named_sessions().contains(&Some(s))
     }
 }
 
@@ -302,5 +364,82 @@ fn event_election(event: &Event) -> Option<&str> {
         | Event::LeaseTransferred { election, .. }
         | Event::HandoverAborted { election, .. } => Some(election),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn granted(session: SessionId) -> Event {
+        Event::LockGranted {
+            name: "l".into(),
+            session,
+            mode: LockMode::Exclusive,
+            token: 9,
+            validity_us: 1,
+        }
+    }
+
+    #[test]
+    fn a_session_list_matches_what_the_single_session_matches() {
+        let list = EventFilter {
+            sessions: vec![3, 7, 11],
+            ..EventFilter::default()
+        };
+        let events = [
+            granted(7),
+            granted(8),
+            Event::HandoverBegun {
+                election: "e".into(),
+                from: 2,
+                to: 11,
+                epoch: 2,
+            },
+            Event::MasterChanged {
+                election: "e".into(),
+                master: None,
+                epoch: 4,
+                value: Vec::new(),
+            },
+            Event::HandoverAcked {
+                election: "e".into(),
+                epoch: 2,
+            },
+            Event::KvChanged {
+                key: "k".into(),
+                revision: 3,
+            },
+        ];
+        for event in &events {
+            let single = [3, 7, 11].iter().any(|&s| {
+                EventFilter {
+                    session: Some(s),
+                    ..EventFilter::default()
+                }
+                .matches(event)
+            });
+            assert_eq!(list.matches(event), single, "{event:?}");
+        }
+        assert!(list.matches(&granted(3)));
+        assert!(!list.matches(&granted(4)));
+        assert!(!list.is_unfiltered());
+        assert!(EventFilter::default().is_unfiltered());
+    }
+
+    #[test]
+    fn a_session_list_must_be_sorted_unique_and_bounded() {
+        let with = |sessions: Vec<SessionId>| EventFilter {
+            sessions,
+            ..EventFilter::default()
+        };
+        assert!(with(vec![1, 2, 5]).check_sessions().is_ok());
+        assert!(with(Vec::new()).check_sessions().is_ok());
+        assert!(with(vec![2, 1]).check_sessions().unwrap_err().contains("sorted"));
+        assert!(with(vec![1, 1]).check_sessions().is_err());
+        let too_many = with((1..=crate::limits::MAX_OBSERVE_SESSIONS as u64 + 1).collect());
+        assert!(too_many.check_sessions().unwrap_err().contains("limit"));
+        let largest = with((1..=crate::limits::MAX_OBSERVE_SESSIONS as u64).collect());
+        assert!(largest.check_sessions().is_ok());
     }
 }

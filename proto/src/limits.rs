@@ -85,6 +85,12 @@ pub const MAX_OBSERVE_WAIT_MS: u64 = 30_000;
 /// all (its size is still bounded by [`MAX_BATCH_BYTES`]).
 pub const MAX_BATCH_EVENTS: usize = 1_000;
 
+/// Most sessions one `observe` filter may list (`EventFilter::sessions`):
+/// 65 536, 512 KiB of ids, so that the request with a key prefix and an
+/// election name of the longest allowed fits a request frame. A client
+/// library with more live sessions splits them over several long-polls.
+pub const MAX_OBSERVE_SESSIONS: usize = 65_536;
+
 /// Most keys in one page of a range read; a larger `limit` is cut to this.
 /// The reply's `more` flag and `start_after` page through the rest.
 pub const MAX_RANGE_KEYS: u32 = 10_000;
@@ -177,6 +183,9 @@ const _: () = {
     assert!(MAX_BATCH_BYTES + RAFT_ENVELOPE_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_FRAME_BYTES);
     assert!(MAX_ITEM_BYTES <= MAX_BATCH_BYTES);
     assert!(MAX_BATCH_EVENTS > 0 && MAX_RANGE_KEYS > 0);
+    // The largest `observe` filter (every session id a u64, a prefix and
+    // an election of the longest names) fits a request frame.
+    assert!(MAX_OBSERVE_SESSIONS * 8 + 2 * MAX_NAME_BYTES_CEILING + MESSAGE_OVERHEAD_BYTES <= MAX_REQUEST_FRAME_BYTES);
     // Any one entry and any one snapshot chunk fit a Raft frame.
     assert!(MAX_ITEM_BYTES + MESSAGE_OVERHEAD_BYTES <= MAX_ENTRY_BYTES);
     assert!(SNAPSHOT_CHUNK_BYTES + RAFT_ENVELOPE_BYTES <= MAX_RAFT_FRAME_BYTES);

@@ -1,29 +1,29 @@
-//! A session's event stream and the wake-ups it gives to waiters.
+//! What a session does with the events about it, and the wake-ups it
+//! gives to waiters.
 //!
-//! The event loop long-polls `observe` filtered on this session, served by
-//! any node. Events are numbered by revision and the session id is the
-//! revision of the command that opened it, so no event about the session
-//! can precede it: the loop starts right before that revision and needs no
-//! deduplication. It answers renewal probes
-//! on its own (`ProbeAnswer`, see [`probe`](crate::probe)), marks the
-//! session expired when the cluster reports its end, starts this session's
-//! side of a warm handover (see [`handover`](crate::handover)), and wakes
-//! waiting acquires and campaigns through their [`Hint`]s.
+//! The client's session hub ([`hub`](super::hub)) long-polls `observe` for
+//! all of the client's sessions at once and hands each session the events
+//! that name it, each once and in revision order, starting right after
+//! the revision that opened it (no event about a session precedes it). A
+//! session answers renewal probes on its own (`ProbeAnswer`, see
+//! [`probe`](crate::probe)), marks itself expired when the cluster reports
+//! its end, starts its side of a warm handover (see
+//! [`handover`](crate::handover)), and wakes waiting acquires and
+//! campaigns through their [`Hint`]s.
 //!
 //! Events only *wake* waiters; a waiter then confirms with a linearizable
 //! read (and reads every `poll_interval_ms` anyway), so a missed, stale or
 //! truncated event stream can delay a grant's discovery but never forge
 //! one. A truncated batch (the node's event buffer no longer holds
-//! everything after the loop's position) therefore wakes every waiter, so
+//! everything after the hub's position) therefore wakes every waiter, so
 //! that each re-reads.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use driftlock_proto::{Event, EventFilter};
+use driftlock_proto::Event;
 use tokio::sync::watch;
 
-use super::{ResourceKey, SessionInner, SessionState};
+use super::{ResourceKey, SessionInner};
 use crate::election::LeadershipLoss;
 use crate::sync::lock;
 
@@ -34,7 +34,7 @@ use crate::sync::lock;
 pub(crate) struct Hint {
     session: Arc<SessionInner>,
     key: ResourceKey,
-    rx: watch::Receiver<u64>,
+    pub(super) rx: watch::Receiver<u64>,
 }
 
 impl Hint {
@@ -79,14 +79,14 @@ impl SessionInner {
     }
 
     /// Wakes every waiter of the session (its end, or a gap in the events).
-    fn wake_all(&self) {
+    pub(super) fn wake_all(&self) {
         for tx in lock(&self.hints).values() {
             tx.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 
     /// Acts on one event of the command at revision `index`.
-    fn handle_event(self: &Arc<Self>, index: u64, event: Event) {
+    pub(super) fn handle_event(self: &Arc<Self>, index: u64, event: Event) {
         let me = self.id;
         match event {
             Event::SessionEnded { session, cause } if session == me => {
@@ -152,49 +152,6 @@ impl SessionInner {
     }
 }
 
-/// Follows the session's events until it expires or is shut down; the task
-/// that runs this is one of the session's two background tasks.
-pub(super) async fn run(inner: Arc<SessionInner>) {
-    let mut state_rx = inner.state_tx.subscribe();
-    let wait = Duration::from_millis(inner.client.config().observe_wait_ms);
-    let filter = EventFilter {
-        session: Some(inner.id),
-        ..EventFilter::default()
-    };
-    // Nothing about the session precedes the entry that opened it.
-    let mut after = inner.id.saturating_sub(1);
-    let mut failures = 0u32;
-    loop {
-        let batch = tokio::select! {
-            r = inner.client.observe(after, filter.clone(), wait) => r,
-            _ = state_rx.wait_for(|s| *s == SessionState::Expired) => return,
-        };
-        match batch {
-            Ok(batch) => {
-                failures = 0;
-                if batch.truncated {
-                    tracing::debug!(session = inner.id, after, "event stream truncated; waiters re-read");
-                    inner.wake_all();
-                }
-                for (index, event) in batch.events {
-                    debug_assert!(index > after || batch.truncated, "event {index} not after {after}");
-                    inner.handle_event(index, event);
-                }
-                after = after.max(batch.next_after_index);
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::debug!(session = inner.id, error = %e, "observe failed");
-                let pause = inner.client.inner.transport.backoff(failures);
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => {}
-                    _ = state_rx.wait_for(|s| *s == SessionState::Expired) => return,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
 
@@ -202,6 +159,7 @@ mod tests {
 
     use super::*;
     use crate::session::keepalive::Lease;
+    use crate::session::SessionState;
     use crate::{Client, ClientConfig};
 
     const ME: u64 = 7;

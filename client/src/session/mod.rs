@@ -5,8 +5,10 @@
 //!
 //! - [`keepalive`]: renewals, local validity (docs/design.md "Time",
 //!   rule 5) and the move from `Valid` to `Jeopardy` to `Expired`;
-//! - [`events`]: the event loop, its wake-ups to waiting acquires and
-//!   campaigns, and the gap (truncation) handling;
+//! - [`events`]: what a session does with its events, its wake-ups to
+//!   waiting acquires and campaigns, and the gap (truncation) handling;
+//! - [`hub`]: the client's one event long-poll for all of its sessions,
+//!   which hands each session its events;
 //! - [`op`]: one deduplicated `(session, seq)` operation;
 //! - [`resource`]: per-resource ordering of operations and the undo of an
 //!   abandoned acquire or campaign.
@@ -14,10 +16,11 @@
 //! Lock acquisition lives beside the lock guard in [`crate::lock`], the
 //! campaign beside [`Election`].
 //!
-//! Each session runs two background tasks, the keepalive and the event
-//! loop, until it is expired, closed or dropped.
+//! Each session runs one background task, the keepalive, and is a member
+//! of its client's session hub, until it is expired, closed or dropped.
 
 mod events;
+mod hub;
 mod keepalive;
 mod op;
 mod resource;
@@ -42,6 +45,7 @@ use crate::lock::{LockGuard, LockOptions};
 use crate::sync::lock;
 use crate::transport::{Delivery, Route};
 pub(crate) use events::Hint;
+pub(crate) use hub::Hub;
 use keepalive::Lease;
 pub(crate) use resource::{ResourceKey, Undo};
 
@@ -132,7 +136,7 @@ pub(crate) struct SessionInner {
     /// cleanup release sent in the background cannot overtake a later
     /// acquire of the same name (and release it).
     resource_locks: Mutex<HashMap<ResourceKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// The keepalive and event tasks, aborted at shutdown.
+    /// The keepalive task, aborted at shutdown.
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// State providers for warm handover, by election.
     pub(crate) handover_providers: Mutex<HashMap<String, StateProvider>>,
@@ -191,8 +195,8 @@ impl Session {
         }
         tracing::debug!(session, validity_us, "session opened");
         let keepalive = tokio::spawn(keepalive::run(inner.clone()));
-        let events = tokio::spawn(events::run(inner.clone()));
-        lock(&inner.tasks).extend([keepalive, events]);
+        lock(&inner.tasks).push(keepalive);
+        inner.client.inner.hub.join(&inner);
         Ok(Session { handle })
     }
 
@@ -472,6 +476,7 @@ impl SessionInner {
         // then finds its loss recorded.
         self.end_all_masterships();
         self.set_state(SessionState::Expired);
+        self.client.inner.hub.leave(self.id);
     }
 
     /// Expires the session and stops its background tasks.
