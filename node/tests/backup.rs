@@ -27,6 +27,26 @@ fn big_value(i: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `driftlock snapshot restore FILE --data-dir DIR --node-id ID --members
+/// MEMBERS`, run without endpoints or certificates (restore is offline).
+fn restore(file: &std::path::Path, data_dir: &std::path::Path, node_id: u64, members: &str) -> std::process::Output {
+    run_cli(
+        &[],
+        None,
+        &[
+            "snapshot",
+            "restore",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--node-id",
+            &node_id.to_string(),
+            "--members",
+            members,
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_cluster_restores_into_a_new_one_with_every_value_lock_and_election() {
     let mut c = TestCluster::start(3).await;
@@ -121,21 +141,7 @@ async fn a_saved_cluster_restores_into_a_new_one_with_every_value_lock_and_elect
 
     // Refusals: a node id outside --members, a corrupted file.
     let stranger_dir = dir.join("stranger");
-    let stranger = run_cli(
-        &[],
-        None,
-        &[
-            "snapshot",
-            "restore",
-            file_arg,
-            "--data-dir",
-            stranger_dir.to_str().unwrap(),
-            "--node-id",
-            "9",
-            "--members",
-            &members,
-        ],
-    );
+    let stranger = restore(&file, &stranger_dir, 9, &members);
     assert!(
         !stranger.status.success() && stderr(&stranger).contains("node 9 is not one of the new members"),
         "{stranger:?}"
@@ -145,42 +151,14 @@ async fn a_saved_cluster_restores_into_a_new_one_with_every_value_lock_and_elect
     bytes[last] ^= 0xff;
     let bad_file = dir.join("bad.snap");
     std::fs::write(&bad_file, bytes).unwrap();
-    let bad = run_cli(
-        &[],
-        None,
-        &[
-            "snapshot",
-            "restore",
-            bad_file.to_str().unwrap(),
-            "--data-dir",
-            stranger_dir.to_str().unwrap(),
-            "--node-id",
-            "1",
-            "--members",
-            &members,
-        ],
-    );
+    let bad = restore(&bad_file, &stranger_dir, 1, &members);
     assert!(
         !bad.status.success() && stderr(&bad).contains("the payload fails its crc32 check"),
         "{bad:?}"
     );
 
     for i in 0..c.len() {
-        let restored = run_cli(
-            &[],
-            None,
-            &[
-                "snapshot",
-                "restore",
-                file_arg,
-                "--data-dir",
-                c.spec(i).data_dir.to_str().unwrap(),
-                "--node-id",
-                &c.id(i).to_string(),
-                "--members",
-                &members,
-            ],
-        );
+        let restored = restore(&file, &c.spec(i).data_dir, c.id(i), &members);
         assert!(restored.status.success(), "restore node {}: {restored:?}", c.id(i));
     }
     // Started with `serve` on the restored directories; bring_up sees a

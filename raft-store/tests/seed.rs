@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{apply, blank, lid, stamped, state_bytes, ts_of};
+use common::{apply, blank, build_snapshot, lid, stamped, state_bytes, ts_of};
 use driftlock_raft_store::{seed_from_snapshot, NodeAddr, SeedError, StoreError};
-use openraft::storage::{RaftLogReader, RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{RaftLogReader, RaftLogStorage, RaftStateMachine};
 
 /// A snapshot of 30 applied entries (KV puts and ticks) of an old cluster
 /// (term 1, leader 1): its data, last log id and state bytes.
@@ -23,13 +23,7 @@ async fn old_snapshot() -> (Vec<u8>, driftlock_raft_store::LogId, Vec<u8>) {
     let mut entries = vec![blank(1)];
     entries.extend((2..=30).map(stamped));
     apply(&mut sm, entries).await.unwrap();
-    let snapshot = sm
-        .try_create_snapshot_builder(true)
-        .await
-        .unwrap()
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build_snapshot(&mut sm).await;
     let last = snapshot.meta.last_log_id.unwrap();
     (snapshot.snapshot.into_inner(), last, state_bytes(&sm))
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::io;
 
-use common::{apply, blank, lid, stamped, state_bytes};
+use common::{apply, blank, build_snapshot, lid, stamped, state_bytes};
 use driftlock_raft_store::{SnapshotData, StoreError, Vote};
 use driftlock_state_machine::{StateMachine, SNAPSHOT_VERSION};
 use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt, RaftSnapshotBuilder, RaftStateMachine};
@@ -36,13 +36,7 @@ async fn snapshot_purge_reopen_restores_identical_state() {
         // Apply and snapshot the first 40, purge the log up to the snapshot.
         apply(&mut sm, entries[..40].to_vec()).await.unwrap();
         log.save_committed(Some(lid(40))).await.unwrap();
-        let snapshot = sm
-            .try_create_snapshot_builder(true)
-            .await
-            .unwrap()
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = build_snapshot(&mut sm).await;
         assert_eq!(snapshot.meta.last_log_id, Some(lid(40)));
         bytes_at_snapshot = state_bytes(&sm);
         log.purge(lid(40)).await.unwrap();
@@ -96,13 +90,7 @@ async fn install_on_another_node_reproduces_the_state() {
     let leader = driftlock_raft_store::open(leader_dir.path()).unwrap();
     let mut leader_sm = leader.state_machine;
     apply(&mut leader_sm, (1..=30).map(stamped).collect()).await.unwrap();
-    let snapshot = leader_sm
-        .try_create_snapshot_builder(true)
-        .await
-        .unwrap()
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build_snapshot(&mut leader_sm).await;
     let leader_bytes = state_bytes(&leader_sm);
 
     let follower_dir = tempfile::tempdir().unwrap();
@@ -135,13 +123,7 @@ async fn damaged_snapshot_data_is_refused_and_changes_nothing() {
     let store = driftlock_raft_store::open(dir.path()).unwrap();
     let mut sm = store.state_machine;
     apply(&mut sm, (1..=10).map(stamped).collect()).await.unwrap();
-    let snapshot = sm
-        .try_create_snapshot_builder(true)
-        .await
-        .unwrap()
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build_snapshot(&mut sm).await;
 
     let other_dir = tempfile::tempdir().unwrap();
     let other = driftlock_raft_store::open(other_dir.path()).unwrap();

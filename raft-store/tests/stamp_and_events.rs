@@ -261,11 +261,7 @@ async fn leader_snapshot() -> (tempfile::TempDir, driftlock_raft_store::Snapshot
     let store = driftlock_raft_store::open(dir.path()).unwrap();
     let mut sm = store.state_machine;
     apply(&mut sm, (1..=30).map(stamped).collect()).await.unwrap();
-    let snapshot = openraft::storage::RaftSnapshotBuilder::build_snapshot(
-        &mut sm.try_create_snapshot_builder(true).await.unwrap(),
-    )
-    .await
-    .unwrap();
+    let snapshot = common::build_snapshot(&mut sm).await;
     (dir, snapshot)
 }
 

@@ -69,3 +69,15 @@ pub fn state_bytes(sm: &SledStateMachine) -> Vec<u8> {
     sm.reader()
         .with_state(|state| bincode::serialize(&state.snapshot()).unwrap())
 }
+
+/// Builds a snapshot of everything `sm` has applied, as the leader's
+/// builder does.
+pub async fn build_snapshot(sm: &mut SledStateMachine) -> driftlock_raft_store::Snapshot {
+    use openraft::storage::RaftSnapshotBuilder;
+    sm.try_create_snapshot_builder(true)
+        .await
+        .expect("snapshot builder")
+        .build_snapshot()
+        .await
+        .expect("build snapshot")
+}
