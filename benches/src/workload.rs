@@ -821,26 +821,33 @@ async fn keepalive_driftlock(
             }
         })
     };
-    // Let the opening burst settle into steady keepalives.
-    tokio::time::sleep(TTL / 3).await;
-    let (r0, c0, t0) = (renewals.load(Ordering::Relaxed), cpu_ticks(pid), Instant::now());
-    tokio::time::sleep(cpu_window).await;
-    let (r1, c1, window_s) = (
-        renewals.load(Ordering::Relaxed),
-        cpu_ticks(pid),
-        t0.elapsed().as_secs_f64(),
-    );
+    let (window_renewals, window_ticks, window_s) = measure_window(&renewals, pid, cpu_window).await;
     stop.store(true, Ordering::Relaxed);
     let _ = poller.await;
     let dead = sessions.iter().filter(|s| !s.is_valid()).count() as u64;
     futures::future::join_all(sessions.iter().map(|s| s.close())).await;
     Ok(KeepaliveCounts {
-        renewals: r1.saturating_sub(r0),
+        renewals: window_renewals,
         kept: sessions.len() as u64 - dead,
         lost: dead + open_failures,
-        cpu_ticks: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        cpu_ticks: window_ticks,
         window_s,
     })
+}
+
+/// Lets the opening burst settle into steady keepalives (a third of the
+/// TTL), then counts over `cpu_window` the renewals and the leader's
+/// (`pid`) CPU ticks: (renewals, ticks if readable, window seconds).
+async fn measure_window(renewals: &AtomicU64, pid: u32, cpu_window: Duration) -> (u64, Option<u64>, f64) {
+    tokio::time::sleep(TTL / 3).await;
+    let (r0, c0, t0) = (renewals.load(Ordering::Relaxed), cpu_ticks(pid), Instant::now());
+    tokio::time::sleep(cpu_window).await;
+    let (r1, c1) = (renewals.load(Ordering::Relaxed), cpu_ticks(pid));
+    (
+        r1.saturating_sub(r0),
+        c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        t0.elapsed().as_secs_f64(),
+    )
 }
 
 /// One etcd load client's leases: when each was last renewed, and those
@@ -902,14 +909,7 @@ async fn keepalive_etcd(
             stop.clone(),
         )));
     }
-    tokio::time::sleep(TTL / 3).await;
-    let (r0, c0, t0) = (renewals.load(Ordering::Relaxed), cpu_ticks(pid), Instant::now());
-    tokio::time::sleep(cpu_window).await;
-    let (r1, c1, window_s) = (
-        renewals.load(Ordering::Relaxed),
-        cpu_ticks(pid),
-        t0.elapsed().as_secs_f64(),
-    );
+    let (window_renewals, window_ticks, window_s) = measure_window(&renewals, pid, cpu_window).await;
     stop.store(true, Ordering::Relaxed);
     for l in loops {
         let _ = l.await;
@@ -927,10 +927,10 @@ async fn keepalive_etcd(
         }
     }
     Ok(KeepaliveCounts {
-        renewals: r1.saturating_sub(r0),
+        renewals: window_renewals,
         kept,
         lost,
-        cpu_ticks: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        cpu_ticks: window_ticks,
         window_s,
     })
 }

@@ -25,7 +25,7 @@ mod observer;
 pub mod record;
 mod sessions;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +35,7 @@ use futures::StreamExt;
 use tokio::sync::watch;
 
 use crate::cluster::{dir_bytes, rss_bytes, ClusterError, DriftlockCluster};
+use crate::report::git_revision;
 use observer::Observer;
 use record::{fmt_clock, Failover, MachineLoad, MinuteRow, ProbedSession, Settings, SoakReport, Totals, Window};
 use sessions::Registry;
@@ -136,28 +137,6 @@ pub fn loadavg() -> [f64; 3] {
         v.next().unwrap_or(0.0),
         v.next().unwrap_or(0.0),
     ]
-}
-
-/// `git rev-parse HEAD` of `dir`, `+dirty` when tracked files differ from
-/// it, `unknown` when git cannot tell.
-pub fn git_revision(dir: &Path) -> String {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-    };
-    match git(&["rev-parse", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
-            format!("{}{}", rev.trim(), if dirty { "+dirty" } else { "" })
-        }
-        None => "unknown".into(),
-    }
 }
 
 /// A short name for an operation's failure, to count by.

@@ -335,7 +335,7 @@ pub struct SoakReport {
     /// The command line, as someone would type it.
     pub command: String,
     /// `git rev-parse HEAD` of the source tree when the run started
-    /// (`+dirty` when tracked files had uncommitted changes), `unknown`
+    /// (`-dirty` when tracked files had uncommitted changes), `unknown`
     /// outside git.
     pub git_revision: String,
     /// UTC start of the load.
