@@ -125,8 +125,14 @@ fn store_config(config: &NodeConfig) -> StoreConfig {
     StoreConfig {
         snapshot_every_entries: config.raft.snapshot_every_entries,
         entries_kept_after_snapshot: config.raft.log_kept_after_snapshot,
+        cache_capacity_bytes: mib_to_bytes(config.raft.store_cache_mib) as u64,
         ..StoreConfig::default()
     }
+}
+
+/// MiB to bytes, saturating (the settings are validated positive).
+fn mib_to_bytes(mib: u64) -> usize {
+    usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
 }
 
 /// Starts Raft on the store and builds what the servers and loops share.
@@ -204,7 +210,11 @@ async fn start_raft(
         security,
         stamps,
         state,
-        events: Arc::new(EventBuffer::restored(config.events.buffer_len, restored_through)),
+        events: Arc::new(EventBuffer::restored(
+            config.events.buffer_len,
+            mib_to_bytes(config.events.buffer_mib),
+            restored_through,
+        )),
         clock: ClusterClock::with_bound(clock_sync.rho_hi_handle()).with_unsafe_speedup(speedup),
         stopping: AtomicBool::new(false),
         in_flight: AtomicU64::new(0),
@@ -443,6 +453,7 @@ async fn gauge_loop(ctx: Arc<NodeContext>) {
         metrics.sessions.set(stats.sessions as i64);
         metrics.held_locks.set(stats.held_locks as i64);
         metrics.waiters.set(stats.waiters as i64);
+        metrics.store.set(&ctx.state.timings());
         if let Some(left_s) = ctx.security.expires_in_s() {
             metrics.security.cert_expiry_seconds.set(left_s);
         }

@@ -18,6 +18,14 @@ use driftlock_proto::Event;
 use driftlock_proto::{EventBatch, EventFilter};
 use tokio::sync::watch;
 
+/// Estimated memory one buffered event holds, bytes: its slot in the
+/// buffer plus its encoded size, a stand-in for the names and values it
+/// owns on the heap.
+pub fn event_bytes(event: &Event) -> usize {
+    let encoded = bincode::serialized_size(event).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    std::mem::size_of::<(u64, Event)>().saturating_add(encoded)
+}
+
 /// A bounded buffer of `(revision, event)` in apply order.
 pub struct EventBuffer {
     inner: Mutex<Inner>,
@@ -28,23 +36,44 @@ pub struct EventBuffer {
 struct Inner {
     events: VecDeque<(u64, Event)>,
     capacity: usize,
+    /// Bound on `bytes`.
+    max_bytes: usize,
+    /// Estimated memory of `events` ([`event_bytes`]).
+    bytes: usize,
     /// Highest revision whose events were dropped for room (0 = none).
     dropped_through: u64,
 }
 
 impl EventBuffer {
-    /// An empty buffer keeping at most `capacity` events.
+    /// An empty buffer keeping at most `capacity` events, whatever their
+    /// size.
     pub fn new(capacity: usize) -> Self {
+        Self::with_limits(capacity, usize::MAX)
+    }
+
+    /// An empty buffer keeping at most `capacity` events and about
+    /// `max_bytes` of memory for them ([`event_bytes`]): the oldest go
+    /// first when either is exceeded. The newest command's events are kept
+    /// even if they alone exceed `max_bytes`.
+    pub fn with_limits(capacity: usize, max_bytes: usize) -> Self {
         assert!(capacity > 0, "event buffer capacity must be > 0");
+        assert!(max_bytes > 0, "event buffer byte limit must be > 0");
         let (newest_tx, _) = watch::channel(0);
         EventBuffer {
             inner: Mutex::new(Inner {
                 events: VecDeque::new(),
                 capacity,
+                max_bytes,
+                bytes: 0,
                 dropped_through: 0,
             }),
             newest_tx,
         }
+    }
+
+    /// Estimated memory the buffer's events hold now, bytes.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |inner| inner.bytes)
     }
 
     /// An empty buffer for a node whose state was restored from a snapshot
@@ -53,8 +82,8 @@ impl EventBuffer {
     /// events were never published in this process, so an observer asking
     /// from before it is told it missed events, as after
     /// [`mark_gap`](Self::mark_gap).
-    pub fn restored(capacity: usize, restored_through: u64) -> Self {
-        let buffer = EventBuffer::new(capacity);
+    pub fn restored(capacity: usize, max_bytes: usize, restored_through: u64) -> Self {
+        let buffer = EventBuffer::with_limits(capacity, max_bytes);
         buffer.mark_gap(restored_through);
         buffer
     }
@@ -74,12 +103,15 @@ impl EventBuffer {
         if let Ok(mut inner) = self.inner.lock() {
             for (revision, e) in events {
                 debug_assert!(inner.events.back().is_none_or(|(r, _)| *r <= revision));
+                inner.bytes += event_bytes(&e);
                 inner.events.push_back((revision, e));
             }
-            while inner.events.len() > inner.capacity {
-                if let Some((r, _)) = inner.events.pop_front() {
-                    inner.dropped_through = inner.dropped_through.max(r);
-                }
+            while inner.events.len() > inner.capacity
+                || (inner.bytes > inner.max_bytes && inner.events.front().is_some_and(|(r, _)| *r < newest_revision))
+            {
+                let Some((r, e)) = inner.events.pop_front() else { break };
+                inner.bytes = inner.bytes.saturating_sub(event_bytes(&e));
+                inner.dropped_through = inner.dropped_through.max(r);
             }
         }
         self.newest_tx.send_if_modified(|newest| {
@@ -228,6 +260,28 @@ mod tests {
         assert_eq!(a.next_after_index, 3);
     }
 
+    #[test]
+    fn the_byte_limit_drops_the_oldest_events_but_never_the_newest_command() {
+        let one = event_bytes(&kv("k/0000", 1));
+        let buf = EventBuffer::with_limits(1_000, 3 * one);
+        for r in 1..=5 {
+            buf.push(r, vec![kv(&format!("k/{r:04}"), r)]);
+        }
+        assert!(buf.bytes() <= 3 * one, "{} bytes held, limit {}", buf.bytes(), 3 * one);
+        let all = buf.fetch(0, &EventFilter::default());
+        assert!(all.truncated, "the oldest were dropped for room");
+        assert_eq!(all.events.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![3, 4, 5]);
+        // One command whose events alone pass the limit keeps them all.
+        buf.push(6, (0..10).map(|i| kv(&format!("k/6{i:03}"), 6)).collect());
+        let newest = buf.fetch(5, &EventFilter::default());
+        assert_eq!(newest.events.len(), 10);
+        assert!(buf
+            .fetch(0, &EventFilter::default())
+            .events
+            .iter()
+            .all(|(r, _)| *r == 6));
+    }
+
     fn master(election: &str, value_bytes: usize) -> Event {
         Event::MasterChanged {
             election: election.into(),
@@ -290,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_restored_buffer_reports_the_entries_of_the_snapshot_as_missed() {
-        let buf = EventBuffer::restored(100, 40);
+        let buf = EventBuffer::restored(100, usize::MAX, 40);
         buf.push(41, vec![kv("a", 41)]);
         let behind = buf.fetch(12, &EventFilter::default());
         assert!(behind.truncated, "entries 13..=40 were restored, never published");
@@ -299,7 +353,7 @@ mod tests {
         assert!(!caught_up.truncated);
         assert_eq!(caught_up.events.len(), 1);
         assert!(
-            !EventBuffer::restored(100, 0)
+            !EventBuffer::restored(100, usize::MAX, 0)
                 .fetch(0, &EventFilter::default())
                 .truncated
         );

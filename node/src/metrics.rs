@@ -87,6 +87,8 @@ pub struct Metrics {
     pub security: SecurityMetrics,
     /// Open connections and connections refused for the caps.
     pub connections: ConnectionMetrics,
+    /// How long applies held the state machine and what snapshots cost.
+    pub store: StoreMetrics,
 }
 
 impl Default for Metrics {
@@ -180,7 +182,9 @@ impl Metrics {
         let predict = PredictMetrics::register(&mut registry);
         let security = SecurityMetrics::register(&mut registry);
         let connections = ConnectionMetrics::register(&mut registry);
+        let store = StoreMetrics::register(&mut registry);
         Metrics {
+            store,
             connections,
             security,
             predict,
@@ -482,6 +486,77 @@ pub struct RefusedLabel {
     /// `port_full` (the port's connection cap) or `principal_full` (the
     /// cap on one principal's connections).
     pub reason: String,
+}
+
+/// The state machine's hold times and the cost of the last snapshot built
+/// on this node (docs/design.md "Snapshots without stalls"), copied from
+/// the store's timings by the gauge loop.
+pub struct StoreMetrics {
+    /// Longest time one entry's apply held the state machine since the
+    /// node started, seconds (`driftlock_apply_stall_max_seconds`): reads
+    /// and the next apply wait that long.
+    pub apply_stall_max_seconds: FloatGauge,
+    /// Time the last snapshot built here held the state machine to
+    /// capture its view, seconds (`driftlock_snapshot_last_capture_seconds`).
+    pub snapshot_capture_seconds: FloatGauge,
+    /// Time the last snapshot built here took to encode, off the apply
+    /// path, seconds (`driftlock_snapshot_last_encode_seconds`).
+    pub snapshot_encode_seconds: FloatGauge,
+    /// Time the last snapshot built here took to write and flush, seconds
+    /// (`driftlock_snapshot_last_store_seconds`).
+    pub snapshot_store_seconds: FloatGauge,
+    /// Size of the last snapshot built here, bytes
+    /// (`driftlock_snapshot_last_bytes`).
+    pub snapshot_bytes: Gauge,
+}
+
+impl StoreMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = StoreMetrics {
+            apply_stall_max_seconds: FloatGauge::default(),
+            snapshot_capture_seconds: FloatGauge::default(),
+            snapshot_encode_seconds: FloatGauge::default(),
+            snapshot_store_seconds: FloatGauge::default(),
+            snapshot_bytes: Gauge::default(),
+        };
+        registry.register(
+            "apply_stall_max_seconds",
+            "Longest time one entry's apply held the state machine since the node started",
+            m.apply_stall_max_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_last_capture_seconds",
+            "Time the last snapshot built here held the state machine to capture it",
+            m.snapshot_capture_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_last_encode_seconds",
+            "Time the last snapshot built here took to encode, off the apply path",
+            m.snapshot_encode_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_last_store_seconds",
+            "Time the last snapshot built here took to write and flush",
+            m.snapshot_store_seconds.clone(),
+        );
+        registry.register(
+            "snapshot_last_bytes",
+            "Size of the last snapshot built here",
+            m.snapshot_bytes.clone(),
+        );
+        m
+    }
+
+    /// Copies the store's timings.
+    pub fn set(&self, t: &driftlock_raft_store::StoreTimings) {
+        let seconds = |us: u64| us as f64 / 1e6;
+        self.apply_stall_max_seconds.set(seconds(t.apply_hold_max_us));
+        self.snapshot_capture_seconds.set(seconds(t.snapshot_capture_us));
+        self.snapshot_encode_seconds.set(seconds(t.snapshot_encode_us));
+        self.snapshot_store_seconds.set(seconds(t.snapshot_store_us));
+        self.snapshot_bytes
+            .set(i64::try_from(t.snapshot_bytes).unwrap_or(i64::MAX));
+    }
 }
 
 /// Connections per port, against the caps of `crate::listener`.

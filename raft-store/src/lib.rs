@@ -38,7 +38,7 @@ use std::path::Path;
 pub use frame::StoreError;
 pub use log_store::{FlushObserver, LogReader, LogStore, StampHandle};
 pub use seed::{seed_from_snapshot, SeedError};
-pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader};
+pub use state_machine::{AppliedEvents, SledStateMachine, SmNotice, SnapshotBuilder, StateReader, StoreTimings};
 pub use type_config::{
     log_id, ApplyOutput, Entry, LogId, NodeAddr, Snapshot, SnapshotData, SnapshotMeta, StampedRequest,
     StoredMembership, TypeConfig, Vote,

@@ -20,7 +20,9 @@
 //! `RecvError::Lagged` and must resynchronise from the state.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use driftlock_proto::Event;
 use driftlock_state_machine::{EntryMeta, StateMachine};
@@ -80,12 +82,65 @@ struct Applied {
     last_membership: StoredMembership,
 }
 
+/// How long the state machine was held and what the last snapshot cost,
+/// for the node's metrics (docs/design.md "Snapshots without stalls").
+/// Updated with relaxed atomics: each value is a measurement, not a
+/// synchronisation point.
+#[derive(Debug, Default)]
+struct Timings {
+    /// Longest time the state-machine write lock was held to apply one
+    /// entry since the store opened, µs: while held, reads and applies wait.
+    apply_hold_max_us: AtomicU64,
+    /// The last snapshot's capture (under the read lock), µs.
+    snapshot_capture_us: AtomicU64,
+    /// The last snapshot's encoding (off the apply path), µs.
+    snapshot_encode_us: AtomicU64,
+    /// The last snapshot's write to the store and flush, µs.
+    snapshot_store_us: AtomicU64,
+    /// The last snapshot's framed size, bytes.
+    snapshot_bytes: AtomicU64,
+}
+
+/// A copy of the store's [`Timings`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreTimings {
+    /// Longest time one entry's apply held the state machine since the
+    /// store opened, µs.
+    pub apply_hold_max_us: u64,
+    /// Time the last snapshot built here held the state machine to capture
+    /// it, µs (0 before the first).
+    pub snapshot_capture_us: u64,
+    /// Time the last snapshot built here took to encode, µs.
+    pub snapshot_encode_us: u64,
+    /// Time the last snapshot built here took to write and flush, µs.
+    pub snapshot_store_us: u64,
+    /// Framed size of the last snapshot built here, bytes.
+    pub snapshot_bytes: u64,
+}
+
+impl Timings {
+    fn view(&self) -> StoreTimings {
+        StoreTimings {
+            apply_hold_max_us: self.apply_hold_max_us.load(Ordering::Relaxed),
+            snapshot_capture_us: self.snapshot_capture_us.load(Ordering::Relaxed),
+            snapshot_encode_us: self.snapshot_encode_us.load(Ordering::Relaxed),
+            snapshot_store_us: self.snapshot_store_us.load(Ordering::Relaxed),
+            snapshot_bytes: self.snapshot_bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn elapsed_us(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Read access to the in-memory state machine and its event stream, for the
 /// node (linearizable reads, `observe`). Cheap to clone.
 #[derive(Clone)]
 pub struct StateReader {
     applied: Arc<RwLock<Applied>>,
     notices: broadcast::Sender<SmNotice>,
+    timings: Arc<Timings>,
 }
 
 impl StateReader {
@@ -103,6 +158,12 @@ impl StateReader {
     /// Subscribes to applied events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SmNotice> {
         self.notices.subscribe()
+    }
+
+    /// How long applies held the state machine, and what the last snapshot
+    /// built here cost.
+    pub fn timings(&self) -> StoreTimings {
+        self.timings.view()
     }
 }
 
@@ -132,16 +193,23 @@ pub struct SledStateMachine {
     /// The log store's cluster-time anchor, moved to an installed
     /// snapshot (docs/design.md "Time", rule 1).
     stamp: StampHandle,
+    timings: Arc<Timings>,
 }
 
-/// Builds a snapshot from a copy of the state taken when the builder was
-/// created.
+/// Builds a snapshot from a view of the state captured when the builder
+/// was created. The state's tables are persistent maps, so the capture
+/// shares them with the live state (O(1) under the read lock) and the
+/// encoding runs on a blocking thread while applies go on: an apply that
+/// changes a shared part copies that part first, so the view stays as it
+/// was (docs/design.md "Snapshots without stalls").
 pub struct SnapshotBuilder {
     db: sled::Db,
     tree: sled::Tree,
     slot: Arc<Mutex<()>>,
-    snapshot: driftlock_state_machine::Snapshot,
+    /// Taken by the first `build_snapshot`.
+    snapshot: Option<driftlock_state_machine::Snapshot>,
     meta: SnapshotMeta,
+    timings: Arc<Timings>,
 }
 
 /// Frames the bincode encoding of a state-machine snapshot: the snapshot
@@ -189,9 +257,31 @@ fn check_meta(machine: &StateMachine, meta: &SnapshotMeta) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Writes metadata and data to the snapshot slot in one batch and flushes.
-/// Unless `replace` is set, a newer snapshot already in the slot is kept.
-/// Returns whether it wrote.
+/// Writes metadata and data to the snapshot slot in one batch (not yet
+/// flushed). Unless `replace` is set, a newer snapshot already in the slot
+/// is kept. Returns whether it wrote. Blocking: copies `data` into sled.
+fn write_snapshot(
+    tree: &sled::Tree,
+    slot: &Mutex<()>,
+    meta: &SnapshotMeta,
+    data: &[u8],
+    replace: bool,
+) -> Result<bool, StoreError> {
+    let _slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(stored) = tree.get(SNAPSHOT_META_KEY)?.filter(|_| !replace) {
+        let stored: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &stored)?;
+        if stored.last_log_id > meta.last_log_id {
+            return Ok(false);
+        }
+    }
+    let mut batch = sled::Batch::default();
+    batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
+    batch.insert(SNAPSHOT_DATA_KEY, data);
+    tree.apply_batch(batch)?;
+    Ok(true)
+}
+
+/// [`write_snapshot`], then a flush.
 async fn store_snapshot(
     db: &sled::Db,
     tree: &sled::Tree,
@@ -200,21 +290,11 @@ async fn store_snapshot(
     data: &[u8],
     replace: bool,
 ) -> Result<bool, StoreError> {
-    {
-        let _slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(stored) = tree.get(SNAPSHOT_META_KEY)?.filter(|_| !replace) {
-            let stored: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &stored)?;
-            if stored.last_log_id > meta.last_log_id {
-                return Ok(false);
-            }
-        }
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
-        batch.insert(SNAPSHOT_DATA_KEY, data);
-        tree.apply_batch(batch)?;
+    let wrote = write_snapshot(tree, slot, meta, data, replace)?;
+    if wrote {
+        db.flush_async().await?;
     }
-    db.flush_async().await?;
-    Ok(true)
+    Ok(wrote)
 }
 
 impl SledStateMachine {
@@ -260,6 +340,7 @@ impl SledStateMachine {
             notices,
             slot: Arc::new(Mutex::new(())),
             stamp,
+            timings: Arc::new(Timings::default()),
         })
     }
 
@@ -268,6 +349,7 @@ impl SledStateMachine {
         StateReader {
             applied: Arc::clone(&self.applied),
             notices: self.notices.clone(),
+            timings: Arc::clone(&self.timings),
         }
     }
 
@@ -277,6 +359,7 @@ impl SledStateMachine {
         let log_id = entry.log_id;
         let index = log_id.index;
         let mut applied = write(&self.applied);
+        let held_since = Instant::now();
         if let Some(last) = &applied.last_applied {
             if index <= last.index {
                 return Err(StoreError::Apply(format!(
@@ -315,6 +398,10 @@ impl SledStateMachine {
             ts_eff_us: applied.machine.ts_eff_us(),
             responses,
         };
+        drop(applied);
+        self.timings
+            .apply_hold_max_us
+            .fetch_max(elapsed_us(held_since), Ordering::Relaxed);
         Ok((output, events))
     }
 
@@ -367,16 +454,25 @@ impl SledStateMachine {
     }
 
     fn builder(&self) -> SnapshotBuilder {
-        let applied = read(&self.applied);
+        let started = Instant::now();
+        let (snapshot, meta) = {
+            let applied = read(&self.applied);
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+            };
+            (applied.machine.snapshot(), meta)
+        };
+        self.timings
+            .snapshot_capture_us
+            .store(elapsed_us(started), Ordering::Relaxed);
         SnapshotBuilder {
             db: self.db.clone(),
             tree: self.tree.clone(),
             slot: Arc::clone(&self.slot),
-            snapshot: applied.machine.snapshot(),
-            meta: SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-            },
+            snapshot: Some(snapshot),
+            meta,
+            timings: Arc::clone(&self.timings),
         }
     }
 }
@@ -385,9 +481,40 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let data = encode_snapshot(&self.snapshot)?;
-        let stored = store_snapshot(&self.db, &self.tree, &self.slot, &self.meta, &data, false).await?;
-        if !stored {
+        let snapshot = self
+            .snapshot
+            .take()
+            .ok_or_else(|| io::Error::other("this snapshot builder was already used"))?;
+        let (tree, slot, meta, timings) = (
+            self.tree.clone(),
+            Arc::clone(&self.slot),
+            self.meta.clone(),
+            Arc::clone(&self.timings),
+        );
+        // Encoding walks the whole state and the write copies it into sled:
+        // both on a blocking thread, so neither holds a runtime worker.
+        let (data, stored) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StoreError> {
+            let started = Instant::now();
+            let data = encode_snapshot(&snapshot)?;
+            // The view shares the live tables; dropping it here lets the
+            // next apply of each shared part take it over without a copy.
+            drop(snapshot);
+            timings.snapshot_encode_us.store(elapsed_us(started), Ordering::Relaxed);
+            timings.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
+            let started = Instant::now();
+            let stored = write_snapshot(&tree, &slot, &meta, &data, false)?;
+            timings.snapshot_store_us.store(elapsed_us(started), Ordering::Relaxed);
+            Ok((data, stored))
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot encoding task failed: {e}")))??;
+        if stored {
+            let started = Instant::now();
+            self.db.flush_async().await.map_err(StoreError::from)?;
+            self.timings
+                .snapshot_store_us
+                .fetch_add(elapsed_us(started), Ordering::Relaxed);
+        } else {
             tracing::info!(last_log_id = ?self.meta.last_log_id, "built snapshot is older than the stored one; not stored");
         }
         Ok(Snapshot {

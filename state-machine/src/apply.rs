@@ -220,8 +220,18 @@ impl StateMachine {
         self.config = config;
         self.config_revision = ctx.revision;
         // A smaller dedupe window applies to every cache at once.
-        for s in self.sessions.values_mut() {
-            s.trim_responses(window);
+        // (Only the sessions over it are touched: a persistent map copies
+        // what it hands out mutably while a snapshot shares it.)
+        let over: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.responses.len() as u64 > window)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in over {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.trim_responses(window);
+            }
         }
         ctx.events.push(Event::ConfigChanged {
             revision: ctx.revision,

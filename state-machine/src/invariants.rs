@@ -43,7 +43,7 @@ impl StateMachine {
                 }
                 if !self
                     .timers
-                    .contains(&(w.deadline_us, Timer::Waiter(name.clone(), w.session)))
+                    .contains(&(w.deadline_us, Timer::Waiter(name.to_string(), w.session)))
                 {
                     return Err(format!("lock {name}: waiter {} has no timer", w.session));
                 }
@@ -105,7 +105,9 @@ impl StateMachine {
             // A delay timer belongs to the delay in force: a stale one would
             // end a newer delay early when it fires (rule 6).
             match timer {
-                Timer::LockDelay(name) if self.locks.get(name).map(|l| l.lock_delay_until_us) != Some(*deadline) => {
+                Timer::LockDelay(name)
+                    if self.locks.get(name.as_str()).map(|l| l.lock_delay_until_us) != Some(*deadline) =>
+                {
                     return Err(format!(
                         "lock {name}: lock-delay timer at {deadline} is not the delay in force"
                     ));
@@ -120,7 +122,7 @@ impl StateMachine {
         }
         for (name, lock) in &self.locks {
             let until = lock.lock_delay_until_us;
-            if until > self.ts_eff_us && !self.timers.contains(&(until, Timer::LockDelay(name.clone()))) {
+            if until > self.ts_eff_us && !self.timers.contains(&(until, Timer::LockDelay(name.to_string()))) {
                 return Err(format!("lock {name}: lock-delay until {until} has no timer"));
             }
         }

@@ -14,7 +14,7 @@ impl StateMachine {
     /// another's token (it is published by reads and events).
     fn check_fence(&self, fence: &Option<(SessionId, Fence)>) -> Result<(), Rejection> {
         let Some((writer, f)) = fence else { return Ok(()) };
-        let Some(lock) = self.locks.get(&f.lock) else {
+        let Some(lock) = self.locks.get(f.lock.as_str()) else {
             return Err(Rejection::FenceNotHeld { token: f.token });
         };
         if f.token < lock.latest_token {

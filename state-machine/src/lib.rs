@@ -55,14 +55,16 @@ mod validate;
 pub use command::{Command, EntryMeta, Response, StampedCommand};
 pub use snapshot::{RestoreError, Snapshot, SnapshotV5, SNAPSHOT_VERSION};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use imbl::{OrdMap, OrdSet};
 
 use driftlock_proto::{
     AccessPolicy, ClockEstimate, Config, ConfigView, HealthSample, PolicyView, Principal, SessionId,
 };
 use serde::{Deserialize, Serialize};
 
-use entities::{Election, KvEntry, Lock, LockCounts, Session};
+use entities::{Election, KvEntry, Lock, LockCounts, LockName, Session};
 use timers::Timer;
 
 /// The replicated state.
@@ -74,12 +76,12 @@ pub struct StateMachine {
     pub(crate) config: Config,
     pub(crate) last_index: u64,
     pub(crate) ts_eff_us: u64,
-    pub(crate) sessions: BTreeMap<SessionId, Session>,
-    pub(crate) session_by_nonce: BTreeMap<u128, SessionId>,
-    pub(crate) locks: BTreeMap<String, Lock>,
-    pub(crate) kv: BTreeMap<String, KvEntry>,
-    pub(crate) elections: BTreeMap<String, Election>,
-    pub(crate) timers: BTreeSet<(u64, Timer)>,
+    pub(crate) sessions: OrdMap<SessionId, Session>,
+    pub(crate) session_by_nonce: OrdMap<u128, SessionId>,
+    pub(crate) locks: OrdMap<LockName, Lock>,
+    pub(crate) kv: OrdMap<String, KvEntry>,
+    pub(crate) elections: OrdMap<String, Election>,
+    pub(crate) timers: OrdSet<(u64, Timer)>,
     pub(crate) node_health: BTreeMap<u64, HealthSample>,
     pub(crate) node_clocks: BTreeMap<u64, ClockEstimate>,
     /// The access policy in force (docs/security.md, "Policy model"); the

@@ -8,7 +8,7 @@ use driftlock_proto::*;
 
 use crate::apply::Ctx;
 use crate::command::Response;
-use crate::entities::{Holder, Lock, Waiter};
+use crate::entities::{Holder, Lock, LockName, Waiter};
 use crate::timers::Timer;
 use crate::StateMachine;
 
@@ -26,7 +26,7 @@ impl StateMachine {
         let Some(s) = self.sessions.get(&session) else {
             return Err(Rejection::UnknownSession { session });
         };
-        if s.held.contains(&name) || s.waiting.contains(&name) {
+        if s.held.contains(name.as_str()) || s.waiting.contains(name.as_str()) {
             return Err(Rejection::AlreadyHeld);
         }
         if s.resource_count() >= limits.max_locks_per_session {
@@ -36,7 +36,7 @@ impl StateMachine {
             });
         }
         let max_waiters = limits.max_waiters_per_lock;
-        let (grantable, delay) = match self.locks.get(&name) {
+        let (grantable, delay) = match self.locks.get(name.as_str()) {
             None => (true, None),
             Some(lock) => {
                 let delayed = lock.lock_delay_until_us > ctx.now_us;
@@ -56,7 +56,7 @@ impl StateMachine {
                 lock_delay_until_us: delay,
             });
         }
-        let waiting = self.locks.get(&name).map_or(0, |l| l.waiters.len() as u64);
+        let waiting = self.locks.get(name.as_str()).map_or(0, |l| l.waiters.len() as u64);
         if waiting >= max_waiters {
             return Err(Rejection::LimitReached {
                 limit: LimitKind::WaitersPerLock,
@@ -64,7 +64,8 @@ impl StateMachine {
             });
         }
         let deadline_us = ctx.now_us.saturating_add(wait_us);
-        let lock = self.locks.entry(name.clone()).or_default();
+        let key = self.lock_name(&name);
+        let lock = self.locks.entry(LockName::clone(&key)).or_default();
         lock.waiters.push_back(Waiter {
             session,
             mode,
@@ -74,7 +75,7 @@ impl StateMachine {
         let position = (lock.waiters.len() - 1) as u32;
         self.timers.insert((deadline_us, Timer::Waiter(name.clone(), session)));
         if let Some(s) = self.sessions.get_mut(&session) {
-            s.waiting.insert(name);
+            s.waiting.insert(key);
         }
         Ok(Reply::Queued {
             position,
@@ -82,10 +83,20 @@ impl StateMachine {
         })
     }
 
+    /// The stored name of lock `name` if it is in the table (so that the
+    /// table and the sessions share one allocation), a new one if not.
+    fn lock_name(&self, name: &str) -> LockName {
+        match self.locks.get_key_value(name) {
+            Some((key, _)) => LockName::clone(key),
+            None => LockName::from(name),
+        }
+    }
+
     /// Records a grant at this entry; returns the holder's remaining validity.
     fn grant(&mut self, name: &str, session: SessionId, mode: LockMode, ctx: &mut Ctx) -> u64 {
         let token = ctx.revision;
-        let lock = self.locks.entry(name.to_owned()).or_default();
+        let key = self.lock_name(name);
+        let lock = self.locks.entry(LockName::clone(&key)).or_default();
         assert!(token >= lock.latest_token, "fencing token went backwards on {name}");
         debug_assert!(compatible(lock, mode));
         lock.latest_token = token;
@@ -102,7 +113,7 @@ impl StateMachine {
         );
         let validity_us = match self.sessions.get_mut(&session) {
             Some(s) => {
-                s.held.insert(name.to_owned());
+                s.held.insert(key);
                 s.deadline_us.saturating_sub(ctx.now_us)
             }
             None => 0,

@@ -49,7 +49,7 @@ impl StateMachine {
             lease: s.lease.clone(),
             suspicion_permille: s.suspicion.as_ref().map(|p| p.score_permille),
             client_rho_ppm: self.client_rho_ppm(s),
-            held: s.held.iter().cloned().collect(),
+            held: s.held.iter().map(|name| name.to_string()).collect(),
             health: s.health.clone(),
         })
     }

@@ -1,7 +1,9 @@
 //! Sessions: open, keepalive, suspicion and probes, and the end of a session
 //! (close, expiry, revocation) with everything it held.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+
+use imbl::OrdSet;
 
 use crate::lease;
 use driftlock_proto::*;
@@ -75,9 +77,9 @@ impl StateMachine {
             clock: None,
             client_clock: ClientClock::default(),
             suspicion: None,
-            held: BTreeSet::new(),
-            waiting: BTreeSet::new(),
-            campaigns: BTreeSet::new(),
+            held: OrdSet::new(),
+            waiting: OrdSet::new(),
+            campaigns: OrdSet::new(),
             responses: BTreeMap::new(),
             forgotten_through: 0,
         };
@@ -123,7 +125,7 @@ impl StateMachine {
         s.lease = decision.clone();
         if new_deadline != old_deadline {
             let removed = self.timers.remove(&(old_deadline, Timer::Session(id)));
-            assert!(removed, "session {id} had no expiry timer");
+            assert!(removed.is_some(), "session {id} had no expiry timer");
             self.timers.insert((new_deadline, Timer::Session(id)));
         }
         if let Some(sample) = clock {

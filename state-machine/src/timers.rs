@@ -39,11 +39,11 @@ pub(crate) enum Timer {
 impl StateMachine {
     /// Pops every timer due at `ctx.now_us`, in deadline order.
     pub(crate) fn run_timers(&mut self, ctx: &mut Ctx) {
-        while let Some((deadline, _)) = self.timers.first() {
+        while let Some((deadline, _)) = self.timers.get_min() {
             if *deadline > ctx.now_us {
                 break;
             }
-            let Some((deadline, timer)) = self.timers.pop_first() else {
+            let Some((deadline, timer)) = self.timers.remove_min() else {
                 break;
             };
             debug_assert!(deadline <= ctx.now_us);
@@ -67,7 +67,7 @@ impl StateMachine {
                 }
                 Timer::Waiter(name, id) => self.waiter_timed_out(&name, id, ctx),
                 Timer::LockDelay(name) => {
-                    if let Some(lock) = self.locks.get_mut(&name) {
+                    if let Some(lock) = self.locks.get_mut(name.as_str()) {
                         // Only the timer of the delay in force ends it; a
                         // stale one (never left behind since snapshot
                         // format 2, but possible in older state) must not.

@@ -154,6 +154,16 @@ pub struct RaftSettings {
         default_value_t = 1_000
     )]
     pub log_kept_after_snapshot: u64,
+    /// sled's page cache for the Raft log and the stored snapshot, MiB.
+    /// The log is purged after each snapshot, so a small cache holds its
+    /// working set; the state machine itself lives outside it.
+    #[arg(
+        id = "raft.store_cache_mib",
+        long = "store-cache-mib",
+        env = "DRIFTLOCK_STORE_CACHE_MIB",
+        default_value_t = 64
+    )]
+    pub store_cache_mib: u64,
     /// Deadline of an AppendEntries that carries entries, ms: the follower
     /// writes and flushes up to 1 MiB of them before it answers. Heartbeats
     /// and votes keep openraft's heartbeat-based deadline.
@@ -189,6 +199,16 @@ pub struct EventSettings {
         default_value_t = 100_000
     )]
     pub buffer_len: usize,
+    /// Memory the buffered events may hold, MiB (estimated: each event's
+    /// slot plus its encoded size); the oldest events go first when this or
+    /// `buffer_len` is exceeded.
+    #[arg(
+        id = "events.buffer_mib",
+        long = "event-buffer-mib",
+        env = "DRIFTLOCK_EVENT_BUFFER_MIB",
+        default_value_t = 16
+    )]
+    pub buffer_mib: u64,
 }
 
 /// `[clock]`: measuring this node's clock drift (docs/design.md "Clock

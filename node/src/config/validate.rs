@@ -73,8 +73,10 @@ impl NodeConfig {
         positive(r.snapshot_every_entries, "raft.snapshot_every_entries")?;
         positive(r.rpc_timeout_ms, "raft.rpc_timeout_ms")?;
         positive(r.tick_interval_ms, "raft.tick_interval_ms")?;
+        positive(r.store_cache_mib, "raft.store_cache_mib")?;
 
         positive(self.events.buffer_len as u64, "events.buffer_len")?;
+        positive(self.events.buffer_mib, "events.buffer_mib")?;
 
         let t = &self.tls;
         positive(t.handshake_timeout_ms, "tls.handshake_timeout_ms")?;
@@ -173,7 +175,9 @@ mod tests {
             ("raft.snapshot_every_entries", |c| c.raft.snapshot_every_entries = 0),
             ("raft.rpc_timeout_ms", |c| c.raft.rpc_timeout_ms = 0),
             ("raft.tick_interval_ms", |c| c.raft.tick_interval_ms = 0),
+            ("raft.store_cache_mib", |c| c.raft.store_cache_mib = 0),
             ("events.buffer_len", |c| c.events.buffer_len = 0),
+            ("events.buffer_mib", |c| c.events.buffer_mib = 0),
             ("clock.interval_ms", |c| c.clock.interval_ms = 0),
             ("clock.ntp_servers", |c| {
                 c.clock.ntp_servers = vec!["pool.example".into()]
