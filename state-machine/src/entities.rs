@@ -250,19 +250,28 @@ pub(crate) struct Election {
     pub(crate) delay_until_us: u64,
 }
 
-/// Counts derived from the lock table (see [`crate::StateMachine::stats`]).
+/// Counts derived from the lock and session tables (see
+/// [`crate::StateMachine::stats`]), kept as each record changes so that
+/// status and metrics never walk a table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct LockCounts {
     pub(crate) held_locks: u64,
     pub(crate) waiters: u64,
+    /// Sessions with a pending probe (`Session::suspicion` set).
+    pub(crate) suspected_sessions: u64,
+    /// Sessions whose client clock bound was widened
+    /// (`ClientClock::widened_ppm > 0`; it never narrows in a session).
+    pub(crate) skewed_sessions: u64,
 }
 
 impl LockCounts {
-    /// Counts `locks` by walking them (restore and invariant checks only).
-    pub(crate) fn of(locks: &OrdMap<LockName, Lock>) -> Self {
+    /// Counts by walking the tables (restore and invariant checks only).
+    pub(crate) fn of(locks: &OrdMap<LockName, Lock>, sessions: &OrdMap<SessionId, Session>) -> Self {
         LockCounts {
             held_locks: locks.values().filter(|l| !l.holders.is_empty()).count() as u64,
             waiters: locks.values().map(|l| l.waiters.len() as u64).sum(),
+            suspected_sessions: sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
+            skewed_sessions: sessions.values().filter(|s| s.client_clock.widened_ppm > 0).count() as u64,
         }
     }
 }

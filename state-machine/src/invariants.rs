@@ -17,9 +17,9 @@ impl StateMachine {
     /// for tests and snapshot restore, not for the apply path.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.check_revisions()?;
-        let counted = LockCounts::of(&self.locks);
+        let counted = LockCounts::of(&self.locks, &self.sessions);
         if counted != self.counts {
-            return Err(format!("lock counts {:?} but the table holds {counted:?}", self.counts));
+            return Err(format!("counts {:?} but the tables hold {counted:?}", self.counts));
         }
         for (name, lock) in &self.locks {
             let exclusive = lock.holders.values().filter(|h| h.mode == LockMode::Exclusive).count();

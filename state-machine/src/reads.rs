@@ -161,8 +161,8 @@ impl StateMachine {
         self.node_clocks.get(&node)
     }
 
-    /// Counts for status and metrics. Lock and waiter counts are kept as they
-    /// change; the session counts walk the sessions (not for hot paths).
+    /// Counts for status and metrics: table sizes and counts kept as the
+    /// records change (`LockCounts`); nothing here walks a table.
     pub fn stats(&self) -> Stats {
         Stats {
             sessions: self.sessions.len() as u64,
@@ -170,12 +170,8 @@ impl StateMachine {
             waiters: self.counts.waiters,
             keys: self.kv.len() as u64,
             elections: self.elections.len() as u64,
-            suspected_sessions: self.sessions.values().filter(|s| s.suspicion.is_some()).count() as u64,
-            skewed_sessions: self
-                .sessions
-                .values()
-                .filter(|s| s.client_clock.widened_ppm > 0)
-                .count() as u64,
+            suspected_sessions: self.counts.suspected_sessions,
+            skewed_sessions: self.counts.skewed_sessions,
             cluster_rho_ppm: self.cluster_rho_ppm(),
             alert_drift_ppm: self.config.time.alert_drift_ppm,
         }

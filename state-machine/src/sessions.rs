@@ -161,6 +161,9 @@ impl StateMachine {
                 d
             }
         };
+        if s.suspicion.is_none() {
+            self.counts.suspected_sessions += 1;
+        }
         s.suspicion = Some(Suspicion {
             score_permille,
             probe_deadline_us: deadline_us,
@@ -179,6 +182,8 @@ impl StateMachine {
         };
         if let Some(p) = s.suspicion.take() {
             self.timers.remove(&(p.probe_deadline_us, Timer::Probe(id)));
+            debug_assert!(self.counts.suspected_sessions > 0);
+            self.counts.suspected_sessions = self.counts.suspected_sessions.saturating_sub(1);
         }
         Ok(Reply::Done)
     }
@@ -201,6 +206,12 @@ impl StateMachine {
         self.timers.remove(&(s.deadline_us, Timer::Session(id)));
         if let Some(p) = &s.suspicion {
             self.timers.remove(&(p.probe_deadline_us, Timer::Probe(id)));
+            debug_assert!(self.counts.suspected_sessions > 0);
+            self.counts.suspected_sessions = self.counts.suspected_sessions.saturating_sub(1);
+        }
+        if s.client_clock.widened_ppm > 0 {
+            debug_assert!(self.counts.skewed_sessions > 0);
+            self.counts.skewed_sessions = self.counts.skewed_sessions.saturating_sub(1);
         }
         for name in &s.waiting {
             self.remove_waiter(name, id, ctx);

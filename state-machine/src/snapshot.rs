@@ -111,7 +111,7 @@ impl StateMachine {
 
     /// Recounts the derived state and checks every invariant.
     fn finish_restore(mut state: StateMachine) -> Result<Self, RestoreError> {
-        state.counts = LockCounts::of(&state.locks);
+        state.counts = LockCounts::of(&state.locks, &state.sessions);
         state.check_invariants().map_err(RestoreError::Inconsistent)?;
         Ok(state)
     }

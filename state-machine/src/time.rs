@@ -193,6 +193,9 @@ impl StateMachine {
             c.widened_ppm = c.widened_ppm.max(filtered_ppm.min(cap_ppm));
         }
         let grew = c.widened_ppm > old_widened;
+        if old_widened == 0 && c.widened_ppm > 0 {
+            self.counts.skewed_sessions += 1;
+        }
         let alert_raised = alert && !c.alerted;
         c.alerted = alert;
         debug_assert!(c.widened_ppm <= cap_ppm.max(old_widened));

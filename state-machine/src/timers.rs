@@ -55,7 +55,9 @@ impl StateMachine {
                 Timer::Probe(id) => {
                     if let Some(s) = self.sessions.get_mut(&id) {
                         debug_assert_eq!(s.suspicion.as_ref().map(|p| p.probe_deadline_us), Some(deadline));
-                        s.suspicion = None;
+                        if s.suspicion.take().is_some() {
+                            self.counts.suspected_sessions = self.counts.suspected_sessions.saturating_sub(1);
+                        }
                     }
                     self.end_session(
                         id,
