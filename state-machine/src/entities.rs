@@ -184,11 +184,71 @@ impl Holders {
     }
 }
 
+/// A lock's FIFO queue of waiters. Most locks have none, so the queue is
+/// boxed and absent when empty: one pointer in every lock instead of an
+/// empty `VecDeque`'s four words. Serialized as the queue itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(from = "VecDeque<Waiter>", into = "VecDeque<Waiter>")]
+pub(crate) struct Waiters(Option<Box<VecDeque<Waiter>>>);
+
+impl From<VecDeque<Waiter>> for Waiters {
+    fn from(queue: VecDeque<Waiter>) -> Self {
+        Waiters((!queue.is_empty()).then(|| Box::new(queue)))
+    }
+}
+
+impl From<Waiters> for VecDeque<Waiter> {
+    fn from(waiters: Waiters) -> Self {
+        waiters.0.map(|q| *q).unwrap_or_default()
+    }
+}
+
+impl Waiters {
+    pub(crate) fn is_empty(&self) -> bool {
+        debug_assert!(self.0.as_ref().is_none_or(|q| !q.is_empty()), "an empty queue is kept");
+        self.0.is_none()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    pub(crate) fn front(&self) -> Option<&Waiter> {
+        self.0.as_ref().and_then(|q| q.front())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Waiter> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    pub(crate) fn push_back(&mut self, waiter: Waiter) {
+        self.0.get_or_insert_with(Box::default).push_back(waiter);
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Waiter> {
+        let waiter = self.0.as_mut()?.pop_front();
+        self.drop_if_empty();
+        waiter
+    }
+
+    pub(crate) fn remove(&mut self, index: usize) -> Option<Waiter> {
+        let waiter = self.0.as_mut()?.remove(index);
+        self.drop_if_empty();
+        waiter
+    }
+
+    fn drop_if_empty(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
 /// A lock that is held, awaited or in lock-delay. Free locks are removed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub(crate) struct Lock {
     pub(crate) holders: Holders,
-    pub(crate) waiters: VecDeque<Waiter>,
+    pub(crate) waiters: Waiters,
     /// Token of the newest grant.
     pub(crate) latest_token: u64,
     /// Cluster time before which no grant may happen, µs (0 = none).
@@ -326,5 +386,43 @@ mod tests {
         );
         let back: Holders = bincode::deserialize(&bincode::serialize(&as_vec).unwrap()).unwrap();
         assert_eq!(back, holders);
+
+        let waiter = |session| Waiter {
+            session,
+            mode: LockMode::Exclusive,
+            deadline_us: 5,
+        };
+        for n in [0, 1, 3] {
+            let queue: VecDeque<Waiter> = (0..n).map(waiter).collect();
+            let mut waiters = Waiters::default();
+            for w in queue.iter().cloned() {
+                waiters.push_back(w);
+            }
+            assert_eq!(
+                bincode::serialize(&waiters).unwrap(),
+                bincode::serialize(&queue).unwrap()
+            );
+            let back: Waiters = bincode::deserialize(&bincode::serialize(&queue).unwrap()).unwrap();
+            assert_eq!(back, waiters, "{n} waiters");
+        }
+    }
+
+    #[test]
+    fn an_emptied_waiter_queue_is_dropped() {
+        let mut waiters = Waiters::default();
+        waiters.push_back(Waiter {
+            session: 1,
+            mode: LockMode::Shared,
+            deadline_us: 9,
+        });
+        waiters.push_back(Waiter {
+            session: 2,
+            mode: LockMode::Shared,
+            deadline_us: 9,
+        });
+        assert_eq!(waiters.remove(1).map(|w| w.session), Some(2));
+        assert_eq!(waiters.pop_front().map(|w| w.session), Some(1));
+        assert!(waiters.is_empty());
+        assert_eq!(waiters, Waiters::default(), "no empty box left behind");
     }
 }

@@ -37,7 +37,7 @@ impl StateMachine {
                     return Err(format!("lock {name}: holder {id} does not list it"));
                 }
             }
-            for w in &lock.waiters {
+            for w in lock.waiters.iter() {
                 if !self.sessions.get(&w.session).is_some_and(|s| s.waiting.contains(name)) {
                     return Err(format!("lock {name}: waiter {} does not list it", w.session));
                 }
