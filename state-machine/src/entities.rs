@@ -189,6 +189,9 @@ impl Holders {
 /// empty `VecDeque`'s four words. Serialized as the queue itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(from = "VecDeque<Waiter>", into = "VecDeque<Waiter>")]
+// The box is the point: one word in the lock, the deque's own words only
+// for a lock that has waiters.
+#[allow(clippy::box_collection)]
 pub(crate) struct Waiters(Option<Box<VecDeque<Waiter>>>);
 
 impl From<VecDeque<Waiter>> for Waiters {
