@@ -274,9 +274,12 @@ async fn phase(opts: &LatencyOptions, locks: usize) -> Result<Phase, ClusterErro
     })
 }
 
-/// Forces a fresh snapshot on the leader every `every_s` seconds after
-/// `t0` (the first at `t0 + every_s`) until `t0 + load_for`; a snapshot
-/// that takes longer than the interval skips the ticks it overran.
+/// Forces a fresh snapshot on the leader every `every_s` seconds until
+/// `t0 + load_for`, each in the middle of its interval (at `t0 + every_s
+/// / 2`, then every `every_s`: a 60 s load with the default 10 s gets six,
+/// a 10 s load one), so that the load runs before and after each; a
+/// snapshot that takes longer than the interval skips the ticks it
+/// overran.
 async fn force_snapshots(
     cluster: &DriftlockCluster,
     admin: &Client,
@@ -290,7 +293,7 @@ async fn force_snapshots(
     }
     let every = Duration::from_secs(every_s);
     let end = t0 + load_for;
-    let mut ticks = tokio::time::interval_at((t0 + every).into(), every);
+    let mut ticks = tokio::time::interval_at((t0 + every / 2).into(), every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let tick = ticks.tick().await.into_std();

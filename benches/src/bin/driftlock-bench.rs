@@ -131,7 +131,8 @@ enum Cmd {
         /// Seconds of load in each phase.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
-        /// Seconds between forced snapshots on the leader (0: none).
+        /// Seconds between forced snapshots on the leader, the first half
+        /// that into the load (0: none).
         #[arg(long, default_value_t = 10)]
         snapshot_every_s: u64,
         /// Load clients, each its own client and session, looping
