@@ -279,7 +279,8 @@ async fn phase(opts: &LatencyOptions, locks: usize) -> Result<Phase, ClusterErro
 /// / 2`, then every `every_s`: a 60 s load with the default 10 s gets six,
 /// a 10 s load one), so that the load runs before and after each; a
 /// snapshot that takes longer than the interval skips the ticks it
-/// overran.
+/// overran, and one still running at `t0 + load_for` is waited for (the
+/// load runs on until it ends).
 async fn force_snapshots(
     cluster: &DriftlockCluster,
     admin: &Client,
@@ -293,13 +294,20 @@ async fn force_snapshots(
     }
     let every = Duration::from_secs(every_s);
     let end = t0 + load_for;
-    let mut ticks = tokio::time::interval_at((t0 + every / 2).into(), every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next = t0 + every / 2;
     loop {
-        let tick = ticks.tick().await.into_std();
-        if tick >= end {
+        // Ticks a slow snapshot overran are skipped.
+        let now = Instant::now();
+        while next < now {
+            next += every;
+        }
+        // Never wait past the load for a snapshot that will not be taken.
+        if next >= end {
             return taken;
         }
+        tokio::time::sleep_until(next.into()).await;
+        let tick = next;
+        next += every;
         let node = match cluster.wait_leader(Duration::from_secs(5)).await {
             Ok(n) => n,
             Err(e) => {
