@@ -219,6 +219,21 @@ impl DriftlockCluster {
         extra_args: &[String],
         log_dir: Option<&Path>,
     ) -> Result<DriftlockCluster, ClusterError> {
+        DriftlockCluster::start_with(extra_args, log_dir, false).await
+    }
+
+    /// [`start`](Self::start), every node also serving its HTTP endpoint
+    /// (`--metrics-addr` on a free loopback port: `/metrics`, `/readyz`),
+    /// found with [`metrics_addr`](Self::metrics_addr).
+    pub async fn start_with_metrics(extra_args: &[String]) -> Result<DriftlockCluster, ClusterError> {
+        DriftlockCluster::start_with(extra_args, None, true).await
+    }
+
+    async fn start_with(
+        extra_args: &[String],
+        log_dir: Option<&Path>,
+        metrics: bool,
+    ) -> Result<DriftlockCluster, ClusterError> {
         let exe = driftlock_testkit::driftlock_exe()?;
         let dir = tempfile::tempdir().map_err(|e| ClusterError::Io(format!("tempdir: {e}")))?;
         let log_dir = log_dir.unwrap_or(dir.path()).to_path_buf();
@@ -232,6 +247,9 @@ impl DriftlockCluster {
                 dir.path().join(format!("node{id}")),
                 log_dir.join(format!("node{id}.log")),
             );
+            if metrics {
+                spec.metrics_addr = Some(addr()?);
+            }
             spec.serve_args = extra_args.to_vec();
             specs.push(spec);
         }
@@ -305,6 +323,18 @@ impl DriftlockCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Node `i`'s own status, one call of at most `timeout`.
+    pub async fn status(&self, i: usize, timeout: Duration) -> Result<driftlock_proto::NodeStatus, ClusterError> {
+        Ok(self.nodes.nodes[i].status(timeout).await?)
+    }
+
+    /// HTTP endpoint (`/metrics`, `/readyz`) of node `i`, `host:port`;
+    /// `None` unless the cluster was started
+    /// [`with metrics`](Self::start_with_metrics).
+    pub fn metrics_addr(&self, i: usize) -> Option<&str> {
+        self.nodes.nodes[i].spec.metrics_addr.as_deref()
     }
 
     /// Raft id of node `i`.

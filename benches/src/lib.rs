@@ -5,14 +5,16 @@
 //! plots; the `predict-eval` binary measures the predictive failure analysis on
 //! a real cluster for BENCHMARKS.md. This library holds what the
 //! `driftlock-bench` binary runs: the clusters, the etcd client, the workloads,
-//! the held-locks memory measurement, the cluster-time rate measurement,
-//! the report, and the soak run (a long steady load with a leader failover
-//! that must lose no session).
+//! the held-locks measurement (memory, fill rate, restart), the lock latency
+//! while snapshots of a large state are taken, the cluster-time rate
+//! measurement, the report, and the soak run (a long steady load with a
+//! leader failover that must lose no session).
 
 pub mod cluster;
 pub mod etcd;
 pub mod memory;
 pub mod rate;
 pub mod report;
+pub mod snapshot_latency;
 pub mod soak;
 pub mod workload;

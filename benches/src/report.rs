@@ -588,6 +588,61 @@ pub fn plot_cdf(title: &str, samples: &[(String, Vec<u64>)], path: &Path) -> Res
     Ok(())
 }
 
+/// Where a stored figure came from, for the JSON artifacts of
+/// `held-locks-memory` and `snapshot-latency` (the fields machine.json
+/// has for `compare-etcd`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The command line as typed (`driftlock-bench …`).
+    pub command: String,
+    /// When the run started, UTC, RFC 3339 to the second.
+    pub date_utc: String,
+    /// [`git_revision`] of the source tree the benchmark was built from.
+    pub git_revision: String,
+    /// SHA-256 (hex) of the `driftlock` binary the nodes ran; empty if it
+    /// could not be found or read.
+    pub node_binary_sha256: String,
+    /// `release` or `debug`: the profile the benchmark and (from the same
+    /// target directory) the nodes were built with.
+    pub build_profile: String,
+    /// How the nodes were reached: `mutual TLS` or `plain TCP`.
+    pub transport: String,
+    /// Logical CPUs of the machine.
+    pub cores: usize,
+}
+
+impl RunInfo {
+    /// Describes this run of `command`: now, the source tree this crate was
+    /// built from, the node binary [`driftlock_testkit::driftlock_exe`]
+    /// finds (building it first under cargo).
+    pub fn collect(command: String) -> RunInfo {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let workspace = source.parent().unwrap_or(source);
+        RunInfo {
+            command,
+            date_utc: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            git_revision: git_revision(workspace),
+            node_binary_sha256: driftlock_testkit::driftlock_exe()
+                .ok()
+                .and_then(|exe| sha256_file(&exe).ok())
+                .unwrap_or_default(),
+            build_profile: if cfg!(debug_assertions) { "debug" } else { "release" }.into(),
+            transport: crate::cluster::transport().into(),
+            cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        }
+    }
+}
+
+/// `value` as pretty JSON with a final newline, written to `path` (its
+/// directory created when missing).
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, json + "\n")
+}
+
 /// Pause helper for settling between runs.
 pub async fn settle(d: Duration) {
     tokio::time::sleep(d).await;

@@ -350,7 +350,9 @@ async fn grant_retrying(conn: &mut EtcdConn, ttl_s: i64) -> BenchResult<i64> {
     Err(client_err(format!("lease grant: {last:?}")))
 }
 
-async fn open_workers(
+/// Opens `n` workers of `system` at once (see [`Worker::open`]), with the
+/// budget of [`budget`]`(failover)` and sessions (leases) of `ttl`.
+pub async fn open_workers(
     system: System,
     endpoints: &[String],
     n: usize,
@@ -361,8 +363,9 @@ async fn open_workers(
     futures::future::try_join_all(opens).await
 }
 
-/// Runs lock+unlock loops on `names[i]` for every worker until `stop`.
-async fn run_loops(
+/// Runs lock+unlock loops on `names[i]` for every worker until `stop`;
+/// returns the workers and every operation, timed from `t0`.
+pub async fn run_loops(
     workers: Vec<Worker>,
     names: Vec<String>,
     t0: Instant,

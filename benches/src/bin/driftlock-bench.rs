@@ -1,12 +1,19 @@
 //! `driftlock-bench`: the same lock workloads against a 3-node driftlock
 //! cluster and a 3-node etcd cluster on this machine; measurements of a
-//! driftlock cluster alone (memory per held lock, cluster-time rate); and
-//! the soak run, a check that a long steady load with a leader failover
-//! loses no session.
+//! driftlock cluster alone (memory per held lock, fill rate and restart
+//! with a large state, lock latency while snapshots of it are taken,
+//! cluster-time rate); and the soak run, a check that a long steady load
+//! with a leader failover loses no session.
 //!
 //! ```text
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- compare-etcd [--quick]
-//! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 1000000 \
+//!     --out benches/results/held-locks-memory-1m.json
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- held-locks-memory --locks 30000 --report-every 10000
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- snapshot-latency \
+//!     --out benches/results/snapshot-latency-1m.json
+//! cargo run --release -p driftlock-benches --bin driftlock-bench -- snapshot-latency --locks 20000 \
+//!     --baseline-locks 2000 --seconds 10
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- cluster-rate --label after
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak [--quick]
 //! cargo run --release -p driftlock-benches --bin driftlock-bench -- soak-table benches/results/soak.json
@@ -24,6 +31,7 @@ use driftlock_benches::cluster::{ClusterError, DriftlockCluster, EtcdCluster};
 use driftlock_benches::memory;
 use driftlock_benches::rate;
 use driftlock_benches::report::{self, Machine, Row};
+use driftlock_benches::snapshot_latency;
 use driftlock_benches::soak::{self, SoakOptions};
 use driftlock_benches::workload::{self, Fault, Measured, System, Target, Timing};
 
@@ -76,7 +84,10 @@ enum Cmd {
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
-    /// Bytes per held lock: node RSS growth while a client holds N locks.
+    /// Bytes per held lock: node RSS growth while a client holds N locks;
+    /// the fill rate per window of locks; then the restart of a follower
+    /// holding them (SIGKILL, start on its data): until it answers, serves
+    /// (`/readyz`) and has caught up. Prints the JSON report.
     HeldLocksMemory {
         /// Locks to take and hold.
         #[arg(long, default_value_t = 1_000_000)]
@@ -87,7 +98,61 @@ enum Cmd {
         /// Acquires in flight at once while taking the locks.
         #[arg(long, default_value_t = 256)]
         in_flight: usize,
+        /// Size of a fill window, locks: the rate of each is reported (and
+        /// printed as it closes); the last full one against the first is
+        /// `last_over_first`.
+        #[arg(long, default_value_t = 100_000)]
+        report_every: usize,
+        /// After the fill, SIGKILL a follower and time its restart
+        /// (`--restart false` to skip).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        restart: bool,
+        /// Also write the JSON report here (pretty, with the command, date,
+        /// git revision and the node binary's SHA-256).
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Extra `driftlock serve` flags (after `--`).
+        #[arg(last = true)]
+        serve_args: Vec<String>,
+    },
+    /// Lock latency of a steady 16-client load while a fresh snapshot is
+    /// forced on the leader every few seconds, at N held locks and at a
+    /// small baseline (each on a fresh 3-node cluster with defaults);
+    /// p50/p99/p99.9/max, the p99.9 ratio, the longest gap between lock
+    /// completions and the leader's snapshot and stall metrics. Prints the
+    /// JSON report.
+    SnapshotLatency {
+        /// Held locks of the measured phase.
+        #[arg(long, default_value_t = 1_000_000)]
+        locks: usize,
+        /// Held locks of the baseline phase (0: none).
+        #[arg(long, default_value_t = 10_000)]
+        baseline_locks: usize,
+        /// Seconds of load in each phase.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seconds between forced snapshots on the leader, the first half
+        /// that into the load (0: none).
+        #[arg(long, default_value_t = 10)]
+        snapshot_every_s: u64,
+        /// Load clients, each its own client and session, looping
+        /// lock("lat/<i>") + release.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Sessions holding the filled locks.
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Acquires in flight at once while filling.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Size of a fill window, locks.
+        #[arg(long, default_value_t = 100_000)]
+        report_every: usize,
+        /// Also write the JSON report here (pretty, with the command, date,
+        /// git revision and the node binary's SHA-256).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Extra `driftlock serve` flags for every node (after `--`).
         #[arg(last = true)]
         serve_args: Vec<String>,
     },
@@ -278,11 +343,47 @@ fn main() -> ExitCode {
                 locks,
                 sessions,
                 in_flight,
+                report_every,
+                restart,
+                out,
                 serve_args,
             } => {
-                let r = memory::held_locks(locks, sessions, in_flight, &serve_args).await?;
-                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
-                Ok(ExitCode::SUCCESS)
+                let opts = memory::MemoryOptions {
+                    locks,
+                    sessions,
+                    in_flight,
+                    report_every,
+                    restart,
+                    serve_args,
+                };
+                let r = memory::held_locks(&opts, report::RunInfo::collect(command_line())).await?;
+                print_and_store(&r, out.as_deref())
+            }
+            Cmd::SnapshotLatency {
+                locks,
+                baseline_locks,
+                seconds,
+                snapshot_every_s,
+                clients,
+                sessions,
+                in_flight,
+                report_every,
+                out,
+                serve_args,
+            } => {
+                let opts = snapshot_latency::LatencyOptions {
+                    locks,
+                    baseline_locks,
+                    seconds,
+                    snapshot_every_s,
+                    clients,
+                    sessions,
+                    in_flight,
+                    report_every,
+                    serve_args,
+                };
+                let r = snapshot_latency::run(&opts, report::RunInfo::collect(command_line())).await?;
+                print_and_store(&r, out.as_deref())
             }
             Cmd::ClusterRate {
                 seconds,
@@ -330,10 +431,22 @@ fn plain_tcp_flag() -> &'static str {
     }
 }
 
-/// The command line as typed, for the soak report.
+/// The command line as typed, for the reports.
 fn command_line() -> String {
     let args: Vec<String> = std::env::args().skip(1).collect();
     format!("driftlock-bench {}", args.join(" "))
+}
+
+/// Prints `report` as pretty JSON to stdout and, with `out`, writes it
+/// there too.
+fn print_and_store<T: serde::Serialize>(report: &T, out: Option<&std::path::Path>) -> Result<ExitCode, ClusterError> {
+    let json = serde_json::to_string_pretty(report).map_err(|e| ClusterError::Io(e.to_string()))?;
+    println!("{json}");
+    if let Some(out) = out {
+        report::write_json(out, report).map_err(|e| ClusterError::Io(format!("{}: {e}", out.display())))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the soak with the client library's log in the logs directory,
