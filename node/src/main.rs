@@ -9,6 +9,12 @@ use driftlock_cli::UserCommand;
 use driftlock_node::config::ServeArgs;
 use driftlock_node::dev::DevArgs;
 
+/// jemalloc instead of the system allocator: under the leader's request
+/// traffic glibc's heap fragmented (docs/design.md "Bounded memory outside
+/// the state").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// driftlock: a replicated lock, lease and leader-election service.
 #[derive(Parser, Debug)]
 #[command(name = "driftlock", version)]
