@@ -12,7 +12,7 @@ use driftlock_client::{Client, LockGuard, Session};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::cluster::{rss_bytes, ClusterError, DriftlockCluster};
+use crate::cluster::{peak_rss_bytes, rss_bytes, ClusterError, DriftlockCluster};
 use crate::report::RunInfo;
 use crate::workload::driftlock_config;
 
@@ -303,6 +303,15 @@ pub struct MemoryResult {
     pub rss_after: Vec<u64>,
     /// (after − before) / locks per node, bytes.
     pub bytes_per_lock: Vec<f64>,
+    /// RSS of each node [`SETTLE`] later: what the allocator still holds
+    /// once it has returned the pages freed by the last snapshot's
+    /// encoding (jemalloc returns freed pages after about 10 s), bytes.
+    pub rss_settled: Vec<u64>,
+    /// (settled − before) / locks per node, bytes.
+    pub bytes_per_lock_settled: Vec<f64>,
+    /// The largest RSS each node had by then (`VmHWM`): the fill and
+    /// every snapshot built or installed during it, bytes.
+    pub rss_peak: Vec<u64>,
     /// Index, in the per-node lists above, of the leader found before the
     /// locks were taken.
     pub leader: usize,
@@ -316,6 +325,9 @@ pub struct MemoryResult {
     #[serde(flatten)]
     pub restart_timing: RestartTiming,
 }
+
+/// How long after `rss_after` the settled RSS is read.
+pub const SETTLE: Duration = Duration::from_secs(20);
 
 /// RSS of every node of `cluster` (0 for one that is not running).
 pub fn rss_all(cluster: &DriftlockCluster) -> Vec<u64> {
@@ -340,12 +352,21 @@ pub async fn held_locks(opts: &MemoryOptions, run: RunInfo) -> Result<MemoryResu
     cluster.wait_caught_up(CATCH_UP_TIMEOUT).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_after = rss_all(&cluster);
-    let held = holder.held();
-    let bytes_per_lock = rss_before
-        .iter()
-        .zip(&rss_after)
-        .map(|(b, a)| (*a as f64 - *b as f64) / held.max(1) as f64)
+    tokio::time::sleep(SETTLE).await;
+    let rss_settled = rss_all(&cluster);
+    let rss_peak = (0..cluster.len())
+        .map(|i| cluster.pid(i).and_then(peak_rss_bytes).unwrap_or(0))
         .collect();
+    let held = holder.held();
+    let per_lock = |after: &[u64]| -> Vec<f64> {
+        rss_before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| (*a as f64 - *b as f64) / held.max(1) as f64)
+            .collect()
+    };
+    let bytes_per_lock = per_lock(&rss_after);
+    let bytes_per_lock_settled = per_lock(&rss_settled);
     let restart_timing = if opts.restart {
         eprintln!("  restarting a follower holding {held} locks");
         let t = restart_follower(&mut cluster).await;
@@ -372,6 +393,9 @@ pub async fn held_locks(opts: &MemoryOptions, run: RunInfo) -> Result<MemoryResu
         rss_before,
         rss_after,
         bytes_per_lock,
+        rss_settled,
+        bytes_per_lock_settled,
+        rss_peak,
         leader,
         fill,
         restart: opts.restart,
