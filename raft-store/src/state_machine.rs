@@ -411,14 +411,20 @@ impl SledStateMachine {
         store_snapshot(&self.db, &self.tree, &self.slot, meta, &data, true).await?;
         let ts_eff_us = machine.ts_eff_us();
         let last_revision = machine.last_revision();
-        {
+        let replaced = {
             let mut applied = write(&self.applied);
-            *applied = Applied {
-                machine,
-                last_applied: meta.last_log_id,
-                last_membership: meta.last_membership.clone(),
-            };
-        }
+            std::mem::replace(
+                &mut *applied,
+                Applied {
+                    machine,
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership.clone(),
+                },
+            )
+        };
+        // Freeing a large state takes a while: not under the lock, and not
+        // on this task's runtime worker.
+        drop(tokio::task::spawn_blocking(move || drop(replaced)));
         let last_index = meta.last_log_id.map_or(0, |l| l.index);
         // The log may still anchor cluster time at an entry far older than
         // the snapshot (a follower that was cut off), or at nothing (a new

@@ -161,7 +161,7 @@ pub struct RaftSettings {
         id = "raft.store_cache_mib",
         long = "store-cache-mib",
         env = "DRIFTLOCK_STORE_CACHE_MIB",
-        default_value_t = 64
+        default_value_t = 32
     )]
     pub store_cache_mib: u64,
     /// Deadline of an AppendEntries that carries entries, ms: the follower
