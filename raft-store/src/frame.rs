@@ -40,6 +40,24 @@ pub enum StoreError {
         /// The decoder's complaint.
         source: bincode::Error,
     },
+    /// A snapshot file failed its frame check. The node must not start on
+    /// this store: restore the node from a healthy replica instead.
+    #[error("corrupted snapshot file {}: {detail}", path.display())]
+    CorruptFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What did not match.
+        detail: &'static str,
+    },
+    /// A snapshot file could not be read, written, renamed or synced (or
+    /// is missing while the metadata names it).
+    #[error("snapshot file {}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: io::Error,
+    },
     /// The stored values are individually sound but contradict each other
     /// (e.g. a hole in the log).
     #[error("inconsistent store: {0}")]
@@ -81,9 +99,10 @@ impl From<StoreError> for io::Error {
     /// undecodable values map to `InvalidData`.
     fn from(err: StoreError) -> io::Error {
         let kind = match &err {
-            StoreError::Corruption { .. } | StoreError::Undecodable { .. } | StoreError::Inconsistent(_) => {
-                io::ErrorKind::InvalidData
-            }
+            StoreError::Corruption { .. }
+            | StoreError::CorruptFile { .. }
+            | StoreError::Undecodable { .. }
+            | StoreError::Inconsistent(_) => io::ErrorKind::InvalidData,
             StoreError::Restore(_) => io::ErrorKind::InvalidData,
             _ => io::ErrorKind::Other,
         };

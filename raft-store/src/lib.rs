@@ -30,6 +30,7 @@
 pub mod frame;
 pub mod log_store;
 pub mod seed;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod type_config;
 
@@ -127,6 +128,7 @@ pub fn open_with(path: impl AsRef<Path>, config: &StoreConfig) -> Result<Store, 
     let log_store = LogStore::open(&db)?;
     let state_machine = SledStateMachine::open(
         &db,
+        path.as_ref(),
         config.initial_state_config.clone(),
         config.events_capacity,
         log_store.stamp_handle(),

@@ -18,7 +18,7 @@ use openraft::Membership;
 
 use crate::frame::{self, StoreError};
 use crate::log_store::{COMMITTED_KEY, META_TREE, PURGED_KEY, VOTE_KEY};
-use crate::state_machine::{decode_snapshot, SNAPSHOT_DATA_KEY, SNAPSHOT_META_KEY, SNAPSHOT_TREE};
+use crate::state_machine::{decode_snapshot, SNAPSHOT_META_KEY, SNAPSHOT_TREE};
 use crate::type_config::{LogId, NodeAddr, SnapshotMeta, StoredMembership, Vote};
 use crate::StoreConfig;
 
@@ -166,11 +166,9 @@ fn write_store(
         .path(path)
         .cache_capacity(StoreConfig::default().cache_capacity_bytes)
         .open()?;
+    crate::snapshot_file::write(path, meta.last_log_id.as_ref(), data)?;
     let snapshot = db.open_tree(SNAPSHOT_TREE)?;
-    let mut batch = sled::Batch::default();
-    batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
-    batch.insert(SNAPSHOT_DATA_KEY, data);
-    snapshot.apply_batch(batch)?;
+    snapshot.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?)?;
     let raft_meta = db.open_tree(META_TREE)?;
     let mut batch = sled::Batch::default();
     batch.insert(PURGED_KEY, frame::encode_value(&Some(last_log_id))?);

@@ -1,11 +1,13 @@
 //! openraft's [`RaftStateMachine`] for driftlock, and its snapshot builder.
 //!
 //! **Persistence choice.** The [`StateMachine`] lives in memory. What is
-//! persisted is the latest snapshot (tree `snapshot`: key `meta` holds the
-//! framed openraft [`SnapshotMeta`] — last applied log id and membership —
-//! and key `data` the framed bincode of the state machine's
-//! [`Snapshot`](driftlock_state_machine::Snapshot)), written in one sled
-//! batch and flushed before a build or an install returns. Opening the store
+//! persisted is the latest snapshot: its data, the framed bincode of the
+//! state machine's [`Snapshot`](driftlock_state_machine::Snapshot), in a
+//! file of its own ([`crate::snapshot_file`]), and in sled's tree
+//! `snapshot` key `meta` the framed openraft [`SnapshotMeta`] (last applied
+//! log id and membership), which names the file. Both are durable before a
+//! build or an install returns; a store written before snapshot files
+//! keeps its data under key `data` until its next snapshot. Opening the store
 //! restores the state machine from it, so `applied_state()` reports the
 //! snapshot's last log id; openraft then re-applies the committed entries
 //! above it from the log (the log store persists the committed log id for
@@ -20,6 +22,7 @@
 //! `RecvError::Lagged` and must resynchronise from the state.
 
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
@@ -33,6 +36,7 @@ use tokio::sync::broadcast;
 
 use crate::frame::{self, StoreError};
 use crate::log_store::StampHandle;
+use crate::snapshot_file;
 use crate::type_config::{
     ApplyOutput, LogId, Snapshot, SnapshotData, SnapshotMeta, StampedRequest, StoredMembership, TypeConfig,
 };
@@ -41,7 +45,9 @@ use crate::type_config::{
 pub const SNAPSHOT_TREE: &str = "snapshot";
 /// Key of the snapshot's openraft metadata in [`SNAPSHOT_TREE`].
 pub const SNAPSHOT_META_KEY: &str = "meta";
-/// Key of the snapshot's data in [`SNAPSHOT_TREE`].
+/// Key of the snapshot's data in [`SNAPSHOT_TREE`] in stores written before
+/// snapshot files ([`crate::snapshot_file`]); read if present, removed by
+/// the next snapshot.
 pub const SNAPSHOT_DATA_KEY: &str = "data";
 
 /// The events one applied entry produced.
@@ -183,13 +189,11 @@ fn write(lock: &RwLock<Applied>) -> RwLockWriteGuard<'_, Applied> {
 /// Created by [`crate::open`]; hand it to `openraft::Raft::new`. Keep a
 /// [`StateReader`] ([`SledStateMachine::reader`]) before doing so.
 pub struct SledStateMachine {
-    db: sled::Db,
-    tree: sled::Tree,
     applied: Arc<RwLock<Applied>>,
     notices: broadcast::Sender<SmNotice>,
-    /// Serialises writes of the snapshot slot (builds run in their own
-    /// task, installs in the state-machine task).
-    slot: Arc<Mutex<()>>,
+    /// Where snapshots are stored (builds run in their own task, installs
+    /// in the state-machine task; the slot serialises them).
+    slot: Slot,
     /// The log store's cluster-time anchor, moved to an installed
     /// snapshot (docs/design.md "Time", rule 1).
     stamp: StampHandle,
@@ -203,9 +207,7 @@ pub struct SledStateMachine {
 /// changes a shared part copies that part first, so the view stays as it
 /// was (docs/design.md "Snapshots without stalls").
 pub struct SnapshotBuilder {
-    db: sled::Db,
-    tree: sled::Tree,
-    slot: Arc<Mutex<()>>,
+    slot: Slot,
     /// Taken by the first `build_snapshot`.
     snapshot: Option<driftlock_state_machine::Snapshot>,
     meta: SnapshotMeta,
@@ -257,44 +259,68 @@ fn check_meta(machine: &StateMachine, meta: &SnapshotMeta) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Writes metadata and data to the snapshot slot in one batch (not yet
-/// flushed). Unless `replace` is set, a newer snapshot already in the slot
-/// is kept. Returns whether it wrote. Blocking: copies `data` into sled.
-fn write_snapshot(
-    tree: &sled::Tree,
-    slot: &Mutex<()>,
-    meta: &SnapshotMeta,
-    data: &[u8],
-    replace: bool,
-) -> Result<bool, StoreError> {
-    let _slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(stored) = tree.get(SNAPSHOT_META_KEY)?.filter(|_| !replace) {
-        let stored: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &stored)?;
-        if stored.last_log_id > meta.last_log_id {
-            return Ok(false);
-        }
-    }
-    let mut batch = sled::Batch::default();
-    batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
-    batch.insert(SNAPSHOT_DATA_KEY, data);
-    tree.apply_batch(batch)?;
-    Ok(true)
+/// Where a snapshot is persisted: the store's sled tree for the metadata,
+/// its directory for the data file, and the lock that serialises writers.
+#[derive(Clone)]
+struct Slot {
+    db: sled::Db,
+    dir: PathBuf,
+    tree: sled::Tree,
+    lock: Arc<Mutex<()>>,
 }
 
-/// [`write_snapshot`], then a flush.
-async fn store_snapshot(
-    db: &sled::Db,
-    tree: &sled::Tree,
-    slot: &Mutex<()>,
-    meta: &SnapshotMeta,
-    data: &[u8],
-    replace: bool,
-) -> Result<bool, StoreError> {
-    let wrote = write_snapshot(tree, slot, meta, data, replace)?;
-    if wrote {
-        db.flush_async().await?;
+impl Slot {
+    /// Persists a snapshot: its data file, then the metadata naming it
+    /// (one sled batch, flushed), then removes the files no longer named
+    /// — all under the slot's lock, so a concurrent writer never removes
+    /// the file the durable metadata names. Unless `replace` is set, a
+    /// newer snapshot already stored is kept. Returns whether it wrote.
+    /// Blocking (file writes and fsyncs): call on a blocking thread.
+    fn persist(&self, meta: &SnapshotMeta, data: &[u8], replace: bool) -> Result<bool, StoreError> {
+        let _slot = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(stored) = self.tree.get(SNAPSHOT_META_KEY)?.filter(|_| !replace) {
+            let stored: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &stored)?;
+            if stored.last_log_id > meta.last_log_id {
+                return Ok(false);
+            }
+        }
+        snapshot_file::write(&self.dir, meta.last_log_id.as_ref(), data)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAPSHOT_META_KEY, frame::encode_value(meta)?);
+        batch.remove(SNAPSHOT_DATA_KEY);
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        snapshot_file::remove_others(&self.dir, meta.last_log_id.as_ref())?;
+        Ok(true)
     }
-    Ok(wrote)
+
+    /// The stored snapshot's metadata and data (from its file, or from the
+    /// `data` key of a store written before snapshot files).
+    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+        let _slot = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        load(&self.dir, &self.tree)
+    }
+}
+
+/// [`Slot::load`] without the lock (opening, before anything else runs).
+fn load(dir: &Path, tree: &sled::Tree) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+    let Some(meta) = tree.get(SNAPSHOT_META_KEY)? else {
+        if tree.get(SNAPSHOT_DATA_KEY)?.is_some() {
+            return Err(StoreError::Inconsistent(
+                "the snapshot tree holds data but no metadata".to_string(),
+            ));
+        }
+        return Ok(None);
+    };
+    let meta: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &meta)?;
+    let data = match tree.get(SNAPSHOT_DATA_KEY)? {
+        Some(legacy) => {
+            frame::decode(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, &legacy)?;
+            legacy.to_vec()
+        }
+        None => snapshot_file::read(dir, meta.last_log_id.as_ref())?,
+    };
+    Ok(Some((meta, data)))
 }
 
 impl SledStateMachine {
@@ -303,21 +329,19 @@ impl SledStateMachine {
     /// `StateMachine::new(initial)` if there is none.
     pub(crate) fn open(
         db: &sled::Db,
+        dir: &Path,
         initial: driftlock_proto::Config,
         events_capacity: usize,
         stamp: StampHandle,
     ) -> Result<SledStateMachine, StoreError> {
         let tree = db.open_tree(SNAPSHOT_TREE)?;
-        let meta = tree.get(SNAPSHOT_META_KEY)?;
-        let data = tree.get(SNAPSHOT_DATA_KEY)?;
-        let applied = match (meta, data) {
-            (None, None) => Applied {
+        let applied = match load(dir, &tree)? {
+            None => Applied {
                 machine: StateMachine::new(initial),
                 last_applied: None,
                 last_membership: StoredMembership::default(),
             },
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &meta)?;
+            Some((meta, data)) => {
                 let machine = decode_snapshot(&data)?;
                 check_meta(&machine, &meta)?;
                 Applied {
@@ -326,19 +350,19 @@ impl SledStateMachine {
                     last_membership: meta.last_membership,
                 }
             }
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(StoreError::Inconsistent(
-                    "the snapshot tree holds only one of metadata and data".to_string(),
-                ));
-            }
         };
+        // Files of older snapshots and interrupted writes.
+        snapshot_file::remove_others(dir, applied.last_applied.as_ref())?;
         let (notices, _) = broadcast::channel(events_capacity.max(1));
         Ok(SledStateMachine {
-            db: db.clone(),
-            tree,
             applied: Arc::new(RwLock::new(applied)),
             notices,
-            slot: Arc::new(Mutex::new(())),
+            slot: Slot {
+                db: db.clone(),
+                dir: dir.to_path_buf(),
+                tree,
+                lock: Arc::new(Mutex::new(())),
+            },
             stamp,
             timings: Arc::new(Timings::default()),
         })
@@ -406,9 +430,17 @@ impl SledStateMachine {
     }
 
     async fn install(&mut self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<(), StoreError> {
-        let machine = decode_snapshot(&data)?;
-        check_meta(&machine, meta)?;
-        store_snapshot(&self.db, &self.tree, &self.slot, meta, &data, true).await?;
+        // Decoding, checking and writing a large snapshot take a while:
+        // on a blocking thread, not on a runtime worker.
+        let (slot, stored_meta) = (self.slot.clone(), meta.clone());
+        let machine = tokio::task::spawn_blocking(move || -> Result<StateMachine, StoreError> {
+            let machine = decode_snapshot(&data)?;
+            check_meta(&machine, &stored_meta)?;
+            slot.persist(&stored_meta, &data, true)?;
+            Ok(machine)
+        })
+        .await
+        .map_err(|e| StoreError::Apply(format!("snapshot install task failed: {e}")))??;
         let ts_eff_us = machine.ts_eff_us();
         let last_revision = machine.last_revision();
         let replaced = {
@@ -439,24 +471,15 @@ impl SledStateMachine {
         Ok(())
     }
 
-    fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
-        let _slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let meta = self.tree.get(SNAPSHOT_META_KEY)?;
-        let data = self.tree.get(SNAPSHOT_DATA_KEY)?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta = frame::decode_value(SNAPSHOT_TREE, SNAPSHOT_META_KEY, &meta)?;
-                frame::decode(SNAPSHOT_TREE, SNAPSHOT_DATA_KEY, &data)?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: SnapshotData::new(data.to_vec()),
-                }))
-            }
-            (None, None) => Ok(None),
-            _ => Err(StoreError::Inconsistent(
-                "the snapshot tree holds only one of metadata and data".to_string(),
-            )),
-        }
+    async fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
+        let slot = self.slot.clone();
+        let loaded = tokio::task::spawn_blocking(move || slot.load())
+            .await
+            .map_err(|e| StoreError::Apply(format!("snapshot read task failed: {e}")))??;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: SnapshotData::new(data),
+        }))
     }
 
     fn builder(&self) -> SnapshotBuilder {
@@ -473,9 +496,7 @@ impl SledStateMachine {
             .snapshot_capture_us
             .store(elapsed_us(started), Ordering::Relaxed);
         SnapshotBuilder {
-            db: self.db.clone(),
-            tree: self.tree.clone(),
-            slot: Arc::clone(&self.slot),
+            slot: self.slot.clone(),
             snapshot: Some(snapshot),
             meta,
             timings: Arc::clone(&self.timings),
@@ -491,14 +512,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .snapshot
             .take()
             .ok_or_else(|| io::Error::other("this snapshot builder was already used"))?;
-        let (tree, slot, meta, timings) = (
-            self.tree.clone(),
-            Arc::clone(&self.slot),
-            self.meta.clone(),
-            Arc::clone(&self.timings),
-        );
-        // Encoding walks the whole state and the write copies it into sled:
-        // both on a blocking thread, so neither holds a runtime worker.
+        let (slot, meta, timings) = (self.slot.clone(), self.meta.clone(), Arc::clone(&self.timings));
+        // Encoding walks the whole state and the write goes to a file and
+        // fsyncs: both on a blocking thread, so neither holds a runtime
+        // worker, and the Raft log's own flushes never wait for them.
         let (data, stored) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StoreError> {
             let started = Instant::now();
             let data = encode_snapshot(&snapshot)?;
@@ -508,19 +525,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             timings.snapshot_encode_us.store(elapsed_us(started), Ordering::Relaxed);
             timings.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
             let started = Instant::now();
-            let stored = write_snapshot(&tree, &slot, &meta, &data, false)?;
+            let stored = slot.persist(&meta, &data, false)?;
             timings.snapshot_store_us.store(elapsed_us(started), Ordering::Relaxed);
             Ok((data, stored))
         })
         .await
         .map_err(|e| io::Error::other(format!("snapshot encoding task failed: {e}")))??;
-        if stored {
-            let started = Instant::now();
-            self.db.flush_async().await.map_err(StoreError::from)?;
-            self.timings
-                .snapshot_store_us
-                .fetch_add(elapsed_us(started), Ordering::Relaxed);
-        } else {
+        if !stored {
             tracing::info!(last_log_id = ?self.meta.last_log_id, "built snapshot is older than the stored one; not stored");
         }
         Ok(Snapshot {
@@ -573,6 +584,6 @@ impl RaftStateMachine<TypeConfig> for SledStateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self.current_snapshot()?)
+        Ok(self.current_snapshot().await?)
     }
 }

@@ -128,13 +128,91 @@ async fn flipped_byte_in_the_committed_id() {
     case("meta", b"committed", "committed", |v| flip_last_byte(v)).await;
 }
 
+/// The only file in the store's snapshot directory.
+fn snapshot_file(store: &Path) -> std::path::PathBuf {
+    let dir = driftlock_raft_store::snapshot_file::dir(store);
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "one snapshot file in {}: {files:?}", dir.display());
+    files.into_iter().next().unwrap()
+}
+
 #[tokio::test]
 async fn flipped_byte_in_the_snapshot_data() {
-    case("snapshot", b"data", "data", |v| {
-        let mid = v.len() / 2;
-        v[mid] ^= 0x04;
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    populated_store(dir.path()).await;
+    drop(driftlock_raft_store::open(dir.path()).unwrap());
+    let file = snapshot_file(dir.path());
+    let mut data = std::fs::read(&file).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x04;
+    std::fs::write(&file, data).unwrap();
+    match driftlock_raft_store::open(dir.path()) {
+        Ok(_) => panic!("a store with a damaged snapshot file opened"),
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                matches!(err, StoreError::CorruptFile { ref path, .. } if *path == file),
+                "{err:?}"
+            );
+            assert!(
+                message.contains(&file.display().to_string()),
+                "the message names the file: {message}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_missing_snapshot_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    populated_store(dir.path()).await;
+    let file = snapshot_file(dir.path());
+    std::fs::remove_file(&file).unwrap();
+    match driftlock_raft_store::open(dir.path()) {
+        Ok(_) => panic!("a store whose snapshot file is gone opened"),
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                matches!(err, StoreError::File { ref path, .. } if *path == file),
+                "{err:?}"
+            );
+            assert!(
+                message.contains(&file.display().to_string()),
+                "the message names the file: {message}"
+            );
+        }
+    }
+}
+
+/// A store written before snapshot files keeps its data in the snapshot
+/// tree: it still opens from there, and the next snapshot moves the data to
+/// a file and removes the key.
+#[tokio::test]
+async fn a_store_with_the_snapshot_in_sled_opens_and_moves_it_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    populated_store(dir.path()).await;
+    let file = snapshot_file(dir.path());
+    {
+        let db = open_sled(dir.path());
+        let tree = db.open_tree("snapshot").unwrap();
+        tree.insert(b"data", std::fs::read(&file).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    std::fs::remove_file(&file).unwrap();
+    let store = driftlock_raft_store::open(dir.path()).unwrap();
+    assert_eq!(store.state_machine.reader().last_applied(), Some(lid(10)));
+    let mut sm = store.state_machine;
+    sm.try_create_snapshot_builder(true)
+        .await
+        .unwrap()
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop(sm);
+    drop(store.log_store);
+    assert!(snapshot_file(dir.path()).exists());
+    let db = open_sled(dir.path());
+    assert!(db.open_tree("snapshot").unwrap().get(b"data").unwrap().is_none());
 }
 
 #[tokio::test]
