@@ -56,10 +56,13 @@ pub(crate) struct Session {
     pub(crate) client_clock: ClientClock,
     pub(crate) suspicion: Option<Suspicion>,
     /// Locks this session holds: the reverse index of [`Lock::holders`].
+    #[serde(deserialize_with = "crate::decode::ord_set")]
     pub(crate) held: OrdSet<LockName>,
     /// Locks this session waits for: the reverse index of [`Lock::waiters`].
+    #[serde(deserialize_with = "crate::decode::ord_set")]
     pub(crate) waiting: OrdSet<LockName>,
     /// Elections this session is master of or a candidate in.
+    #[serde(deserialize_with = "crate::decode::ord_set")]
     pub(crate) campaigns: OrdSet<String>,
     /// Cached responses by sequence number, for retries, each with the
     /// digest of the operation that produced it.
@@ -142,7 +145,7 @@ pub(crate) struct Waiter {
 /// measured 985 bytes per held lock against 521 with a `Vec`; inline room
 /// for one holder saves the `Vec`'s heap block too (serialized the same).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub(crate) struct Holders(SmallVec<[(SessionId, Holder); 1]>);
+pub(crate) struct Holders(#[serde(deserialize_with = "crate::decode::small_vec")] SmallVec<[(SessionId, Holder); 1]>);
 
 impl Holders {
     pub(crate) fn insert(&mut self, session: SessionId, holder: Holder) {

@@ -38,6 +38,7 @@
 mod apply;
 mod authz;
 mod command;
+mod decode;
 mod elections;
 mod entities;
 mod invariants;
@@ -76,11 +77,17 @@ pub struct StateMachine {
     pub(crate) config: Config,
     pub(crate) last_index: u64,
     pub(crate) ts_eff_us: u64,
+    #[serde(deserialize_with = "decode::ord_map")]
     pub(crate) sessions: OrdMap<SessionId, Session>,
+    #[serde(deserialize_with = "decode::ord_map")]
     pub(crate) session_by_nonce: OrdMap<u128, SessionId>,
+    #[serde(deserialize_with = "decode::ord_map")]
     pub(crate) locks: OrdMap<LockName, Lock>,
+    #[serde(deserialize_with = "decode::ord_map")]
     pub(crate) kv: OrdMap<String, KvEntry>,
+    #[serde(deserialize_with = "decode::ord_map")]
     pub(crate) elections: OrdMap<String, Election>,
+    #[serde(deserialize_with = "decode::ord_set")]
     pub(crate) timers: OrdSet<(u64, Timer)>,
     pub(crate) node_health: BTreeMap<u64, HealthSample>,
     pub(crate) node_clocks: BTreeMap<u64, ClockEstimate>,
