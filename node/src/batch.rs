@@ -14,8 +14,9 @@
 //!
 //! Each command keeps its own outcome: the state machine answers a batch
 //! with one response per command, in order. A batch that fails to commit
-//! fails every command in it the way a single entry would: `NotLeader` if
-//! openraft refused it before appending, `Indeterminate` if it was
+//! fails every command in it the way a single entry would: `NotLeader` (or
+//! `Unavailable` for a leader whose lease lapsed) if openraft refused it
+//! before appending, `Indeterminate` if it was
 //! appended and then lost track of.
 
 use std::sync::{Arc, Weak};
@@ -168,15 +169,11 @@ async fn propose_entry(node: &NodeContext, command: Command, count: usize) -> Ve
         // openraft's contract: `ForwardToLeader` means the proposal was
         // refused before its entry was appended (not the leader any more,
         // leadership being transferred, or the leader lease lapsed). Nothing
-        // was written, so the answer is a definite `NotLeader`, pointing at
-        // the leader or the transfer target when known; the client goes
-        // there without waiting.
+        // was written, so the answer is definite: `NotLeader` pointing at
+        // the leader or the transfer target when known (the client goes
+        // there without waiting), `Unavailable` for a lapsed lease.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            let leader_hint = match (forward.leader_id, forward.leader_node) {
-                (Some(id), Some(addr)) => Some((id, addr.client_addr)),
-                _ => node.leader_hint(),
-            };
-            vec![Err(ApiError::NotLeader { leader_hint }); count]
+            vec![Err(crate::server::forward_error(forward, || node.leader_hint())); count]
         }
         // The entry was appended and then discarded under a new leader: it
         // may still commit there.

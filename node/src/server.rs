@@ -531,11 +531,7 @@ impl NodeContext {
             RaftError::Fatal(f) => ApiError::Unavailable(f.to_string()),
             RaftError::APIError(ClientWriteError::ForwardToLeader(forward))
             | RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)) => {
-                let leader_hint = match (forward.leader_id, forward.leader_node) {
-                    (Some(id), Some(node)) => Some((id, node.client_addr)),
-                    _ => self.leader_hint(),
-                };
-                ApiError::NotLeader { leader_hint }
+                forward_error(forward, || self.leader_hint())
             }
             RaftError::APIError(ClientWriteError::ChangeMembershipError(ChangeMembershipError::InProgress(p))) => {
                 ApiError::Unavailable(p.to_string())
@@ -543,6 +539,33 @@ impl NodeContext {
             RaftError::APIError(e) => ApiError::InvalidRequest(e.to_string()),
         }
     }
+}
+
+/// The answer to a proposal openraft refused before appending it
+/// (`ForwardToLeader`): nothing was written, so either answer is definite.
+///
+/// A leader whose quorum lease lapsed (`ForwardReason::LeaseExpired`: just
+/// elected and not yet acknowledged by a quorum, or cut off from it) is
+/// still the leader, and openraft names no other node. Its own hint would
+/// point the client back at it, so the answer is `Unavailable`: retry
+/// shortly. Otherwise `NotLeader`, with the leader (or transfer target)
+/// openraft named, else `known_leader`.
+pub(crate) fn forward_error(
+    forward: openraft::error::ForwardToLeader<TypeConfig>,
+    known_leader: impl FnOnce() -> Option<(u64, String)>,
+) -> ApiError {
+    if forward.reason == openraft::error::ForwardReason::LeaseExpired {
+        return ApiError::Unavailable(
+            "this node leads but no quorum has acknowledged it within its lease (just elected, or cut off); \
+             retry shortly"
+                .into(),
+        );
+    }
+    let leader_hint = match (forward.leader_id, forward.leader_node) {
+        (Some(id), Some(node)) => Some((id, node.client_addr)),
+        _ => known_leader(),
+    };
+    ApiError::NotLeader { leader_hint }
 }
 
 fn check_addr(addr: &str) -> Result<(), ApiError> {
@@ -768,4 +791,61 @@ pub async fn serve(
                 .await;
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use driftlock_raft_store::NodeAddr;
+    use openraft::error::{ForwardReason, ForwardToLeader};
+
+    /// The CI failure this covers: a node just made leader by a transfer
+    /// answered its first write with `NotLeader` naming itself (openraft
+    /// refused it for a lease not yet acknowledged by a quorum and named no
+    /// leader, so the node's own view, itself, filled the hint).
+    #[test]
+    fn a_leader_whose_lease_lapsed_is_unavailable_not_a_pointer_to_itself() {
+        let myself = || Some((4, "127.0.0.1:7904".to_string()));
+        let lapsed = ForwardToLeader::<TypeConfig>::empty().with_reason(ForwardReason::LeaseExpired);
+        assert!(
+            matches!(forward_error(lapsed, myself), ApiError::Unavailable(_)),
+            "a lapsed lease must not send the client back to the same node"
+        );
+    }
+
+    #[test]
+    fn a_refusal_naming_the_leader_points_there() {
+        let other = NodeAddr {
+            raft_addr: "127.0.0.1:7802".into(),
+            client_addr: "127.0.0.1:7902".into(),
+        };
+        let named = ForwardToLeader::<TypeConfig>::new(2, other);
+        assert_eq!(
+            forward_error(named, || None),
+            ApiError::NotLeader {
+                leader_hint: Some((2, "127.0.0.1:7902".into()))
+            }
+        );
+        let transfer = ForwardToLeader::<TypeConfig>::new(
+            3,
+            NodeAddr {
+                raft_addr: "127.0.0.1:7803".into(),
+                client_addr: "127.0.0.1:7903".into(),
+            },
+        )
+        .with_reason(ForwardReason::LeadershipTransfer);
+        assert_eq!(
+            forward_error(transfer, || None),
+            ApiError::NotLeader {
+                leader_hint: Some((3, "127.0.0.1:7903".into()))
+            }
+        );
+        let unknown = ForwardToLeader::<TypeConfig>::empty();
+        assert_eq!(
+            forward_error(unknown, || Some((1, "127.0.0.1:7901".into()))),
+            ApiError::NotLeader {
+                leader_hint: Some((1, "127.0.0.1:7901".into()))
+            }
+        );
+    }
 }

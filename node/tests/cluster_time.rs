@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_proto::{AdminRequest, KvWrite, Reply, Role};
-use driftlock_testkit::cluster_time::{self, EndMark, StartMark};
+use driftlock_proto::{AdminRequest, ApiError, KvWrite, Reply, Role, RpcError};
+use driftlock_testkit::cluster_time::{self, EndMark, MarkError, StartMark};
 use driftlock_testkit::TestCluster;
 
 const T: Duration = Duration::from_secs(10);
@@ -146,11 +146,21 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // An entry the late node stamps as leader.
+    // An entry the late node stamps as leader. A leader just elected takes
+    // writes once a quorum has acknowledged it; until then it answers
+    // `Unavailable`.
     let late_addr = c.client_addr(late).to_string();
-    let end: EndMark = cluster_time::end_mark_by_write(&late_addr, "stamped-by-the-late-node", T, &c.security())
-        .await
-        .expect("end mark");
+    let deadline = Instant::now() + T;
+    let end: EndMark = loop {
+        match cluster_time::end_mark_by_write(&late_addr, "stamped-by-the-late-node", T, &c.security()).await {
+            Ok(end) => break end,
+            Err(MarkError::Rpc(RpcError::Api(ApiError::Unavailable(why)))) if Instant::now() < deadline => {
+                eprintln!("the new leader is not writable yet: {why}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("end mark: {e:?}"),
+        }
+    };
     let ahead_us = cluster_time::ahead_us(&start, &end);
     assert!(
         ahead_us <= 0,
