@@ -27,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod background;
 pub mod frame;
 pub mod log_store;
 pub mod seed;

@@ -514,23 +514,26 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             .ok_or_else(|| io::Error::other("this snapshot builder was already used"))?;
         let (slot, meta, timings) = (self.slot.clone(), self.meta.clone(), Arc::clone(&self.timings));
         // Encoding walks the whole state and the write goes to a file and
-        // fsyncs: both on a blocking thread, so neither holds a runtime
-        // worker, and the Raft log's own flushes never wait for them.
-        let (data, stored) = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, bool), StoreError> {
-            let started = Instant::now();
-            let data = encode_snapshot(&snapshot)?;
-            // The view shares the live tables; dropping it here lets the
-            // next apply of each shared part take it over without a copy.
-            drop(snapshot);
-            timings.snapshot_encode_us.store(elapsed_us(started), Ordering::Relaxed);
-            timings.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
-            let started = Instant::now();
-            let stored = slot.persist(&meta, &data, false)?;
-            timings.snapshot_store_us.store(elapsed_us(started), Ordering::Relaxed);
-            Ok((data, stored))
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("snapshot encoding task failed: {e}")))??;
+        // fsyncs: both on a thread of their own, so neither holds a runtime
+        // worker and the Raft log's own flushes never wait for them, and at
+        // a lower priority, so a worker woken by a request runs first
+        // (`background`).
+        let (data, stored) =
+            crate::background::run("snapshot-build", move || -> Result<(Vec<u8>, bool), StoreError> {
+                let started = Instant::now();
+                let data = encode_snapshot(&snapshot)?;
+                // The view shares the live tables; dropping it here lets the
+                // next apply of each shared part take it over without a copy.
+                drop(snapshot);
+                timings.snapshot_encode_us.store(elapsed_us(started), Ordering::Relaxed);
+                timings.snapshot_bytes.store(data.len() as u64, Ordering::Relaxed);
+                let started = Instant::now();
+                let stored = slot.persist(&meta, &data, false)?;
+                timings.snapshot_store_us.store(elapsed_us(started), Ordering::Relaxed);
+                Ok((data, stored))
+            })
+            .await
+            .map_err(|e| io::Error::other(format!("snapshot encoding failed: {e}")))??;
         if !stored {
             tracing::info!(last_log_id = ?self.meta.last_log_id, "built snapshot is older than the stored one; not stored");
         }
