@@ -25,6 +25,7 @@ use driftlock_proto::{limits, ApiError, Reply};
 use driftlock_raft_store::StampedRequest;
 use driftlock_state_machine::{Command, Response, StampedCommand};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::server::NodeContext;
@@ -42,6 +43,17 @@ pub const MAX_BATCH_COMMANDS: usize = 512;
 /// ([`limits::MAX_ENTRY_BYTES`]). A command larger than this still goes
 /// alone in an entry of its own.
 pub const MAX_BATCH_BYTES: u64 = limits::MAX_ENTRY_BYTES as u64 / 2;
+
+/// Longest a new leader waits for a quorum's first acknowledgement of its
+/// term before proposing: a few rounds of appends on a loaded host.
+const FIRST_ACK_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Whether a proposal can be accepted as far as the quorum lease goes: not
+/// a leader (the caller refuses with `NotLeader`), a leader acknowledged by
+/// a quorum in its term, or the only voter.
+fn first_ack_seen(m: &openraft::RaftMetrics<driftlock_raft_store::TypeConfig>) -> bool {
+    !m.state.is_leader() || m.last_quorum_acked.is_some() || m.membership_config.membership().voter_ids().count() <= 1
+}
 
 /// A command waiting to be proposed, with where its answer goes.
 pub struct Pending {
@@ -150,6 +162,26 @@ async fn propose_entry(node: &NodeContext, command: Command, count: usize) -> Ve
     if !node.raft.is_leader() {
         let err = node.not_leader();
         return vec![Err(err); count];
+    }
+    if !first_ack_seen(&node.raft.metrics().borrow_watched()) {
+        // Leader of a term no quorum has acknowledged yet: openraft would
+        // refuse the write (its lease is not valid). The acknowledgement of
+        // its first append comes a round trip later, so wait for it here
+        // rather than refuse the burst of requests that follows every
+        // election and transfer. Bounded: a leader that hears from nobody
+        // proposes anyway and is refused (`Unavailable`).
+        let waited = node
+            .raft
+            .wait(Some(FIRST_ACK_WAIT))
+            .metrics(first_ack_seen, "the first quorum acknowledgement of this term")
+            .await;
+        if waited.is_err() {
+            tracing::debug!("no quorum acknowledgement yet; proposing anyway");
+        }
+        if !node.raft.is_leader() {
+            let err = node.not_leader();
+            return vec![Err(err); count];
+        }
     }
     let ts_us = node.stamp();
     let request = StampedRequest(StampedCommand { ts_us, command });
