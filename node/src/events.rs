@@ -18,12 +18,28 @@ use driftlock_proto::Event;
 use driftlock_proto::{EventBatch, EventFilter};
 use tokio::sync::watch;
 
+/// An event's encoded size, bytes (0 for one that does not encode: a
+/// reply carrying it then fails as a whole, whatever its size).
+fn encoded_bytes(event: &Event) -> usize {
+    bincode::serialized_size(event).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 /// Estimated memory one buffered event holds, bytes: its slot in the
 /// buffer plus its encoded size, a stand-in for the names and values it
 /// owns on the heap.
 pub fn event_bytes(event: &Event) -> usize {
-    let encoded = bincode::serialized_size(event).map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    std::mem::size_of::<(u64, Event)>().saturating_add(encoded)
+    slot_bytes(encoded_bytes(event))
+}
+
+fn slot_bytes(encoded_bytes: usize) -> usize {
+    std::mem::size_of::<Buffered>().saturating_add(encoded_bytes)
+}
+
+/// One buffered event, with its encoded size computed once, when pushed.
+struct Buffered {
+    revision: u64,
+    encoded_bytes: usize,
+    event: Event,
 }
 
 /// A bounded buffer of `(revision, event)` in apply order.
@@ -34,7 +50,7 @@ pub struct EventBuffer {
 }
 
 struct Inner {
-    events: VecDeque<(u64, Event)>,
+    events: VecDeque<Buffered>,
     capacity: usize,
     /// Bound on `bytes`.
     max_bytes: usize,
@@ -101,17 +117,22 @@ impl EventBuffer {
             return;
         };
         if let Ok(mut inner) = self.inner.lock() {
-            for (revision, e) in events {
-                debug_assert!(inner.events.back().is_none_or(|(r, _)| *r <= revision));
-                inner.bytes += event_bytes(&e);
-                inner.events.push_back((revision, e));
+            for (revision, event) in events {
+                debug_assert!(inner.events.back().is_none_or(|b| b.revision <= revision));
+                let encoded_bytes = encoded_bytes(&event);
+                inner.bytes = inner.bytes.saturating_add(slot_bytes(encoded_bytes));
+                inner.events.push_back(Buffered {
+                    revision,
+                    encoded_bytes,
+                    event,
+                });
             }
             while inner.events.len() > inner.capacity
-                || (inner.bytes > inner.max_bytes && inner.events.front().is_some_and(|(r, _)| *r < newest_revision))
+                || (inner.bytes > inner.max_bytes && inner.events.front().is_some_and(|b| b.revision < newest_revision))
             {
-                let Some((r, e)) = inner.events.pop_front() else { break };
-                inner.bytes = inner.bytes.saturating_sub(event_bytes(&e));
-                inner.dropped_through = inner.dropped_through.max(r);
+                let Some(dropped) = inner.events.pop_front() else { break };
+                inner.bytes = inner.bytes.saturating_sub(slot_bytes(dropped.encoded_bytes));
+                inner.dropped_through = inner.dropped_through.max(dropped.revision);
             }
         }
         self.newest_tx.send_if_modified(|newest| {
@@ -145,33 +166,30 @@ impl EventBuffer {
             };
         };
         let mut truncated = after_index < inner.dropped_through;
-        let start = inner.events.partition_point(|(i, _)| *i <= after_index);
+        let start = inner.events.partition_point(|b| b.revision <= after_index);
         let mut events = Vec::new();
         let mut bytes = 0usize;
         // The newest revision all of whose events were considered.
         let mut done_through = after_index;
         let mut full = false;
         let mut rest = inner.events.range(start..).peekable();
-        while let Some(&&(index, _)) = rest.peek() {
+        while let Some(index) = rest.peek().map(|b| b.revision) {
             // The matching events of one command (one revision): a reply
             // never splits a command's events. A command whose events
             // alone pass the byte budget keeps what fits and reports the
             // rest as dropped (`truncated`), so no reply outgrows a frame.
             let mut group = Vec::new();
             let mut group_bytes = 0usize;
-            while let Some((i, e)) = rest.next_if(|(i, _)| *i == index) {
-                if !filter.matches(e) {
+            while let Some(b) = rest.next_if(|b| b.revision == index) {
+                if !filter.matches(&b.event) {
                     continue;
                 }
-                // An event that does not encode cannot be sent either; the
-                // reply then fails as a whole, whatever its size.
-                let size = bincode::serialized_size(e).map_or(0, |n| n as usize);
-                if group_bytes + size > limits::MAX_BATCH_BYTES {
+                if group_bytes + b.encoded_bytes > limits::MAX_BATCH_BYTES {
                     truncated = true;
                     continue;
                 }
-                group_bytes += size;
-                group.push((*i, e.clone()));
+                group_bytes += b.encoded_bytes;
+                group.push((b.revision, b.event.clone()));
             }
             let too_many = events.len() + group.len() > limits::MAX_BATCH_EVENTS;
             if !events.is_empty() && (too_many || bytes + group_bytes > limits::MAX_BATCH_BYTES) {

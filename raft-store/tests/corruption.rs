@@ -136,6 +136,24 @@ fn snapshot_file(store: &Path) -> std::path::PathBuf {
     files.into_iter().next().unwrap()
 }
 
+/// Opens the store, expecting an error whose message names `file`.
+fn open_fails_naming(store: &Path, file: &Path) -> StoreError {
+    match driftlock_raft_store::open(store) {
+        Ok(_) => panic!(
+            "a store whose snapshot file {} is damaged or gone opened",
+            file.display()
+        ),
+        Err(err) => {
+            let message = err.to_string();
+            assert!(
+                message.contains(&file.display().to_string()),
+                "the message names the file: {message}"
+            );
+            err
+        }
+    }
+}
+
 #[tokio::test]
 async fn flipped_byte_in_the_snapshot_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,20 +164,11 @@ async fn flipped_byte_in_the_snapshot_data() {
     let mid = data.len() / 2;
     data[mid] ^= 0x04;
     std::fs::write(&file, data).unwrap();
-    match driftlock_raft_store::open(dir.path()) {
-        Ok(_) => panic!("a store with a damaged snapshot file opened"),
-        Err(err) => {
-            let message = err.to_string();
-            assert!(
-                matches!(err, StoreError::CorruptFile { ref path, .. } if *path == file),
-                "{err:?}"
-            );
-            assert!(
-                message.contains(&file.display().to_string()),
-                "the message names the file: {message}"
-            );
-        }
-    }
+    let err = open_fails_naming(dir.path(), &file);
+    assert!(
+        matches!(err, StoreError::CorruptFile { ref path, .. } if *path == file),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -168,20 +177,11 @@ async fn a_missing_snapshot_file_is_refused_by_name() {
     populated_store(dir.path()).await;
     let file = snapshot_file(dir.path());
     std::fs::remove_file(&file).unwrap();
-    match driftlock_raft_store::open(dir.path()) {
-        Ok(_) => panic!("a store whose snapshot file is gone opened"),
-        Err(err) => {
-            let message = err.to_string();
-            assert!(
-                matches!(err, StoreError::File { ref path, .. } if *path == file),
-                "{err:?}"
-            );
-            assert!(
-                message.contains(&file.display().to_string()),
-                "the message names the file: {message}"
-            );
-        }
-    }
+    let err = open_fails_naming(dir.path(), &file);
+    assert!(
+        matches!(err, StoreError::File { ref path, .. } if *path == file),
+        "{err:?}"
+    );
 }
 
 /// A store written before snapshot files keeps its data in the snapshot
