@@ -2,7 +2,11 @@
 //! (`driftlock-bench snapshot-latency`): a steady uncontended load of 16
 //! clients against a 3-node cluster holding N locks while a fresh snapshot
 //! is forced on the leader every few seconds, against the same load and
-//! snapshots at a small baseline. Issue 18 wants lock p99.9 at 1 000 000
+//! snapshots at a small baseline. Each phase runs its load in several
+//! windows one after the other on the same cluster and reports their
+//! medians: one window's p99.9 rests on the slowest 0.1 % of about
+//! 140 000 locks, and varied 10–39 ms between runs of the baseline on this
+//! 2-core machine. Issue 18 wants lock p99.9 at 1 000 000
 //! held locks within 2× its value at 10 000, and no apply stall over 50 ms
 //! (seen here from the clients as the longest gap between two lock
 //! completions, and from the leader's metrics when it exports them).
@@ -44,8 +48,10 @@ pub struct LatencyOptions {
     pub locks: usize,
     /// Held locks of the baseline phase.
     pub baseline_locks: usize,
-    /// Seconds of load in each phase.
+    /// Seconds of each load window.
     pub seconds: u64,
+    /// Load windows per phase (≥ 1).
+    pub windows: usize,
     /// Seconds between forced snapshots (0: none).
     pub snapshot_every_s: u64,
     /// Load clients, each its own `Client` and session.
@@ -110,16 +116,12 @@ pub struct LeaderMetrics {
     pub missing: Vec<String>,
 }
 
-/// One phase: fill to `locks_held`, then the load with snapshots.
+/// One load window: the clients' loop with forced snapshots.
 #[derive(Clone, Debug, Serialize)]
-pub struct Phase {
-    /// Locks held during the load.
-    pub locks_held: usize,
-    /// The fill.
-    pub fill: FillStats,
-    /// Index of the leader when the load started.
+pub struct LoadWindow {
+    /// Index of the leader when the window started.
     pub leader: usize,
-    /// Index of the leader after the load.
+    /// Index of the leader after it.
     pub leader_after_load: usize,
     /// Seconds the load ran.
     pub load_seconds: f64,
@@ -141,19 +143,46 @@ pub struct Phase {
     /// of any clients, ms: the clients' view of an apply stall (goal
     /// ≤ 50). `None` with fewer than two completions.
     pub max_completion_gap_ms: Option<f64>,
-    /// When that gap began, seconds after the load started.
+    /// When that gap began, seconds after the window started.
     pub max_completion_gap_at_s: Option<f64>,
     /// Every forced snapshot.
     pub snapshots: Vec<SnapshotTaken>,
-    /// Lock latency per second of the load, to set beside `snapshots`.
+    /// Lock latency per second of the window, to set beside `snapshots`.
     pub per_second: Vec<SecondRow>,
-    /// The leader's metrics after the fill, before the load.
-    pub leader_metrics_before_load: LeaderMetrics,
-    /// The leader's metrics after the load.
+    /// The leader's metrics after the window.
     pub leader_metrics_after_load: LeaderMetrics,
+}
+
+/// One phase: fill to `locks_held`, then the load windows.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phase {
+    /// Locks held during the load.
+    pub locks_held: usize,
+    /// The fill.
+    pub fill: FillStats,
+    /// Median over the windows of their lock+release pairs per second.
+    pub pairs_per_sec: f64,
+    /// Failed calls over all windows.
+    pub failed_ops: usize,
+    /// Median over the windows of their median lock latency, µs.
+    pub lock_p50_us: u64,
+    /// Median over the windows of their p99 lock latency, µs.
+    pub lock_p99_us: u64,
+    /// Median over the windows of their p99.9 lock latency, µs.
+    pub lock_p999_us: u64,
+    /// Each window's p99.9, µs, in order (the spread behind the median).
+    pub lock_p999_us_per_window: Vec<u64>,
+    /// Largest lock latency of any window, µs.
+    pub lock_max_us: u64,
+    /// Longest completion gap of any window, ms.
+    pub max_completion_gap_ms: Option<f64>,
+    /// The windows, in order.
+    pub windows: Vec<LoadWindow>,
+    /// The leader's metrics after the fill, before the first window.
+    pub leader_metrics_before_load: LeaderMetrics,
     /// RSS of each node after the fill, bytes.
     pub rss_after_fill: Vec<u64>,
-    /// RSS of each node after the load, bytes.
+    /// RSS of each node after the last window, bytes.
     pub rss_after_load: Vec<u64>,
 }
 
@@ -165,8 +194,10 @@ pub struct LatencyReport {
     pub run: RunInfo,
     /// Load clients.
     pub clients: usize,
-    /// Seconds of load per phase, as asked.
+    /// Seconds of each load window, as asked.
     pub seconds: u64,
+    /// Load windows per phase.
+    pub windows: usize,
     /// Seconds between forced snapshots (0: none).
     pub snapshot_every_s: u64,
     /// Sessions holding the filled locks.
@@ -175,8 +206,8 @@ pub struct LatencyReport {
     pub baseline: Phase,
     /// The large state (`--locks`).
     pub large: Phase,
-    /// `large.lock_p999_us / baseline.lock_p999_us` (goal ≤ 2); `None`
-    /// when the baseline has none.
+    /// `large.lock_p999_us / baseline.lock_p999_us`, medians of the
+    /// windows (goal ≤ 2); `None` when the baseline has none.
     pub p999_ratio: Option<f64>,
     /// `large.max_completion_gap_ms` (goal ≤ 50).
     pub max_completion_gap_ms: Option<f64>,
@@ -193,6 +224,7 @@ pub async fn run(opts: &LatencyOptions, run: RunInfo) -> Result<LatencyReport, C
         run,
         clients: opts.clients,
         seconds: opts.seconds,
+        windows: opts.windows,
         snapshot_every_s: opts.snapshot_every_s,
         sessions: opts.sessions,
         max_completion_gap_ms: large.max_completion_gap_ms,
@@ -203,7 +235,7 @@ pub async fn run(opts: &LatencyOptions, run: RunInfo) -> Result<LatencyReport, C
 }
 
 /// One phase on a fresh cluster with default settings (plus
-/// `opts.serve_args`).
+/// `opts.serve_args`): the fill, then `opts.windows` load windows.
 async fn phase(opts: &LatencyOptions, locks: usize) -> Result<Phase, ClusterError> {
     let cluster = DriftlockCluster::start_with_metrics(&opts.serve_args).await?;
     cluster.wait_leader(Duration::from_secs(30)).await?;
@@ -219,40 +251,86 @@ async fn phase(opts: &LatencyOptions, locks: usize) -> Result<Phase, ClusterErro
     let admin = Client::connect_with(cfg)
         .await
         .map_err(|e| ClusterError::Client(format!("admin client: {e}")))?;
-    let workers = open_workers(System::Driftlock, &cluster.endpoints, opts.clients, false, TTL).await?;
-    let names = (0..opts.clients).map(|i| format!("lat/{i}")).collect();
-    let load_for = Duration::from_secs(opts.seconds);
-    let stop = Arc::new(AtomicBool::new(false));
-    let t0 = Instant::now();
-    let load = tokio::spawn(run_loops(workers, names, t0, stop.clone()));
-    let snapshots = force_snapshots(&cluster, &admin, t0, load_for, opts.snapshot_every_s).await;
-    tokio::time::sleep_until((t0 + load_for).into()).await;
-    stop.store(true, Ordering::Relaxed);
-    let (workers, ops) = load.await.map_err(|e| ClusterError::Client(format!("load: {e}")))?;
-    let load_elapsed = t0.elapsed();
-    let leader_after_load = cluster.wait_leader(Duration::from_secs(30)).await?;
-    let leader_metrics_after_load = leader_metrics(&cluster, leader_after_load).await;
+    let mut workers = open_workers(System::Driftlock, &cluster.endpoints, opts.clients, false, TTL).await?;
+    let mut windows = Vec::with_capacity(opts.windows);
+    for w in 0..opts.windows.max(1) {
+        let (window, back) = load_window(opts, &cluster, &admin, workers).await?;
+        workers = back;
+        eprintln!(
+            "  {} held, window {}: lock p50 {} µs p99 {} µs p99.9 {} µs max {} µs; longest completion gap {:?} ms; {} snapshots; {} failed",
+            fill.windows.last().map_or(0, |w| w.held),
+            w + 1,
+            window.lock_p50_us,
+            window.lock_p99_us,
+            window.lock_p999_us,
+            window.lock_max_us,
+            window.max_completion_gap_ms,
+            window.snapshots.len(),
+            window.failed_ops
+        );
+        windows.push(window);
+    }
     let rss_after_load = rss_all(&cluster);
     for w in workers {
         Worker::close(w).await;
     }
     holder.abandon();
 
-    let summary = summarize(&ops, load_elapsed);
-    eprintln!(
-        "  {} held: lock p50 {} µs p99 {} µs p99.9 {} µs max {} µs; longest completion gap {:?} ms; {} snapshots; {} failed",
-        fill.windows.last().map_or(0, |w| w.held),
-        summary.p50_us,
-        summary.p99_us,
-        summary.p999_us,
-        summary.max_us,
-        summary.max_gap_ms,
-        snapshots.len(),
-        summary.failed_ops
-    );
-    Ok(Phase {
+    let median_of = |f: fn(&LoadWindow) -> u64| median(windows.iter().map(f).collect());
+    let phase = Phase {
         locks_held: locks,
         fill,
+        pairs_per_sec: median_f64(windows.iter().map(|w| w.pairs_per_sec).collect()),
+        failed_ops: windows.iter().map(|w| w.failed_ops).sum(),
+        lock_p50_us: median_of(|w| w.lock_p50_us),
+        lock_p99_us: median_of(|w| w.lock_p99_us),
+        lock_p999_us: median_of(|w| w.lock_p999_us),
+        lock_p999_us_per_window: windows.iter().map(|w| w.lock_p999_us).collect(),
+        lock_max_us: windows.iter().map(|w| w.lock_max_us).max().unwrap_or(0),
+        max_completion_gap_ms: windows
+            .iter()
+            .filter_map(|w| w.max_completion_gap_ms)
+            .max_by(f64::total_cmp),
+        windows,
+        leader_metrics_before_load,
+        rss_after_fill,
+        rss_after_load,
+    };
+    eprintln!(
+        "  {} held, medians of {} windows: p50 {} µs p99 {} µs p99.9 {} µs (per window {:?})",
+        locks,
+        phase.windows.len(),
+        phase.lock_p50_us,
+        phase.lock_p99_us,
+        phase.lock_p999_us,
+        phase.lock_p999_us_per_window
+    );
+    Ok(phase)
+}
+
+/// One load window on `cluster`: the workers loop for `opts.seconds` while
+/// snapshots are forced; returns its figures and the workers, to reuse.
+async fn load_window(
+    opts: &LatencyOptions,
+    cluster: &DriftlockCluster,
+    admin: &Client,
+    workers: Vec<Worker>,
+) -> Result<(LoadWindow, Vec<Worker>), ClusterError> {
+    let leader = cluster.wait_leader(Duration::from_secs(30)).await?;
+    let names = (0..opts.clients).map(|i| format!("lat/{i}")).collect();
+    let load_for = Duration::from_secs(opts.seconds);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let load = tokio::spawn(run_loops(workers, names, t0, stop.clone()));
+    let snapshots = force_snapshots(cluster, admin, t0, load_for, opts.snapshot_every_s).await;
+    tokio::time::sleep_until((t0 + load_for).into()).await;
+    stop.store(true, Ordering::Relaxed);
+    let (workers, ops) = load.await.map_err(|e| ClusterError::Client(format!("load: {e}")))?;
+    let load_elapsed = t0.elapsed();
+    let leader_after_load = cluster.wait_leader(Duration::from_secs(30)).await?;
+    let leader_metrics_after_load = leader_metrics(cluster, leader_after_load).await;
+    let summary = summarize(&ops, load_elapsed);
+    let window = LoadWindow {
         leader,
         leader_after_load,
         load_seconds: load_elapsed.as_secs_f64(),
@@ -267,11 +345,22 @@ async fn phase(opts: &LatencyOptions, locks: usize) -> Result<Phase, ClusterErro
         max_completion_gap_at_s: summary.max_gap_at_s,
         snapshots,
         per_second: summary.per_second,
-        leader_metrics_before_load,
         leader_metrics_after_load,
-        rss_after_fill,
-        rss_after_load,
-    })
+    };
+    Ok((window, workers))
+}
+
+/// The median of `values` (the lower middle one of an even count; 0 for
+/// none).
+fn median(mut values: Vec<u64>) -> u64 {
+    values.sort_unstable();
+    values.get(values.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+}
+
+/// [`median`] of floats (by total order).
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values.get(values.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
 }
 
 /// Forces a fresh snapshot on the leader every `every_s` seconds until
@@ -475,6 +564,15 @@ mod tests {
             ok: true,
             is_lock: true,
         }
+    }
+
+    #[test]
+    fn medians_take_the_middle_window() {
+        assert_eq!(median(vec![39_000, 10_300, 10_500]), 10_500);
+        assert_eq!(median(vec![7]), 7);
+        assert_eq!(median(vec![4, 1, 3, 2]), 2, "the lower middle of an even count");
+        assert_eq!(median(Vec::new()), 0);
+        assert_eq!(median_f64(vec![2_400.0, 2_300.0, 2_500.0]), 2_400.0);
     }
 
     #[test]

@@ -128,11 +128,15 @@ enum Cmd {
         /// Held locks of the baseline phase (0: none).
         #[arg(long, default_value_t = 10_000)]
         baseline_locks: usize,
-        /// Seconds of load in each phase.
+        /// Seconds of each load window.
         #[arg(long, default_value_t = 60)]
         seconds: u64,
+        /// Load windows per phase, one after the other on the same cluster;
+        /// the phase's percentiles are their medians (≥ 1).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+        windows: u64,
         /// Seconds between forced snapshots on the leader, the first half
-        /// that into the load (0: none).
+        /// that into each window (0: none).
         #[arg(long, default_value_t = 10)]
         snapshot_every_s: u64,
         /// Load clients, each its own client and session, looping
@@ -363,6 +367,7 @@ fn main() -> ExitCode {
                 locks,
                 baseline_locks,
                 seconds,
+                windows,
                 snapshot_every_s,
                 clients,
                 sessions,
@@ -375,6 +380,7 @@ fn main() -> ExitCode {
                     locks,
                     baseline_locks,
                     seconds,
+                    windows: usize::try_from(windows).unwrap_or(usize::MAX),
                     snapshot_every_s,
                     clients,
                     sessions,
