@@ -402,6 +402,7 @@ impl Transport {
                     continue;
                 }
             };
+            tracing::debug!(endpoint = %addr, error = %err, what = spec.what, "attempt answered with an error");
             match err {
                 ApiError::Rejected(r) => return Err(ClientError::Rejected(r)),
                 ApiError::InvalidRequest(s) => return Err(ClientError::InvalidRequest(s)),

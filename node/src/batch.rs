@@ -24,7 +24,7 @@ use std::sync::{Arc, Weak};
 use driftlock_proto::{limits, ApiError, Reply};
 use driftlock_raft_store::StampedRequest;
 use driftlock_state_machine::{Command, Response, StampedCommand};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, ForwardReason, RaftError};
 use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -205,6 +205,19 @@ async fn propose_entry(node: &NodeContext, command: Command, count: usize) -> Ve
         // the leader or the transfer target when known (the client goes
         // there without waiting), `Unavailable` for a lapsed lease.
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+            if forward.reason == ForwardReason::LeadershipTransfer {
+                // Point the client at the new leader once there is one,
+                // not at a target that may not know yet that it is one.
+                node.await_successor().await;
+                if let Some(leader) = node.leader_hint().filter(|(id, _)| *id != node.id) {
+                    return vec![
+                        Err(ApiError::NotLeader {
+                            leader_hint: Some(leader)
+                        });
+                        count
+                    ];
+                }
+            }
             vec![Err(crate::server::forward_error(forward, || node.leader_hint())); count]
         }
         // The entry was appended and then discarded under a new leader: it

@@ -136,9 +136,7 @@ impl NodeContext {
         if self.stopping.load(Ordering::Relaxed) {
             return Err(ApiError::Unavailable("node is shutting down".into()));
         }
-        if !self.raft.is_leader() {
-            return Err(self.not_leader());
-        }
+        self.leader_here().await?;
         // Every entry fits one Raft frame with room for a full append
         // beside it (`limits::MAX_ENTRY_BYTES`); a request frame cannot
         // carry more, so this refuses only what a bug would build. (The
@@ -152,6 +150,58 @@ impl NodeContext {
             )));
         }
         self.proposals.propose(command, command_bytes).await
+    }
+
+    /// `Ok` if this node leads; otherwise `NotLeader` with the leader it
+    /// knows. While no leader is known (an election, or a transfer, under
+    /// way) it first waits for one, at most a heartbeat interval
+    /// (`raft.heartbeat_ms`): a client told "no leader" backs off and tries
+    /// again, 10–80 ms a time, and after a planned transfer that backoff
+    /// was most of its longest wait (the election itself took 17–22 ms);
+    /// parked here, the request goes on the moment this node wins, or is
+    /// pointed at the winner. Not longer: a node that hears of no leader
+    /// for a heartbeat interval may be cut off, and the client does better
+    /// trying another.
+    async fn leader_here(&self) -> Result<(), ApiError> {
+        if self.raft.is_leader() {
+            return Ok(());
+        }
+        let id = self.id;
+        let settled = move |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.state.is_leader() || m.current_leader.is_some_and(|l| l != id)
+        };
+        if !settled(&self.raft.metrics().borrow_watched()) {
+            let wait = Duration::from_millis(self.raft.config().heartbeat_interval);
+            // A timeout is answered below like any other unsettled state.
+            let _ = self.raft.wait(Some(wait)).metrics(settled, "a known leader").await;
+        }
+        if self.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    /// Waits, at most an election timeout (`raft.election_timeout_max_ms`:
+    /// the transfer's election either ends within it or failed), until
+    /// this node knows of a leader other than itself: the end of a
+    /// leadership transfer it started. Answering at once with the
+    /// transfer's target sent clients back and forth: the target, not yet
+    /// told of the transfer, still named this node as its leader.
+    pub(crate) async fn await_successor(&self) {
+        let id = self.id;
+        let settled = move |m: &openraft::RaftMetrics<TypeConfig>| {
+            !m.state.is_leader() && m.current_leader.is_some_and(|l| l != id)
+        };
+        if !settled(&self.raft.metrics().borrow_watched()) {
+            let wait = Duration::from_millis(self.raft.config().election_timeout_max);
+            // Timed out: the caller answers with what it knows.
+            let _ = self
+                .raft
+                .wait(Some(wait))
+                .metrics(settled, "the transfer's new leader")
+                .await;
+        }
     }
 
     /// Confirms leadership for a linearizable read and returns the cluster

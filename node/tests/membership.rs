@@ -329,3 +329,77 @@ async fn health_endpoints_tell_alive_from_ready() {
     assert_eq!(status_code(&request(&addr, "HEAD", "/healthz")), 200);
     c.kill(lone);
 }
+
+/// A write the old leader refuses during a transfer names a leader that
+/// takes the next write: the old leader answers once the new leader is
+/// established, not at once with a target that may not know yet that it
+/// is one (clients went back and forth between the two, and planned
+/// transfers had a 100–130 ms tail from it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_during_a_transfer_is_pointed_at_a_leader_that_takes_it() {
+    let c = TestCluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let target = (leader + 1) % 3;
+    let to = c.id(target);
+    // Writers as a client library runs them: to the leader until refused,
+    // then at once to the node the refusal names.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let old = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
+            .await
+            .expect("connect to the leader");
+        let to_target = driftlock_proto::connect(c.client_addr(target), T, &c.security())
+            .await
+            .expect("connect to the target");
+        let target_addr = c.client_addr(target).to_string();
+        writers.push(tokio::spawn(async move {
+            let put = |key: String| KvWrite::Put { key, value: Vec::new() };
+            let deadline = Instant::now() + T;
+            let mut i = 0u64;
+            loop {
+                assert!(
+                    Instant::now() < deadline,
+                    "writer {w}: the old leader never named a new leader"
+                );
+                i += 1;
+                match old
+                    .kv_write(driftlock_proto::context(T), put(format!("t/{w}/{i}")))
+                    .await
+                    .expect("rpc")
+                {
+                    Ok(_) => {}
+                    Err(driftlock_proto::ApiError::NotLeader {
+                        leader_hint: Some((id, addr)),
+                    }) => {
+                        assert_eq!((id, addr.as_str()), (to, target_addr.as_str()), "writer {w}");
+                        return to_target
+                            .kv_write(driftlock_proto::context(T), put(format!("t/{w}/after")))
+                            .await
+                            .expect("rpc");
+                    }
+                    // No leader known yet: an honest answer; ask again.
+                    Err(driftlock_proto::ApiError::NotLeader { leader_hint: None }) => {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(e) => panic!("writer {w}: the old leader answered {e:?}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::TransferLeader { to },
+        T,
+        &c.security(),
+    )
+    .await
+    .expect("transfer");
+    for (w, writer) in writers.into_iter().enumerate() {
+        let reply = writer.await.expect("writer");
+        assert!(
+            matches!(reply, Ok(Reply::KvWritten { .. })),
+            "writer {w}: the node the refusal named refused the first write sent to it: {reply:?}"
+        );
+    }
+}
