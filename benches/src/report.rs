@@ -38,6 +38,9 @@ pub struct Row {
     /// `FAULT_WINDOW` of the fault, µs (`max_us` is the whole run's).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub max_near_fault_us: Option<u64>,
+    /// Failover: Raft term changes from before the fault to the end.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub term_changes: Option<u64>,
     /// Keepalive: the leader's CPU, % of one core.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub leader_cpu_pct: Option<f64>,
@@ -97,6 +100,7 @@ pub fn median_row(workload: &str, clients: usize, system: System, runs: &[Measur
         failed_ops: median_u(runs.iter().map(|m| m.failed_ops).collect()),
         first_ok_after_fault_us: (!opt_u.is_empty()).then(|| median_u(opt_u)),
         max_near_fault_us: opt_median_u(|m| m.max_near_fault_us),
+        term_changes: opt_median_u(|m| m.term_changes),
         leader_cpu_pct: (!opt_f.is_empty()).then(|| median_f(opt_f)),
         leader_cpu_us_per_renewal: opt_median_f(|m| m.leader_cpu_us_per_renewal),
         sessions_kept: opt_median_u(|m| m.sessions_kept),
@@ -439,6 +443,22 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
         "",
     );
     line(
+        "SIGSTOP 2 s → first ok op, ms",
+        dl("failover-pause", 16).and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
+        best_etcd(rows, "failover-pause", Some(16), Better::Lower, |r| {
+            r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)
+        }),
+        "",
+    );
+    line(
+        "SIGSTOP 2 s: Raft term changes",
+        dl("failover-pause", 16).and_then(|r| r.term_changes.map(|t| t as f64)),
+        best_etcd(rows, "failover-pause", Some(16), Better::Lower, |r| {
+            r.term_changes.map(|t| t as f64)
+        }),
+        "no storm",
+    );
+    line(
         "planned transfer run: max latency ms (whole run)",
         dl("failover-planned", 16).map(|r| r.max_us as f64 / 1000.0),
         best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
@@ -677,6 +697,7 @@ mod tests {
             failed_ops: 0,
             first_ok_after_fault_us: None,
             max_near_fault_us: None,
+            term_changes: None,
             leader_cpu_pct: None,
             leader_cpu_us_per_renewal: None,
             sessions_kept: None,

@@ -116,6 +116,10 @@ pub struct Measured {
     /// moment of the [`FAULT_WINDOW`] from the fault on, µs: what the
     /// fault cost, apart from pauses elsewhere in the run (`max_us`).
     pub max_near_fault_us: Option<u64>,
+    /// Failover workloads: how many times the cluster's Raft term moved
+    /// from just before the fault to the end of the run (the highest term
+    /// any node reports): 1 is one election; more after a pause is a storm.
+    pub term_changes: Option<u64>,
     /// Keepalive workload: the leader's CPU use, % of one core.
     pub leader_cpu_pct: Option<f64>,
     /// Keepalive workload: the leader's CPU (user + system) per successful
@@ -495,6 +499,43 @@ impl Target<'_> {
         }
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) node `i`'s process.
+    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) -> Result<(), String> {
+        let pid = self.pid(i).ok_or_else(|| format!("node {i} does not run"))?;
+        let pid = i32::try_from(pid).map_err(|_| format!("pid {pid} out of range"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| format!("{signal} to node {i}: {e}"))
+    }
+
+    /// The highest Raft term any reachable node reports, `None` if none
+    /// answered.
+    async fn max_term(&self) -> Option<u64> {
+        let endpoints = self.endpoints();
+        let mut max = None;
+        match self {
+            Target::Driftlock(c) => {
+                let admin = c.admin_client().await.ok()?;
+                for ep in &endpoints {
+                    if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), admin.status_of(ep)).await {
+                        max = max.max(Some(s.term));
+                    }
+                }
+            }
+            Target::Etcd(..) => {
+                for i in 0..endpoints.len() {
+                    let Ok(mut c) = EtcdConn::new(&endpoints[i..=i], 0, Budget::single(Duration::from_millis(500)))
+                    else {
+                        continue;
+                    };
+                    if let Ok(s) = c.status().await {
+                        max = max.max(s.header.as_ref().map(|h| h.raft_term));
+                    }
+                }
+            }
+        }
+        max
+    }
+
     async fn restart(&mut self, i: usize) -> BenchResult<()> {
         match self {
             Target::Driftlock(c) => {
@@ -645,7 +686,13 @@ pub enum Fault {
     KillLeader,
     /// An operator's leadership transfer.
     Planned,
+    /// SIGSTOP of the leader for [`PAUSE`], then SIGCONT: a process that
+    /// stalls (a GC pause, a VM migration, a swap storm) but is not dead.
+    PauseLeader,
 }
+
+/// How long [`Fault::PauseLeader`] keeps the leader stopped.
+pub const PAUSE: Duration = Duration::from_secs(2);
 
 /// How long after a fault its cost is counted in
 /// [`Measured::max_near_fault_us`]: a planned transfer is over in tens of
@@ -674,7 +721,8 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
     let stop = Arc::new(AtomicBool::new(false));
     let t0 = Instant::now();
     let handle = tokio::spawn(run_loops(workers, names, t0, stop.clone()));
-    tokio::time::sleep(timing.before_fault).await;
+    let term_before = target.max_term().await;
+    tokio::time::sleep(timing.before_fault.saturating_sub(t0.elapsed())).await;
     let fault_at = Instant::now();
     let mut fault_error = None;
     match fault {
@@ -684,8 +732,26 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
                 fault_error = Some(e);
             }
         }
+        Fault::PauseLeader => {
+            if let Err(e) = target.signal(leader, nix::sys::signal::Signal::SIGSTOP) {
+                fault_error = Some(e);
+            }
+        }
     }
-    let elected = target.new_leader_after(leader, fault_at).await;
+    let elected = if fault == Fault::PauseLeader && fault_error.is_none() {
+        // Watch for the new leader while the old one is stopped.
+        let resume = async {
+            tokio::time::sleep(PAUSE).await;
+            target.signal(leader, nix::sys::signal::Signal::SIGCONT)
+        };
+        let (elected, resumed) = tokio::join!(target.new_leader_after(leader, fault_at), resume);
+        if let Err(e) = resumed {
+            fault_error = Some(e);
+        }
+        elected
+    } else {
+        target.new_leader_after(leader, fault_at).await
+    };
     if let Some(d) = elected {
         eprintln!(
             "  {}: a new leader answered status {} ms after the fault",
@@ -695,6 +761,7 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
     }
     tokio::time::sleep(timing.after_fault.saturating_sub(fault_at.elapsed())).await;
     stop.store(true, Ordering::Relaxed);
+    let term_after = target.max_term().await;
     let (workers, ops) = handle.await.map_err(client_err)?;
     let elapsed = t0.elapsed();
     for w in workers {
@@ -711,6 +778,7 @@ pub async fn failover(target: &mut Target<'_>, fault: Fault, timing: &Timing, ru
         .map(|o| o.end_us - fault_us)
         .min();
     m.max_near_fault_us = worst_near(&ops, fault_us, FAULT_WINDOW);
+    m.term_changes = term_before.zip(term_after).map(|(b, a)| a.saturating_sub(b));
     // Where the run's worst latency was, against the fault.
     if let Some(w) = ops.iter().max_by_key(|o| o.latency_us()) {
         eprintln!(

@@ -213,9 +213,7 @@ impl NodeContext {
         if consistency == Consistency::Serializable {
             return Ok(self.cluster_now_us());
         }
-        if !self.raft.is_leader() {
-            return Err(self.not_leader());
-        }
+        self.leader_here().await?;
         // ReadIndex, never LeaseRead: a leader lease is measured on the
         // leader's clock and the followers' promise not to vote on theirs,
         // so a leader whose clock runs slow believes in its lease after its

@@ -70,7 +70,8 @@ enum Cmd {
         #[arg(long)]
         runs: Option<usize>,
         /// Only these workloads (comma-separated: uncontended, contended,
-        /// keepalive, failover-sigkill, failover-planned, regrant).
+        /// keepalive, failover-sigkill, failover-planned, failover-pause,
+        /// regrant).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Where to write the results (default: benches/results of the source tree).
@@ -512,12 +513,13 @@ async fn run_soak(opts: &SoakOptions, out: &std::path::Path) -> Result<ExitCode,
     }
 }
 
-const ALL: [&str; 6] = [
+const ALL: [&str; 7] = [
     "uncontended",
     "contended",
     "keepalive",
     "failover-sigkill",
     "failover-planned",
+    "failover-pause",
     "regrant",
 ];
 
@@ -534,6 +536,7 @@ async fn run_one(
         "keepalive" => workload::keepalive(target, timing).await,
         "failover-sigkill" => workload::failover(target, Fault::KillLeader, timing, run).await,
         "failover-planned" => workload::failover(target, Fault::Planned, timing, run).await,
+        "failover-pause" => workload::failover(target, Fault::PauseLeader, timing, run).await,
         "regrant" => workload::regrant(target, run).await,
         other => Err(ClusterError::Client(format!("unknown workload {other}"))),
     }
@@ -625,7 +628,7 @@ async fn compare(opts: CompareOptions) -> Result<(), ClusterError> {
         for (wi, w) in workloads.iter().enumerate() {
             let client_counts: &[usize] = match *w {
                 "uncontended" => &[1, 16, 64],
-                "contended" | "failover-sigkill" | "failover-planned" => &[16],
+                "contended" | "failover-sigkill" | "failover-planned" | "failover-pause" => &[16],
                 "keepalive" => &[timing.keepalive_sessions],
                 _ => &[1],
             };
@@ -642,14 +645,15 @@ async fn compare(opts: CompareOptions) -> Result<(), ClusterError> {
                     match run_one(&mut target, w, clients, &timing, run).await {
                         Ok(m) => {
                             eprintln!(
-                                "  {:.0} ops/s p50 {} µs p99 {} µs max {} µs failed {} first-ok {:?} leader cpu {:?} % \
-                                 cpu/pair {:?} µs cpu/renewal {:?} µs",
+                                "  {:.0} ops/s p50 {} µs p99 {} µs max {} µs failed {} first-ok {:?} terms +{:?} \
+                                 leader cpu {:?} % cpu/pair {:?} µs cpu/renewal {:?} µs",
                                 m.ops_per_sec,
                                 m.p50_us,
                                 m.p99_us,
                                 m.max_us,
                                 m.failed_ops,
                                 m.first_ok_after_fault_us,
+                                m.term_changes,
                                 m.leader_cpu_pct,
                                 m.cpu_us_per_op,
                                 m.leader_cpu_us_per_renewal
