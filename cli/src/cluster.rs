@@ -49,7 +49,9 @@ pub enum ClusterCmd {
         /// Id of the node to remove from the voters and the cluster.
         id: u64,
     },
-    /// Hand Raft leadership to a voter.
+    /// Hand Raft leadership to a voter; returns once it leads. Refused,
+    /// with nothing changed, while the voter has not caught up with the
+    /// leader's log.
     TransferLeader {
         /// The cluster to talk to.
         #[command(flatten)]
@@ -129,7 +131,7 @@ pub(crate) async fn cluster(cmd: ClusterCmd) -> CmdResult {
                 .admin(AdminRequest::TransferLeader { to: id })
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("leadership handed to node {id}");
+            println!("node {id} leads");
         }
         ClusterCmd::Config(cmd) => crate::config::config(cmd).await?,
     }

@@ -25,7 +25,6 @@ use driftlock_proto::{limits, ApiError, Reply};
 use driftlock_raft_store::StampedRequest;
 use driftlock_state_machine::{Command, Response, StampedCommand};
 use openraft::error::{ClientWriteError, ForwardReason, RaftError};
-use openraft::type_config::async_runtime::WatchReceiver;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::server::NodeContext;
@@ -163,25 +162,25 @@ async fn propose_entry(node: &NodeContext, command: Command, count: usize) -> Ve
         let err = node.not_leader();
         return vec![Err(err); count];
     }
-    if !first_ack_seen(&node.raft.metrics().borrow_watched()) {
-        // Leader of a term no quorum has acknowledged yet: openraft would
-        // refuse the write (its lease is not valid). The acknowledgement of
-        // its first append comes a round trip later, so wait for it here
-        // rather than refuse the burst of requests that follows every
-        // election and transfer. Bounded: a leader that hears from nobody
-        // proposes anyway and is refused (`Unavailable`).
-        let waited = node
-            .raft
-            .wait(Some(FIRST_ACK_WAIT))
-            .metrics(first_ack_seen, "the first quorum acknowledgement of this term")
-            .await;
-        if waited.is_err() {
-            tracing::debug!("no quorum acknowledgement yet; proposing anyway");
-        }
-        if !node.raft.is_leader() {
-            let err = node.not_leader();
-            return vec![Err(err); count];
-        }
+    // Leader of a term no quorum has acknowledged yet: openraft would
+    // refuse the write (its lease is not valid). The acknowledgement of its
+    // first append comes a round trip later, so wait for it here rather
+    // than refuse the burst of requests that follows every election and
+    // transfer. Bounded: a leader that hears from nobody proposes anyway
+    // and is refused (`Unavailable`).
+    if !node
+        .settle(
+            FIRST_ACK_WAIT,
+            "the first quorum acknowledgement of this term",
+            first_ack_seen,
+        )
+        .await
+    {
+        tracing::debug!("no quorum acknowledgement yet; proposing anyway");
+    }
+    if !node.raft.is_leader() {
+        let err = node.not_leader();
+        return vec![Err(err); count];
     }
     let ts_us = node.stamp();
     let request = StampedRequest(StampedCommand { ts_us, command });

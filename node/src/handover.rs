@@ -352,7 +352,7 @@ async fn leader_health(ctx: &NodeContext, critical_streak: &mut u32, last_transf
         "leader is unhealthy: transferring Raft leadership"
     );
     ctx.metrics.health.health_leader_transfers.inc();
-    if let Err(e) = ctx.raft.trigger().transfer_leader(target).await {
+    if let Err(e) = crate::transfer::transfer_leadership(ctx, target).await {
         tracing::warn!(to = target, error = %e, "leader transfer failed");
     }
 }

@@ -27,3 +27,4 @@ pub mod predict;
 pub mod server;
 pub mod tasks;
 pub mod tls;
+pub mod transfer;

@@ -167,14 +167,12 @@ impl NodeContext {
             return Ok(());
         }
         let id = self.id;
-        let settled = move |m: &openraft::RaftMetrics<TypeConfig>| {
+        let wait = Duration::from_millis(self.raft.config().heartbeat_interval);
+        // Unsettled after the wait is answered below like any other state.
+        self.settle(wait, "a known leader", move |m| {
             m.state.is_leader() || m.current_leader.is_some_and(|l| l != id)
-        };
-        if !settled(&self.raft.metrics().borrow_watched()) {
-            let wait = Duration::from_millis(self.raft.config().heartbeat_interval);
-            // A timeout is answered below like any other unsettled state.
-            let _ = self.raft.wait(Some(wait)).metrics(settled, "a known leader").await;
-        }
+        })
+        .await;
         if self.raft.is_leader() {
             Ok(())
         } else {
@@ -190,18 +188,29 @@ impl NodeContext {
     /// told of the transfer, still named this node as its leader.
     pub(crate) async fn await_successor(&self) {
         let id = self.id;
-        let settled = move |m: &openraft::RaftMetrics<TypeConfig>| {
+        let wait = Duration::from_millis(self.raft.config().election_timeout_max);
+        // Timed out: the caller answers with what it knows.
+        self.settle(wait, "the transfer's new leader", move |m| {
             !m.state.is_leader() && m.current_leader.is_some_and(|l| l != id)
-        };
-        if !settled(&self.raft.metrics().borrow_watched()) {
-            let wait = Duration::from_millis(self.raft.config().election_timeout_max);
-            // Timed out: the caller answers with what it knows.
-            let _ = self
-                .raft
-                .wait(Some(wait))
-                .metrics(settled, "the transfer's new leader")
-                .await;
+        })
+        .await;
+    }
+
+    /// Waits at most `wait` until `settled` holds of this node's Raft
+    /// metrics (`what` names the wait in openraft's debug log); whether it
+    /// does. Reads the current metrics first without copying them, so a
+    /// state that already holds — the common case on every request path —
+    /// costs no allocation and no timer.
+    pub(crate) async fn settle(
+        &self,
+        wait: Duration,
+        what: &'static str,
+        settled: impl Fn(&openraft::RaftMetrics<TypeConfig>) -> bool + Send,
+    ) -> bool {
+        if settled(&self.raft.metrics().borrow_watched()) {
+            return true;
         }
+        self.raft.wait(Some(wait)).metrics(settled, what).await.is_ok()
     }
 
     /// Confirms leadership for a linearizable read and returns the cluster
@@ -396,23 +405,7 @@ impl NodeContext {
                 crate::handover::begin(self, &election, to).await?;
             }
             AdminRequest::TransferLeader { to } => {
-                self.require_leader()?;
-                let is_voter = self
-                    .raft
-                    .metrics()
-                    .borrow_watched()
-                    .membership_config
-                    .membership()
-                    .voter_ids()
-                    .any(|v| v == to);
-                if !is_voter {
-                    return Err(ApiError::InvalidRequest(format!("node {to} is not a voter")));
-                }
-                self.raft
-                    .trigger()
-                    .transfer_leader(to)
-                    .await
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+                crate::transfer::transfer_leadership(self, to).await?;
             }
             AdminRequest::SetPolicy {
                 policy,

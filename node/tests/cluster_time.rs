@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use driftlock_proto::{AdminRequest, ApiError, KvWrite, Reply, Role, RpcError};
+use driftlock_proto::{AdminRequest, ApiError, KvWrite, Reply, RpcError};
 use driftlock_testkit::cluster_time::{self, EndMark, MarkError, StartMark};
 use driftlock_testkit::TestCluster;
 
@@ -132,19 +132,7 @@ async fn a_node_that_caught_up_by_snapshot_and_leads_never_runs_cluster_time_ahe
     )
     .await
     .expect("promote");
-    driftlock_proto::admin(
-        &leader_addr,
-        AdminRequest::TransferLeader { to: late_id },
-        T,
-        &c.security(),
-    )
-    .await
-    .expect("transfer");
-    let deadline = Instant::now() + T;
-    while c.status(late).await.is_none_or(|s| s.role != Role::Leader) {
-        assert!(Instant::now() < deadline, "the late node did not become leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.transfer_leader(late, T).await;
 
     // An entry the late node stamps as leader. A leader just elected takes
     // writes once a quorum has acknowledged it; until then it answers

@@ -17,9 +17,7 @@ use std::sync::atomic::AtomicBool;
 use driftlock_client::{
     Client, ClientConfig, ClientError, LeaderChange, LeaderWatch, Leadership, LeadershipLoss, Rejection,
 };
-use driftlock_proto::{
-    AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, Role, SessionOp,
-};
+use driftlock_proto::{AdminRequest, Consistency, DriftlockApiRequest, EventFilter, Query, QueryResult, SessionOp};
 use driftlock_proto::{Event, HealthTier};
 use driftlock_testkit::{prom, TestCluster};
 
@@ -309,22 +307,7 @@ async fn a_critical_raft_leader_hands_leadership_to_a_healthy_voter_while_client
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Hand leadership to the sick node; it must give it away again.
-    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
-    if leader != sick {
-        driftlock_proto::admin(
-            &endpoints[leader],
-            AdminRequest::TransferLeader { to: 2 },
-            Duration::from_secs(5),
-            &cluster.security(),
-        )
-        .await
-        .expect("transfer to node 2");
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cluster.status(sick).await.map(|s| s.role) != Some(Role::Leader) {
-        assert!(Instant::now() < deadline, "node 2 never became leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster.transfer_leader(sick, Duration::from_secs(10)).await;
     let ok_when_sick_led = ok.load(Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(20);
     let new_leader = loop {

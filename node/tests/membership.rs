@@ -193,6 +193,79 @@ async fn transfer_leader_moves_leadership() {
     }
 }
 
+/// A transfer to a voter that cannot take over is refused and changes
+/// nothing; to a caught-up voter it is answered once that voter leads.
+///
+/// Before, the request was acknowledged at once whatever the target's
+/// state: the leader stopped heartbeating and proposing, the target (paused
+/// here, or just restarted and behind) ignored the handed-over election,
+/// and after an election timeout the followers elected whichever node won —
+/// the CI failure of `unmeasured_clock.rs` ("the fast node did not take
+/// over"). This test failed at its first assertion: `Ok` for a paused
+/// target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_to_a_voter_that_cannot_take_over_is_refused_and_changes_nothing() {
+    let mut c = TestCluster::start(3).await;
+    let leader = c.wait_leader(T).await;
+    let target = (leader + 1) % 3;
+    let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
+        .await
+        .expect("connect");
+    let put = |i: usize| KvWrite::Put {
+        key: format!("transfer/{i}"),
+        value: vec![1],
+    };
+    // The paused voter falls behind by more entries than a transfer target
+    // may lag (`handover::CAUGHT_UP_ENTRIES`, 64).
+    c.pause(target);
+    for i in 0..100 {
+        let r = api.kv_write(driftlock_proto::context(T), put(i)).await.expect("rpc");
+        assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
+    }
+    let before = c.status(leader).await.expect("leader status");
+    let r = driftlock_proto::admin(
+        c.client_addr(leader),
+        AdminRequest::TransferLeader { to: c.id(target) },
+        T,
+        &c.security(),
+    )
+    .await;
+    match r {
+        Err(driftlock_proto::RpcError::Api(driftlock_proto::ApiError::Unavailable(why))) => {
+            assert!(why.contains("behind"), "{why}");
+        }
+        other => panic!("a transfer to a paused voter was answered {other:?}"),
+    }
+    // Nothing changed: the same leader, in the same term, takes writes.
+    let after = c.status(leader).await.expect("leader status");
+    assert_eq!((after.role, after.term), (Role::Leader, before.term));
+    let r = api.kv_write(driftlock_proto::context(T), put(100)).await.expect("rpc");
+    assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
+
+    // Back and caught up, the target takes over, and it leads when the
+    // answer comes.
+    c.resume(target);
+    let deadline = Instant::now() + T;
+    loop {
+        let r = driftlock_proto::admin(
+            c.client_addr(leader),
+            AdminRequest::TransferLeader { to: c.id(target) },
+            T,
+            &c.security(),
+        )
+        .await;
+        match r {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the resumed voter never took over: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let s = c.status(target).await.expect("target status");
+    assert_eq!(s.role, Role::Leader, "the transfer was answered before the target led");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_exits_cleanly_and_the_node_restarts_with_its_data() {
     let mut c = TestCluster::start(3).await;

@@ -278,7 +278,7 @@ async fn a_node_whose_disk_died_is_replaced_by_a_new_node_through_the_cli() {
     wait_applied(&c, n4, last).await;
     assert_values_on(&c, n4, Consistency::Serializable, last).await;
     let moved = driftlock(&c, &new, &["cluster", "transfer-leader", "4"]);
-    assert!(moved.contains("leadership handed to node 4"), "{moved}");
+    assert!(moved.contains("node 4 leads"), "{moved}");
     wait_role(&c, n4, Role::Leader).await;
     assert_values_on(&c, n4, Consistency::Linearizable, last).await;
     assert_records_on(&c, n4, session, token).await;

@@ -21,8 +21,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use driftlock_sensors::clock::RawInstant;
+use driftlock_testkit::cluster_time;
 use driftlock_testkit::TestCluster;
+
+const T: Duration = Duration::from_secs(10);
 
 /// The kernel's normal tick, µs (USER_HZ 100).
 const NORMAL_TICK_US: u32 = 10_000;
@@ -62,15 +64,6 @@ impl Drop for TickGuard {
     }
 }
 
-/// `(raw µs, cluster_ts_us)` read together: the node's cluster time now and
-/// this process's raw clock halfway through the status call.
-async fn sample(c: &TestCluster) -> (u64, u64) {
-    let before = RawInstant::now().as_micros();
-    let status = c.status(0).await.expect("status");
-    let after = RawInstant::now().as_micros();
-    (before + (after - before) / 2, status.cluster_ts_us)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_time_does_not_follow_a_slewed_monotonic_clock() {
     let adjtimex = match adjtimex_path() {
@@ -87,23 +80,31 @@ async fn cluster_time_does_not_follow_a_slewed_monotonic_clock() {
     c.wait_leader(Duration::from_secs(20)).await;
     let _restore = TickGuard { adjtimex };
     set_tick(adjtimex, SLEWED_TICK_US);
-    // Measure over a stretch long enough that call latency is noise: the
-    // idle ticker commits an entry every 200 ms, and status reports the
-    // leader's cluster time as it would stamp it now (rule 8).
-    let (raw0, ts0) = sample(&c).await;
+    // Rule 3, which follows from rules 1–2, in observable form: from a
+    // write stamped after a raw instant to a later write applied before
+    // another, cluster time passes no faster than real time. (Two status
+    // reads, as this test first took, lag real time by the time since the
+    // node's last entry, up to an idle tick of 200 ms: over four seconds
+    // that alone could read a correct node as 5 % fast, or hide a slew.)
+    let addr = c.client_addr(0).to_owned();
+    let start = cluster_time::start_mark(&addr, "mark", T, &c.security())
+        .await
+        .expect("start mark");
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (raw1, ts1) = sample(&c).await;
+    let end = cluster_time::end_mark_by_write(&addr, "mark", T, &c.security())
+        .await
+        .expect("end mark");
     set_tick(adjtimex, NORMAL_TICK_US);
-    let real_us = raw1.saturating_sub(raw0) as f64;
-    let cluster_us = ts1.saturating_sub(ts0) as f64;
-    let rate = cluster_us / real_us;
+    let real_us = cluster_time::real_span_us(&start, &end);
+    let cluster_us = cluster_time::cluster_span_us(&start, &end);
+    let rate = cluster_time::rate(&start, &end).expect("a real span");
     eprintln!("cluster time advanced {cluster_us} µs in {real_us} µs of real time: rate {rate:.5}");
-    assert!(real_us > 2_000_000.0, "the slew lasted only {real_us} µs");
-    // Rule 2: cluster time never runs faster than real time. 0.2 % covers
-    // the status calls' latency over four seconds; the slew is 5 %.
+    assert!(real_us > 2_000_000, "the slew lasted only {real_us} µs");
+    let ahead_us = cluster_time::ahead_us(&start, &end);
     assert!(
-        rate <= 1.002,
-        "cluster time ran ahead of real time at rate {rate:.5} while the monotonic clock was slewed 5 % fast"
+        ahead_us <= 0,
+        "cluster time ran {ahead_us} µs ahead of real time (rate {rate:.5}) while the monotonic clock was \
+         slewed 5 % fast"
     );
     // And it still advances (it is not frozen by the change). A node that
     // has not measured its own rate yet stamps 10 % slow on purpose.

@@ -269,6 +269,9 @@ pub enum AdminRequest {
         to: Option<SessionId>,
     },
     /// Hand Raft leadership to this node (openraft's `transfer_leader`).
+    /// Answered once the target leads; `Unavailable`, with nothing
+    /// changed, if the target is not caught up with the leader's log
+    /// within an election timeout (down, paused, catching up).
     TransferLeader {
         /// The target's Raft id; must be a voter.
         to: u64,

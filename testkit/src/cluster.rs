@@ -357,6 +357,34 @@ impl TestCluster {
         }
     }
 
+    /// Hands Raft leadership to node `to` and returns once it leads. Asks
+    /// whichever node leads, again while the answer is `Unavailable` (the
+    /// target has not caught up yet: just restarted, say) or `NotLeader`
+    /// (an election moved leadership meanwhile), for at most `timeout`;
+    /// panics with the last answer after that.
+    pub async fn transfer_leader(&self, to: usize, timeout: Duration) {
+        use driftlock_proto::{AdminRequest, ApiError, RpcError};
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let leader = self.wait_leader(left).await;
+            if leader == to {
+                return;
+            }
+            let request = AdminRequest::TransferLeader { to: self.id(to) };
+            let r = driftlock_proto::admin(self.client_addr(leader), request, left, &self.security()).await;
+            match r {
+                Ok(_) => return,
+                Err(RpcError::Api(ApiError::Unavailable(_) | ApiError::NotLeader { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("leadership did not move to node {}: {e}", self.id(to)),
+            }
+        }
+    }
+
     /// Node `i`'s status, `None` if it does not answer within a second.
     pub async fn status(&self, i: usize) -> Option<NodeStatus> {
         self.cluster.nodes[i].status(Duration::from_secs(1)).await.ok()
