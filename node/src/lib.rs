@@ -17,6 +17,7 @@ pub mod clocksync;
 pub mod config;
 pub mod dev;
 pub mod events;
+pub mod failover;
 pub mod handover;
 pub mod health;
 pub mod http;

@@ -158,7 +158,10 @@ impl Acceptor {
                         serve(io, principal).await;
                         drop(admitted);
                     }
-                    Err(e) => {
+                    Err(e @ crate::tls::AcceptError::ClosedBeforeHello) => {
+                        tracing::debug!(port = acceptor.port, %peer, "connection ended: {e}");
+                    }
+                    Err(e @ crate::tls::AcceptError::Failed(_)) => {
                         acceptor.metrics.security.handshake_failed(acceptor.port);
                         tracing::debug!(port = acceptor.port, %peer, "connection refused: {e}");
                     }

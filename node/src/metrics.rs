@@ -28,6 +28,11 @@ pub struct Metrics {
     pub term: Gauge,
     /// Leader changes seen by this node.
     pub leader_changes: Counter,
+    /// Times this follower found its leader's process gone — the
+    /// connection it replicated on ended and its Raft port refused a new
+    /// one — and ended its lease on it (`driftlock_raft_dead_leader_detections`;
+    /// `failover.rs`).
+    pub dead_leader_detections: Counter,
     /// Snapshots this node installed from a leader since it started
     /// (`driftlock_raft_snapshots_installed`): it lagged beyond the log the
     /// leader still kept.
@@ -103,6 +108,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("driftlock");
         let term = Gauge::default();
         let leader_changes = Counter::default();
+        let dead_leader_detections = Counter::default();
         let snapshots_installed = Counter::default();
         let fsync_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         let last_log_index = Gauge::default();
@@ -128,6 +134,11 @@ impl Metrics {
             "raft_leader_changes",
             "Leader changes seen by this node",
             leader_changes.clone(),
+        );
+        registry.register(
+            "raft_dead_leader_detections",
+            "Times this follower found its leader's process gone (connection ended, port refused)",
+            dead_leader_detections.clone(),
         );
         registry.register(
             "raft_snapshots_installed",
@@ -193,6 +204,7 @@ impl Metrics {
             registry,
             term,
             leader_changes,
+            dead_leader_detections,
             snapshots_installed,
             fsync_seconds,
             last_log_index,

@@ -89,6 +89,10 @@ pub struct RaftRpcServer {
     /// The snapshot being received, shared by every Raft connection of
     /// this node (a leader may reconnect between chunks).
     pub snapshots: std::sync::Arc<SnapshotAssembler>,
+    /// The node that sent AppendEntries on this connection, if any (one
+    /// connection, one dialer): when the connection ends, `failover.rs`
+    /// checks whether that leader's process is gone.
+    pub appends_from: std::sync::Arc<std::sync::OnceLock<u64>>,
 }
 
 /// Reassembles a snapshot sent in chunks. It holds one snapshot at a time:
@@ -250,7 +254,12 @@ impl RaftRpc for RaftRpcServer {
         _: tarpc::context::Context,
         req: AppendEntriesRequest<TypeConfig>,
     ) -> Result<AppendEntriesResponse<TypeConfig>, String> {
-        self.admit(voter(&req.vote), "append-entries")?;
+        let leader = voter(&req.vote);
+        self.admit(leader, "append-entries")?;
+        if let (None, Some(leader)) = (self.appends_from.get(), leader) {
+            // Set once per connection; a second setter loses the same value.
+            let _ = self.appends_from.set(leader);
+        }
         self.raft.append_entries(req).await.map_err(|e| e.to_string())
     }
 
@@ -363,20 +372,24 @@ pub async fn serve(
     let in_flight = acceptor.caps.in_flight;
     let metrics = acceptor.metrics.clone();
     let snapshots = std::sync::Arc::new(SnapshotAssembler::default());
+    let watch = std::sync::Arc::new(crate::failover::LeaderWatch::new(raft.clone(), metrics.clone()));
     Ok(acceptor.run(listener, move |io, principal| {
         let peer = match principal {
             Principal::Node(id) => Some(Some(id)),
             Principal::Anonymous => Some(None),
             Principal::Client { .. } => None,
         };
+        let appends_from = std::sync::Arc::new(std::sync::OnceLock::new());
         let server = peer.map(|peer| RaftRpcServer {
             raft: raft.clone(),
             clock: clock.clone(),
             peer,
             metrics: metrics.clone(),
             snapshots: snapshots.clone(),
+            appends_from: appends_from.clone(),
         });
         let metrics = metrics.clone();
+        let watch = watch.clone();
         async move {
             let Some(server) = server else {
                 metrics.security.raft_refused.inc();
@@ -391,6 +404,9 @@ pub async fn serve(
                     tokio::spawn(response);
                 })
                 .await;
+            if let Some(&leader) = appends_from.get() {
+                watch.connection_closed(leader).await;
+            }
         }
     }))
 }

@@ -48,6 +48,18 @@ pub enum NodeSecurity {
     Tls(Arc<NodeTls>),
 }
 
+/// Why an accepted connection is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// The peer closed the connection (or reset it) before sending a
+    /// byte: not a failed handshake, and not counted as one.
+    #[error("closed before the TLS handshake began")]
+    ClosedBeforeHello,
+    /// The handshake failed or did not finish in time.
+    #[error("{0}")]
+    Failed(String),
+}
+
 impl NodeSecurity {
     /// The set-up `[tls]` asks for, with the files read and checked.
     pub fn from_config(config: &NodeConfig) -> Result<NodeSecurity, TlsSetupError> {
@@ -77,16 +89,35 @@ impl NodeSecurity {
         &self,
         stream: tokio::net::TcpStream,
         timeout: Duration,
-    ) -> Result<(BoxedIo, Principal), String> {
+    ) -> Result<(BoxedIo, Principal), AcceptError> {
         // Replies are small and latency-bound, like requests.
         let _ = stream.set_nodelay(true);
         match self {
             NodeSecurity::Insecure => Ok((Box::new(stream), Principal::Anonymous)),
             NodeSecurity::Tls(node) => {
                 let config = node.current().server;
-                match tokio::time::timeout(timeout, tls::accept(config, stream)).await {
-                    Ok(accepted) => accepted.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("TLS handshake not done within {} ms", timeout.as_millis())),
+                let handshake = async {
+                    // A connection closed before its first byte is no
+                    // handshake at all: a peer checking that the port lives
+                    // (`failover.rs`), a load balancer's TCP check.
+                    let mut first = [0u8; 1];
+                    match stream.peek(&mut first).await {
+                        Ok(0) => return Err(AcceptError::ClosedBeforeHello),
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                            return Err(AcceptError::ClosedBeforeHello)
+                        }
+                        Ok(_) | Err(_) => {}
+                    }
+                    tls::accept(config, stream)
+                        .await
+                        .map_err(|e| AcceptError::Failed(e.to_string()))
+                };
+                match tokio::time::timeout(timeout, handshake).await {
+                    Ok(accepted) => accepted,
+                    Err(_) => Err(AcceptError::Failed(format!(
+                        "TLS handshake not done within {} ms",
+                        timeout.as_millis()
+                    ))),
                 }
             }
         }

@@ -69,6 +69,14 @@ async fn the_client_port_admits_only_certificates_of_the_cluster_ca() {
     };
     let before = failures();
 
+    // A connection closed before its first byte (a peer's check that the
+    // port lives, `failover.rs`; a load balancer's TCP check) is not a
+    // handshake, and is not counted as a failed one.
+    assert_eq!(
+        driftlock_node::failover::probe(&addr).await,
+        driftlock_node::failover::Probe::Alive
+    );
+
     let refused = [
         ("plain TCP", Security::Insecure),
         ("TLS without a client certificate", without_client_certificate(&ca)),
@@ -84,6 +92,8 @@ async fn the_client_port_admits_only_certificates_of_the_cluster_ca() {
         before,
         failures()
     );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(failures(), before + 3, "the probe counted as a failed handshake");
 
     // The cluster's own certificates still get through, an ordinary
     // client's included.
