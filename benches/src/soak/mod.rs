@@ -275,6 +275,7 @@ async fn worker(ctx: WorkerCtx, mut session: Session) {
 /// The cluster's state at the end of a minute.
 struct NodeSample {
     leader: Option<u64>,
+    term: Option<u64>,
     cluster_sessions: Option<u64>,
     applied_index: Option<u64>,
     rss_bytes: Vec<Option<u64>>,
@@ -289,6 +290,7 @@ async fn sample_nodes(cluster: &DriftlockCluster, admin: &Client) -> NodeSample 
     };
     NodeSample {
         leader: leader.map(|i| cluster.node_id(i)),
+        term: status.as_ref().map(|s| s.term),
         cluster_sessions: status.as_ref().map(|s| s.stats.sessions),
         applied_index: status.as_ref().map(|s| s.applied_index),
         rss_bytes: (0..cluster.len()).map(|i| cluster.pid(i).and_then(rss_bytes)).collect(),
@@ -422,6 +424,7 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakReport, ClusterError> {
             session,
         ));
     }
+    let term_at_start = sample_nodes(&cluster, &admin).await.term;
     let load_started_s = clock.now_s();
     let load_t0 = Instant::now();
     let started_utc = clock.utc(load_started_s);
@@ -462,6 +465,7 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakReport, ClusterError> {
             probes: observer.probe_count(),
             jeopardy: jeopardy - last_jeopardy,
             leader: sample.leader,
+            term: sample.term,
             cluster_sessions: sample.cluster_sessions,
             applied_index: sample.applied_index,
             load1: loadavg()[0],
@@ -595,6 +599,10 @@ pub async fn run(opts: &SoakOptions) -> Result<SoakReport, ClusterError> {
         observe_errors: observer.error_count(),
         session_reads: observer.read_count(),
         close_errors,
+        term_changes: match (term_at_start, rows.iter().rev().find_map(|r| r.term)) {
+            (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+            _ => None,
+        },
     };
     let mut report = SoakReport {
         command: opts.command.clone(),

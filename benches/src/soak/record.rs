@@ -150,6 +150,9 @@ pub struct MinuteRow {
     /// Raft id of the leader at the end of the minute; `None` if no node
     /// said it leads within the sampling timeout.
     pub leader: Option<u64>,
+    /// The leader's Raft term at the end of the minute.
+    #[serde(default)]
+    pub term: Option<u64>,
     /// Open sessions in the leader's state (`Stats::sessions`).
     pub cluster_sessions: Option<u64>,
     /// The leader's applied log index at the end of the minute.
@@ -286,6 +289,12 @@ pub struct Totals {
     pub session_reads: u64,
     /// Sessions the run failed to close at the end.
     pub close_errors: u64,
+    /// Raft terms begun during the load: the leader's term at the last
+    /// sample minus its term when the load started (`None` if either was
+    /// not read). Every election, spurious or caused by the failover,
+    /// begins one; with no failover it should stay 0.
+    #[serde(default)]
+    pub term_changes: Option<u64>,
 }
 
 /// What the run was asked to do.
@@ -392,6 +401,11 @@ impl SoakReport {
         if self.totals.skew_events > 0 {
             why.push(format!("{} clock-skew event(s) raised", self.totals.skew_events));
         }
+        if let (None, Some(n @ 1..)) = (self.settings.failover_at_minute, self.totals.term_changes) {
+            why.push(format!(
+                "{n} Raft term change(s) with no fault injected (spurious elections)"
+            ));
+        }
         why
     }
 
@@ -465,7 +479,8 @@ impl SoakReport {
             "\nTotals over {:.0} s: {} cycles, {:.0} cycles/s; cycle p50 {} ms, p99 {} ms, max {} ms; \
              lock p50 {} ms, p99 {} ms; fenced put p99 {} ms; unlock p99 {} ms; {} failed operations{}. \
              Sessions: {} opened, **{} lost**{}; **{} skew events**; {} probes (to {} sessions); {} node clock alerts; \
-             {} moves to Jeopardy; {} gaps in the event stream; {} session reads cross-checked.\n",
+             {} moves to Jeopardy; {} gaps in the event stream; {} session reads cross-checked; \
+             **{} Raft term changes**.\n",
             t.duration_s,
             l.cycles,
             l.ops_per_sec,
@@ -498,10 +513,18 @@ impl SoakReport {
             t.jeopardy,
             t.observe_gaps,
             t.session_reads,
+            t.term_changes.map_or_else(|| "–".to_string(), |n| n.to_string()),
         ));
         let failures = self.failures();
         if failures.is_empty() {
-            s.push_str("\nVerdict: **pass** — no session lost, no skew event.\n");
+            s.push_str(&format!(
+                "\nVerdict: **pass** — no session lost, no skew event{}.\n",
+                if self.settings.failover_at_minute.is_none() {
+                    ", no election"
+                } else {
+                    ""
+                }
+            ));
         } else {
             s.push_str(&format!("\nVerdict: **fail** — {}.\n", failures.join("; ")));
         }
@@ -572,6 +595,7 @@ mod tests {
             probes: 5,
             jeopardy: 3,
             leader: Some(2),
+            term: Some(3),
             cluster_sessions: Some(1016),
             applied_index: Some(123_456),
             load1: 4.31,
@@ -737,6 +761,23 @@ mod tests {
         assert!(why.starts_with("25 session(s) lost: 100, 101,"), "{why}");
         assert!(why.ends_with(&format!("{}, …", 100 + LOST_IDS_LISTED - 1)), "{why}");
         assert_eq!(r.lost_sessions.len(), 25);
+    }
+
+    #[test]
+    fn term_changes_fail_the_check_only_when_no_failover_was_injected() {
+        let mut r = report(Vec::new(), Vec::new());
+        r.totals.term_changes = Some(1);
+        assert!(r.failures().is_empty(), "the failover's election is expected");
+        r.settings.failover_at_minute = None;
+        r.failover = None;
+        assert_eq!(
+            r.failures(),
+            vec!["1 Raft term change(s) with no fault injected (spurious elections)".to_string()]
+        );
+        assert!(r.markdown().contains("**1 Raft term changes**"));
+        r.totals.term_changes = Some(0);
+        assert!(r.failures().is_empty());
+        assert!(r.markdown().contains("no skew event, no election."));
     }
 
     #[test]
