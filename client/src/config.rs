@@ -172,17 +172,42 @@ impl ClientConfig {
     }
 }
 
-/// Checks that an endpoint looks like `host:port`.
+/// Checks that an endpoint is `host:port`: a DNS name or IPv4 address, or
+/// an IPv6 address in brackets (`[::1]:7301`), and a port from 1 to 65535.
+/// Refused at construction with what is wrong, rather than after the
+/// whole retry budget was spent failing to connect.
 pub(crate) fn check_endpoint(ep: &str) -> Result<()> {
     let bad = |why: &str| ClientError::InvalidConfig(format!("endpoint '{ep}' {why}; expected host:port"));
+    if let Some((scheme, _)) = ep.split_once("://") {
+        return Err(bad(&format!("has a URL scheme ('{scheme}://'); give only host:port")));
+    }
     let (host, port) = ep.rsplit_once(':').ok_or_else(|| bad("has no port"))?;
-    if host.is_empty() || host.chars().any(char::is_whitespace) {
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(bad(&format!("has an invalid port '{port}' (1–65535)"))),
+    }
+    if host.is_empty() {
         return Err(bad("has no host"));
     }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(bad("has an invalid port")),
+    if let Some(inner) = host.strip_prefix('[') {
+        let ip = inner.strip_suffix(']').ok_or_else(|| bad("has an unclosed '['"))?;
+        return match ip.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(bad(&format!("has '{ip}' in brackets, which is not an IPv6 address"))),
+        };
     }
+    if host.contains(':') {
+        return Err(bad("has an IPv6 address without brackets (write [addr]:port)"));
+    }
+    // A DNS name (letters, digits, '-', '.', and '_' as some internal
+    // names use) or an IPv4 address, which is made of the same characters.
+    if let Some(c) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+    {
+        return Err(bad(&format!("has '{c}' in its host name")));
+    }
+    Ok(())
 }
 
 /// Endpoints from `DRIFTLOCK_ENDPOINTS` (comma-separated `host:port`;
@@ -274,5 +299,35 @@ mod tests {
         assert!(matches!(parse_endpoints(" , "), Err(ClientError::EndpointsEnv(_))));
         assert!(matches!(parse_endpoints("a:1,b"), Err(ClientError::InvalidConfig(_))));
         assert!(parse_endpoints("[::1]:7301").is_ok());
+    }
+
+    #[test]
+    fn malformed_endpoints_are_refused_saying_what_is_wrong() {
+        for ok in [
+            "127.0.0.1:7301",
+            "node-1.example.com:7301",
+            "[::1]:7301",
+            "[fe80::1]:1",
+            "my_host:65535",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://127.0.0.1:7901", "URL scheme ('http://')"),
+            ("https://h:1", "URL scheme ('https://')"),
+            ("127.0.0.1", "no port"),
+            ("h:0", "invalid port '0'"),
+            ("h:7301/", "invalid port '7301/'"),
+            (":7301", "no host"),
+            ("::1:7301", "without brackets"),
+            ("[::1:7301", "unclosed '['"),
+            ("[nope]:7301", "not an IPv6 address"),
+            ("h/x:7301", "'/' in its host name"),
+            ("two words:7301", "' ' in its host name"),
+        ] {
+            let e = check_endpoint(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains(&format!("endpoint '{bad}'")), "{e}");
+        }
     }
 }
