@@ -251,11 +251,6 @@ fn fmt_ms(us: u64) -> String {
     format!("{:.1}", us as f64 / 1000.0)
 }
 
-fn find<'a>(rows: &'a [Row], workload: &str, clients: usize, system: &str) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.workload == workload && r.clients == clients && r.system == system)
-}
-
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 {
         format!("{:.2}", a / b)
@@ -294,6 +289,24 @@ fn best_etcd<'a>(
                 a
             }
         })
+}
+
+/// One measure, `value`, of the driftlock row and of the better etcd row
+/// of `workload` at `clients` (any count when `None`).
+fn measure<'a>(
+    rows: &'a [Row],
+    workload: &str,
+    clients: Option<usize>,
+    better: Better,
+    value: impl Fn(&Row) -> Option<f64>,
+) -> (Option<f64>, Option<(f64, &'a str)>) {
+    let driftlock = rows
+        .iter()
+        .find(|r| r.workload == workload && clients.is_none_or(|c| r.clients == c) && r.system == "driftlock");
+    (
+        driftlock.and_then(&value),
+        best_etcd(rows, workload, clients, better, value),
+    )
 }
 
 fn opt_cell<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
@@ -372,7 +385,7 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
         "\nRatios driftlock / etcd (medians; etcd is the better of `etcd-rr` and `etcd-leader` for each measure):\n\n\
          | measure | driftlock | etcd | etcd variant | ratio | goal |\n|---|---:|---:|---|---:|---|\n",
     );
-    let mut line = |name: &str, d: Option<f64>, e: Option<(f64, &str)>, goal: &str| {
+    let mut line = |name: &str, (d, e): (Option<f64>, Option<(f64, &str)>), goal: &str| {
         if let (Some(d), Some((e, variant))) = (d, e) {
             s.push_str(&format!(
                 "| {name} | {d:.1} | {e:.1} | {variant} | {} | {goal} |\n",
@@ -380,114 +393,86 @@ pub fn markdown(rows: &[Row], machine: &Machine, command: &str, when: &str) -> S
             ));
         }
     };
-    let dl = |w: &str, c: usize| find(rows, w, c, "driftlock");
+    use Better::{Higher, Lower};
+    let ms = |us: u64| us as f64 / 1000.0;
     for c in [1, 16, 64] {
         line(
             &format!("uncontended pairs/s, {c} clients"),
-            dl("uncontended", c).map(|r| r.ops_per_sec),
-            best_etcd(rows, "uncontended", Some(c), Better::Higher, |r| Some(r.ops_per_sec)),
+            measure(rows, "uncontended", Some(c), Higher, |r| Some(r.ops_per_sec)),
             if c == 64 { "≥ 3" } else { "" },
         );
     }
     line(
         "CPU µs per pair (3 nodes), 16 clients",
-        dl("uncontended", 16).and_then(|r| r.cpu_us_per_op),
-        best_etcd(rows, "uncontended", Some(16), Better::Lower, |r| r.cpu_us_per_op),
+        measure(rows, "uncontended", Some(16), Lower, |r| r.cpu_us_per_op),
         "",
     );
     line(
         "lock p99 ms, 16 clients",
-        dl("uncontended", 16).map(|r| r.p99_us as f64 / 1000.0),
-        best_etcd(rows, "uncontended", Some(16), Better::Lower, |r| {
-            Some(r.p99_us as f64 / 1000.0)
-        }),
+        measure(rows, "uncontended", Some(16), Lower, |r| Some(ms(r.p99_us))),
         "≤ 0.5",
     );
     line(
         "contended pairs/s, 16 clients",
-        dl("contended", 16).map(|r| r.ops_per_sec),
-        best_etcd(rows, "contended", Some(16), Better::Higher, |r| Some(r.ops_per_sec)),
+        measure(rows, "contended", Some(16), Higher, |r| Some(r.ops_per_sec)),
         "≥ 10",
     );
-    let dl_keepalive = rows
-        .iter()
-        .find(|r| r.workload == "keepalive" && r.system == "driftlock");
     line(
         "keepalive leader CPU µs per renewal",
-        dl_keepalive.and_then(|r| r.leader_cpu_us_per_renewal),
-        best_etcd(rows, "keepalive", None, Better::Lower, |r| r.leader_cpu_us_per_renewal),
+        measure(rows, "keepalive", None, Lower, |r| r.leader_cpu_us_per_renewal),
         "",
     );
     line(
         "keepalive sessions lost",
-        dl_keepalive.and_then(|r| r.sessions_lost).map(|l| l as f64),
-        best_etcd(rows, "keepalive", None, Better::Lower, |r| {
-            r.sessions_lost.map(|l| l as f64)
-        }),
+        measure(rows, "keepalive", None, Lower, |r| r.sessions_lost.map(|l| l as f64)),
         "0",
     );
     line(
         "SIGKILL → first ok op, ms",
-        dl("failover-sigkill", 16).and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
-        best_etcd(rows, "failover-sigkill", Some(16), Better::Lower, |r| {
-            r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)
+        measure(rows, "failover-sigkill", Some(16), Lower, |r| {
+            r.first_ok_after_fault_us.map(ms)
         }),
         "≤ 0.33 and < 500 ms",
     );
     line(
         "SIGKILL failed ops",
-        dl("failover-sigkill", 16).map(|r| r.failed_ops as f64),
-        best_etcd(rows, "failover-sigkill", Some(16), Better::Lower, |r| {
-            Some(r.failed_ops as f64)
-        }),
+        measure(rows, "failover-sigkill", Some(16), Lower, |r| Some(r.failed_ops as f64)),
         "",
     );
     line(
         "SIGSTOP 2 s → first ok op, ms",
-        dl("failover-pause", 16).and_then(|r| r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)),
-        best_etcd(rows, "failover-pause", Some(16), Better::Lower, |r| {
-            r.first_ok_after_fault_us.map(|u| u as f64 / 1000.0)
+        measure(rows, "failover-pause", Some(16), Lower, |r| {
+            r.first_ok_after_fault_us.map(ms)
         }),
         "",
     );
     line(
         "SIGSTOP 2 s: Raft term changes",
-        dl("failover-pause", 16).and_then(|r| r.term_changes.map(|t| t as f64)),
-        best_etcd(rows, "failover-pause", Some(16), Better::Lower, |r| {
+        measure(rows, "failover-pause", Some(16), Lower, |r| {
             r.term_changes.map(|t| t as f64)
         }),
         "no storm",
     );
     line(
         "planned transfer run: max latency ms (whole run)",
-        dl("failover-planned", 16).map(|r| r.max_us as f64 / 1000.0),
-        best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
-            Some(r.max_us as f64 / 1000.0)
-        }),
+        measure(rows, "failover-planned", Some(16), Lower, |r| Some(ms(r.max_us))),
         "",
     );
     line(
         "planned transfer: worst op within 1 s of it, ms",
-        dl("failover-planned", 16).and_then(|r| r.max_near_fault_us.map(|u| u as f64 / 1000.0)),
-        best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
-            r.max_near_fault_us.map(|u| u as f64 / 1000.0)
+        measure(rows, "failover-planned", Some(16), Lower, |r| {
+            r.max_near_fault_us.map(ms)
         }),
         "< 50 ms",
     );
     line(
         "planned transfer failed ops",
-        dl("failover-planned", 16).map(|r| r.failed_ops as f64),
-        best_etcd(rows, "failover-planned", Some(16), Better::Lower, |r| {
-            Some(r.failed_ops as f64)
-        }),
+        measure(rows, "failover-planned", Some(16), Lower, |r| Some(r.failed_ops as f64)),
         "0",
     );
     line(
         "dead holder → waiter granted, ms",
-        dl("regrant", 1).map(|r| r.p50_us as f64 / 1000.0),
-        best_etcd(rows, "regrant", Some(1), Better::Lower, |r| {
-            Some(r.p50_us as f64 / 1000.0)
-        }),
+        measure(rows, "regrant", Some(1), Lower, |r| Some(ms(r.p50_us))),
         "same TTL",
     );
     s

@@ -211,26 +211,25 @@ async fn a_transfer_to_a_voter_that_cannot_take_over_is_refused_and_changes_noth
     let api = driftlock_proto::connect(c.client_addr(leader), T, &c.security())
         .await
         .expect("connect");
-    let put = |i: usize| KvWrite::Put {
-        key: format!("transfer/{i}"),
-        value: vec![1],
+    let api = &api;
+    let put = |i: usize| async move {
+        let put = KvWrite::Put {
+            key: format!("transfer/{i}"),
+            value: vec![1],
+        };
+        let r = api.kv_write(driftlock_proto::context(T), put).await.expect("rpc");
+        assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
     };
+    let (leader_addr, to, security) = (c.client_addr(leader).to_owned(), c.id(target), c.security());
+    let transfer = || driftlock_proto::admin(&leader_addr, AdminRequest::TransferLeader { to }, T, &security);
     // The paused voter falls behind by more entries than a transfer target
     // may lag (`handover::CAUGHT_UP_ENTRIES`, 64).
     c.pause(target);
     for i in 0..100 {
-        let r = api.kv_write(driftlock_proto::context(T), put(i)).await.expect("rpc");
-        assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
+        put(i).await;
     }
     let before = c.status(leader).await.expect("leader status");
-    let r = driftlock_proto::admin(
-        c.client_addr(leader),
-        AdminRequest::TransferLeader { to: c.id(target) },
-        T,
-        &c.security(),
-    )
-    .await;
-    match r {
+    match transfer().await {
         Err(driftlock_proto::RpcError::Api(driftlock_proto::ApiError::Unavailable(why))) => {
             assert!(why.contains("behind"), "{why}");
         }
@@ -239,28 +238,15 @@ async fn a_transfer_to_a_voter_that_cannot_take_over_is_refused_and_changes_noth
     // Nothing changed: the same leader, in the same term, takes writes.
     let after = c.status(leader).await.expect("leader status");
     assert_eq!((after.role, after.term), (Role::Leader, before.term));
-    let r = api.kv_write(driftlock_proto::context(T), put(100)).await.expect("rpc");
-    assert!(matches!(r, Ok(Reply::KvWritten { .. })), "{r:?}");
+    put(100).await;
 
     // Back and caught up, the target takes over, and it leads when the
     // answer comes.
     c.resume(target);
     let deadline = Instant::now() + T;
-    loop {
-        let r = driftlock_proto::admin(
-            c.client_addr(leader),
-            AdminRequest::TransferLeader { to: c.id(target) },
-            T,
-            &c.security(),
-        )
-        .await;
-        match r {
-            Ok(_) => break,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "the resumed voter never took over: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+    while let Err(e) = transfer().await {
+        assert!(Instant::now() < deadline, "the resumed voter never took over: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let s = c.status(target).await.expect("target status");
     assert_eq!(s.role, Role::Leader, "the transfer was answered before the target led");
